@@ -1,0 +1,61 @@
+"""Knowledge distillation: losses, ensemble-teacher rules and training loops."""
+
+from fedkd.distill.losses import (
+    HintProjection,
+    attention_transfer_loss,
+    check_temperature,
+    hint_loss,
+    kd_loss,
+    rkd_angle_loss,
+    rkd_distance_loss,
+    soft_target_ce,
+)
+from fedkd.distill.teacher import (
+    TEACHER_RULES,
+    Contribution,
+    TeacherConfig,
+    TeacherRule,
+    available_teacher_rules,
+    client_contribution,
+    ensemble_teacher,
+    get_teacher_rule,
+    register_teacher_rule,
+    teacher_from_sum,
+)
+from fedkd.distill.train import (
+    EvalReport,
+    TrainReport,
+    distill,
+    evaluate,
+    predict_logits,
+    resolve_device,
+    train_supervised,
+)
+
+__all__ = [
+    "TEACHER_RULES",
+    "Contribution",
+    "EvalReport",
+    "HintProjection",
+    "TeacherConfig",
+    "TeacherRule",
+    "TrainReport",
+    "attention_transfer_loss",
+    "available_teacher_rules",
+    "check_temperature",
+    "client_contribution",
+    "distill",
+    "ensemble_teacher",
+    "evaluate",
+    "get_teacher_rule",
+    "hint_loss",
+    "kd_loss",
+    "predict_logits",
+    "register_teacher_rule",
+    "resolve_device",
+    "rkd_angle_loss",
+    "rkd_distance_loss",
+    "soft_target_ce",
+    "teacher_from_sum",
+    "train_supervised",
+]

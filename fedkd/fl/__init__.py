@@ -1,0 +1,1 @@
+"""Framework-free building blocks of the federated loop (Flower adapters live in clients/, server/)."""

@@ -1,0 +1,165 @@
+"""Results of a federated run, written as the run goes so a crash loses nothing computed.
+
+A run folder holds ``config.json`` (the resolved config), ``history.json`` and ``history.csv``
+(one row per round), ``student.pt`` (the latest student checkpoint), ``plots/*.png`` and,
+once finished, ``summary.json``. Rows are rewritten atomically after every round.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+ROUND_FIELDS = (
+    "round",
+    "method",
+    "student_accuracy",
+    "teacher_accuracy",
+    "client_accuracy_mean",
+    "distill_loss",
+    "bytes_up",
+    "bytes_down",
+    "seconds",
+    "seconds_train",
+    "seconds_secagg",
+    "seconds_distill",
+    "sampled",
+    "survivors",
+    "dropped",
+    "clipped_fraction",
+    "status",
+    "reason",
+)
+
+
+@dataclass
+class RoundRecord:
+    """One round's numbers. Accuracies are NaN where a method has no such model."""
+
+    round: int
+    method: str
+    student_accuracy: float = math.nan
+    teacher_accuracy: float = math.nan
+    client_accuracy_mean: float = math.nan
+    distill_loss: float = math.nan
+    bytes_up: int = 0
+    bytes_down: int = 0
+    seconds: float = 0.0
+    seconds_train: float = 0.0
+    seconds_secagg: float = 0.0
+    seconds_distill: float = 0.0
+    sampled: int = 0
+    survivors: int = 0
+    dropped: list[int] = field(default_factory=list)  # partition ids that fell out this round
+    clipped_fraction: float = 0.0
+    status: str = "ok"  # ok | skipped
+    reason: str = ""
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class RunRecorder:
+    """Owns a run folder: config, per-round history, checkpoints, plots and summary."""
+
+    def __init__(self, out_dir: str | Path, run_name: str, config: dict[str, Any]) -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        name = run_name or f"{config.get('method', 'run')}-{stamp}"
+        self.path = Path(out_dir) / name
+        suffix = 1
+        while self.path.exists():
+            suffix += 1
+            self.path = Path(out_dir) / f"{name}-{suffix}"
+        (self.path / "plots").mkdir(parents=True)
+        self.rows: list[RoundRecord] = []
+        _atomic_write(self.path / "config.json", json.dumps(_json_safe(config), indent=2))
+
+    def add(self, record: RoundRecord) -> None:
+        """Append a round and rewrite ``history.json`` / ``history.csv``."""
+        self.rows.append(record)
+        rows = [_json_safe(asdict(r)) for r in self.rows]
+        _atomic_write(self.path / "history.json", json.dumps(rows, indent=2))
+        tmp = self.path / "history.csv.tmp"
+        with tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=ROUND_FIELDS)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({**row, "dropped": " ".join(map(str, row["dropped"]))})
+        os.replace(tmp, self.path / "history.csv")
+
+    def checkpoint(self, model: nn.Module, name: str = "student.pt") -> Path:
+        """Save a state dict atomically (write then rename)."""
+        target = self.path / name
+        tmp = target.with_suffix(".tmp")
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, target)
+        return target
+
+    def write_json(self, name: str, payload: dict[str, Any]) -> Path:
+        target = self.path / name
+        _atomic_write(target, json.dumps(_json_safe(payload), indent=2))
+        return target
+
+    def plot(self) -> list[Path]:
+        """Accuracy and traffic per round, as PNGs under ``plots/``."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rounds = [r.round for r in self.rows]
+        written: list[Path] = []
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key, label in (
+            ("student_accuracy", "student"),
+            ("teacher_accuracy", "teacher (public set)"),
+            ("client_accuracy_mean", "clients (mean)"),
+        ):
+            values = [getattr(r, key) for r in self.rows]
+            if any(math.isfinite(v) for v in values):
+                ax.plot(rounds, values, marker="o", label=label)
+        ax.set_xlabel("round")
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.set_title(f"{self.path.name}")
+        fig.tight_layout()
+        written.append(self.path / "plots" / "accuracy.png")
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(rounds, [r.bytes_up / 1e6 for r in self.rows], marker="o", label="up")
+        ax.plot(rounds, [r.bytes_down / 1e6 for r in self.rows], marker="o", label="down")
+        ax.set_xlabel("round")
+        ax.set_ylabel("MB per round")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        written.append(self.path / "plots" / "traffic.png")
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+        return written

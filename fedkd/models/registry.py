@@ -1,0 +1,125 @@
+"""The model registry: names -> factories that build a :class:`FeatureModel`."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from fedkd.models.base import FeatureModel
+from fedkd.models.cnn import build_cnn
+from fedkd.models.mlp import build_mlp
+from fedkd.models.mobilenet import build_mobilenet_v2
+from fedkd.models.resnet import build_resnet18
+
+ModelFactory = Callable[..., FeatureModel]
+
+_MODELS: dict[str, ModelFactory] = {
+    "mlp": build_mlp,
+    "cnn": build_cnn,
+    "resnet18": build_resnet18,
+    "mobilenet_v2": build_mobilenet_v2,
+}
+
+
+def register_model(name: str, factory: ModelFactory) -> None:
+    """Add a model factory under a new name.
+
+    Parameters
+    ----------
+    name
+        Registry name; must not be taken already.
+    factory
+        Called as ``factory(input_shape=(C, H, W), num_classes=K, **kwargs)``; must return a
+        :class:`FeatureModel`.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is empty or already registered.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"model name must be a non-empty string; got {name!r}")
+    if name in _MODELS:
+        raise ValueError(
+            f"model {name!r} is already registered; taken names: {', '.join(available_models())}"
+        )
+    if not callable(factory):
+        raise TypeError(f"factory for model {name!r} must be callable; got {factory!r}")
+    _MODELS[name] = factory
+
+
+def available_models() -> list[str]:
+    """Return the registered model names, sorted."""
+    return sorted(_MODELS)
+
+
+def build_model(
+    name: str, *, input_shape: tuple[int, int, int], num_classes: int, **kwargs: Any
+) -> FeatureModel:
+    """Build a registered model with random weights.
+
+    Parameters
+    ----------
+    name
+        One of :func:`available_models` (built in: ``"mlp"``, ``"cnn"`` (the default small CNN),
+        ``"resnet18"``, ``"mobilenet_v2"``).
+    input_shape
+        ``(C, H, W)`` of one input image.
+    num_classes
+        Number of output logits (at least 2).
+    **kwargs
+        Model-specific options (e.g. ``hidden`` for ``"mlp"``, ``norm`` for the conv models).
+
+    Returns
+    -------
+    FeatureModel
+        The model, in training mode.
+
+    Raises
+    ------
+    ValueError
+        Unknown name, or a malformed ``input_shape`` / ``num_classes``.
+    TypeError
+        An option the model does not accept (the message lists the accepted ones).
+    """
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(available_models())}")
+    shape = _checked_shape(input_shape)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2; got {num_classes!r}")
+    factory = _MODELS[name]
+    _check_options(name, factory, kwargs)
+    model = factory(input_shape=shape, num_classes=num_classes, **kwargs)
+    if not isinstance(model, FeatureModel):
+        raise TypeError(
+            f"factory of model {name!r} returned {type(model).__name__}, not a FeatureModel"
+        )
+    return model
+
+
+def _checked_shape(input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Return ``input_shape`` as a tuple of three positive ints or raise ``ValueError``."""
+    shape = tuple(input_shape)
+    if len(shape) != 3 or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape
+    ):
+        raise ValueError(f"input_shape must be (C, H, W) with positive ints; got {input_shape!r}")
+    return (shape[0], shape[1], shape[2])
+
+
+def _check_options(name: str, factory: ModelFactory, options: dict[str, Any]) -> None:
+    """Raise ``TypeError`` naming the accepted options if ``options`` has unknown keys."""
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # signature unavailable (e.g. a C callable): let it decide
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    accepted = sorted(set(parameters) - {"input_shape", "num_classes"})
+    unknown = sorted(set(options) - set(parameters))
+    if unknown:
+        raise TypeError(
+            f"model {name!r} does not accept {', '.join(unknown)}; "
+            f"accepted options: {', '.join(accepted) or '(none)'}"
+        )

@@ -1,0 +1,157 @@
+"""Per-client protocol state, kept between the stages of a round and across rounds.
+
+The state holds the client's private keys and shares, so it stays on the client. It survives a
+process restart through :func:`encode_client_state` / :func:`decode_client_state` (a Flower
+ClientApp keeps the bytes in ``context.state``). ``spent_rounds`` outlives the round: the
+(run_id, round) pairs for which the client sent a masked input or refused a request; a client
+never answers a spent round again, so a restarted round cannot collect a second masked input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fedkd.secagg.codec import (
+    Fields,
+    decode_fields,
+    encode_fields,
+    get_bytes,
+    get_bytes_list,
+    get_float,
+    get_int,
+    get_ints,
+    get_str,
+)
+from fedkd.secagg.config import SecAggConfig
+from fedkd.secagg.errors import WireFormatError
+from fedkd.secagg.wire import AdvertisedKeys, ShareKeysRequest, Stage
+
+
+@dataclass
+class HeldShares:
+    """The shares one client holds of one peer's two secrets (field elements)."""
+
+    self_mask: int  # share of the peer's self-mask seed b
+    mask_key: int  # share of the peer's mask private key s_sk
+
+
+@dataclass
+class ClientState:
+    """Everything a client remembers about its rounds.
+
+    Attributes
+    ----------
+    node_id : int
+        This client's id.
+    spent_rounds : set[tuple[int, int]]
+        (run_id, round) pairs this client will never answer again.
+    config : SecAggConfig | None
+        Configuration of the current round.
+    stage : Stage | None
+        Last stage answered in the current round.
+    aborted : bool
+        The client refused a request of the current round and answers nothing more in it.
+    cipher_private, mask_private, self_seed : bytes
+        The round's secrets: share-encryption key, mask-agreement key, self-mask seed.
+    peer_keys : dict[int, AdvertisedKeys]
+        Advertised keys of this client's neighbours that answered stage 1.
+    share_keys : dict[int, bytes]
+        AES-GCM keys shared with those neighbours (derived once, used both ways).
+    advertised : tuple[int, ...]
+        Every client that answered stage 1 (the server's claim).
+    held : dict[int, HeldShares]
+        Shares held per owner (this client included once its own secrets are split).
+    share_senders : tuple[int, ...]
+        This client and the neighbours whose shares it received and authenticated.
+    clipped_fraction : float
+        Fraction of this client's last input that clipping changed.
+    """
+
+    node_id: int
+    spent_rounds: set[tuple[int, int]] = field(default_factory=set)
+    config: SecAggConfig | None = None
+    stage: Stage | None = None
+    aborted: bool = False
+    cipher_private: bytes = b""
+    mask_private: bytes = b""
+    self_seed: bytes = b""
+    peer_keys: dict[int, AdvertisedKeys] = field(default_factory=dict)
+    share_keys: dict[int, bytes] = field(default_factory=dict)
+    advertised: tuple[int, ...] = ()
+    held: dict[int, HeldShares] = field(default_factory=dict)
+    share_senders: tuple[int, ...] = ()
+    clipped_fraction: float = 0.0
+
+    def round_key(self) -> tuple[int, int] | None:
+        """(run_id, round) of the current round, ``None`` before the first request."""
+        return None if self.config is None else (self.config.run_id, self.config.round)
+
+
+def encode_client_state(state: ClientState) -> bytes:
+    """Serialise a client state (secrets included: keep the bytes on the client).
+
+    Parameters
+    ----------
+    state : ClientState
+        The state to persist.
+
+    Returns
+    -------
+    bytes
+        Canonical encoding, inverted by :func:`decode_client_state`.
+    """
+    spent = sorted(state.spent_rounds)
+    owners = sorted(state.held)
+    fields: Fields = {
+        "node_id": state.node_id,
+        "spent_runs": [r for r, _ in spent],
+        "spent_rounds": [n for _, n in spent],
+        "has_config": int(state.config is not None),
+        "config": b"" if state.config is None else encode_fields(state.config.to_fields()),
+        "stage": "" if state.stage is None else state.stage.value,
+        "aborted": int(state.aborted),
+        "cipher_private": state.cipher_private,
+        "mask_private": state.mask_private,
+        "self_seed": state.self_seed,
+        "share_key_owners": sorted(state.share_keys),
+        "share_keys": [state.share_keys[v] for v in sorted(state.share_keys)],
+        "peer_keys": ShareKeysRequest(tuple(state.peer_keys.values())).to_bytes(),
+        "advertised": list(state.advertised),
+        "held_owners": owners,
+        "held_self_mask": [state.held[o].self_mask for o in owners],
+        "held_mask_key": [state.held[o].mask_key for o in owners],
+        "share_senders": list(state.share_senders),
+        "clipped_fraction": float(state.clipped_fraction),
+    }
+    return encode_fields(fields)
+
+
+def decode_client_state(data: bytes) -> ClientState:
+    """Restore a :class:`ClientState` written by :func:`encode_client_state`."""
+    f = decode_fields(data)
+    config = None
+    if get_int(f, "has_config"):
+        config = SecAggConfig.from_fields(decode_fields(get_bytes(f, "config")))
+    owners = get_ints(f, "held_owners")
+    self_masks, mask_keys = get_ints(f, "held_self_mask"), get_ints(f, "held_mask_key")
+    key_owners, keys = get_ints(f, "share_key_owners"), get_bytes_list(f, "share_keys")
+    if len({len(owners), len(self_masks), len(mask_keys)}) != 1 or len(key_owners) != len(keys):
+        raise WireFormatError("client state: owner and share columns differ in length")
+    stage = get_str(f, "stage")
+    peers = ShareKeysRequest.from_bytes(get_bytes(f, "peer_keys")).keys
+    return ClientState(
+        node_id=get_int(f, "node_id"),
+        spent_rounds=set(zip(get_ints(f, "spent_runs"), get_ints(f, "spent_rounds"), strict=True)),
+        config=config,
+        stage=Stage(stage) if stage else None,
+        aborted=bool(get_int(f, "aborted")),
+        cipher_private=get_bytes(f, "cipher_private"),
+        mask_private=get_bytes(f, "mask_private"),
+        self_seed=get_bytes(f, "self_seed"),
+        peer_keys={k.node_id: k for k in peers},
+        share_keys=dict(zip(key_owners, keys, strict=True)),
+        advertised=tuple(get_ints(f, "advertised")),
+        held={o: HeldShares(b, s) for o, b, s in zip(owners, self_masks, mask_keys, strict=True)},
+        share_senders=tuple(get_ints(f, "share_senders")),
+        clipped_fraction=get_float(f, "clipped_fraction"),
+    )

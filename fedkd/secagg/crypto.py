@@ -1,0 +1,144 @@
+"""Cryptographic primitives: X25519 key agreement, context-bound HKDF-SHA256, AES-256-GCM.
+
+Every derived key binds the round's key context (run id, round, sorted participant list,
+public-set digest, config digest; see :meth:`SecAggConfig.key_context`) and the ordered pair of
+node ids, so keys from another round, another configuration or another pair never coincide.
+Shares are encrypted with AES-256-GCM under a random 96-bit nonce, with the label, the key
+context, the sender and the recipient as associated data.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from fedkd.secagg.errors import AuthenticationFailure
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+SHARE_KEY_LABEL = b"fedkd-secagg/share-key/v1"
+MASK_SEED_LABEL = b"fedkd-secagg/mask-seed/v1"
+SHARE_AAD_LABEL = b"fedkd-secagg/share-aad/v1"
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A raw X25519 key pair (32-byte private and public keys)."""
+
+    private: bytes
+    public: bytes
+
+
+def generate_keypair() -> KeyPair:
+    """Generate a fresh X25519 key pair from the operating system's CSPRNG."""
+    key = X25519PrivateKey.generate()
+    return KeyPair(private=key.private_bytes_raw(), public=key.public_key().public_bytes_raw())
+
+
+def public_from_private(private: bytes) -> bytes:
+    """Raw X25519 public key of a raw private key."""
+    return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+
+
+def load_private(private: bytes) -> X25519PrivateKey:
+    """Parse a raw private key once, for many :func:`agree` calls."""
+    return X25519PrivateKey.from_private_bytes(private)
+
+
+def agree(private: bytes | X25519PrivateKey, peer_public: bytes) -> bytes:
+    """X25519 shared secret of ``private`` (raw or loaded) and ``peer_public``.
+
+    Raises
+    ------
+    AuthenticationFailure
+        When the peer key is malformed or of low order (all-zero shared secret).
+    """
+    try:
+        peer = X25519PublicKey.from_public_bytes(peer_public)
+        key = load_private(private) if isinstance(private, bytes) else private
+        return key.exchange(peer)
+    except ValueError as error:
+        raise AuthenticationFailure(f"invalid peer public key: {error}") from None
+
+
+def _pair(low: int, high: int) -> bytes:
+    return low.to_bytes(8, "big") + high.to_bytes(8, "big")
+
+
+def derive_key(shared: bytes, *, label: bytes, context: bytes, first: int, second: int) -> bytes:
+    """HKDF-SHA256 of an X25519 secret, bound to a label, the key context and a node pair.
+
+    Parameters
+    ----------
+    shared : bytes
+        Raw X25519 shared secret.
+    label : bytes
+        Purpose (:data:`SHARE_KEY_LABEL` or :data:`MASK_SEED_LABEL`).
+    context : bytes
+        :meth:`SecAggConfig.key_context` of the round.
+    first, second : int
+        The two node ids, in either order (the derivation sorts them).
+
+    Returns
+    -------
+    bytes
+        32 bytes of key material.
+    """
+    low, high = sorted((first, second))
+    hkdf = HKDF(
+        algorithm=hashes.SHA256(),
+        length=KEY_BYTES,
+        salt=None,
+        info=label + context + _pair(low, high),
+    )
+    return hkdf.derive(shared)
+
+
+def _share_aad(context: bytes, sender: int, recipient: int) -> bytes:
+    return SHARE_AAD_LABEL + context + _pair(sender, recipient)
+
+
+def encrypt_share(
+    key: bytes, plaintext: bytes, *, context: bytes, sender: int, recipient: int
+) -> bytes:
+    """AES-256-GCM encryption of a share bundle from ``sender`` to ``recipient``.
+
+    Returns
+    -------
+    bytes
+        ``nonce (12 bytes) || ciphertext || tag (16 bytes)``.
+    """
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, _share_aad(context, sender, recipient))
+
+
+def decrypt_share(
+    key: bytes, sealed: bytes, *, context: bytes, sender: int, recipient: int
+) -> bytes:
+    """Decrypt and authenticate :func:`encrypt_share` output.
+
+    Raises
+    ------
+    AuthenticationFailure
+        When the ciphertext, the nonce, the sender/recipient, the round or the configuration
+        differ from what was encrypted.
+    """
+    if len(sealed) < NONCE_BYTES + 16:
+        raise AuthenticationFailure(
+            f"share ciphertext from {sender} is too short ({len(sealed)} bytes)"
+        )
+    try:
+        return AESGCM(key).decrypt(
+            sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], _share_aad(context, sender, recipient)
+        )
+    except InvalidTag:
+        raise AuthenticationFailure(
+            f"the encrypted shares from client {sender} failed authentication (tampered, or "
+            "encrypted for another round or configuration)"
+        ) from None

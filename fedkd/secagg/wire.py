@@ -1,0 +1,290 @@
+"""Wire vocabulary: the stages and the message of each direction of each stage.
+
+Every message converts to a flat field dictionary (:meth:`to_fields`; values ``int``, ``bytes``,
+``str``, ``float``, ``list[int]``, ``list[bytes]`` -- what a Flower ``ConfigRecord`` holds -- and,
+for :class:`MaskedInput` only, one ``uint64`` array for an ``ArrayRecord``) and to canonical bytes
+(:meth:`to_bytes`, used to count traffic). ``from_fields``/``from_bytes`` invert them and check
+the message kind.
+
+Stage flow (server -> clients, clients -> server):
+
+1. ADVERTISE: :class:`AdvertiseRequest` -> :class:`AdvertisedKeys`
+2. SHARE: :class:`ShareKeysRequest` -> :class:`EncryptedShares`
+3. MASKED_INPUT: :class:`MaskedInputRequest` -> :class:`MaskedInput`
+4. UNMASK: :class:`UnmaskRequest` -> :class:`UnmaskReply`
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+
+from fedkd.secagg.codec import (
+    Fields,
+    FieldValue,
+    decode_fields,
+    encode_fields,
+    get_array,
+    get_bytes,
+    get_bytes_list,
+    get_int,
+    get_ints,
+)
+from fedkd.secagg.config import SecAggConfig
+from fedkd.secagg.errors import WireFormatError
+
+
+class Stage(enum.Enum):
+    """The four stages of a round."""
+
+    ADVERTISE = "advertise"
+    SHARE = "share"
+    MASKED_INPUT = "masked_input"
+    UNMASK = "unmask"
+
+
+_M = TypeVar("_M", bound="_Message")
+
+
+class _Message:
+    """Shared (de)serialisation; subclasses define KIND, _body and _from_body."""
+
+    KIND = ""
+
+    def _body(self) -> Fields:
+        raise TypeError("abstract")
+
+    @classmethod
+    def _from_body(cls: type[_M], fields: Mapping[str, FieldValue]) -> _M:
+        raise TypeError("abstract")
+
+    def to_fields(self) -> Fields:
+        """Flat field dictionary including the ``message`` kind."""
+        return {"message": self.KIND, **self._body()}
+
+    @classmethod
+    def from_fields(cls: type[_M], fields: Mapping[str, FieldValue]) -> _M:
+        """Decode :meth:`to_fields` output, checking the message kind."""
+        kind = fields.get("message")
+        if kind != cls.KIND:
+            raise WireFormatError(f"expected a {cls.KIND!r} message, got {kind!r}")
+        return cls._from_body(fields)
+
+    def to_bytes(self) -> bytes:
+        """Canonical byte encoding."""
+        return encode_fields(self.to_fields())
+
+    @classmethod
+    def from_bytes(cls: type[_M], data: bytes) -> _M:
+        """Decode :meth:`to_bytes` output."""
+        return cls.from_fields(decode_fields(data))
+
+
+def _ints(fields: Mapping[str, FieldValue], key: str) -> tuple[int, ...]:
+    return tuple(get_ints(fields, key))
+
+
+def _bytes_list(fields: Mapping[str, FieldValue], key: str) -> tuple[bytes, ...]:
+    return tuple(get_bytes_list(fields, key))
+
+
+@dataclass(frozen=True)
+class AdvertiseRequest(_Message):
+    """Server -> client, stage 1: the round's public configuration."""
+
+    config: SecAggConfig
+    KIND = "advertise_request"
+
+    def _body(self) -> Fields:
+        return self.config.to_fields()
+
+    @classmethod
+    def _from_body(cls, fields: Mapping[str, FieldValue]) -> AdvertiseRequest:
+        return cls(config=SecAggConfig.from_fields(fields))
+
+
+@dataclass(frozen=True)
+class AdvertisedKeys(_Message):
+    """Client -> server, stage 1: two X25519 public keys and the client's config digest."""
+
+    node_id: int
+    cipher_public: bytes  # c_pk: encrypts shares
+    mask_public: bytes  # s_pk: agrees pairwise mask seeds
+    config_digest: bytes
+    KIND = "advertised_keys"
+
+    def _body(self) -> Fields:
+        return {
+            "node_id": self.node_id,
+            "cipher_public": self.cipher_public,
+            "mask_public": self.mask_public,
+            "config_digest": self.config_digest,
+        }
+
+    @classmethod
+    def _from_body(cls, fields: Mapping[str, FieldValue]) -> AdvertisedKeys:
+        return cls(
+            get_int(fields, "node_id"),
+            get_bytes(fields, "cipher_public"),
+            get_bytes(fields, "mask_public"),
+            get_bytes(fields, "config_digest"),
+        )
+
+
+@dataclass(frozen=True)
+class ShareKeysRequest(_Message):
+    """Server -> client, stage 2: the keys advertised by every client that answered stage 1."""
+
+    keys: tuple[AdvertisedKeys, ...]
+    KIND = "share_keys_request"
+
+    def _body(self) -> Fields:
+        return {
+            "node_ids": [k.node_id for k in self.keys],
+            "cipher_publics": [k.cipher_public for k in self.keys],
+            "mask_publics": [k.mask_public for k in self.keys],
+            "config_digests": [k.config_digest for k in self.keys],
+        }
+
+    @classmethod
+    def _from_body(cls, fields: Mapping[str, FieldValue]) -> ShareKeysRequest:
+        columns = (
+            _ints(fields, "node_ids"),
+            _bytes_list(fields, "cipher_publics"),
+            _bytes_list(fields, "mask_publics"),
+            _bytes_list(fields, "config_digests"),
+        )
+        if len({len(c) for c in columns}) != 1:
+            raise WireFormatError("share_keys_request columns have different lengths")
+        return cls(keys=tuple(AdvertisedKeys(*row) for row in zip(*columns, strict=True)))
+
+
+@dataclass(frozen=True)
+class EncryptedShares(_Message):
+    """Client -> server, stage 2: one AEAD ciphertext of (self-mask share, key share) per holder.
+
+    ``self_mask_commitment`` is SHA-256 of the key context and the self-mask seed; the server
+    checks reconstructed seeds against it.
+    """
+
+    node_id: int
+    recipients: tuple[int, ...]
+    ciphertexts: tuple[bytes, ...]
+    self_mask_commitment: bytes
+    KIND = "encrypted_shares"
+
+    def _body(self) -> Fields:
+        return {
+            "node_id": self.node_id,
+            "recipients": list(self.recipients),
+            "ciphertexts": list(self.ciphertexts),
+            "self_mask_commitment": self.self_mask_commitment,
+        }
+
+    @classmethod
+    def _from_body(cls, fields: Mapping[str, FieldValue]) -> EncryptedShares:
+        recipients, ciphertexts = _ints(fields, "recipients"), _bytes_list(fields, "ciphertexts")
+        if len(recipients) != len(ciphertexts):
+            raise WireFormatError("encrypted_shares: recipients and ciphertexts differ in length")
+        return cls(
+            get_int(fields, "node_id"),
+            recipients,
+            ciphertexts,
+            get_bytes(fields, "self_mask_commitment"),
+        )
+
+
+@dataclass(frozen=True)
+class MaskedInputRequest(_Message):
+    """Server -> client, stage 3: the ciphertexts other clients addressed to this client."""
+
+    senders: tuple[int, ...]
+    ciphertexts: tuple[bytes, ...]
+    KIND = "masked_input_request"
+
+    def _body(self) -> Fields:
+        return {"senders": list(self.senders), "ciphertexts": list(self.ciphertexts)}
+
+    @classmethod
+    def _from_body(cls, fields: Mapping[str, FieldValue]) -> MaskedInputRequest:
+        senders, ciphertexts = _ints(fields, "senders"), _bytes_list(fields, "ciphertexts")
+        if len(senders) != len(ciphertexts):
+            raise WireFormatError("masked_input_request: senders and ciphertexts differ in length")
+        return cls(senders, ciphertexts)
+
+
+@dataclass(frozen=True, eq=False)
+class MaskedInput(_Message):
+    """Client -> server, stage 3: the masked quantized input (``uint64``, length ``d``)."""
+
+    node_id: int
+    masked: np.ndarray
+    KIND = "masked_input"
+
+    def _body(self) -> Fields:
+        return {"node_id": self.node_id, "masked": self.masked}
+
+    @classmethod
+    def _from_body(cls, fields: Mapping[str, FieldValue]) -> MaskedInput:
+        masked = get_array(fields, "masked")
+        if masked.dtype != np.uint64 or masked.ndim != 1:
+            raise WireFormatError(
+                f"masked input must be 1-D uint64, got {masked.dtype} {masked.shape}"
+            )
+        return cls(get_int(fields, "node_id"), masked)
+
+
+@dataclass(frozen=True)
+class UnmaskRequest(_Message):
+    """Server -> client, stage 4: who sent a masked input (survivors) and who did not (dropped)."""
+
+    survivors: tuple[int, ...]
+    dropped: tuple[int, ...]
+    KIND = "unmask_request"
+
+    def _body(self) -> Fields:
+        return {"survivors": list(self.survivors), "dropped": list(self.dropped)}
+
+    @classmethod
+    def _from_body(cls, fields: Mapping[str, FieldValue]) -> UnmaskRequest:
+        return cls(_ints(fields, "survivors"), _ints(fields, "dropped"))
+
+
+@dataclass(frozen=True)
+class UnmaskReply(_Message):
+    """Client -> server, stage 4: self-mask shares of survivors, key shares of dropped clients."""
+
+    node_id: int
+    self_mask_owners: tuple[int, ...]
+    self_mask_shares: tuple[bytes, ...]
+    key_owners: tuple[int, ...]
+    key_shares: tuple[bytes, ...]
+    KIND = "unmask_reply"
+
+    def _body(self) -> Fields:
+        return {
+            "node_id": self.node_id,
+            "self_mask_owners": list(self.self_mask_owners),
+            "self_mask_shares": list(self.self_mask_shares),
+            "key_owners": list(self.key_owners),
+            "key_shares": list(self.key_shares),
+        }
+
+    @classmethod
+    def _from_body(cls, fields: Mapping[str, FieldValue]) -> UnmaskReply:
+        reply = cls(
+            get_int(fields, "node_id"),
+            _ints(fields, "self_mask_owners"),
+            _bytes_list(fields, "self_mask_shares"),
+            _ints(fields, "key_owners"),
+            _bytes_list(fields, "key_shares"),
+        )
+        if len(reply.self_mask_owners) != len(reply.self_mask_shares) or len(
+            reply.key_owners
+        ) != len(reply.key_shares):
+            raise WireFormatError("unmask_reply: owners and shares differ in length")
+        return reply

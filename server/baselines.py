@@ -1,0 +1,126 @@
+"""Baselines in the same app and data path: FedAvg (Flower's own strategy) and centralized."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from fedkd.data import DataSplit
+from fedkd.distill import evaluate, train_supervised
+from fedkd.fl import keys
+from fedkd.fl.config import FedConfig
+from fedkd.fl.history import RoundRecord, RunRecorder
+from fedkd.fl.server_work import new_student
+from server.messaging import content_bytes
+
+log = logging.getLogger("fedkd.server")
+
+
+class RecordingFedAvg(FedAvg):
+    """Flower's FedAvg, plus a per-round row in our history (one hook overridden)."""
+
+    def __init__(self, recorder: RunRecorder, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.recorder = recorder
+        self.pending: dict[int, RoundRecord] = {}
+        self.round_start = time.perf_counter()
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self.round_start = time.perf_counter()
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        self.pending[server_round] = RoundRecord(
+            round=server_round,
+            method="fedavg",
+            sampled=len(messages),
+            bytes_down=sum(content_bytes(m.content) for m in messages),
+        )
+        return messages
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        record = self.pending[server_round]
+        good = [r for r in replies if not r.has_error()]
+        record.survivors = len(good)
+        record.bytes_up = sum(content_bytes(r.content) for r in good)
+        accuracies = [
+            float(r.content[keys.METRICS][keys.CLIENT_ACCURACY])
+            for r in good
+            if keys.METRICS in r.content and keys.CLIENT_ACCURACY in r.content[keys.METRICS]
+        ]
+        record.client_accuracy_mean = float(np.mean(accuracies)) if accuracies else math.nan
+        record.seconds_train = time.perf_counter() - self.round_start
+        return super().aggregate_train(server_round, replies)
+
+
+def run_fedavg(grid: Grid, config: FedConfig, split: DataSplit, recorder: RunRecorder) -> None:
+    """FedAvg over the same clients, data and student architecture as FedKD."""
+    student = new_student(config, split)
+    strategy = RecordingFedAvg(
+        recorder,
+        fraction_train=config.fraction,
+        fraction_evaluate=0.0,
+        min_train_nodes=config.min_clients,
+        min_available_nodes=config.min_clients,
+    )
+
+    def evaluate_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if server_round == 0:
+            return None
+        student.load_state_dict(arrays.to_torch_state_dict())
+        report = evaluate(student, split.test)
+        record = strategy.pending.pop(server_round, RoundRecord(server_round, "fedavg"))
+        record.student_accuracy = report.accuracy
+        record.seconds = time.perf_counter() - strategy.round_start
+        recorder.add(record)
+        recorder.checkpoint(student)
+        log.info("[fedavg] round %d: student %.4f", server_round, report.accuracy)
+        return MetricRecord({"accuracy": report.accuracy})
+
+    strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord(student.state_dict()),
+        num_rounds=config.num_rounds,
+        timeout=config.stage_timeout,
+        train_config=ConfigRecord({keys.PHASE: "fedavg"}),
+        evaluate_fn=evaluate_round,
+    )
+
+
+def run_central(config: FedConfig, split: DataSplit, recorder: RunRecorder) -> None:
+    """Upper bound: the student trained on the whole private pool, no federation.
+
+    One "round" is ``local-epochs`` epochs, so the curve lines up with the federated ones.
+    """
+    student = new_student(config, split)
+    for server_round in range(1, config.num_rounds + 1):
+        start = time.perf_counter()
+        train_supervised(
+            student,
+            split.private,
+            epochs=config.local_epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            seed=config.seed * 1_009 + server_round,
+        )
+        report = evaluate(student, split.test)
+        recorder.add(
+            RoundRecord(
+                round=server_round,
+                method="central",
+                student_accuracy=report.accuracy,
+                seconds=time.perf_counter() - start,
+            )
+        )
+        recorder.checkpoint(student)
+        log.info("[central] round %d: student %.4f", server_round, report.accuracy)
