@@ -13,11 +13,12 @@ import functools
 from collections.abc import Callable
 
 import numpy as np
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedkd.fl import keys
-from fedkd.fl.client_work import local_round, new_client_model
+from fedkd.fl.client_work import LocalResult, local_round, new_client_model
 from fedkd.fl.config import FedConfig, parse_run_config
 from fedkd.fl.data import FederatedData, federated_data
 from fedkd.fl.faults import inject_fault
@@ -47,6 +48,9 @@ class BadRequest(ValueError):
 
 def _setup(context: Context) -> tuple[FedConfig, FederatedData, int]:
     config = parse_run_config(context.run_config)
+    # Small models on few cores: one intra-op thread per actor avoids oversubscription
+    # (measured 16 ms vs 220 ms per CNN step with 2 threads on a busy 2-core machine).
+    torch.set_num_threads(config.torch_threads)
     try:
         partition_id = int(context.node_config[keys.NODE_PARTITION_ID])
         num_partitions = int(context.node_config[keys.NODE_NUM_PARTITIONS])
@@ -122,16 +126,15 @@ def _model(
     return model
 
 
-def _metrics(
-    result_examples: int, accuracy: float, loss: float, seconds: float, pid: int
-) -> MetricRecord:
+def _metrics(result: LocalResult, pid: int) -> MetricRecord:
     return MetricRecord(
         {
-            keys.NUM_EXAMPLES: result_examples,
-            keys.CLIENT_ACCURACY: accuracy,
-            keys.TRAIN_LOSS: loss,
-            keys.TRAIN_SECONDS: seconds,
+            keys.NUM_EXAMPLES: result.num_examples,
+            keys.CLIENT_ACCURACY: result.client_accuracy,
+            keys.TRAIN_LOSS: result.train_loss,
+            keys.TRAIN_SECONDS: result.seconds,
             keys.PARTITION_ID: pid,
+            keys.CLIPPED: result.clipped_fraction,
         }
     )
 
@@ -170,13 +173,7 @@ def train(
     )
     if phase in ("local",) or (phase == "fedkd" and config.mode == "fedmd"):
         context.state[keys.STATE_MODEL] = ArrayRecord(model.state_dict())
-    reply = RecordDict(
-        {
-            keys.METRICS: _metrics(
-                result.num_examples, result.client_accuracy, result.train_loss, result.seconds, pid
-            )
-        }
-    )
+    reply = RecordDict({keys.METRICS: _metrics(result, pid)})
     if phase == "fedavg":
         reply[keys.ARRAYS] = ArrayRecord(model.state_dict())
     elif phase == "fedkd" and keys.SECAGG_CONFIG in round_config:

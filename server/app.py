@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 
+import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
@@ -39,6 +40,7 @@ def main(grid: Grid, context: Context) -> None:
     """Run one experiment described by ``context.run_config``."""
     _configure_logging()
     config = parse_run_config(context.run_config)
+    torch.set_num_threads(config.torch_threads)
     split = load_run_split(config)
     recorder = RunRecorder(config.out_dir, config.run_name, config.to_dict())
     log.info(

@@ -37,11 +37,12 @@ def _partition_ids(ex: Exchange) -> dict[int, int]:
     }
 
 
-def _client_accuracy(ex: Exchange) -> float:
+def _client_mean(ex: Exchange, key: str) -> float:
+    """Mean of one client metric over the replies that carry it (NaN when none do)."""
     values = [
-        float(msg.content[keys.METRICS][keys.CLIENT_ACCURACY])
+        float(msg.content[keys.METRICS][key])
         for msg in ex.replies.values()
-        if keys.METRICS in msg.content
+        if keys.METRICS in msg.content and key in msg.content[keys.METRICS]
     ]
     finite = [v for v in values if math.isfinite(v)]
     return float(np.mean(finite)) if finite else math.nan
@@ -115,8 +116,14 @@ def run_fedkd(
             group_id=f"round-{server_round}",
         )
         record.seconds_train = train.seconds
-        record.client_accuracy_mean = _client_accuracy(train)
+        record.client_accuracy_mean = _client_mean(train, keys.CLIENT_ACCURACY)
         pids = _partition_ids(train)
+        record.clipped_fraction = _client_mean(train, keys.CLIPPED)
+        if record.clipped_fraction > 0.01:
+            log.warning(
+                "round %d: %.1f%% of public-set logits were clipped at +-%.0f*T; raise "
+                "'secagg-clip'", server_round, 100 * record.clipped_fraction, config.secagg_clip,
+            )
         if state is not None:
             secure = secure_sum(grid, state, train, config=config, server_round=server_round)
             exchanges, reason = secure.exchanges, secure.reason
@@ -139,6 +146,7 @@ def run_fedkd(
             log.warning("[fedkd] round %d skipped: %s", server_round, reason)
             continue
         teacher_logits = teacher_from_aggregate(summed, config, split)
+        recorder.save_teacher(server_round, teacher_logits)
         outcome = distill_round(student, teacher_logits, config, split, server_round=server_round)
         record.teacher_accuracy = outcome.teacher_accuracy
         record.student_accuracy = outcome.student_accuracy
@@ -179,7 +187,7 @@ def run_local(grid: Grid, config: FedConfig, recorder: RunRecorder, node_ids: li
         record = RoundRecord(
             round=server_round,
             method="local",
-            client_accuracy_mean=_client_accuracy(train),
+            client_accuracy_mean=_client_mean(train, keys.CLIENT_ACCURACY),
             sampled=len(node_ids),
             survivors=len(train.replies),
             bytes_up=train.bytes_up,

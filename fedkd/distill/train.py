@@ -217,7 +217,13 @@ def _fit(
     report = TrainReport(epochs=epochs, device=str(device))
     for _epoch in range(epochs):
         total = torch.zeros((), device=device)
+        seen = 0
         for batch in staged.batches(batch_size, generator):
+            if batch[0].shape[0] == 1 and staged.num_samples > 1:
+                # A lone trailing sample breaks BatchNorm in train mode on 1x1 feature maps
+                # (resnet18/mobilenet on 8x8 inputs); it is seen again next epoch.
+                continue
+            seen += batch[0].shape[0]
             with _autocast(device, precision):
                 logits = model(batch[0])
             loss = batch_loss(logits.float(), batch)
@@ -226,9 +232,9 @@ def _fit(
             scaler.step(optimizer)
             scaler.update()
             total += loss.detach() * batch[0].shape[0]
-        mean_loss = float(total) / staged.num_samples
+        mean_loss = float(total) / max(seen, 1)
         report.losses.append(mean_loss)
-        progress.step(loss=mean_loss, samples=staged.num_samples)
+        progress.step(loss=mean_loss, samples=seen)
     report.seconds = time.perf_counter() - start
     return report
 

@@ -59,6 +59,7 @@ class FedConfig:
     distill_lr: float = 1e-3
     distill_batch_size: int = 64
     device: str = "auto"
+    torch_threads: int = 1  # per process: simulated clients run in parallel Ray actors already
     # secure aggregation
     secagg: bool = True
     secagg_threshold: float = 0.66  # fraction of the sampled clients that must survive
@@ -179,7 +180,10 @@ def validate(config: FedConfig) -> None:
             raise ValueError(
                 f"run config '{key}' = {getattr(config, name)!r}; accepted: {', '.join(choices)}"
             )
-    positive = ("num_rounds", "local_epochs", "batch_size", "distill_batch_size", "min_clients")
+    positive = (
+        "num_rounds", "local_epochs", "batch_size", "distill_batch_size", "min_clients",
+        "torch_threads",
+    )
     for name in positive:
         if getattr(config, name) < 1:
             raise ValueError(f"run config '{name.replace('_', '-')}' must be >= 1")

@@ -1,7 +1,8 @@
 """Results of a federated run, written as the run goes so a crash loses nothing computed.
 
 A run folder holds ``config.json`` (the resolved config), ``history.json`` and ``history.csv``
-(one row per round), ``student.pt`` (the latest student checkpoint), ``plots/*.png`` and,
+(one row per round), ``teachers/round-NNN.npy`` (each round's teacher logits),
+``student.pt`` (the latest student checkpoint), ``plots/*.png`` and,
 once finished, ``summary.json``. Rows are rewritten atomically after every round.
 """
 
@@ -16,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -115,6 +117,15 @@ class RunRecorder:
         tmp = target.with_suffix(".tmp")
         torch.save(model.state_dict(), tmp)
         os.replace(tmp, target)
+        return target
+
+    def save_teacher(self, server_round: int, logits: np.ndarray) -> Path:
+        """Keep each round's ensemble teacher (public set x classes): small, and what the
+        server learned from the clients that round -- the input of privacy analyses."""
+        folder = self.path / "teachers"
+        folder.mkdir(exist_ok=True)
+        target = folder / f"round-{server_round:03d}.npy"
+        np.save(target, logits.astype(np.float32))
         return target
 
     def write_json(self, name: str, payload: dict[str, Any]) -> Path:

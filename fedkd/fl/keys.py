@@ -35,9 +35,11 @@ CLIENT_ACCURACY = "client-accuracy"
 TRAIN_LOSS = "train-loss"
 TRAIN_SECONDS = "train-seconds"
 PARTITION_ID = "partition-id"
+CLIPPED = "clipped-fraction"  # share of public-set logits cut at the secagg clip range
 
 # Node-config keys (set by the simulation engine or ``flower-supernode --node-config``).
 NODE_PARTITION_ID = "partition-id"
+CLIPPED = "clipped-fraction"  # share of public-set logits cut at the secagg clip range
 NODE_NUM_PARTITIONS = "num-partitions"
 
 # Keys in context.state (per-node state that outlives one message).

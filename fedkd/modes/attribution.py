@@ -24,13 +24,14 @@ from __future__ import annotations
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fedkd.data import ArrayDataset, load_split
+from fedkd.data import load_split
 from fedkd.distill import distill, evaluate, resolve_device, train_supervised
 from fedkd.models import build_model
 from fedkd.modes.common import save_figure, seed_everything, write_results
@@ -205,7 +206,7 @@ def _alignment(temperature: float | None, accuracy: float, teacher: _Maps,
 
 def _plot_similarity(students: list[StudentAlignment], alone: StudentAlignment,
                      path: Path) -> None:
-    temps = [s.temperature for s in students]
+    temps = [float(s.temperature or 0.0) for s in students]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for key, label, colour in (("saliency_cosine", "saliency", "C0"),
                                ("ig_cosine", "integrated gradients", "C1")):
@@ -232,11 +233,11 @@ def _plot_grid(x: np.ndarray, teacher: _Maps, students: list[_Maps], temps: list
             row = axes[2 * i + r]
             row[0].imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray")
             maps = [getattr(teacher, method)[i]] + [getattr(s, method)[i] for s in students]
-            for ax, m in zip(row[1:], maps):
+            for ax, m in zip(row[1:], maps, strict=True):
                 ax.imshow(m, cmap="hot" if method == "saliency" else "bwr",
                           **({} if method == "saliency" else _symmetric(m)))
             row[0].set_ylabel(method if method == "saliency" else "IG", fontsize=7)
-    for ax, title in zip(axes[0], columns):
+    for ax, title in zip(axes[0], columns, strict=True):
         ax.set_title(title, fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
@@ -273,13 +274,17 @@ def run_attribution(config: AttributionConfig, out_dir: str | Path) -> Attributi
     split = load_split(config.dataset, seed=config.seed, data_root=config.data_root)
     train = split.private
     explain = split.test.subset(np.arange(min(config.num_explain, len(split.test))))
-    shape = {"input_shape": split.input_shape, "num_classes": split.num_classes}
-    teacher_kwargs = {"norm": config.cnn_norm} if config.teacher_model == "cnn" else {}
-    student_kwargs = ({"channels": config.student_channels, "hidden": config.student_hidden,
-                       "norm": config.cnn_norm} if config.student_model == "cnn" else {})
+    teacher_kwargs: dict[str, Any] = {}
+    if config.teacher_model == "cnn":
+        teacher_kwargs = {"norm": config.cnn_norm}
+    student_kwargs: dict[str, Any] = {}
+    if config.student_model == "cnn":
+        student_kwargs = {"channels": config.student_channels, "hidden": config.student_hidden,
+                          "norm": config.cnn_norm}
 
     seed_everything(config.seed)
-    teacher = build_model(config.teacher_model, **shape, **teacher_kwargs)
+    teacher = build_model(config.teacher_model, input_shape=split.input_shape,
+                          num_classes=split.num_classes, **teacher_kwargs)
     train_supervised(teacher, train, epochs=config.epochs, batch_size=config.batch_size,
                      lr=config.lr, device=device, seed=config.seed)
     teacher_accuracy = evaluate(teacher, split.test, device=device).accuracy
@@ -297,7 +302,8 @@ def run_attribution(config: AttributionConfig, out_dir: str | Path) -> Attributi
 
     def new_student() -> nn.Module:
         seed_everything(config.seed + 1)  # every student starts from the same weights
-        return build_model(config.student_model, **shape, **student_kwargs)
+        return build_model(config.student_model, input_shape=split.input_shape,
+                           num_classes=split.num_classes, **student_kwargs)
 
     def measure(student: nn.Module, temperature: float | None) -> tuple[StudentAlignment, _Maps]:
         maps = _attribution_maps(student, explain.x, explain.y, steps=config.ig_steps,

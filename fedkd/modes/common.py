@@ -215,8 +215,6 @@ def _parser_for(hint: Any) -> tuple[Any, str | None]:
         return args[0], "+"
     if hint is dict or origin is dict:
         return _parse_json_object, None
-    if hint is bool:
-        return _parse_bool, None
     if hint in (int, float, str):
         return hint, None
     raise TypeError(f"config field type {hint!r} has no command-line form; use int, float, str, "
@@ -235,25 +233,27 @@ def _parse_json_object(text: str) -> dict[str, Any]:
     return value
 
 
-def _parse_bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (true/false/yes/no/1/0), got {text!r}")
-
-
 def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
     """Add one ``--field-name`` option per field of the config dataclass ``config_cls``.
 
     Defaults are left to the dataclass: an option not given is absent from the namespace.
-    Optional fields accept the word ``none``.
+    Booleans get ``--flag`` / ``--no-flag``; optional fields accept the word ``none``; tuples take
+    several values; dicts take a JSON object.
     """
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
+        if hints[f.name] is bool:  # --flag / --no-flag
+            parser.add_argument(
+                _flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS, help=f"{f.metadata.get('help', f.name)} "
+                f"(default: {f.default})",
+            )
+            continue
         kind, nargs = _parser_for(hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default: Any = f.default
+        factory = f.default_factory
+        if default is dataclasses.MISSING and callable(factory):
+            default = factory()
         help_text = f"{f.metadata.get('help', f.name)} (default: {default})"
         parser.add_argument(
             _flag(f.name),

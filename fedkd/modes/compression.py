@@ -58,13 +58,14 @@ class CompressionConfig:
         default_factory=lambda: {"hidden": [32]}, metadata={"help": "student build kwargs, JSON"}
     )
     teacher_epochs: int = field(default=15, metadata={"help": "teacher training epochs"})
-    student_epochs: int = field(default=40, metadata={"help": "epochs of each student"})
+    student_epochs: int = field(default=150, metadata={"help": "epochs of each student"})
     student_train_size: int | None = field(
         default=200,
         metadata={"help": "labelled private examples the students see (none: all private)"},
     )
-    batch_size: int = field(default=64, metadata={"help": "training batch size"})
-    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    batch_size: int = field(default=32, metadata={"help": "training batch size"})
+    teacher_lr: float = field(default=1e-3, metadata={"help": "Adam learning rate, teacher"})
+    lr: float = field(default=3e-3, metadata={"help": "Adam learning rate, students"})
     temperature: float = field(default=4.0, metadata={"help": "KD temperature T"})
     alpha: float = field(default=0.3, metadata={"help": "hard-label CE weight in the KD loss"})
     hint_weight: float = field(default=1.0, metadata={"help": "weight of the hint loss"})
@@ -342,9 +343,11 @@ def run_compression(config: CompressionConfig, out_dir: str | Path) -> Compressi
         config.dataset, seed=config.split_seed, data_root=config.data_root,
         download=config.download,
     )
+    # fail fast on a bad student name or kwargs, before the teacher is trained
+    _new_student(split, config.student_model, config.student_kwargs, config.split_seed)
     teacher = train_teacher(
         split, model_name=config.teacher_model, model_kwargs=config.teacher_kwargs,
-        epochs=config.teacher_epochs, batch_size=config.batch_size, lr=config.lr,
+        epochs=config.teacher_epochs, batch_size=config.batch_size, lr=config.teacher_lr,
         seed=config.split_seed, device=config.device,
     )
     teacher_acc = evaluate(teacher, split.test, device=config.device).accuracy

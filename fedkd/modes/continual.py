@@ -54,7 +54,7 @@ class ContinualConfig:
                                             metadata={"help": "classes of task A"})
     task_b_classes: tuple[int, ...] = field(default=(5, 6, 7, 8, 9),
                                             metadata={"help": "classes of task B"})
-    methods: tuple[str, ...] = field(default=("finetune", "lwf", "lwf_replay"),
+    methods: tuple[str, ...] = field(default=METHODS,
                                      metadata={"help": f"task-B methods among {METHODS}"})
     epochs_a: int = field(default=20, metadata={"help": "epochs on task A"})
     epochs_b: int = field(default=20, metadata={"help": "epochs on task B"})

@@ -260,7 +260,7 @@ def _plot_structure(teacher: np.ndarray, students: list[tuple[MultiTaskReport, n
     dt = pdist(teacher.astype(np.float64))
     keep = np.random.default_rng(0).permutation(len(dt))[:max_points]
     fig, axes = plt.subplots(1, len(students), figsize=(4.5 * len(students), 4), squeeze=False)
-    for ax, (report, outputs) in zip(axes[0], students):
+    for ax, (report, outputs) in zip(axes[0], students, strict=True):
         ds = pdist(outputs.astype(np.float64))
         ax.scatter(dt[keep] / dt.mean(), ds[keep] / ds.mean(), s=2, alpha=0.3)
         ax.set_title(f"{report.name}: pearson {report.distance_pearson:.3f}, "
@@ -297,14 +297,12 @@ def run_rkd(config: RkdConfig, out_dir: str | Path) -> RkdResult:
     train_labels = task_labels(config.tasks, split.private.y, split.num_classes)
     test_labels = task_labels(config.tasks, split.test.y, split.num_classes)
     num_structure = min(config.num_structure, len(split.test))
-    common = {"test_x": split.test.x, "test_labels": test_labels,
-              "num_structure": num_structure, "device": device}
 
     seed_everything(config.seed)
     teacher = _build(config, student=False, input_shape=split.input_shape, heads=heads)
     losses = train_multitask(teacher, split.private.x, train_labels, config=config, device=device)
-    teacher_report, teacher_concat = _report("teacher", teacher, teacher_concat=None,
-                                             losses=losses, **common)
+    teacher_report, teacher_concat = _report("teacher", teacher, split.test.x, test_labels, None,
+                                             num_structure, losses, device)
     progress: dict[str, object] = {"tasks": list(config.tasks), "teacher": asdict(teacher_report)}
     write_results(out, config, progress)
 
@@ -314,8 +312,8 @@ def run_rkd(config: RkdConfig, out_dir: str | Path) -> RkdResult:
         student = _build(config, student=True, input_shape=split.input_shape, heads=heads)
         losses = train_multitask(student, split.private.x, train_labels, config=config,
                                  device=device, teacher=with_teacher)
-        students.append(_report(name, student, teacher_concat=teacher_concat, losses=losses,
-                                **common))
+        students.append(_report(name, student, split.test.x, test_labels, teacher_concat,
+                                num_structure, losses, device))
         progress[name] = asdict(students[-1][0])
         write_results(out, config, progress)
 

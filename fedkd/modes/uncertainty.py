@@ -67,15 +67,16 @@ class UncertaintyConfig:
         default_factory=lambda: {"hidden": [64]}, metadata={"help": "student build kwargs, JSON"}
     )
     teacher_epochs: int = field(default=15, metadata={"help": "teacher training epochs"})
-    student_epochs: int = field(default=40, metadata={"help": "epochs of each student"})
+    student_epochs: int = field(default=150, metadata={"help": "epochs of each student"})
     student_train_size: int | None = field(
         default=300, metadata={"help": "labelled examples the students see (none: all)"}
     )
     validation_size: int = field(
         default=200, metadata={"help": "held-out private examples for temperature scaling"}
     )
-    batch_size: int = field(default=64, metadata={"help": "training batch size"})
-    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    batch_size: int = field(default=32, metadata={"help": "training batch size"})
+    teacher_lr: float = field(default=1e-3, metadata={"help": "Adam learning rate, teacher"})
+    lr: float = field(default=3e-3, metadata={"help": "Adam learning rate, students"})
     temperature: float = field(default=4.0, metadata={"help": "KD temperature T"})
     alpha: float = field(default=0.3, metadata={"help": "hard-label CE weight in the KD loss"})
     ensemble_seeds: tuple[int, ...] = field(
@@ -93,7 +94,8 @@ class UncertaintyConfig:
             teacher_kwargs=self.teacher_kwargs, student_model=self.student_model,
             student_kwargs=self.student_kwargs, teacher_epochs=self.teacher_epochs,
             student_epochs=self.student_epochs, student_train_size=self.student_train_size,
-            batch_size=self.batch_size, lr=self.lr, temperature=self.temperature,
+            batch_size=self.batch_size, teacher_lr=self.teacher_lr, lr=self.lr,
+            temperature=self.temperature,
             alpha=self.alpha, seeds=self.ensemble_seeds, device=self.device,
         )
 
@@ -258,7 +260,7 @@ def run_uncertainty(config: UncertaintyConfig, out_dir: str | Path) -> Uncertain
     train_cfg = config.compression()
     teacher = train_teacher(
         split, model_name=config.teacher_model, model_kwargs=config.teacher_kwargs,
-        epochs=config.teacher_epochs, batch_size=config.batch_size, lr=config.lr,
+        epochs=config.teacher_epochs, batch_size=config.batch_size, lr=config.teacher_lr,
         seed=config.split_seed, device=config.device,
     )
     teacher_acc = accuracy(predict_logits(teacher, split.test.x, device=config.device),

@@ -48,7 +48,11 @@ _R = TypeVar("_R")
 
 @dataclass
 class MaliciousServer:
-    """Server deviations the driver can inject; honest clients must refuse each of them."""
+    """Server deviations the driver can inject; honest clients must refuse each of them.
+
+    ``replay_round`` re-sends the masked-input request to the first survivor after its masked
+    input arrived. ``tamper_share_for`` has no effect when that client dropped before stage 3.
+    """
 
     overlap_survivor_dropped: bool = False  # claims a survivor dropped to get both shares
     too_few_survivors: bool = False

@@ -1,0 +1,145 @@
+"""The ServerApp and ClientApp together, over an in-process Grid (no Ray, seconds per run)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, Message, RecordDict
+
+from clients.app import app as client_app
+from fedkd.fl import keys
+from fedkd.fl.config import FedConfig, parse_run_config
+from fedkd.fl.faults import fault_hits
+from server.app import app as server_app
+from tests.flower_harness import InProcessGrid, server_context
+
+pytestmark = pytest.mark.filterwarnings("ignore:secure aggregation is OFF")
+
+
+def run_config(tmp_path: Path, **overrides: object) -> dict[str, object]:
+    base = FedConfig().to_dict()
+    base.update(
+        {
+            "num-rounds": 2,
+            "local-epochs": 1,
+            "distill-epochs": 3,
+            "out-dir": str(tmp_path),
+            "eval-clients": True,
+            "node-wait": 5.0,
+        }
+    )
+    base.update({k.replace("_", "-"): v for k, v in overrides.items()})
+    return base
+
+
+def run_app(tmp_path: Path, nodes: int = 4, grid_kwargs: dict | None = None, **overrides: object):
+    config = run_config(tmp_path, **overrides)
+    grid = InProcessGrid(client_app, config, nodes, **(grid_kwargs or {}))
+    server_app(grid, server_context(config))
+    (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    history = json.loads((folder / "history.json").read_text())
+    return folder, history, grid
+
+
+def test_secure_round_matches_plaintext_and_student_learns(tmp_path: Path) -> None:
+    secure_dir, secure, grid = run_app(tmp_path / "secure", run_name="s")
+    plain_dir, plain, _ = run_app(tmp_path / "plain", run_name="p", secagg=False)
+    for row in secure:
+        assert row["status"] == "ok" and row["survivors"] == 4 and row["dropped"] == []
+    for name in ("round-001.npy", "round-002.npy"):
+        a = np.load(secure_dir / "teachers" / name)
+        b = np.load(plain_dir / "teachers" / name)
+        # Fixed-point with >= 48 bits: the decoded teacher equals the plaintext one to ~1e-9.
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert secure[-1]["student_accuracy"] > 0.5  # from ~0.1 at initialisation
+    assert secure[-1]["student_accuracy"] >= secure[0]["student_accuracy"] - 0.05
+    # Four exchanges per secure round (train+advertise, share, mask, unmask), one plaintext.
+    types = [m.metadata.message_type for m in grid.sent]
+    assert types.count(keys.TRAIN) == 8 and types.count(keys.QUERY_UNMASK) == 8
+    for name in ("config.json", "history.csv", "student.pt", "summary.json"):
+        assert (secure_dir / name).exists()
+    assert (secure_dir / "plots" / "accuracy.png").exists()
+
+
+def test_server_never_holds_an_individual_contribution(tmp_path: Path) -> None:
+    _, _, grid = run_app(tmp_path, num_rounds=1)
+    for reply in grid.replies:
+        assert keys.CONTRIBUTION not in reply.content  # plaintext vectors never leave a client
+        if keys.MASKED in reply.content:
+            masked = reply.content[keys.MASKED].to_numpy_ndarrays()[0]
+            assert masked.dtype == np.uint64  # only masked field elements travel
+
+
+def test_crashes_at_mask_stage_are_survived_and_logged(tmp_path: Path) -> None:
+    _, history, _ = run_app(
+        tmp_path, nodes=6, num_rounds=2, fault_stage="mask", fault_prob=0.3, seed=3,
+        secagg_threshold=0.6,
+    )
+    config = parse_run_config(run_config(tmp_path, fault_stage="mask", fault_prob=0.3, seed=3))
+    for row in history:
+        expected = [p for p in range(6) if fault_hits(config, "mask", row["round"], p)]
+        assert row["dropped"] == expected
+        if row["status"] == "ok":
+            assert row["survivors"] == 6 - len(expected)
+            assert math.isfinite(row["student_accuracy"])
+    assert any(row["dropped"] for row in history), "seed 3 should drop someone"
+
+
+def test_too_few_survivors_skips_the_round_cleanly(tmp_path: Path) -> None:
+    _, history, _ = run_app(tmp_path, num_rounds=1, fault_stage="share", fault_prob=1.0)
+    (row,) = history
+    assert row["status"] == "skipped"
+    assert "threshold" in row["reason"]
+    assert row["student_accuracy"] is None
+
+
+def test_silent_node_counts_as_dropped(tmp_path: Path) -> None:
+    victim = 1000 + 17 * 2  # the third node of the harness
+
+    def intercept(message: Message) -> bool:
+        return message.metadata.dst_node_id == victim and message.metadata.message_type == (
+            keys.QUERY_MASKED_INPUT
+        )
+
+    _, history, _ = run_app(tmp_path, num_rounds=1, grid_kwargs={"intercept": intercept},
+                            secagg_threshold=0.6)
+    (row,) = history
+    assert row["status"] == "ok" and row["survivors"] == 3 and row["dropped"] == [2]
+
+
+def test_malformed_plaintext_contributions_are_dropped(tmp_path: Path) -> None:
+    def tamper(reply: Message) -> Message:
+        if reply.metadata.src_node_id == 1000 and keys.CONTRIBUTION in reply.content:
+            bad = reply.content[keys.CONTRIBUTION].to_numpy_ndarrays()[0].copy()
+            bad[0] = np.nan
+            reply.content[keys.CONTRIBUTION] = ArrayRecord([bad])
+        if reply.metadata.src_node_id == 1017 and keys.CONTRIBUTION in reply.content:
+            reply.content[keys.CONTRIBUTION] = ArrayRecord([np.zeros(3)])
+        return reply
+
+    _, history, _ = run_app(tmp_path, num_rounds=1, secagg=False, grid_kwargs={"tamper": tamper})
+    (row,) = history
+    assert row["status"] == "ok" and row["survivors"] == 2 and row["dropped"] == [0, 1]
+
+
+@pytest.mark.parametrize("method", ["fedavg", "local", "central"])
+def test_baselines_share_the_app_and_write_histories(tmp_path: Path, method: str) -> None:
+    _, history, _ = run_app(tmp_path, method=method)
+    assert [row["round"] for row in history] == [1, 2]
+    assert all(row["method"] == method for row in history)
+    key = "client_accuracy_mean" if method == "local" else "student_accuracy"
+    assert history[-1][key] > 0.3
+
+
+def test_fedmd_with_heterogeneous_clients(tmp_path: Path) -> None:
+    folder, history, grid = run_app(tmp_path, mode="fedmd", client_models="cnn,mlp")
+    assert history[-1]["status"] == "ok" and history[-1]["student_accuracy"] > 0.3
+    # Round 2 pushes the round-1 teacher (public set x classes), not weights.
+    round2 = [m for m in grid.sent if m.metadata.message_type == keys.TRAIN][-1]
+    assert keys.TEACHER in round2.content and keys.ARRAYS not in round2.content
+    teacher = round2.content[keys.TEACHER].to_numpy_ndarrays()[0]
+    np.testing.assert_allclose(teacher, np.load(folder / "teachers" / "round-001.npy"))
