@@ -73,13 +73,13 @@ def _handler(stage: str) -> Callable[[Callable[..., RecordDict]], Callable[..., 
                 server_round = int(_config_record(message).get(keys.ROUND, 0))
                 inject_fault(config, stage, server_round, partition_id)
                 content = body(message, context, config, data, partition_id)
-            except (BadRequest, KeyError, TypeError) as problem:
-                return Message(
-                    Error(BAD_REQUEST, f"bad {stage} request: {problem}"), reply_to=message
-                )
             except SecAggError as refusal:
                 return Message(
                     Error(REFUSED, f"secagg {stage} refused: {refusal}"), reply_to=message
+                )
+            except (ValueError, KeyError, TypeError) as problem:  # BadRequest included
+                return Message(
+                    Error(BAD_REQUEST, f"bad {stage} request: {problem}"), reply_to=message
                 )
             return Message(content, reply_to=message)
 

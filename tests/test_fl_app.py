@@ -143,3 +143,15 @@ def test_fedmd_with_heterogeneous_clients(tmp_path: Path) -> None:
     assert keys.TEACHER in round2.content and keys.ARRAYS not in round2.content
     teacher = round2.content[keys.TEACHER].to_numpy_ndarrays()[0]
     np.testing.assert_allclose(teacher, np.load(folder / "teachers" / "round-001.npy"))
+
+
+def test_replayed_secagg_requests_are_refused(tmp_path: Path) -> None:
+    from clients.app import REFUSED
+
+    _, _, grid = run_app(tmp_path, num_rounds=1)
+    for message_type in (keys.QUERY_MASKED_INPUT, keys.QUERY_UNMASK):
+        original = next(m for m in grid.sent if m.metadata.message_type == message_type)
+        node = original.metadata.dst_node_id
+        replay = grid.client_app(original, grid.contexts[node])
+        assert replay.has_error() and replay.error.code == REFUSED
+        assert keys.SECAGG not in (replay.content if replay.has_content() else {})
