@@ -33,6 +33,7 @@ from fedkd.secagg import (
     decode_client_state,
     encode_client_state,
 )
+from fedkd.secagg.errors import ReplayedRequest
 from fedkd.secagg.wire import AdvertiseRequest, MaskedInputRequest, ShareKeysRequest, UnmaskRequest
 
 app = ClientApp()
@@ -223,6 +224,11 @@ def masked_input(
     """Stage 3: authenticate received shares, send the masked quantised contribution."""
     state = _secagg_state(context)
     if keys.STATE_PENDING not in context.state:
+        spent = state.config is not None and (state.config.run_id, state.config.round) in (
+            state.spent_rounds
+        )
+        if spent:  # the contribution was masked and sent already: this is a replay
+            raise ReplayedRequest(f"round {state.config.round} already answered; refusing replay")
         raise BadRequest("no pending contribution on this node (train first)")
     values = context.state[keys.STATE_PENDING].to_numpy_ndarrays()[0]
     try:
