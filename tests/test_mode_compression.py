@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from experiments import compression as script
-from fedkd.modes.common import RESULTS_FILE
+from fedkd.modes.common import RESULTS_FILE, add_config_arguments, config_from_args
 from fedkd.modes.compression import STUDENT_METHODS, CompressionConfig, gap_closed, run_compression
 
 TINY_FLAGS = [
@@ -18,11 +18,6 @@ TINY_FLAGS = [
     "--latency-batch-size", "16", "--student-kwargs", '{"hidden": [8]}',
     "--teacher-kwargs", '{"channels": [8, 16], "hidden": 16}',
 ]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 def test_cli_writes_results_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -67,3 +62,18 @@ def test_cli_reports_bad_model_name(tmp_path: Path, capsys: pytest.CaptureFixtur
     flags = ["--dataset", "synthetic", "--student-model", "nope", "--out-dir", str(tmp_path)]
     assert script.main(flags) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_flags_map_onto_the_config() -> None:
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, CompressionConfig)
+    args = parser.parse_args([
+        "--student-train-size", "none", "--seeds", "3", "4", "--download",
+        "--teacher-kwargs", '{"channels": [4]}', "--alpha", "0.5",
+    ])
+    config = config_from_args(CompressionConfig, args)
+    assert config.student_train_size is None and config.seeds == (3, 4) and config.download
+    assert config.teacher_kwargs == {"channels": [4]} and config.alpha == 0.5
+    assert config.temperature == CompressionConfig().temperature  # untouched default
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--teacher-kwargs", "[1, 2]"])  # not a JSON object

@@ -7,17 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from experiments import continual as script
 from fedkd.data import ArrayDataset
-from fedkd.modes.common import RESULTS_FILE
-from fedkd.modes.continual import METHODS, ContinualConfig, replay_buffer, run_continual
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+from fedkd.modes.common import RESULTS_FILE, stratified_subset
+from fedkd.modes.continual import METHODS, ContinualConfig, run_continual
 
 
 def test_cli_reports_forgetting_per_method(
@@ -45,10 +39,12 @@ def test_cli_reports_forgetting_per_method(
 
 def test_replay_buffer_is_stratified_and_bounded() -> None:
     data = ArrayDataset(x=np.zeros((100, 1, 2, 2), np.float32), y=np.repeat(np.arange(5), 20))
-    buffer = replay_buffer(data, 10, seed=0)
+    buffer = stratified_subset(data, 10, seed=0)
     assert len(buffer) == 10
     assert np.bincount(buffer.y).tolist() == [2, 2, 2, 2, 2]
-    assert len(replay_buffer(data, 500, seed=0)) == 100
+    assert len(stratified_subset(data, 3, seed=0)) == 3  # fewer than the classes: uniform draw
+    assert len(stratified_subset(data, 500, seed=0)) == 100
+    assert stratified_subset(data, None, seed=0) is data
 
 
 def test_overlapping_tasks_are_refused(tmp_path: Path) -> None:

@@ -13,11 +13,6 @@ from fedkd.modes.common import RESULTS_FILE
 from fedkd.modes.probes import pool_to_dim
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 def test_cli_probes_every_layer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     flags = [
         "--dataset", "synthetic", "--teacher-epochs", "1", "--student-epochs", "1",

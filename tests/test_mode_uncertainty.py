@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from experiments import uncertainty as script
 from fedkd.data import ArrayDataset
@@ -20,11 +19,6 @@ from fedkd.modes.uncertainty import (
     fit_temperature,
     mutual_information,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 def test_cli_reports_calibration_and_uncertainty(

@@ -8,6 +8,7 @@ all need and nothing else:
 - :func:`prepare_out_dir` -- create the output folder.
 - :func:`write_results` -- write ``results.json`` (config + results) atomically, as the run goes.
 - :func:`to_jsonable` -- dataclasses / NumPy / paths -> JSON-ready values (NaN/inf -> ``None``).
+- :func:`stratified_subset` -- a seeded, class-balanced subset of an :class:`ArrayDataset`.
 - :func:`save_figure` -- save a matplotlib figure as PNG and close it (Agg backend).
 - :func:`cpu_latency_ms` -- median forward time of a model on one batch.
 - :func:`format_table` -- a plain-text table for the scripts' summaries.
@@ -40,7 +41,10 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
 from torch import nn  # noqa: E402
+
+from fedkd.data import ArrayDataset  # noqa: E402
 
 __all__ = [
     "RESULTS_FILE",
@@ -51,6 +55,7 @@ __all__ = [
     "prepare_out_dir",
     "save_figure",
     "seed_everything",
+    "stratified_subset",
     "to_jsonable",
     "write_results",
 ]
@@ -70,6 +75,37 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def stratified_subset(data: ArrayDataset, size: int | None, *, seed: int) -> ArrayDataset:
+    """A seeded subset of ``size`` examples keeping the class proportions.
+
+    ``None`` or ``size >= len(data)`` returns ``data`` itself; a ``size`` below the number of
+    classes is drawn uniformly (it cannot hold every class).
+
+    Parameters
+    ----------
+    data : ArrayDataset
+        The pool.
+    size : int or None
+        Examples wanted, ``>= 1``.
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    ArrayDataset
+        The subset, in the pool's order.
+    """
+    if size is None or size >= len(data):
+        return data
+    if size < 1:
+        raise ValueError(f"subset size must be >= 1 or None (everything); got {size}")
+    stratify = data.y if size >= len(np.unique(data.y)) else None
+    indices, _ = train_test_split(
+        np.arange(len(data)), train_size=size, stratify=stratify, random_state=seed
+    )
+    return data.subset(np.sort(indices))
 
 
 def prepare_out_dir(out_dir: str | Path) -> Path:

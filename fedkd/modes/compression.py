@@ -7,8 +7,8 @@ learned projection). Accuracy, parameters, serialized size and CPU latency are r
 share of the teacher-student gap that distillation closes. Students are averaged over seeds (each
 seed draws its own labelled subset and initialisation); the teacher is trained once.
 
-The training helpers (:func:`train_teacher`, :func:`student_subset`, :func:`train_alone`,
-:func:`train_kd`, :func:`train_kd_hint`) are reused by the probe and uncertainty modes.
+The training helpers (:func:`train_teacher`, :func:`train_alone`, :func:`train_kd`,
+:func:`train_kd_hint`) are reused by the probe and uncertainty modes.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.model_selection import train_test_split
 
 from fedkd.data import ArrayDataset, DataSplit, load_split
 from fedkd.distill.losses import HintProjection, hint_loss, kd_loss
@@ -34,6 +33,7 @@ from fedkd.modes.common import (
     prepare_out_dir,
     save_figure,
     seed_everything,
+    stratified_subset,
     write_results,
 )
 
@@ -134,22 +134,6 @@ def train_teacher(
         seed=seed,
     )
     return teacher.eval()
-
-
-def student_subset(data: ArrayDataset, size: int | None, *, seed: int) -> ArrayDataset:
-    """A stratified, seeded subset of ``size`` examples (``None`` or ``>= len``: all of it)."""
-    if size is None or size >= len(data):
-        return data
-    num_classes = len(np.unique(data.y))
-    if size < num_classes:
-        raise ValueError(
-            f"student_train_size must be at least the number of classes ({num_classes}) or none; "
-            f"got {size}"
-        )
-    indices, _ = train_test_split(
-        np.arange(len(data)), train_size=size, stratify=data.y, random_state=seed
-    )
-    return data.subset(np.sort(indices))
 
 
 def _new_student(split: DataSplit, name: str, kwargs: dict[str, Any], seed: int) -> FeatureModel:
@@ -357,7 +341,7 @@ def run_compression(config: CompressionConfig, out_dir: str | Path) -> Compressi
     last: dict[str, FeatureModel] = {}
     subset_size = len(split.private)
     for seed in config.seeds:
-        data = student_subset(split.private, config.student_train_size, seed=seed)
+        data = stratified_subset(split.private, config.student_train_size, seed=seed)
         subset_size = len(data)
         for method in STUDENT_METHODS:
             student = train_student(method, split, data, teacher, config, seed)

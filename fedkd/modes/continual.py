@@ -27,13 +27,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.model_selection import train_test_split
 
 from fedkd.data import ArrayDataset, load_split
 from fedkd.distill.losses import kd_loss
 from fedkd.distill.train import predict_logits, resolve_device
 from fedkd.models import FeatureModel, build_model
-from fedkd.modes.common import prepare_out_dir, save_figure, seed_everything, write_results
+from fedkd.modes.common import (
+    prepare_out_dir,
+    save_figure,
+    seed_everything,
+    stratified_subset,
+    write_results,
+)
 
 METHODS = ("finetune", "lwf", "lwf_replay", "replay")
 
@@ -92,17 +97,6 @@ class ContinualResult:
 def task_data(data: ArrayDataset, classes: tuple[int, ...]) -> ArrayDataset:
     """The examples of ``data`` whose label is in ``classes``."""
     return data.subset(np.flatnonzero(np.isin(data.y, classes)))
-
-
-def replay_buffer(data: ArrayDataset, size: int, *, seed: int) -> ArrayDataset:
-    """A stratified, seeded sample of ``size`` examples (all of ``data`` if it is smaller)."""
-    if size >= len(data):
-        return data
-    classes = len(np.unique(data.y))
-    stratify = data.y if size >= classes else None
-    indices, _ = train_test_split(np.arange(len(data)), train_size=size, stratify=stratify,
-                                  random_state=seed)
-    return data.subset(np.sort(indices))
 
 
 def train_task(
@@ -189,8 +183,9 @@ def _plot(result: ContinualResult, path: Path) -> None:
     right.bar(xs, [o.accuracy_b for o in result.after_b], width, label="acc B")
     right.bar(xs + width, [o.forgetting_a for o in result.after_b], width, label="forgetting A")
     right.set_xticks(xs, names)
+    right.set_ylim(0, 1.2)
     right.set_title("After task B (mean over seeds)")
-    right.legend()
+    right.legend(loc="upper center", ncol=3, fontsize=8)
     save_figure(fig, path)
 
 
@@ -227,7 +222,7 @@ def run_continual(config: ContinualConfig, out_dir: str | Path) -> ContinualResu
         acc_a = task_accuracy(base, a_test, config.task_a_classes, device=config.device)
         after_a.append((acc_a, task_accuracy(base, b_test, config.task_b_classes,
                                              device=config.device)))
-        buffer = replay_buffer(a_train, config.replay_size, seed=seed)
+        buffer = stratified_subset(a_train, config.replay_size, seed=seed)
         for method in config.methods:
             model = copy.deepcopy(base)
             data = b_train

@@ -30,10 +30,9 @@ from sklearn.preprocessing import StandardScaler
 from fedkd.data import ArrayDataset, load_split
 from fedkd.distill.train import evaluate, resolve_device
 from fedkd.models import FeatureModel
-from fedkd.modes.common import prepare_out_dir, save_figure, write_results
+from fedkd.modes.common import prepare_out_dir, save_figure, stratified_subset, write_results
 from fedkd.modes.compression import (
     CompressionConfig,
-    student_subset,
     train_alone,
     train_kd,
     train_teacher,
@@ -217,7 +216,7 @@ def run_probes(config: ProbesConfig, out_dir: str | Path) -> ProbesResult:
         epochs=config.teacher_epochs, batch_size=config.batch_size, lr=config.teacher_lr,
         seed=config.seed, device=config.device,
     )
-    data = student_subset(split.private, config.student_train_size, seed=config.seed)
+    data = stratified_subset(split.private, config.student_train_size, seed=config.seed)
     models = {
         "teacher": teacher,
         "kd_student": train_kd(split, data, teacher, train_cfg, config.seed),
@@ -227,7 +226,7 @@ def run_probes(config: ProbesConfig, out_dir: str | Path) -> ProbesResult:
         name: evaluate(model, split.test, device=config.device).accuracy
         for name, model in models.items()
     }
-    probe_train = student_subset(split.private, config.probe_train_size, seed=config.seed + 1)
+    probe_train = stratified_subset(split.private, config.probe_train_size, seed=config.seed + 1)
     input_accuracy = probe_accuracy(
         probe_train.x.reshape(len(probe_train), -1), probe_train.y,
         split.test.x.reshape(len(split.test), -1), split.test.y, c=config.probe_c,

@@ -1,7 +1,8 @@
 """Mode 5, uncertainty: calibration, aleatoric and epistemic uncertainty of distilled students.
 
-Three predictors are compared, each as a small ensemble of students (one per seed, trained as in
-the compression mode on the same labelled subset):
+Three predictors are compared, each as a small ensemble of students trained as in the
+compression mode: one member per seed, each seed drawing its own labelled subset of the private
+set (minus a validation slice), shared by that seed's hard-label and KD student:
 
 - ``hard``: students trained on hard labels;
 - ``hard_ts``: the same students with temperature scaling (Guo et al. 2017), one temperature per
@@ -37,10 +38,9 @@ from fedkd.metrics import (
     reliability_bins,
     softmax,
 )
-from fedkd.modes.common import prepare_out_dir, save_figure, write_results
+from fedkd.modes.common import prepare_out_dir, save_figure, stratified_subset, write_results
 from fedkd.modes.compression import (
     CompressionConfig,
-    student_subset,
     train_alone,
     train_kd,
     train_teacher,
@@ -277,7 +277,7 @@ def run_uncertainty(config: UncertaintyConfig, out_dir: str | Path) -> Uncertain
     members: dict[str, list[dict[str, np.ndarray]]] = {p: [] for p in PREDICTORS}
     temperatures: dict[str, list[float]] = {p: [] for p in PREDICTORS}
     for seed in config.ensemble_seeds:
-        data = student_subset(pool, config.student_train_size, seed=seed)
+        data = stratified_subset(pool, config.student_train_size, seed=seed)
         students = {"hard": train_alone(split, data, train_cfg, seed),
                     "kd": train_kd(split, data, teacher, train_cfg, seed)}
         for name, student in students.items():
