@@ -32,7 +32,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -111,19 +111,15 @@ class _Processes:
             if group_members(group):
                 _signal_group(group, signal.SIGKILL)
         for _, process in self.started:
-            try:
+            with suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
         for log_file in self._logs:
             log_file.close()
 
 
 def _signal_group(group: int, signum: int) -> None:
-    try:
+    with suppress(ProcessLookupError, PermissionError):
         os.killpg(group, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def group_members(group: int) -> list[int]:

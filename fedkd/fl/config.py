@@ -54,8 +54,8 @@ class FedConfig:
     temperature: float = 1.0
     sharpen_temperature: float = 0.5
     class_weighting: bool = True
-    distill_epochs: int = 10
-    distill_temperature: float = 2.0
+    distill_epochs: int = 30
+    distill_temperature: float = 4.0
     distill_lr: float = 1e-3
     distill_batch_size: int = 64
     device: str = "auto"
