@@ -145,9 +145,61 @@ def flwr_run(
     return LaunchResult(returncode=returncode, results=results)
 
 
+DEFAULT_FLOWER_CONFIG = """[superlink]
+default = "local"
+
+[superlink.local]
+address = ":local:"
+"""
+
+
+def configure_local_federation(num_supernodes: int = 10) -> str:
+    """Give Flower's ``local`` simulation connection a default size, unless one is set.
+
+    Since Flower 1.32 a bare ``flwr run .`` simulates 2 SuperNodes. The size lives in the
+    user's Flower config (``$FLWR_HOME/config.toml``, default ``~/.flwr``); we add
+    ``[superlink.local.options] num-supernodes = N`` there only when the ``local`` connection
+    has no options yet, and never touch anything else. Returns what was done.
+    """
+    import tomllib
+
+    home = Path(os.environ.get("FLWR_HOME", Path.home() / ".flwr"))
+    path = home / "config.toml"
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        path.write_text(DEFAULT_FLOWER_CONFIG)
+    config = tomllib.loads(path.read_text())
+    local = config.get("superlink", {}).get("local")
+    if not isinstance(local, dict):
+        return f"{path}: no [superlink.local] connection; left unchanged"
+    if "options" in local:
+        return f"{path}: [superlink.local] already has options; left unchanged"
+    with path.open("a") as handle:
+        handle.write(
+            "\n# Added by fedkd (make install): default size of `flwr run .` simulations.\n"
+            f"[superlink.local.options]\nnum-supernodes = {num_supernodes}\n"
+        )
+    return f"{path}: local simulations now default to {num_supernodes} SuperNodes"
+
+
 def _toml(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Flower set-up helpers")
+    parser.add_argument("--configure", type=int, metavar="N",
+                        help="default number of SuperNodes of `flwr run .` simulations")
+    parser.add_argument("--stop-superlink", action="store_true",
+                        help="stop the local simulation SuperLink")
+    args = parser.parse_args()
+    if args.configure:
+        print(configure_local_federation(args.configure))
+    if args.stop_superlink:
+        stop_superlink()
