@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fedkd.models.base import FeatureModel
-from fedkd.models.cnn import build_cnn
+from fedkd.models.cnn import build_cnn, build_cnn_small
 from fedkd.models.mlp import build_mlp
 from fedkd.models.mobilenet import build_mobilenet_v2
 from fedkd.models.resnet import build_resnet18
@@ -17,6 +17,7 @@ ModelFactory = Callable[..., FeatureModel]
 _MODELS: dict[str, ModelFactory] = {
     "mlp": build_mlp,
     "cnn": build_cnn,
+    "cnn_small": build_cnn_small,
     "resnet18": build_resnet18,
     "mobilenet_v2": build_mobilenet_v2,
 }

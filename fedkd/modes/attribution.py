@@ -215,6 +215,7 @@ def _plot_similarity(students: list[StudentAlignment], alone: StudentAlignment,
         ax.axhline(getattr(alone, key), color=colour, ls="--", lw=1,
                    label=f"{label} (trained alone)")
     ax.set_xscale("log", base=2)
+    ax.set_xticks(temps, [f"{t:g}" for t in temps])
     ax.set_xlabel("distillation temperature T")
     ax.set_ylabel("mean cosine similarity to teacher")
     ax.legend(fontsize=7)
