@@ -97,9 +97,18 @@ class _Processes:
                     f"{self.log_dir / (name + '.log')}"
                 )
 
-    def stop_all(self, timeout: float = 15.0) -> None:
-        """SIGTERM every process group (newest first), then SIGKILL what is left."""
-        groups = [process.pid for _, process in reversed(self.started)]
+    def stop_all(self, timeout: float = 15.0) -> list[int]:
+        """Stop every process started and all their descendants; return their process groups.
+
+        Flower starts some children in their own session (the SuperLink's SuperExec and the
+        ServerApp under it), so the descendants are collected from ``/proc`` and their groups
+        signalled too: SIGTERM first (newest first), SIGKILL whatever is left after ``timeout``.
+        """
+        leaders = [process.pid for _, process in reversed(self.started)]
+        stats = _proc_stats()
+        below = [stats[pid][2] for pid in descendants(leaders) if pid in stats]
+        own = os.getpgrp()  # never signal the group this script runs in
+        groups = [g for g in dict.fromkeys([*leaders, *below]) if g > 0 and g != own]
         for group in groups:
             _signal_group(group, signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -115,6 +124,7 @@ class _Processes:
                 process.wait(timeout=5)
         for log_file in self._logs:
             log_file.close()
+        return groups
 
 
 def _signal_group(group: int, signum: int) -> None:
@@ -122,9 +132,9 @@ def _signal_group(group: int, signum: int) -> None:
         os.killpg(group, signum)
 
 
-def group_members(group: int) -> list[int]:
-    """Live (non-zombie) processes whose process group is ``group``."""
-    members = []
+def _proc_stats() -> dict[int, tuple[str, int, int]]:
+    """``pid -> (state, parent pid, process group)`` of every process visible in ``/proc``."""
+    stats = {}
     for entry in Path("/proc").glob("[0-9]*"):
         try:
             stat = (entry / "stat").read_text()
@@ -132,9 +142,29 @@ def group_members(group: int) -> list[int]:
             continue
         # pid (comm) state ppid pgrp ...; comm may contain spaces, so split after ')'
         fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z" and int(fields[2]) == group:
-            members.append(int(entry.name))
-    return members
+        stats[int(entry.name)] = (fields[0], int(fields[1]), int(fields[2]))
+    return stats
+
+
+def descendants(pids: Sequence[int]) -> list[int]:
+    """Every live process below ``pids`` in the process tree."""
+    stats = _proc_stats()
+    children: dict[int, list[int]] = {}
+    for pid, (_, parent, _) in stats.items():
+        children.setdefault(parent, []).append(pid)
+    found: list[int] = []
+    todo = list(pids)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def group_members(group: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is ``group``."""
+    return [pid for pid, (state, _, pgrp) in _proc_stats().items()
+            if pgrp == group and state != "Z"]
 
 
 def _load_certs_module() -> ModuleType:
@@ -290,6 +320,7 @@ def deploy_local(
     processes = _Processes(log_dir)
     results: Path | None = None
     returncode = -1
+    groups: list[int] = []
     start = time.perf_counter()
     try:
         with _terminate_as_interrupt():
@@ -318,11 +349,11 @@ def deploy_local(
             results, returncode = _flwr_run(flwr_command, cli_env, app_dir, log_dir, timeout,
                                             processes, echo)
     finally:
-        processes.stop_all()
+        groups = processes.stop_all()
     return DeploymentResult(
         returncode=returncode,
         results=results,
-        process_groups=tuple(process.pid for _, process in processes.started),
+        process_groups=tuple(groups),
         log_dir=log_dir,
         seconds=time.perf_counter() - start,
     )

@@ -23,7 +23,13 @@ else:  # pragma: no cover
     import tomli as tomllib
 import yaml
 
-from experiments.deploy_local import deploy_local, group_members
+from experiments.deploy_local import (
+    CONNECTION_NAME,
+    _load_certs_module,
+    deploy_local,
+    group_members,
+    write_flower_config,
+)
 from experiments.launch import PROJECT_ROOT
 
 FLWR_VERSION = "1.42.0"
@@ -63,6 +69,46 @@ def test_loopback_deployment_with_tls(tmp_path: Path) -> None:
     _assert_completed(result, tmp_path)
     assert "https://127.0.0.1:19095" in (result.log_dir / "superlink.log").read_text()
     assert "--root-certificates" in (result.log_dir / "supernode-0.log").read_text()
+
+
+def test_certificates_chain_to_the_ca_and_name_the_superlink(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    paths = _load_certs_module().generate_certificates(tmp_path, extra_sans=["fl.example.org"])
+    ca = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
+    server = x509.load_pem_x509_certificate(paths.server_cert.read_bytes())
+    server.verify_directly_issued_by(ca)
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    names = set(san.get_values_for_type(x509.DNSName))
+    assert {"localhost", "superlink", "fl.example.org"} <= names
+    assert {str(ip) for ip in san.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "::1"}
+    assert oct(paths.server_key.stat().st_mode & 0o777) == "0o600"
+    with pytest.raises(FileExistsError):  # never overwrites keys silently
+        _load_certs_module().generate_certificates(tmp_path)
+    # a different CA does not vouch for this server certificate
+    other = _load_certs_module().generate_certificates(tmp_path / "other")
+    with pytest.raises(InvalidSignature):
+        server.verify_directly_issued_by(x509.load_pem_x509_certificate(other.ca_cert.read_bytes()))
+    assert isinstance(server.public_key(), ec.EllipticCurvePublicKey)
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_flower_config_is_read_by_flwr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       tls: bool) -> None:
+    from flwr.cli.flower_config import read_superlink_connection
+
+    ca = tmp_path / "ca.crt"
+    ca.write_text("placeholder")
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "home"))
+    write_flower_config(tmp_path / "home", "127.0.0.1:19091", ca_cert=ca if tls else None)
+    connection = read_superlink_connection()  # the default connection
+    assert connection.name == CONNECTION_NAME
+    assert connection.address == "127.0.0.1:19091"
+    assert connection.insecure is (not tls)
+    assert connection.root_certificates == (str(ca.resolve()) if tls else None)
 
 
 # --------------------------------------------------------------------------- compose file
