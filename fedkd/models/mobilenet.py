@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from torch import Tensor, nn
-from torchvision.models import mobilenet_v2
 
 from fedkd.models.base import FeatureModel
 from fedkd.models.norm import norm_factory
@@ -99,6 +98,8 @@ class MobileNetV2(FeatureModel):
         names = tuple(name for name, _ in STAGE_ROWS) + ("pool",)
         super().__init__(input_shape=input_shape, num_classes=num_classes, feature_names=names)
         setting = small_image_setting(min(input_shape[1:]))
+        from torchvision.models import mobilenet_v2  # lazy: importing torchvision costs seconds
+
         net = mobilenet_v2(
             weights=None,
             num_classes=num_classes,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from torch import Tensor, nn
-from torchvision.models import resnet18
 
 from fedkd.models.base import FeatureModel
 from fedkd.models.norm import norm_factory
@@ -43,6 +42,8 @@ class ResNet18(FeatureModel):
     ) -> None:
         names = ("layer1", "layer2", "layer3", "layer4", "pool")
         super().__init__(input_shape=input_shape, num_classes=num_classes, feature_names=names)
+        from torchvision.models import resnet18  # lazy: importing torchvision costs seconds
+
         net = resnet18(weights=None, num_classes=num_classes, norm_layer=norm_factory(norm))
         net.conv1 = nn.Conv2d(
             input_shape[0], STEM_CHANNELS, kernel_size=3, stride=1, padding=1, bias=False
