@@ -166,6 +166,8 @@ def train(
     round_config = _config_record(message)
     phase = str(round_config.get(keys.PHASE, config.method))
     server_round = int(round_config.get(keys.ROUND, round_config.get("server-round", 0)))
+    persistent = phase == "local" or (phase == "fedkd" and config.mode == "fedmd")
+    first_round = keys.STATE_MODEL not in context.state if persistent else server_round == 1
     model = _model(message, context, config, data, pid)
     teacher = None
     if phase == "fedkd" and config.mode == "fedmd" and keys.TEACHER in message.content:
@@ -178,8 +180,9 @@ def train(
         server_round=server_round,
         teacher_logits=teacher,
         contribute=phase == "fedkd",
+        first_round=first_round,
     )
-    if phase in ("local",) or (phase == "fedkd" and config.mode == "fedmd"):
+    if persistent:
         context.state[keys.STATE_MODEL] = ArrayRecord(model.state_dict())
     reply = RecordDict({keys.METRICS: _metrics(result, pid)})
     if phase == "fedavg":

@@ -78,6 +78,7 @@ def local_round(
     server_round: int,
     teacher_logits: np.ndarray | None = None,
     contribute: bool = True,
+    first_round: bool = False,
 ) -> LocalResult:
     """Run one client's round on ``model`` (updated in place).
 
@@ -121,7 +122,7 @@ def local_round(
     report = train_supervised(
         model,
         train,
-        epochs=config.local_epochs,
+        epochs=config.local_epochs + (config.warmup_epochs if first_round else 0),
         batch_size=config.batch_size,
         lr=config.lr,
         device="cpu",

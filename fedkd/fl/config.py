@@ -46,6 +46,7 @@ class FedConfig:
     model: str = "cnn"
     client_models: str = ""  # comma-separated, cycled over partition ids (FedMD heterogeneity)
     local_epochs: int = 2
+    warmup_epochs: int = 0  # extra local epochs when a client's model is freshly initialised
     batch_size: int = 32
     lr: float = 1e-3
     digest_epochs: int = 1  # FedMD: epochs on the pushed soft targets before revisiting
@@ -204,8 +205,8 @@ def validate(config: FedConfig) -> None:
         raise ValueError(
             f"run config 'alpha' (Dirichlet concentration) must be > 0, got {config.alpha}"
         )
-    if config.distill_epochs < 0 or config.digest_epochs < 0:
-        raise ValueError("'distill-epochs' and 'digest-epochs' must be >= 0")
+    if min(config.distill_epochs, config.digest_epochs, config.warmup_epochs) < 0:
+        raise ValueError("'distill-epochs', 'digest-epochs' and 'warmup-epochs' must be >= 0")
     if config.secagg_clip <= 0:
         raise ValueError("run config 'secagg-clip' must be > 0")
     if config.method == "fedkd" and not config.secagg:
