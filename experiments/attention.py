@@ -8,31 +8,36 @@ and prints accuracy against CPU latency per batch. Results and plots go to ``--o
 
 from __future__ import annotations
 
-import argparse
+from experiments.mode_cli import RESULTS_JSON_LINE, run_mode_cli
+from fedkd.modes.attention import AttentionConfig, AttentionResult, run_attention
+from fedkd.modes.common import format_table
 
-from fedkd.modes.attention import AttentionConfig, run_attention
-from fedkd.modes.common import add_config_arguments, config_from_args, format_table
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Parse flags onto :class:`AttentionConfig`, run the mode and print a table; return 0."""
-    parser = argparse.ArgumentParser(prog="fedkd attention", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/attention", help="output folder")
-    add_config_arguments(parser, AttentionConfig)
-    args = parser.parse_args(argv)
-    config = config_from_args(AttentionConfig, args)
-    result = run_attention(config, args.out)
+def summary_table(result: AttentionResult) -> str:
+    """The printed summary: one row per model, then accuracy lost, KD gain and speed-up."""
     rows = [
         [s.name, s.accuracy, s.latency_ms, s.parameters]
         for s in (result.teacher, result.student_kd, result.student_alone)
     ]
-    print(format_table(["model", "accuracy", "latency_ms", "params"], rows))
-    print(
+    return (
+        f"{format_table(['model', 'accuracy', 'latency_ms', 'params'], rows)}\n"
         f"accuracy lost (teacher - KD student): {result.accuracy_lost:+.4f}   "
         f"KD gain over alone: {result.kd_gain:+.4f}   speedup: {result.speedup:.2f}x"
     )
-    print(f"results: {result.out_dir}/results.json")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse flags onto :class:`AttentionConfig`, run the mode and print a table; return 0."""
+    return run_mode_cli(
+        "attention",
+        AttentionConfig,
+        run_attention,
+        summary_table,
+        argv,
+        __doc__,
+        results_line=RESULTS_JSON_LINE,
+        catch_errors=False,
+    )
 
 
 if __name__ == "__main__":

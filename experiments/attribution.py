@@ -8,22 +8,13 @@ and integrated gradients) per temperature. Results and plots go to ``--out``
 
 from __future__ import annotations
 
-import argparse
+from experiments.mode_cli import RESULTS_JSON_LINE, run_mode_cli
+from fedkd.modes.attribution import AttributionConfig, AttributionResult, run_attribution
+from fedkd.modes.common import format_table
 
-from fedkd.modes.attribution import AttributionConfig, run_attribution
-from fedkd.modes.common import add_config_arguments, config_from_args, format_table
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Parse flags onto :class:`AttributionConfig`, run the mode and print a table; return 0."""
-    parser = argparse.ArgumentParser(
-        prog="fedkd attribution", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--out", default="runs/attribution", help="output folder")
-    add_config_arguments(parser, AttributionConfig)
-    args = parser.parse_args(argv)
-    config = config_from_args(AttributionConfig, args)
-    result = run_attribution(config, args.out)
+def summary_table(result: AttributionResult) -> str:
+    """The printed summary: teacher accuracy, then one row per student (temperature)."""
     rows = [
         [
             "alone" if s.temperature is None else f"KD T={s.temperature:g}",
@@ -33,12 +24,26 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for s in [*result.students, result.alone]
     ]
-    print(f"teacher accuracy: {result.teacher_accuracy:.4f}   "
-          f"explained images: {result.num_explained}   "
-          f"IG completeness error: {result.ig_completeness_error:.4f}")
-    print(format_table(["student", "accuracy", "saliency_cos", "ig_cos"], rows))
-    print(f"results: {result.out_dir}/results.json")
-    return 0
+    return (
+        f"teacher accuracy: {result.teacher_accuracy:.4f}   "
+        f"explained images: {result.num_explained}   "
+        f"IG completeness error: {result.ig_completeness_error:.4f}\n"
+        f"{format_table(['student', 'accuracy', 'saliency_cos', 'ig_cos'], rows)}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse flags onto :class:`AttributionConfig`, run the mode and print a table; return 0."""
+    return run_mode_cli(
+        "attribution",
+        AttributionConfig,
+        run_attribution,
+        summary_table,
+        argv,
+        __doc__,
+        results_line=RESULTS_JSON_LINE,
+        catch_errors=False,
+    )
 
 
 if __name__ == "__main__":

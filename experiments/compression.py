@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
-
-from fedkd.modes.common import add_config_arguments, config_from_args, format_table
+from experiments.mode_cli import run_mode_cli
+from fedkd.modes.common import format_table
 from fedkd.modes.compression import CompressionConfig, CompressionResult, run_compression
-
-DEFAULT_OUT_DIR = "runs/compression"
 
 
 def summary_table(result: CompressionResult) -> str:
@@ -33,19 +29,9 @@ def _share(value: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse flags onto :class:`CompressionConfig`, run, print the table; return the exit code."""
-    parser = argparse.ArgumentParser(prog="fedkd compression", description=__doc__)
-    parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR, help="output folder")
-    add_config_arguments(parser, CompressionConfig)
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(CompressionConfig, args)
-        result = run_compression(config, args.out_dir)
-    except (ValueError, KeyError) as error:
-        print(f"fedkd compression: error: {error}", file=sys.stderr)
-        return 2
-    print(summary_table(result))
-    print(f"results and plots in {args.out_dir}")
-    return 0
+    return run_mode_cli(
+        "compression", CompressionConfig, run_compression, summary_table, argv, __doc__
+    )
 
 
 if __name__ == "__main__":

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
-
-from fedkd.modes.common import add_config_arguments, config_from_args, format_table
+from experiments.mode_cli import run_mode_cli
+from fedkd.modes.common import format_table
 from fedkd.modes.probes import ProbesConfig, ProbesResult, run_probes
-
-DEFAULT_OUT_DIR = "runs/probes"
 
 
 def summary_table(result: ProbesResult) -> str:
@@ -23,19 +19,15 @@ def summary_table(result: ProbesResult) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse flags onto :class:`ProbesConfig`, run, print the table; return the exit code."""
-    parser = argparse.ArgumentParser(prog="fedkd probes", description=__doc__)
-    parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR, help="output folder")
-    add_config_arguments(parser, ProbesConfig)
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(ProbesConfig, args)
-        result = run_probes(config, args.out_dir)
-    except (ValueError, KeyError) as error:
-        print(f"fedkd probes: error: {error}", file=sys.stderr)
-        return 2
-    print(summary_table(result))
-    print(f"results and plot in {args.out_dir}")
-    return 0
+    return run_mode_cli(
+        "probes",
+        ProbesConfig,
+        run_probes,
+        summary_table,
+        argv,
+        __doc__,
+        results_line="results and plot in {out}",
+    )
 
 
 if __name__ == "__main__":

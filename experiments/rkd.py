@@ -8,32 +8,48 @@ pairwise-distance structure. Results and plots go to ``--out`` (default ``runs/r
 
 from __future__ import annotations
 
-import argparse
+from experiments.mode_cli import RESULTS_JSON_LINE, run_mode_cli
+from fedkd.modes.common import format_table
+from fedkd.modes.rkd import RkdConfig, RkdResult, run_rkd
 
-from fedkd.modes.common import add_config_arguments, config_from_args, format_table
-from fedkd.modes.rkd import RkdConfig, run_rkd
+
+def summary_table(result: RkdResult) -> str:
+    """The printed summary: one row per model (task accuracies, distance structure, size)."""
+    reports = (result.teacher, result.student_task, result.student_rkd)
+    headers = [
+        "model",
+        *[f"acc_{t}" for t in result.tasks],
+        "dist_pearson",
+        "dist_spearman",
+        "params",
+    ]
+    rows = [
+        [
+            r.name,
+            *[r.accuracy[t] for t in result.tasks],
+            r.distance_pearson,
+            r.distance_spearman,
+            r.parameters,
+        ]
+        for r in reports
+    ]
+    return (
+        f"{format_table(headers, rows)}\ndistance structure on {result.num_structure} test samples"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse flags onto :class:`RkdConfig`, run the mode and print a table; return 0."""
-    parser = argparse.ArgumentParser(prog="fedkd rkd", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/rkd", help="output folder")
-    add_config_arguments(parser, RkdConfig)
-    args = parser.parse_args(argv)
-    config = config_from_args(RkdConfig, args)
-    result = run_rkd(config, args.out)
-    reports = (result.teacher, result.student_task, result.student_rkd)
-    headers = ["model", *[f"acc_{t}" for t in result.tasks], "dist_pearson", "dist_spearman",
-               "params"]
-    rows = [
-        [r.name, *[r.accuracy[t] for t in result.tasks], r.distance_pearson,
-         r.distance_spearman, r.parameters]
-        for r in reports
-    ]
-    print(format_table(headers, rows))
-    print(f"distance structure on {result.num_structure} test samples; "
-          f"results: {result.out_dir}/results.json")
-    return 0
+    return run_mode_cli(
+        "rkd",
+        RkdConfig,
+        run_rkd,
+        summary_table,
+        argv,
+        __doc__,
+        results_line=RESULTS_JSON_LINE,
+        catch_errors=False,
+    )
 
 
 if __name__ == "__main__":

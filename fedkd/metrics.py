@@ -85,6 +85,12 @@ def _check_labels(labels: np.ndarray, num_samples: int, num_classes: int) -> np.
     return array.astype(np.int64)
 
 
+def _check_probs_and_labels(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_check_probs` of ``probs``, then :func:`_check_labels` of ``labels`` against it."""
+    p = _check_probs(probs)
+    return p, _check_labels(labels, p.shape[0], p.shape[1])
+
+
 def _check_n_bins(n_bins: int) -> None:
     """Raise ``ValueError`` unless ``n_bins`` is a positive int."""
     if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
@@ -154,8 +160,7 @@ def reliability_bins(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15)
         Edges, per-bin mean confidence and accuracy (NaN when empty) and counts.
     """
     _check_n_bins(n_bins)
-    p = _check_probs(probs)
-    targets = _check_labels(labels, p.shape[0], p.shape[1])
+    p, targets = _check_probs_and_labels(probs, labels)
     confidence = p.max(axis=1)
     correct = (p.argmax(axis=1) == targets).astype(np.float64)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
@@ -209,8 +214,7 @@ def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray, *, eps: float
     """
     if not 0 < eps < 1:
         raise ValueError(f"eps must lie in (0, 1); got {eps}")
-    p = _check_probs(probs)
-    targets = _check_labels(labels, p.shape[0], p.shape[1])
+    p, targets = _check_probs_and_labels(probs, labels)
     true_class = np.clip(p[np.arange(p.shape[0]), targets], eps, 1.0)
     return float(-np.mean(np.log(true_class)))
 
@@ -230,8 +234,7 @@ def brier_score(probs: np.ndarray, labels: np.ndarray) -> float:
     float
         Mean over samples of ``sum_c (p_c - onehot_c)^2``, in ``[0, 2]``.
     """
-    p = _check_probs(probs)
-    targets = _check_labels(labels, p.shape[0], p.shape[1])
+    p, targets = _check_probs_and_labels(probs, labels)
     onehot = np.zeros_like(p)
     onehot[np.arange(p.shape[0]), targets] = 1.0
     return float(np.mean(np.sum((p - onehot) ** 2, axis=1)))

@@ -263,3 +263,19 @@ def test_no_warning_for_normal_use() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ensemble_teacher([_logits(0), _logits(1)], config=TeacherConfig(rule="dsfl"))
+
+
+def test_entropy_weighting_silences_single_class_clients() -> None:
+    from fedkd.distill.teacher import label_entropy
+
+    # Client 0 saw only class 0 and votes class 0 everywhere; client 1 saw both and is right.
+    logits0 = np.array([[5.0, -5.0], [5.0, -5.0]])
+    logits1 = np.array([[5.0, -5.0], [-5.0, 5.0]])
+    counts = [np.array([100.0, 0.0]), np.array([50.0, 50.0])]
+    config = TeacherConfig(rule="probs", class_weighting=True, entropy_weighting=True)
+    teacher = ensemble_teacher([logits0, logits1], config=config, label_counts=counts)
+    np.testing.assert_array_equal(teacher.argmax(1), [0, 1])
+    plain = ensemble_teacher([logits0, logits1], config=TeacherConfig(rule="probs"))
+    assert plain[1, 0] > teacher[1, 0]  # without it the single-class client drags sample 1
+    assert label_entropy(np.array([7, 0, 0])) == 0.0
+    assert abs(label_entropy(np.array([1, 1])) - np.log(2)) < 1e-12

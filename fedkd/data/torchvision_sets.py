@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,110 +41,97 @@ _IDX_HINT = (
 )
 
 
-def _load_mnist_like(dataset_cls: Any, name: str, root: Path, download: bool) -> ArrayDataset:
-    train, test = _open_both_splits(dataset_cls, name, root, download, _IDX_HINT)
-    images = np.concatenate([train.data.numpy(), test.data.numpy()])  # (N, 28, 28) uint8
-    labels = np.concatenate([train.targets.numpy(), test.targets.numpy()])
-    x = (images[:, None, :, :] / np.float32(255.0)).astype(np.float32)  # (N, 1, 28, 28)
+@dataclass(frozen=True)
+class _Source:
+    """One torchvision dataset: its class, its name in messages, what to do without internet."""
+
+    class_name: str  # attribute of torchvision.datasets
+    title: str
+    hint: str
+
+
+_SOURCES: dict[str, _Source] = {
+    "mnist": _Source("MNIST", "MNIST", _IDX_HINT),
+    "fashion-mnist": _Source("FashionMNIST", "Fashion-MNIST", _IDX_HINT),
+    "cifar10": _Source(
+        "CIFAR10",
+        "CIFAR-10",
+        "place the extracted 'cifar-10-batches-py' folder under the data root",
+    ),
+}
+
+
+def load_torchvision(
+    name: str, *, data_root: str | Path | None = None, download: bool = False
+) -> ArrayDataset:
+    """Load a torchvision dataset (train + test together) as an :class:`ArrayDataset`.
+
+    Parameters
+    ----------
+    name : str
+        ``"mnist"`` (70,000 images ``(1, 28, 28)``), ``"fashion-mnist"`` (70,000 images
+        ``(1, 28, 28)``) or ``"cifar10"`` (60,000 colour images ``(3, 32, 32)``).
+    data_root : str or Path, optional
+        Folder torchvision reads from and downloads into (``MNIST/raw``, ``FashionMNIST/raw``
+        or ``cifar-10-batches-py`` below it); defaults to ``./data``.
+    download : bool
+        Download the files when they are missing (needs internet).
+
+    Returns
+    -------
+    ArrayDataset
+        Images ``(N, C, H, W)`` float32 in ``[0, 1]``, labels int64.
+
+    Raises
+    ------
+    KeyError
+        If ``name`` is not one of the names above (the message lists them).
+    FileNotFoundError
+        If the files are missing and ``download`` is False.
+    RuntimeError
+        If the download fails.
+    """
+    if name not in _SOURCES:
+        raise KeyError(f"unknown torchvision dataset {name!r}; known: {', '.join(_SOURCES)}")
+    source = _SOURCES[name]
+    import torchvision.datasets  # heavy import, used here only
+
+    dataset_cls = getattr(torchvision.datasets, source.class_name)
+    root = _resolve_root(data_root)
+    train, test = _open_both_splits(dataset_cls, source.title, root, download, source.hint)
+    # MNIST-like sets hold (N, H, W) uint8 tensors; CIFAR-10 (N, H, W, C) uint8 arrays
+    images = np.concatenate([np.asarray(train.data), np.asarray(test.data)])
+    labels = np.concatenate([np.asarray(train.targets), np.asarray(test.targets)])
+    images = images[:, None, :, :] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
+    x = (images / np.float32(255.0)).astype(np.float32)  # (N, C, H, W)
     return ArrayDataset(x=x, y=labels.astype(np.int64))
 
 
 def load_mnist(
     *, data_root: str | Path | None = None, download: bool = False, seed: int = 0
 ) -> ArrayDataset:
-    """Load MNIST (train + test, 70,000 images) through torchvision.
+    """Load MNIST (70,000 images ``(1, 28, 28)``); ``seed`` is ignored.
 
-    Parameters
-    ----------
-    data_root : str or Path, optional
-        Folder torchvision reads from and downloads into (``MNIST/raw`` below it);
-        defaults to ``./data``.
-    download : bool
-        Download the files when they are missing (needs internet).
-    seed : int
-        Ignored (the data are fixed).
-
-    Returns
-    -------
-    ArrayDataset
-        Images ``(70000, 1, 28, 28)`` float32 in ``[0, 1]``, labels int64.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the files are missing and ``download`` is False.
-    RuntimeError
-        If the download fails.
+    See :func:`load_torchvision` for the parameters, the result and the errors.
     """
-    from torchvision.datasets import MNIST  # heavy import, used here only
-
-    return _load_mnist_like(MNIST, "MNIST", _resolve_root(data_root), download)
+    return load_torchvision("mnist", data_root=data_root, download=download)
 
 
 def load_fashion_mnist(
     *, data_root: str | Path | None = None, download: bool = False, seed: int = 0
 ) -> ArrayDataset:
-    """Load Fashion-MNIST (train + test, 70,000 images) through torchvision.
+    """Load Fashion-MNIST (70,000 images ``(1, 28, 28)``); ``seed`` is ignored.
 
-    Parameters
-    ----------
-    data_root : str or Path, optional
-        Folder torchvision reads from and downloads into (``FashionMNIST/raw`` below it);
-        defaults to ``./data``.
-    download : bool
-        Download the files when they are missing (needs internet).
-    seed : int
-        Ignored (the data are fixed).
-
-    Returns
-    -------
-    ArrayDataset
-        Images ``(70000, 1, 28, 28)`` float32 in ``[0, 1]``, labels int64.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the files are missing and ``download`` is False.
-    RuntimeError
-        If the download fails.
+    See :func:`load_torchvision` for the parameters, the result and the errors.
     """
-    from torchvision.datasets import FashionMNIST  # heavy import, used here only
-
-    return _load_mnist_like(FashionMNIST, "Fashion-MNIST", _resolve_root(data_root), download)
+    return load_torchvision("fashion-mnist", data_root=data_root, download=download)
 
 
 def load_cifar10(
     *, data_root: str | Path | None = None, download: bool = False, seed: int = 0
 ) -> ArrayDataset:
-    """Load CIFAR-10 (train + test, 60,000 colour images) through torchvision.
+    """Load CIFAR-10 (60,000 colour images ``(3, 32, 32)``); ``seed`` is ignored.
 
-    Parameters
-    ----------
-    data_root : str or Path, optional
-        Folder torchvision reads from and downloads into (``cifar-10-batches-py`` below
-        it); defaults to ``./data``.
-    download : bool
-        Download the files when they are missing (needs internet).
-    seed : int
-        Ignored (the data are fixed).
-
-    Returns
-    -------
-    ArrayDataset
-        Images ``(60000, 3, 32, 32)`` float32 in ``[0, 1]``, labels int64.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the files are missing and ``download`` is False.
-    RuntimeError
-        If the download fails.
+    See :func:`load_torchvision` for the parameters, the result and the errors.
     """
-    from torchvision.datasets import CIFAR10  # heavy import, used here only
-
-    hint = "place the extracted 'cifar-10-batches-py' folder under the data root"
-    train, test = _open_both_splits(CIFAR10, "CIFAR-10", _resolve_root(data_root), download, hint)
-    images = np.concatenate([train.data, test.data])  # (N, 32, 32, 3) uint8
-    labels = np.concatenate([np.asarray(train.targets), np.asarray(test.targets)])
-    x = (images.transpose(0, 3, 1, 2) / np.float32(255.0)).astype(np.float32)  # (N, 3, 32, 32)
-    return ArrayDataset(x=x, y=labels.astype(np.int64))
+    return load_torchvision("cifar10", data_root=data_root, download=download)

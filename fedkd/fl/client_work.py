@@ -47,6 +47,7 @@ def teacher_config(config: FedConfig) -> TeacherConfig:
         temperature=config.temperature,
         sharpen_temperature=config.sharpen_temperature,
         class_weighting=config.class_weighting,
+        entropy_weighting=config.entropy_weighting,
     )
 
 

@@ -55,6 +55,7 @@ class FedConfig:
     temperature: float = 1.0
     sharpen_temperature: float = 0.5
     class_weighting: bool = True
+    entropy_weighting: bool = True
     distill_epochs: int = 30
     distill_temperature: float = 4.0
     distill_lr: float = 1e-3

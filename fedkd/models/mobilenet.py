@@ -141,19 +141,5 @@ class MobileNetV2(FeatureModel):
         return out
 
 
-def build_mobilenet_v2(
-    *,
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    width_mult: float = 1.0,
-    norm: str = "batch",
-    dropout: float = 0.2,
-) -> MobileNetV2:
-    """Build a :class:`MobileNetV2` (registry name ``"mobilenet_v2"``); see the class."""
-    return MobileNetV2(
-        input_shape=input_shape,
-        num_classes=num_classes,
-        width_mult=width_mult,
-        norm=norm,
-        dropout=dropout,
-    )
+# Registry factory of "mobilenet_v2": the class itself (its keyword-only __init__).
+build_mobilenet_v2 = MobileNetV2

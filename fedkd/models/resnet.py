@@ -67,8 +67,5 @@ class ResNet18(FeatureModel):
         return out
 
 
-def build_resnet18(
-    *, input_shape: tuple[int, int, int], num_classes: int, norm: str = "batch"
-) -> ResNet18:
-    """Build a :class:`ResNet18` (registry name ``"resnet18"``); see the class for parameters."""
-    return ResNet18(input_shape=input_shape, num_classes=num_classes, norm=norm)
+# Registry factory of "resnet18": the class itself (its keyword-only __init__).
+build_resnet18 = ResNet18

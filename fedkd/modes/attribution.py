@@ -101,6 +101,14 @@ class AttributionResult:
     out_dir: str
 
 
+def _target_logit_grad(model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
+    """Gradient of the summed target logits with respect to (a detached copy of) ``x``."""
+    inputs = x.detach().requires_grad_(True)
+    selected = model(inputs).gather(1, target[:, None]).sum()
+    (grad,) = torch.autograd.grad(selected, inputs)
+    return grad
+
+
 def gradient_saliency(model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
     """Gradient saliency ``max_c |d logit_target / d x|``.
 
@@ -118,14 +126,15 @@ def gradient_saliency(model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
     Tensor
         Maps ``(N, H, W)``, non-negative.
     """
-    inputs = x.detach().clone().requires_grad_(True)
-    selected = model(inputs).gather(1, target[:, None]).sum()
-    (grad,) = torch.autograd.grad(selected, inputs)
-    return grad.abs().amax(dim=1)  # (N, H, W)
+    return _target_logit_grad(model, x, target).abs().amax(dim=1)  # (N, H, W)
 
 
 def integrated_gradients(
-    model: nn.Module, x: Tensor, target: Tensor, *, steps: int = 30,
+    model: nn.Module,
+    x: Tensor,
+    target: Tensor,
+    *,
+    steps: int = 30,
     baseline: Tensor | None = None,
 ) -> Tensor:
     """Integrated gradients of the target logit along the straight path from ``baseline`` to x.
@@ -154,10 +163,7 @@ def integrated_gradients(
     delta = x - reference
     total = torch.zeros_like(x)
     for alpha in (torch.arange(steps, dtype=x.dtype) + 0.5) / steps:
-        point = (reference + alpha * delta).detach().requires_grad_(True)
-        selected = model(point).gather(1, target[:, None]).sum()
-        (grad,) = torch.autograd.grad(selected, point)
-        total += grad
+        total += _target_logit_grad(model, reference + alpha * delta, target)
     return delta * total / steps
 
 
@@ -177,8 +183,15 @@ class _Maps:
     ig_completeness_error: float
 
 
-def _attribution_maps(model: nn.Module, x: np.ndarray, y: np.ndarray, *, steps: int,
-                      device: torch.device, chunk: int = 256) -> _Maps:
+def _attribution_maps(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    steps: int,
+    device: torch.device,
+    chunk: int = 256,
+) -> _Maps:
     model.to(device).eval()
     saliency, ig, residuals, gaps = [], [], [], []
     for start in range(0, len(x), chunk):
@@ -196,24 +209,38 @@ def _attribution_maps(model: nn.Module, x: np.ndarray, y: np.ndarray, *, steps: 
     return _Maps(np.concatenate(saliency), np.concatenate(ig), error)
 
 
-def _alignment(temperature: float | None, accuracy: float, teacher: _Maps,
-               student: _Maps) -> StudentAlignment:
+def _alignment(
+    temperature: float | None, accuracy: float, teacher: _Maps, student: _Maps
+) -> StudentAlignment:
     sal = cosine_similarity_maps(teacher.saliency, student.saliency)
     ig = cosine_similarity_maps(teacher.ig, student.ig)
-    return StudentAlignment(temperature, accuracy, float(sal.mean()), float(sal.std()),
-                            float(ig.mean()), float(ig.std()))
+    return StudentAlignment(
+        temperature,
+        accuracy,
+        float(sal.mean()),
+        float(sal.std()),
+        float(ig.mean()),
+        float(ig.std()),
+    )
 
 
-def _plot_similarity(students: list[StudentAlignment], alone: StudentAlignment,
-                     path: Path) -> None:
+def _plot_similarity(students: list[StudentAlignment], alone: StudentAlignment, path: Path) -> None:
     temps = [float(s.temperature or 0.0) for s in students]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for key, label, colour in (("saliency_cosine", "saliency", "C0"),
-                               ("ig_cosine", "integrated gradients", "C1")):
-        ax.plot(temps, [getattr(s, key) for s in students], marker="o", color=colour,
-                label=f"{label} (KD)")
-        ax.axhline(getattr(alone, key), color=colour, ls="--", lw=1,
-                   label=f"{label} (trained alone)")
+    for key, label, colour in (
+        ("saliency_cosine", "saliency", "C0"),
+        ("ig_cosine", "integrated gradients", "C1"),
+    ):
+        ax.plot(
+            temps,
+            [getattr(s, key) for s in students],
+            marker="o",
+            color=colour,
+            label=f"{label} (KD)",
+        )
+        ax.axhline(
+            getattr(alone, key), color=colour, ls="--", lw=1, label=f"{label} (trained alone)"
+        )
     ax.set_xscale("log", base=2)
     ax.set_xticks(temps, [f"{t:g}" for t in temps])
     ax.set_xlabel("distillation temperature T")
@@ -222,12 +249,14 @@ def _plot_similarity(students: list[StudentAlignment], alone: StudentAlignment,
     save_figure(fig, path)
 
 
-def _plot_grid(x: np.ndarray, teacher: _Maps, students: list[_Maps], temps: list[float],
-               count: int, path: Path) -> None:
+def _plot_grid(
+    x: np.ndarray, teacher: _Maps, students: list[_Maps], temps: list[float], count: int, path: Path
+) -> None:
     columns = ["input", "teacher"] + [f"T={t:g}" for t in temps]
     rows = 2 * count
-    fig, axes = plt.subplots(rows, len(columns), figsize=(1.3 * len(columns), 1.3 * rows),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows, len(columns), figsize=(1.3 * len(columns), 1.3 * rows), squeeze=False
+    )
     for i in range(count):
         image = x[i].transpose(1, 2, 0)  # (H, W, C)
         for r, method in enumerate(("saliency", "ig")):
@@ -235,8 +264,11 @@ def _plot_grid(x: np.ndarray, teacher: _Maps, students: list[_Maps], temps: list
             row[0].imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray")
             maps = [getattr(teacher, method)[i]] + [getattr(s, method)[i] for s in students]
             for ax, m in zip(row[1:], maps, strict=True):
-                ax.imshow(m, cmap="hot" if method == "saliency" else "bwr",
-                          **({} if method == "saliency" else _symmetric(m)))
+                ax.imshow(
+                    m,
+                    cmap="hot" if method == "saliency" else "bwr",
+                    **({} if method == "saliency" else _symmetric(m)),
+                )
             row[0].set_ylabel(method if method == "saliency" else "IG", fontsize=7)
     for ax, title in zip(axes[0], columns, strict=True):
         ax.set_title(title, fontsize=8)
@@ -268,8 +300,9 @@ def run_attribution(config: AttributionConfig, out_dir: str | Path) -> Attributi
         Teacher accuracy, per-temperature student alignment and the alone-trained reference.
     """
     if not config.temperatures or min(config.temperatures) <= 0:
-        raise ValueError(f"temperatures must be one or more positive values; "
-                         f"got {config.temperatures}")
+        raise ValueError(
+            f"temperatures must be one or more positive values; got {config.temperatures}"
+        )
     out = Path(out_dir)
     device = resolve_device(config.device)
     split = load_split(config.dataset, seed=config.seed, data_root=config.data_root)
@@ -280,17 +313,32 @@ def run_attribution(config: AttributionConfig, out_dir: str | Path) -> Attributi
         teacher_kwargs = {"norm": config.cnn_norm}
     student_kwargs: dict[str, Any] = {}
     if config.student_model == "cnn":
-        student_kwargs = {"channels": config.student_channels, "hidden": config.student_hidden,
-                          "norm": config.cnn_norm}
+        student_kwargs = {
+            "channels": config.student_channels,
+            "hidden": config.student_hidden,
+            "norm": config.cnn_norm,
+        }
 
     seed_everything(config.seed)
-    teacher = build_model(config.teacher_model, input_shape=split.input_shape,
-                          num_classes=split.num_classes, **teacher_kwargs)
-    train_supervised(teacher, train, epochs=config.epochs, batch_size=config.batch_size,
-                     lr=config.lr, device=device, seed=config.seed)
+    teacher = build_model(
+        config.teacher_model,
+        input_shape=split.input_shape,
+        num_classes=split.num_classes,
+        **teacher_kwargs,
+    )
+    train_supervised(
+        teacher,
+        train,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        device=device,
+        seed=config.seed,
+    )
     teacher_accuracy = evaluate(teacher, split.test, device=device).accuracy
-    teacher_maps = _attribution_maps(teacher, explain.x, explain.y, steps=config.ig_steps,
-                                     device=device)
+    teacher_maps = _attribution_maps(
+        teacher, explain.x, explain.y, steps=config.ig_steps, device=device
+    )
     if teacher_maps.ig_completeness_error > COMPLETENESS_WARNING:
         warnings.warn(
             f"integrated gradients miss {teacher_maps.ig_completeness_error:.0%} of "
@@ -303,18 +351,30 @@ def run_attribution(config: AttributionConfig, out_dir: str | Path) -> Attributi
 
     def new_student() -> nn.Module:
         seed_everything(config.seed + 1)  # every student starts from the same weights
-        return build_model(config.student_model, input_shape=split.input_shape,
-                           num_classes=split.num_classes, **student_kwargs)
+        return build_model(
+            config.student_model,
+            input_shape=split.input_shape,
+            num_classes=split.num_classes,
+            **student_kwargs,
+        )
 
     def measure(student: nn.Module, temperature: float | None) -> tuple[StudentAlignment, _Maps]:
-        maps = _attribution_maps(student, explain.x, explain.y, steps=config.ig_steps,
-                                 device=device)
+        maps = _attribution_maps(
+            student, explain.x, explain.y, steps=config.ig_steps, device=device
+        )
         accuracy = evaluate(student, split.test, device=device).accuracy
         return _alignment(temperature, accuracy, teacher_maps, maps), maps
 
     alone_model = new_student()
-    train_supervised(alone_model, train, epochs=config.epochs, batch_size=config.batch_size,
-                     lr=config.lr, device=device, seed=config.seed)
+    train_supervised(
+        alone_model,
+        train,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        device=device,
+        seed=config.seed,
+    )
     alone, _ = measure(alone_model, None)
     progress["alone"] = asdict(alone)
     write_results(out, config, progress)
@@ -323,20 +383,41 @@ def run_attribution(config: AttributionConfig, out_dir: str | Path) -> Attributi
     student_maps: list[_Maps] = []
     for temperature in config.temperatures:
         student = new_student()
-        distill(student, train.x, teacher_model=teacher, temperature=temperature,
-                epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                labels=train.y, hard_label_weight=config.hard_label_weight, device=device,
-                seed=config.seed)
+        distill(
+            student,
+            train.x,
+            teacher_model=teacher,
+            temperature=temperature,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            labels=train.y,
+            hard_label_weight=config.hard_label_weight,
+            device=device,
+            seed=config.seed,
+        )
         alignment, maps = measure(student, temperature)
         students.append(alignment)
         student_maps.append(maps)
         progress["students"] = [asdict(s) for s in students]
         write_results(out, config, progress)
 
-    result = AttributionResult(teacher_accuracy, students, alone, len(explain),
-                               teacher_maps.ig_completeness_error, str(out))
+    result = AttributionResult(
+        teacher_accuracy,
+        students,
+        alone,
+        len(explain),
+        teacher_maps.ig_completeness_error,
+        str(out),
+    )
     write_results(out, config, result)
     _plot_similarity(students, alone, out / "similarity_vs_temperature.png")
-    _plot_grid(explain.x, teacher_maps, student_maps, list(config.temperatures),
-               min(config.num_examples, len(explain)), out / "attribution_maps.png")
+    _plot_grid(
+        explain.x,
+        teacher_maps,
+        student_maps,
+        list(config.temperatures),
+        min(config.num_examples, len(explain)),
+        out / "attribution_maps.png",
+    )
     return result

@@ -130,25 +130,40 @@ def train_teacher(
         model_name, input_shape=split.input_shape, num_classes=split.num_classes, **model_kwargs
     )
     train_supervised(
-        teacher, split.private, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
+        teacher,
+        split.private,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        device=device,
         seed=seed,
     )
     return teacher.eval()
 
 
-def _new_student(split: DataSplit, name: str, kwargs: dict[str, Any], seed: int) -> FeatureModel:
+def _new_student(split: DataSplit, config: CompressionConfig, seed: int) -> FeatureModel:
     seed_everything(seed)
-    return build_model(name, input_shape=split.input_shape, num_classes=split.num_classes, **kwargs)
+    return build_model(
+        config.student_model,
+        input_shape=split.input_shape,
+        num_classes=split.num_classes,
+        **config.student_kwargs,
+    )
 
 
 def train_alone(
     split: DataSplit, data: ArrayDataset, config: CompressionConfig, seed: int
 ) -> FeatureModel:
     """A student trained on hard labels only."""
-    student = _new_student(split, config.student_model, config.student_kwargs, seed)
+    student = _new_student(split, config, seed)
     train_supervised(
-        student, data, epochs=config.student_epochs, batch_size=config.batch_size, lr=config.lr,
-        device=config.device, seed=seed,
+        student,
+        data,
+        epochs=config.student_epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        device=config.device,
+        seed=seed,
     )
     return student.eval()
 
@@ -161,11 +176,19 @@ def train_kd(
     seed: int,
 ) -> FeatureModel:
     """A student trained with ``(1 - alpha) * kd_loss + alpha * CE`` against ``teacher``."""
-    student = _new_student(split, config.student_model, config.student_kwargs, seed)
+    student = _new_student(split, config, seed)
     distill(
-        student, data.x, teacher_model=teacher, temperature=config.temperature,
-        epochs=config.student_epochs, batch_size=config.batch_size, lr=config.lr, labels=data.y,
-        hard_label_weight=config.alpha, device=config.device, seed=seed,
+        student,
+        data.x,
+        teacher_model=teacher,
+        temperature=config.temperature,
+        epochs=config.student_epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        labels=data.y,
+        hard_label_weight=config.alpha,
+        device=config.device,
+        seed=seed,
     )
     return student.eval()
 
@@ -192,7 +215,7 @@ def train_kd_hint(
 ) -> FeatureModel:
     """A student trained with KD plus ``hint_weight * hint_loss`` on one feature pair."""
     device = resolve_device(config.device)
-    student = _new_student(split, config.student_model, config.student_kwargs, seed).to(device)
+    student = _new_student(split, config, seed).to(device)
     teacher = teacher.to(device).eval()
     t_name = config.hint_teacher_feature or middle_feature(teacher)
     s_name = config.hint_student_feature or middle_feature(student)
@@ -282,8 +305,13 @@ def _plot(result: CompressionResult, out_dir: Path) -> None:
     models = [result.teacher, *result.students]
     fig, ax = plt.subplots(figsize=(6, 4))
     xs = np.arange(len(models))
-    ax.bar(xs, [m.accuracy_mean for m in models], yerr=[m.accuracy_std for m in models],
-           color=["tab:gray", "tab:red", "tab:blue", "tab:green"][: len(models)], alpha=0.7)
+    ax.bar(
+        xs,
+        [m.accuracy_mean for m in models],
+        yerr=[m.accuracy_std for m in models],
+        color=["tab:gray", "tab:red", "tab:blue", "tab:green"][: len(models)],
+        alpha=0.7,
+    )
     for x, m in zip(xs, models, strict=True):
         ax.scatter([x] * len(m.accuracies), m.accuracies, color="black", s=12, zorder=3)
     ax.set_xticks(xs, [m.name for m in models])
@@ -295,8 +323,12 @@ def _plot(result: CompressionResult, out_dir: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for m in models:
-        ax.scatter(m.size_bytes, m.accuracy_mean, s=40 + 20 * m.latency_ms / max(
-            x.latency_ms for x in models), label=f"{m.name} ({m.latency_ms:.2f} ms/batch)")
+        ax.scatter(
+            m.size_bytes,
+            m.accuracy_mean,
+            s=40 + 20 * m.latency_ms / max(x.latency_ms for x in models),
+            label=f"{m.name} ({m.latency_ms:.2f} ms/batch)",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("serialized size (bytes)")
     ax.set_ylabel("test accuracy")
@@ -324,15 +356,22 @@ def run_compression(config: CompressionConfig, out_dir: str | Path) -> Compressi
         raise ValueError("seeds must list at least one seed")
     out = prepare_out_dir(out_dir)
     split = load_split(
-        config.dataset, seed=config.split_seed, data_root=config.data_root,
+        config.dataset,
+        seed=config.split_seed,
+        data_root=config.data_root,
         download=config.download,
     )
     # fail fast on a bad student name or kwargs, before the teacher is trained
-    _new_student(split, config.student_model, config.student_kwargs, config.split_seed)
+    _new_student(split, config, config.split_seed)
     teacher = train_teacher(
-        split, model_name=config.teacher_model, model_kwargs=config.teacher_kwargs,
-        epochs=config.teacher_epochs, batch_size=config.batch_size, lr=config.teacher_lr,
-        seed=config.split_seed, device=config.device,
+        split,
+        model_name=config.teacher_model,
+        model_kwargs=config.teacher_kwargs,
+        epochs=config.teacher_epochs,
+        batch_size=config.batch_size,
+        lr=config.teacher_lr,
+        seed=config.split_seed,
+        device=config.device,
     )
     teacher_acc = evaluate(teacher, split.test, device=config.device).accuracy
     write_results(out, config, {"stage": "teacher", "teacher_accuracy": teacher_acc})
@@ -347,8 +386,15 @@ def run_compression(config: CompressionConfig, out_dir: str | Path) -> Compressi
             student = train_student(method, split, data, teacher, config, seed)
             accuracies[method].append(evaluate(student, split.test, device=config.device).accuracy)
             last[method] = student
-        write_results(out, config, {"stage": f"seed {seed}", "teacher_accuracy": teacher_acc,
-                                    "student_accuracies": accuracies})
+        write_results(
+            out,
+            config,
+            {
+                "stage": f"seed {seed}",
+                "teacher_accuracy": teacher_acc,
+                "student_accuracies": accuracies,
+            },
+        )
 
     batch = _latency_batch(split.test, config.latency_batch_size)
     teacher_summary = _summary("teacher", teacher, [teacher_acc], batch, config.latency_repeats)
