@@ -47,6 +47,10 @@ class BadRequest(ValueError):
     """The server's message is malformed (missing record, wrong shape, NaN values, ...)."""
 
 
+class PlaintextRefused(SecAggError):
+    """The server asked for a plaintext contribution where secure aggregation is required."""
+
+
 def _setup(context: Context, *, needs_data: bool) -> tuple[FedConfig, FederatedData | None, int]:
     config = parse_run_config(context.run_config)
     # Small models on few cores: one intra-op thread per actor avoids oversubscription
@@ -195,8 +199,21 @@ def train(
         context.state[keys.STATE_PENDING] = ArrayRecord([result.vector])
         reply[keys.SECAGG] = ConfigRecord({keys.PAYLOAD: advertised.to_bytes()})
     elif phase == "fedkd":
+        if config.secagg or _node_requires_secagg(context):
+            # A server that drops the secure-aggregation config would receive this client's
+            # logits in the clear: refuse instead.
+            raise PlaintextRefused(
+                "the run (or this node's 'require-secagg') demands secure aggregation, but the "
+                "train message carries no secure-aggregation config; not sending logits in clear"
+            )
         reply[keys.CONTRIBUTION] = ArrayRecord([result.vector])
     return reply
+
+
+def _node_requires_secagg(context: Context) -> bool:
+    """SuperNode operators can insist on secure aggregation whatever the run config says:
+    ``flower-supernode --node-config "... require-secagg=true"``."""
+    return str(context.node_config.get(keys.NODE_REQUIRE_SECAGG, "false")).lower() in ("true", "1")
 
 
 def _secagg_payload(message: Message) -> bytes:

@@ -125,3 +125,17 @@ def test_node_config_without_partition_is_explained(student_weights: ArrayRecord
 
 def test_refusal_code_is_distinct() -> None:
     assert REFUSED != BAD_REQUEST
+
+
+def test_plaintext_is_refused_when_the_run_demands_secagg(student_weights: ArrayRecord) -> None:
+    # A server that simply leaves out the secure-aggregation config must not get logits.
+    reply = client_app(incoming(train_content(student_weights)), context(secagg=True))
+    assert reply.has_error() and reply.error.code == REFUSED
+    assert "in clear" in reply.error.reason and not reply.has_content()
+
+
+def test_node_operator_can_require_secagg(student_weights: ArrayRecord) -> None:
+    ctx = context(secagg=False)
+    ctx.node_config = {**ctx.node_config, "require-secagg": "true"}
+    reply = client_app(incoming(train_content(student_weights)), ctx)
+    assert reply.has_error() and reply.error.code == REFUSED

@@ -41,6 +41,7 @@ CLIPPED = "clipped-fraction"  # share of public-set logits cut at the secagg cli
 NODE_PARTITION_ID = "partition-id"
 CLIPPED = "clipped-fraction"  # share of public-set logits cut at the secagg clip range
 NODE_NUM_PARTITIONS = "num-partitions"
+NODE_REQUIRE_SECAGG = "require-secagg"  # a node refuses plaintext contributions when true
 
 # Keys in context.state (per-node state that outlives one message).
 STATE_MODEL = "local-model"
