@@ -32,7 +32,10 @@ def incoming(content: RecordDict, message_type: str = keys.TRAIN) -> Message:
 
 
 def context(**overrides: object) -> Context:
-    run_config = {**FedConfig().to_dict(), "local-epochs": 1, "secagg": False, **overrides}
+    run_config = {
+        **FedConfig().to_dict(), "local-epochs": 1, "warmup-epochs": 0, "secagg": False,
+        **overrides,
+    }
     return Context(
         run_id=1, node_id=NODE, node_config={"partition-id": 1, "num-partitions": 4},
         state=RecordDict(), run_config=run_config,
@@ -70,14 +73,14 @@ def test_missing_config_record_is_a_clear_error(student_weights: ArrayRecord) ->
 
 
 def test_missing_student_weights_is_a_clear_error() -> None:
-    reply = client_app(incoming(train_content(None)), context())
+    reply = client_app(incoming(train_content(None)), context(mode="feddf"))
     assert reply.has_error() and reply.error.code == BAD_REQUEST
     assert "student weights" in reply.error.reason
 
 
 def test_weights_of_another_shape_are_refused(student_weights: ArrayRecord) -> None:
     wrong = ArrayRecord([np.zeros((3, 3), dtype=np.float32)])
-    reply = client_app(incoming(train_content(wrong)), context())
+    reply = client_app(incoming(train_content(wrong)), context(mode="feddf"))
     assert reply.has_error() and reply.error.code == BAD_REQUEST
     assert "do not fit" in reply.error.reason
 
@@ -87,7 +90,7 @@ def test_nan_teacher_logits_are_refused() -> None:
     teacher = np.full((len(split.public), split.num_classes), np.nan, dtype=np.float32)
     content = train_content(None)
     content[keys.TEACHER] = ArrayRecord([teacher])
-    reply = client_app(incoming(content), context(mode="fedmd"))
+    reply = client_app(incoming(content), context(mode="fedmd", **{"digest-epochs": 1}))
     assert reply.has_error() and reply.error.code == BAD_REQUEST
     assert "NaN" in reply.error.reason
 
@@ -95,7 +98,7 @@ def test_nan_teacher_logits_are_refused() -> None:
 def test_teacher_logits_of_wrong_shape_are_refused() -> None:
     content = train_content(None)
     content[keys.TEACHER] = ArrayRecord([np.zeros((5, 10), dtype=np.float32)])
-    reply = client_app(incoming(content), context(mode="fedmd"))
+    reply = client_app(incoming(content), context(mode="fedmd", **{"digest-epochs": 1}))
     assert reply.has_error() and "expected" in reply.error.reason
 
 

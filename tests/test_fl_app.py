@@ -26,6 +26,7 @@ def run_config(tmp_path: Path, **overrides: object) -> dict[str, object]:
         {
             "num-rounds": 2,
             "local-epochs": 1,
+            "warmup-epochs": 0,
             "distill-epochs": 3,
             "out-dir": str(tmp_path),
             "eval-clients": True,
@@ -136,7 +137,9 @@ def test_baselines_share_the_app_and_write_histories(tmp_path: Path, method: str
 
 
 def test_fedmd_with_heterogeneous_clients(tmp_path: Path) -> None:
-    folder, history, grid = run_app(tmp_path, mode="fedmd", client_models="cnn,mlp")
+    folder, history, grid = run_app(
+        tmp_path, mode="fedmd", digest_epochs=1, client_models="cnn,mlp"
+    )
     assert history[-1]["status"] == "ok" and history[-1]["student_accuracy"] > 0.3
     # Round 2 pushes the round-1 teacher (public set x classes), not weights.
     round2 = [m for m in grid.sent if m.metadata.message_type == keys.TRAIN][-1]
@@ -155,3 +158,10 @@ def test_replayed_secagg_requests_are_refused(tmp_path: Path) -> None:
         replay = grid.client_app(original, grid.contexts[node])
         assert replay.has_error() and replay.error.code == REFUSED
         assert keys.SECAGG not in (replay.content if replay.has_content() else {})
+
+
+def test_feddf_pushes_the_student_and_learns(tmp_path: Path) -> None:
+    _, history, grid = run_app(tmp_path, mode="feddf")
+    trains = [m for m in grid.sent if m.metadata.message_type == keys.TRAIN]
+    assert all(keys.ARRAYS in m.content and keys.TEACHER not in m.content for m in trains)
+    assert history[-1]["status"] == "ok" and history[-1]["student_accuracy"] > 0.5

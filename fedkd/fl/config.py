@@ -29,7 +29,7 @@ class FedConfig:
     """
 
     method: str = "fedkd"
-    mode: str = "feddf"
+    mode: str = "fedmd"
     num_rounds: int = 10
     fraction: float = 1.0
     min_clients: int = 2
@@ -46,18 +46,18 @@ class FedConfig:
     model: str = "cnn"
     client_models: str = ""  # comma-separated, cycled over partition ids (FedMD heterogeneity)
     local_epochs: int = 2
-    warmup_epochs: int = 0  # extra local epochs when a client's model is freshly initialised
+    warmup_epochs: int = 10  # extra local epochs when a client's model is freshly initialised
     batch_size: int = 32
     lr: float = 1e-3
-    digest_epochs: int = 1  # FedMD: epochs on the pushed soft targets before revisiting
+    digest_epochs: int = 0  # FedMD: epochs on the pushed soft targets before revisiting
     # teacher and distillation
-    teacher_rule: str = "probs"
+    teacher_rule: str = "dsfl"
     temperature: float = 1.0
-    sharpen_temperature: float = 0.5
+    sharpen_temperature: float = 0.1
     class_weighting: bool = True
     entropy_weighting: bool = True
-    distill_epochs: int = 30
-    distill_temperature: float = 4.0
+    distill_epochs: int = 20
+    distill_temperature: float = 1.0
     distill_lr: float = 1e-3
     distill_batch_size: int = 64
     device: str = "auto"
