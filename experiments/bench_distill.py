@@ -66,8 +66,14 @@ def main(argv: list[str] | None = None) -> int:
                 model_name, input_shape=split.input_shape, num_classes=split.num_classes
             )
             if device == "cuda":  # warm-up: kernels and the allocator, not part of the timing
-                distill(student, split.public.x[:256], teacher_logits=soft_targets[:256],
-                        epochs=1, device=device, amp=amp)
+                distill(
+                    student,
+                    split.public.x[:256],
+                    teacher_logits=soft_targets[:256],
+                    epochs=1,
+                    device=device,
+                    amp=amp,
+                )
                 torch.manual_seed(1)
                 student = build_model(
                     model_name, input_shape=split.input_shape, num_classes=split.num_classes
@@ -75,30 +81,54 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.synchronize()
             start = time.perf_counter()
             report = distill(
-                student, split.public.x, teacher_logits=soft_targets, temperature=2.0,
-                epochs=args.epochs, batch_size=args.batch_size, device=device, amp=amp,
+                student,
+                split.public.x,
+                teacher_logits=soft_targets,
+                temperature=2.0,
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                device=device,
+                amp=amp,
             )
             if device == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - start
             baseline = baseline or seconds
             accuracy = evaluate(student, split.test, device=device).accuracy
-            rows.append({
-                "model": model_name, "setting": label, "seconds": seconds,
-                "speedup_vs_cpu": baseline / seconds, "student_accuracy": accuracy,
-                "final_loss": report.losses[-1], "samples": len(split.public),
-                "epochs": args.epochs,
-            })
-            print(f"{model_name:>13} {label:>10}: {seconds:7.2f} s  x{baseline / seconds:6.1f} "
-                  f"vs cpu  student acc {accuracy:.4f}  loss {report.losses[-1]:.4f}", flush=True)
+            rows.append(
+                {
+                    "model": model_name,
+                    "setting": label,
+                    "seconds": seconds,
+                    "speedup_vs_cpu": baseline / seconds,
+                    "student_accuracy": accuracy,
+                    "final_loss": report.losses[-1],
+                    "samples": len(split.public),
+                    "epochs": args.epochs,
+                }
+            )
+            print(
+                f"{model_name:>13} {label:>10}: {seconds:7.2f} s  x{baseline / seconds:6.1f} "
+                f"vs cpu  student acc {accuracy:.4f}  loss {report.losses[-1]:.4f}",
+                flush=True,
+            )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_distill.json").write_text(json.dumps({
-        "dataset": args.dataset, "teacher_accuracy": teacher_accuracy, "rows": rows,
-        "torch": torch.__version__, "cpu_threads": args.cpu_threads,
-        "gpu": torch.cuda.get_device_name(0) if cuda else None,
-        "machine": platform.machine(), "numpy": np.__version__,
-    }, indent=2))
+    (out / "bench_distill.json").write_text(
+        json.dumps(
+            {
+                "dataset": args.dataset,
+                "teacher_accuracy": teacher_accuracy,
+                "rows": rows,
+                "torch": torch.__version__,
+                "cpu_threads": args.cpu_threads,
+                "gpu": torch.cuda.get_device_name(0) if cuda else None,
+                "machine": platform.machine(),
+                "numpy": np.__version__,
+            },
+            indent=2,
+        )
+    )
     print(f"teacher test accuracy {teacher_accuracy:.4f}; written to {out / 'bench_distill.json'}")
     return 0
 

@@ -50,7 +50,9 @@ DROPOUT_NOTE = (
     "dropped client's pairwise masks (the expensive case for the server)"
 )
 FULL_GRID: dict[str, list[float]] = {
-    "n": [10, 50, 100, 200], "d": [20_000, 100_000], "dropout": [0.0, 0.1],
+    "n": [10, 50, 100, 200],
+    "d": [20_000, 100_000],
+    "dropout": [0.0, 0.1],
 }
 QUICK_GRID: dict[str, list[float]] = {"n": [10, 20], "d": [5_000], "dropout": [0.0, 0.1]}
 
@@ -139,8 +141,11 @@ def time_keystream(masks: int, dim: int) -> float:
 
 
 def _fedkd(
-    inputs: Sequence[np.ndarray], neighbours: int | None, threshold: int,
-    dropped: Sequence[int], settings: BenchSettings,
+    inputs: Sequence[np.ndarray],
+    neighbours: int | None,
+    threshold: int,
+    dropped: Sequence[int],
+    settings: BenchSettings,
 ) -> tuple[list[DriverResult], float]:
     runs: list[DriverResult] = []
     spent = 0.0
@@ -148,8 +153,12 @@ def _fedkd(
         start = time.perf_counter()
         runs.append(
             run_secagg(
-                inputs, threshold=threshold, neighbours=neighbours, clip=settings.clip,
-                dropouts={Stage.MASKED_INPUT: dropped}, seed=settings.seed,
+                inputs,
+                threshold=threshold,
+                neighbours=neighbours,
+                clip=settings.clip,
+                dropouts={Stage.MASKED_INPUT: dropped},
+                seed=settings.seed,
             )
         )
         spent += time.perf_counter() - start
@@ -162,8 +171,11 @@ def _median_run(runs: list[DriverResult]) -> DriverResult:
 
 
 def _flower(
-    inputs: Sequence[np.ndarray], neighbours: int | None, threshold: int,
-    dropped: Sequence[int], settings: BenchSettings,
+    inputs: Sequence[np.ndarray],
+    neighbours: int | None,
+    threshold: int,
+    dropped: Sequence[int],
+    settings: BenchSettings,
 ) -> dict[str, Any]:
     """Flower's SecAgg+ on the same inputs: an estimate always, an exact run when affordable."""
     from experiments import flower_secaggplus as flower
@@ -175,8 +187,13 @@ def _flower(
         num_shares = flower.flower_shares(num, neighbours)
     except ValueError as err:
         return {"flower_mode": "skipped", "flower_note": str(err)}
-    common = dict(neighbours=neighbours, threshold=threshold, dropped=dropped, clip=settings.clip,
-                  seed=settings.seed)
+    common = dict(
+        neighbours=neighbours,
+        threshold=threshold,
+        dropped=dropped,
+        clip=settings.clip,
+        seed=settings.seed,
+    )
     estimate = flower.estimate_flower(num, dim, **common)  # type: ignore[arg-type]
     projected = flower.projected_exact_seconds(estimate, num)
     row: dict[str, Any] = {
@@ -197,8 +214,9 @@ def _flower(
         result = sorted(runs, key=lambda r: r.server_seconds["total"])[(len(runs) - 1) // 2]
         survivors = [i for i in range(num) if i not in set(dropped)]
         assert result.mean is not None
-        exact_sum = np.sum([np.clip(inputs[i], -settings.clip, settings.clip) for i in survivors],
-                           axis=0)
+        exact_sum = np.sum(
+            [np.clip(inputs[i], -settings.clip, settings.clip) for i in survivors], axis=0
+        )
         row.update(
             flower_mode="exact",
             flower_runs=len(runs),
@@ -206,8 +224,11 @@ def _flower(
         )
     else:
         result = estimate
-        reason = (f"n > {settings.flower_exact_max_n}" if num > settings.flower_exact_max_n
-                  else f"projected exact run {projected:.0f} s > cap {settings.flower_cap_s:.0f} s")
+        reason = (
+            f"n > {settings.flower_exact_max_n}"
+            if num > settings.flower_exact_max_n
+            else f"projected exact run {projected:.0f} s > cap {settings.flower_cap_s:.0f} s"
+        )
         row.update(flower_mode="est.", flower_runs=0, flower_note=f"estimated: {reason}")
     row.update(
         flower_server_s=result.server_seconds["total"],
@@ -224,16 +245,20 @@ def bench_config(num: int, dim: int, dropout: float, settings: BenchSettings) ->
     """Measure one configuration; returns one JSON row."""
     inputs = make_inputs(num, dim, settings.seed)
     dropped = dropped_clients(num, dropout, settings.seed)
-    neighbours = None if settings.neighbours is None or settings.neighbours >= num - 1 \
+    neighbours = (
+        None
+        if settings.neighbours is None or settings.neighbours >= num - 1
         else settings.neighbours
+    )
     k = num - 1 if neighbours is None else neighbours
     threshold = majority_threshold(k)
     survivors = [i for i in range(num) if i not in set(dropped)]
 
     runs, _ = _fedkd(inputs, neighbours, threshold, dropped, settings)
     fed = _median_run(runs)
-    exact_sum = np.sum([np.clip(inputs[i], -settings.clip, settings.clip) for i in survivors],
-                       axis=0)
+    exact_sum = np.sum(
+        [np.clip(inputs[i], -settings.clip, settings.clip) for i in survivors], axis=0
+    )
     plaintext_s, plaintext_runs = _median_runs(lambda: time_plaintext(inputs, survivors), settings)
     keystream_s, _ = _median_runs(lambda: time_keystream(k + 1, dim), settings)
     mask_stage = Stage.MASKED_INPUT.value
@@ -262,8 +287,9 @@ def bench_config(num: int, dim: int, dropout: float, settings: BenchSettings) ->
         "keystream_masks": k + 1,
     }
     row.update(_flower(inputs, neighbours, threshold, dropped, settings))
-    row["ratio_flower_over_fedkd_server"] = _ratio(row.get("flower_server_s"),
-                                                   row["fedkd_server_s"])
+    row["ratio_flower_over_fedkd_server"] = _ratio(
+        row.get("flower_server_s"), row["fedkd_server_s"]
+    )
     row["ratio_fedkd_client_over_keystream"] = _ratio(row["fedkd_client_s"], keystream_s)
     row["ratio_fedkd_server_over_plaintext"] = _ratio(row["fedkd_server_s"], plaintext_s)
     return row
@@ -321,13 +347,19 @@ def _table_cells(row: dict[str, Any]) -> list[str]:
         return "skip" if mode == "skipped" else text + est
 
     return [
-        str(row["n"]), f"{row['d']:.0e}".replace("e+0", "e"), f"{row['dropout']:.0%}",
+        str(row["n"]),
+        f"{row['d']:.0e}".replace("e+0", "e"),
+        f"{row['dropout']:.0%}",
         f"{row['neighbours']} / {row['threshold']}",
-        _fmt(row["fedkd_server_s"]), flower(_fmt(row.get("flower_server_s"))),
+        _fmt(row["fedkd_server_s"]),
+        flower(_fmt(row.get("flower_server_s"))),
         flower(_fmt(row.get("ratio_flower_over_fedkd_server")) + "x"),
-        _fmt(row["fedkd_client_s"]), flower(_fmt(row.get("flower_client_s"))),
-        _fmt(row["keystream_s"]), f"{_fmt(row['ratio_fedkd_client_over_keystream'])}x",
-        _fmt(row["plaintext_s"]), f"{_fmt(row['ratio_fedkd_server_over_plaintext'])}x",
+        _fmt(row["fedkd_client_s"]),
+        flower(_fmt(row.get("flower_client_s"))),
+        _fmt(row["keystream_s"]),
+        f"{_fmt(row['ratio_fedkd_client_over_keystream'])}x",
+        _fmt(row["plaintext_s"]),
+        f"{_fmt(row['ratio_fedkd_server_over_plaintext'])}x",
         _mb(row["fedkd_bytes_up_per_client"], row["fedkd_bytes_down_per_client"]),
         flower(_mb(row.get("flower_bytes_up_per_client"), row.get("flower_bytes_down_per_client"))),
     ]
@@ -335,9 +367,11 @@ def _table_cells(row: dict[str, Any]) -> list[str]:
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """Markdown table of the rows (times in seconds, bytes in MB, ratios as x)."""
-    head = ("| n | d | drop | k / t | fedkd srv s | Flower srv s | Flower/fedkd srv | "
-            "fedkd cli s | Flower cli s | keystream s | fedkd cli/keystream | plaintext s | "
-            "fedkd srv/plaintext | fedkd MB up/down | Flower MB up/down |")
+    head = (
+        "| n | d | drop | k / t | fedkd srv s | Flower srv s | Flower/fedkd srv | "
+        "fedkd cli s | Flower cli s | keystream s | fedkd cli/keystream | plaintext s | "
+        "fedkd srv/plaintext | fedkd MB up/down | Flower MB up/down |"
+    )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for row in rows:
         lines.append("| " + " | ".join(_table_cells(row)) + " |")
@@ -346,24 +380,33 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def _preamble(settings: BenchSettings, machine: dict[str, Any]) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
-    mode = "full SecAgg (k = n - 1)" if settings.neighbours is None else \
-        f"SecAgg+ with k = {settings.neighbours} neighbours (full SecAgg where n - 1 <= k)"
-    return "\n".join([
-        f"Secure aggregation benchmark: fedkd vs Flower {machine['versions'].get('flwr')} SecAgg+",
-        f"- machine: {machine['cpu_count']} CPUs ({machine['cpu_affinity']} usable), {versions}",
-        f"- both systems: {mode}, threshold t = strict majority of the k + 1 share holders, "
-        f"clip = {settings.clip}",
-        f"- {DROPOUT_NOTE}",
-        "- fedkd: server and mean per-client seconds from fedkd.secagg.driver (all stages); "
-        "Flower: its SecAggPlusWorkflow stages + secaggplus_mod per client "
-        "(experiments/flower_secaggplus.py); 'est.' = Flower estimated from measured samples",
-        f"- keystream = AES-256-CTR for k + 1 masks of d uint64; medians of up to "
-        f"{settings.repeat} runs",
-    ])
+    mode = (
+        "full SecAgg (k = n - 1)"
+        if settings.neighbours is None
+        else f"SecAgg+ with k = {settings.neighbours} neighbours (full SecAgg where n - 1 <= k)"
+    )
+    return "\n".join(
+        [
+            "Secure aggregation benchmark: fedkd vs Flower "
+            f"{machine['versions'].get('flwr')} SecAgg+",
+            f"- machine: {machine['cpu_count']} CPUs ({machine['cpu_affinity']} usable), "
+            f"{versions}",
+            f"- both systems: {mode}, threshold t = strict majority of the k + 1 share holders, "
+            f"clip = {settings.clip}",
+            f"- {DROPOUT_NOTE}",
+            "- fedkd: server and mean per-client seconds from fedkd.secagg.driver (all stages); "
+            "Flower: its SecAggPlusWorkflow stages + secaggplus_mod per client "
+            "(experiments/flower_secaggplus.py); 'est.' = Flower estimated from measured samples",
+            f"- keystream = AES-256-CTR for k + 1 masks of d uint64; medians of up to "
+            f"{settings.repeat} runs",
+        ]
+    )
 
 
 def run_benchmark(
-    grid: dict[str, list[Any]], settings: BenchSettings, out: Path,
+    grid: dict[str, list[Any]],
+    settings: BenchSettings,
+    out: Path,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run every (n, d, dropout) of ``grid``, write ``bench_secagg.json`` / ``.md`` into ``out``."""
@@ -376,9 +419,11 @@ def run_benchmark(
                 row = bench_config(int(num), int(dim), float(dropout), settings)
                 row["wall_s"] = time.perf_counter() - start
                 rows.append(row)
-                log(f"n={num} d={dim} dropout={dropout}: fedkd srv {row['fedkd_server_s']:.3g} s, "
+                log(
+                    f"n={num} d={dim} dropout={dropout}: fedkd srv {row['fedkd_server_s']:.3g} s, "
                     f"Flower srv {_fmt(row.get('flower_server_s'))} s "
-                    f"({row.get('flower_mode')}) [{row['wall_s']:.0f} s]")
+                    f"({row.get('flower_mode')}) [{row['wall_s']:.0f} s]"
+                )
     table = format_table(rows)
     preamble = _preamble(settings, machine)
     report = {
@@ -408,22 +453,41 @@ def _json_default(value: object) -> object:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/bench_secagg"))
-    parser.add_argument("--quick", action="store_true",
-                        help="small subset (n 10, 20; d 5000) for CI and a first look")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small subset (n 10, 20; d 5000) for CI and a first look",
+    )
     parser.add_argument("--n", type=int, nargs="+", help="client counts")
     parser.add_argument("--d", type=float, nargs="+", help="vector lengths (e.g. 2e4 1e5)")
     parser.add_argument("--dropout", type=float, nargs="+", help="dropout fractions")
-    parser.add_argument("--neighbours", type=int, default=None,
-                        help="SecAgg+ degree k for both systems (even); default: full SecAgg")
+    parser.add_argument(
+        "--neighbours",
+        type=int,
+        default=None,
+        help="SecAgg+ degree k for both systems (even); default: full SecAgg",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (median)")
-    parser.add_argument("--repeat-budget-s", type=float, default=30.0,
-                        help="stop repeating a measurement after this many seconds")
+    parser.add_argument(
+        "--repeat-budget-s",
+        type=float,
+        default=30.0,
+        help="stop repeating a measurement after this many seconds",
+    )
     parser.add_argument("--clip", type=float, default=64.0)
-    parser.add_argument("--flower-cap-s", type=float, default=120.0,
-                        help="estimate Flower when its projected exact run exceeds this")
-    parser.add_argument("--flower-exact-max-n", type=int, default=None,
-                        help="estimate Flower above this many clients (default 100; 10 with "
-                        "--quick, so the quick run exercises both paths)")
+    parser.add_argument(
+        "--flower-cap-s",
+        type=float,
+        default=120.0,
+        help="estimate Flower when its projected exact run exceeds this",
+    )
+    parser.add_argument(
+        "--flower-exact-max-n",
+        type=int,
+        default=None,
+        help="estimate Flower above this many clients (default 100; 10 with "
+        "--quick, so the quick run exercises both paths)",
+    )
     parser.add_argument("--no-flower", action="store_true", help="skip Flower's SecAgg+")
     parser.add_argument("--seed", type=int, default=0)
     return parser
@@ -440,9 +504,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.neighbours is not None and args.neighbours < 1:
         raise SystemExit(f"--neighbours={args.neighbours} is invalid; accepted: >= 1")
     settings = BenchSettings(
-        neighbours=args.neighbours, repeat=args.repeat, repeat_budget_s=args.repeat_budget_s,
-        clip=args.clip, flower=not args.no_flower, flower_cap_s=args.flower_cap_s,
-        flower_exact_max_n=args.flower_exact_max_n if args.flower_exact_max_n is not None
+        neighbours=args.neighbours,
+        repeat=args.repeat,
+        repeat_budget_s=args.repeat_budget_s,
+        clip=args.clip,
+        flower=not args.no_flower,
+        flower_cap_s=args.flower_cap_s,
+        flower_exact_max_n=args.flower_exact_max_n
+        if args.flower_exact_max_n is not None
         else (10 if args.quick else 100),
         seed=args.seed,
     )

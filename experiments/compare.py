@@ -67,7 +67,7 @@ def plot(histories: dict[str, list[dict[str, object]]], path: Path, title: str) 
         key = "client_accuracy_mean" if method == "local" else "student_accuracy"
         points = [(r["round"], r[key]) for r in history if isinstance(r.get(key), (int, float))]
         if points:
-            ax.plot(*zip(*points), marker="o", markersize=3, label=method)
+            ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=method)
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
@@ -85,8 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="run-config settings shared by every method")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="run-config settings shared by every method",
+    )
     parser.add_argument("--out", default=str(PROJECT_ROOT / "runs" / "compare"))
     parser.add_argument("--quiet", action="store_true", help="do not echo the Flower logs")
     args = parser.parse_args(argv)

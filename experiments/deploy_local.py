@@ -163,8 +163,9 @@ def descendants(pids: Sequence[int]) -> list[int]:
 
 def group_members(group: int) -> list[int]:
     """Live (non-zombie) processes whose process group is ``group``."""
-    return [pid for pid, (state, _, pgrp) in _proc_stats().items()
-            if pgrp == group and state != "Z"]
+    return [
+        pid for pid, (state, _, pgrp) in _proc_stats().items() if pgrp == group and state != "Z"
+    ]
 
 
 def _load_certs_module() -> ModuleType:
@@ -201,8 +202,9 @@ def write_flower_config(
     return path
 
 
-def _wait_for_health(url: str, context: ssl.SSLContext | None, patience: float,
-                     processes: _Processes) -> None:
+def _wait_for_health(
+    url: str, context: ssl.SSLContext | None, patience: float, processes: _Processes
+) -> None:
     deadline = time.monotonic() + patience
     while True:
         processes.check_alive()
@@ -299,9 +301,14 @@ def deploy_local(
         paths = _load_certs_module().generate_certificates(work_dir / "certs", force=True)
         ca_cert = paths.ca_cert
         ssl_context = ssl.create_default_context(cafile=str(ca_cert))
-        superlink_tls = ["--ssl-ca-certfile", str(paths.ca_cert),
-                         "--ssl-certfile", str(paths.server_cert),
-                         "--ssl-keyfile", str(paths.server_key)]
+        superlink_tls = [
+            "--ssl-ca-certfile",
+            str(paths.ca_cert),
+            "--ssl-certfile",
+            str(paths.server_cert),
+            "--ssl-keyfile",
+            str(paths.server_key),
+        ]
         supernode_tls = ["--root-certificates", str(paths.ca_cert)]
 
     overrides = list(run_config)
@@ -326,28 +333,47 @@ def deploy_local(
         with _terminate_as_interrupt():
             processes.start(
                 "superlink",
-                [str(BIN_DIR / "flower-superlink"), *superlink_tls,
-                 "--isolation", "subprocess", "--host", "127.0.0.1", "--port", str(port),
-                 "--disable-runtime-dependency-installation"],
+                [
+                    str(BIN_DIR / "flower-superlink"),
+                    *superlink_tls,
+                    "--isolation",
+                    "subprocess",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--disable-runtime-dependency-installation",
+                ],
                 env_for("superlink"),
             )
             scheme = "https" if tls else "http"
-            _wait_for_health(f"{scheme}://{address}/health", ssl_context, startup_timeout,
-                             processes)
+            _wait_for_health(
+                f"{scheme}://{address}/health", ssl_context, startup_timeout, processes
+            )
             for index in range(num_supernodes):
                 processes.start(
                     f"supernode-{index}",
-                    [str(BIN_DIR / "flower-supernode"), *supernode_tls,
-                     "--superlink", address,
-                     "--isolation", "subprocess",
-                     "--host", "127.0.0.1", "--port", str(port + 1 + index),
-                     "--node-config", f"partition-id={index} num-partitions={num_supernodes}"],
+                    [
+                        str(BIN_DIR / "flower-supernode"),
+                        *supernode_tls,
+                        "--superlink",
+                        address,
+                        "--isolation",
+                        "subprocess",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port + 1 + index),
+                        "--node-config",
+                        f"partition-id={index} num-partitions={num_supernodes}",
+                    ],
                     env_for(f"supernode-{index}"),
                 )
             if echo:
                 print("$", shlex.join(flwr_command), flush=True)
-            results, returncode = _flwr_run(flwr_command, cli_env, app_dir, log_dir, timeout,
-                                            processes, echo)
+            results, returncode = _flwr_run(
+                flwr_command, cli_env, app_dir, log_dir, timeout, processes, echo
+            )
     finally:
         groups = processes.stop_all()
     return DeploymentResult(
@@ -359,11 +385,22 @@ def deploy_local(
     )
 
 
-def _flwr_run(command: list[str], env: dict[str, str], app_dir: Path, log_dir: Path,
-              timeout: float | None, processes: _Processes, echo: bool) -> tuple[Path | None, int]:
+def _flwr_run(
+    command: list[str],
+    env: dict[str, str],
+    app_dir: Path,
+    log_dir: Path,
+    timeout: float | None,
+    processes: _Processes,
+    echo: bool,
+) -> tuple[Path | None, int]:
     """Run ``flwr run`` (its own process group, stopped with the others) and read its output."""
     process = subprocess.Popen(
-        command, cwd=app_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        command,
+        cwd=app_dir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     processes.started.append(("flwr-run", process))
@@ -392,8 +429,7 @@ def _flwr_run(command: list[str], env: dict[str, str], app_dir: Path, log_dir: P
             else:
                 if deadline is not None and time.monotonic() > deadline:
                     if echo:
-                        print(f"\nflwr run still going after {timeout:.0f} s: stopping",
-                              flush=True)
+                        print(f"\nflwr run still going after {timeout:.0f} s: stopping", flush=True)
                     _signal_group(process.pid, signal.SIGKILL)
                     process.wait()
                     break
@@ -412,20 +448,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         "flower-supernode processes and `flwr run`; stop them all at the end.",
     )
     parser.add_argument("--supernodes", type=int, default=3, help="SuperNodes (clients)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
-                        help="SuperLink HTTP port; SuperNode i uses port+1+i")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help="SuperLink HTTP port; SuperNode i uses port+1+i",
+    )
     parser.add_argument("--tls", action="store_true", help="HTTPS with a generated CA")
-    parser.add_argument("--run-config", action="append", default=[], metavar="'K=V ...'",
-                        help="run-config overrides, as for `flwr run --run-config`")
-    parser.add_argument("--work-dir", type=Path, default=None,
-                        help="logs, Flower homes, certificates, results (default: temporary)")
+    parser.add_argument(
+        "--run-config",
+        action="append",
+        default=[],
+        metavar="'K=V ...'",
+        help="run-config overrides, as for `flwr run --run-config`",
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="logs, Flower homes, certificates, results (default: temporary)",
+    )
     parser.add_argument("--timeout", type=float, default=None, help="seconds for the run")
     parser.add_argument("--quiet", action="store_true", help="do not stream the run's output")
     args = parser.parse_args(argv)
     try:
         result = deploy_local(
-            args.supernodes, args.run_config, port=args.port, tls=args.tls,
-            work_dir=args.work_dir, timeout=args.timeout, echo=not args.quiet,
+            args.supernodes,
+            args.run_config,
+            port=args.port,
+            tls=args.tls,
+            work_dir=args.work_dir,
+            timeout=args.timeout,
+            echo=not args.quiet,
         )
     except KeyboardInterrupt:
         print("\ninterrupted: every process started was stopped", file=sys.stderr)

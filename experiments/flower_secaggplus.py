@@ -329,9 +329,7 @@ def _legacy_context(grid: InProcessGrid, num_clients: int) -> LegacyContext:
     context = LegacyContext(base, ServerConfig(num_rounds=1), strategy, SimpleClientManager())
     for node_id in grid.get_node_ids():
         context.client_manager.register(GridClientProxy(node_id, grid, 0))
-    context.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord(
-        {WorkflowKey.CURRENT_ROUND: 1}
-    )
+    context.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord({WorkflowKey.CURRENT_ROUND: 1})
     context.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
         Parameters(tensors=[], tensor_type="numpy.ndarray"), True
     )
@@ -516,11 +514,15 @@ def _probe_client(
         return list(grid.send_and_receive([message]))[0].content
 
     reply = send(RecordDict({RECORD_KEY_CONFIGS: _setup_config(num, num_shares, threshold, clip)}))
-    pk1, pk2 = (cast(bytes, reply.config_records[RECORD_KEY_CONFIGS][k]) for k in
-                (Key.PUBLIC_KEY_1, Key.PUBLIC_KEY_2))
+    pk1, pk2 = (
+        cast(bytes, reply.config_records[RECORD_KEY_CONFIGS][k])
+        for k in (Key.PUBLIC_KEY_1, Key.PUBLIC_KEY_2)
+    )
     share_cfg = ConfigRecord(
-        {str(nid): [public_key_to_bytes(k1[1]), public_key_to_bytes(k2[1])]
-         for nid, (k1, k2) in keys.items()}
+        {
+            str(nid): [public_key_to_bytes(k1[1]), public_key_to_bytes(k2[1])]
+            for nid, (k1, k2) in keys.items()
+        }
     )
     share_cfg[str(probe)] = [pk1, pk2]
     share_cfg[Key.STAGE] = Stage.SHARE_KEYS
@@ -562,9 +564,7 @@ def _probe_client(
     )
 
 
-def _stand_in(
-    node_id: int, dim: int, ciphertext_len: int, drop_at_masked_input: bool
-) -> Handler:
+def _stand_in(node_id: int, dim: int, ciphertext_len: int, drop_at_masked_input: bool) -> Handler:
     """A client answering each stage with replies shaped like the real mod's."""
     sk1, pk1 = generate_key_pairs()
     _, pk2 = generate_key_pairs()

@@ -194,10 +194,15 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description="Flower set-up helpers")
-    parser.add_argument("--configure", type=int, metavar="N",
-                        help="default number of SuperNodes of `flwr run .` simulations")
-    parser.add_argument("--stop-superlink", action="store_true",
-                        help="stop the local simulation SuperLink")
+    parser.add_argument(
+        "--configure",
+        type=int,
+        metavar="N",
+        help="default number of SuperNodes of `flwr run .` simulations",
+    )
+    parser.add_argument(
+        "--stop-superlink", action="store_true", help="stop the local simulation SuperLink"
+    )
     args = parser.parse_args()
     if args.configure:
         print(configure_local_federation(args.configure))

@@ -111,7 +111,7 @@ def run_fedkd(
             grid,
             sampled,
             keys.TRAIN,
-            lambda node: content,
+            lambda node, content=content: content,  # the same message for every client
             timeout=config.stage_timeout,
             group_id=f"round-{server_round}",
         )
@@ -122,7 +122,10 @@ def run_fedkd(
         if record.clipped_fraction > 0.01:
             log.warning(
                 "round %d: %.1f%% of public-set logits were clipped at +-%.0f*T; raise "
-                "'secagg-clip'", server_round, 100 * record.clipped_fraction, config.secagg_clip,
+                "'secagg-clip'",
+                server_round,
+                100 * record.clipped_fraction,
+                config.secagg_clip,
             )
         if state is not None:
             secure = secure_sum(grid, state, train, config=config, server_round=server_round)

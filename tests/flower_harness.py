@@ -100,8 +100,9 @@ class InProcessGrid(Grid):
             try:
                 reply = self.client_app(message, self.contexts[node])
             except Exception as crash:  # what a SuperNode does when its ClientApp raises
-                reply = Message(Error(CLIENT_APP_RAISED, f"{type(crash).__name__}: {crash}"),
-                                reply_to=message)
+                reply = Message(
+                    Error(CLIENT_APP_RAISED, f"{type(crash).__name__}: {crash}"), reply_to=message
+                )
             replies.append(reply if self.tamper is None else self.tamper(reply))
         self.replies.extend(replies)
         return replies
@@ -110,6 +111,9 @@ class InProcessGrid(Grid):
 def server_context(run_config: dict[str, Any]) -> Context:
     """The Context a ServerApp receives."""
     return Context(
-        run_id=RUN_ID, node_id=SERVER_NODE, node_config={}, state=RecordDict(),
+        run_id=RUN_ID,
+        node_id=SERVER_NODE,
+        node_config={},
+        state=RecordDict(),
         run_config=dict(run_config),
     )

@@ -11,9 +11,19 @@ import pytest
 from experiments import bench_secagg, flower_secaggplus
 
 REQUIRED = (
-    "n", "d", "dropout", "fedkd_server_s", "fedkd_client_s", "flower_server_s", "flower_client_s",
-    "plaintext_s", "keystream_s", "fedkd_bytes_up_per_client", "fedkd_bytes_down_per_client",
-    "flower_bytes_up_per_client", "flower_bytes_down_per_client",
+    "n",
+    "d",
+    "dropout",
+    "fedkd_server_s",
+    "fedkd_client_s",
+    "flower_server_s",
+    "flower_client_s",
+    "plaintext_s",
+    "keystream_s",
+    "fedkd_bytes_up_per_client",
+    "fedkd_bytes_down_per_client",
+    "flower_bytes_up_per_client",
+    "flower_bytes_down_per_client",
 )
 
 
@@ -72,8 +82,14 @@ def test_quick_benchmark_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtur
     for row in rows:
         missing = [key for key in REQUIRED if key not in row]
         assert not missing, missing
-        for key in ("fedkd_server_s", "fedkd_client_s", "flower_server_s", "flower_client_s",
-                    "plaintext_s", "keystream_s"):
+        for key in (
+            "fedkd_server_s",
+            "fedkd_client_s",
+            "flower_server_s",
+            "flower_client_s",
+            "plaintext_s",
+            "keystream_s",
+        ):
             assert row[key] > 0, (key, row)
         assert row["fedkd_max_abs_err"] < row["n"] * 2 * 64.0 / 2**20
         assert row["survivors"] + row["dropped"] == row["n"]

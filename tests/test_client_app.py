@@ -24,8 +24,14 @@ NODE = 42
 def incoming(content: RecordDict, message_type: str = keys.TRAIN) -> Message:
     """A message as a SuperNode hands it to the ClientApp."""
     metadata = Metadata(
-        run_id=1, message_id=uuid.uuid4().hex, src_node_id=0, dst_node_id=NODE,
-        reply_to_message_id="", group_id="round-1", created_at=time.time(), ttl=600,
+        run_id=1,
+        message_id=uuid.uuid4().hex,
+        src_node_id=0,
+        dst_node_id=NODE,
+        reply_to_message_id="",
+        group_id="round-1",
+        created_at=time.time(),
+        ttl=600,
         message_type=message_type,
     )
     return make_message(metadata, content)
@@ -33,12 +39,18 @@ def incoming(content: RecordDict, message_type: str = keys.TRAIN) -> Message:
 
 def context(**overrides: object) -> Context:
     run_config = {
-        **FedConfig().to_dict(), "local-epochs": 1, "warmup-epochs": 0, "secagg": False,
+        **FedConfig().to_dict(),
+        "local-epochs": 1,
+        "warmup-epochs": 0,
+        "secagg": False,
         **overrides,
     }
     return Context(
-        run_id=1, node_id=NODE, node_config={"partition-id": 1, "num-partitions": 4},
-        state=RecordDict(), run_config=run_config,
+        run_id=1,
+        node_id=NODE,
+        node_config={"partition-id": 1, "num-partitions": 4},
+        state=RecordDict(),
+        run_config=run_config,
     )
 
 
@@ -49,7 +61,8 @@ def student_weights() -> ArrayRecord:
 
 
 def train_content(weights: ArrayRecord | None, **config: object) -> RecordDict:
-    content = RecordDict({keys.CONFIG: ConfigRecord({keys.ROUND: 1, keys.PHASE: "fedkd", **config})})
+    round_config = ConfigRecord({keys.ROUND: 1, keys.PHASE: "fedkd", **config})
+    content = RecordDict({keys.CONFIG: round_config})
     if weights is not None:
         content[keys.ARRAYS] = weights
     return content

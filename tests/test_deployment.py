@@ -33,7 +33,7 @@ from experiments.deploy_local import (
 from experiments.launch import PROJECT_ROOT
 
 FLWR_VERSION = "1.42.0"
-SMALL_RUN = ["num-rounds=1 local-epochs=1 distill-epochs=1 secagg=true"]
+SMALL_RUN = ["num-rounds=1 local-epochs=1 warmup-epochs=0 distill-epochs=1 secagg=true"]
 
 
 def _assert_completed(result, work_dir: Path) -> None:  # type: ignore[no-untyped-def]
@@ -96,8 +96,9 @@ def test_certificates_chain_to_the_ca_and_name_the_superlink(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("tls", [False, True])
-def test_flower_config_is_read_by_flwr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                       tls: bool) -> None:
+def test_flower_config_is_read_by_flwr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tls: bool
+) -> None:
     from flwr.cli.flower_config import read_superlink_connection
 
     ca = tmp_path / "ca.crt"
@@ -134,8 +135,11 @@ def _compose(*names: str) -> dict:
 def _command(spec: dict) -> list[str]:
     command = spec.get("command", [])
     args = shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
-    return [part for arg in args for part in (arg.split("=", 1) if arg.startswith("--")
-                                              and "=" in arg else [arg])]
+    return [
+        part
+        for arg in args
+        for part in (arg.split("=", 1) if arg.startswith("--") and "=" in arg else [arg])
+    ]
 
 
 def _flag(args: list[str], name: str) -> str:
@@ -155,8 +159,7 @@ def test_compose_file_structure() -> None:
     link_port = _flag(link_args, "--port")
     assert any(str(p).endswith(f":{link_port}") for p in superlink["ports"])
 
-    supernodes = {name: spec for name, spec in services.items()
-                  if name.startswith("supernode-")}
+    supernodes = {name: spec for name, spec in services.items() if name.startswith("supernode-")}
     assert len(supernodes) == 3
     partitions = set()
     for spec in supernodes.values():
@@ -247,12 +250,19 @@ def _installed_parser(service: str):  # type: ignore[no-untyped-def]
     return _parse_args()
 
 
-@pytest.mark.parametrize("files", [("docker-compose.yml",),
-                                   ("docker-compose.yml", "deploy/compose.tls.yml")])
+@pytest.mark.parametrize(
+    "files", [("docker-compose.yml",), ("docker-compose.yml", "deploy/compose.tls.yml")]
+)
 def test_compose_commands_parse_with_installed_flower(files: tuple[str, ...]) -> None:
     """Every flag in the compose files exists in the installed Flower and is not deprecated."""
-    deprecated = {"--fleet-api-address", "--control-api-address", "--fleet-api-type",
-                  "--plugin-type", "--appio-api-address", "--auth-list-public-keys"}
+    deprecated = {
+        "--fleet-api-address",
+        "--control-api-address",
+        "--fleet-api-type",
+        "--plugin-type",
+        "--appio-api-address",
+        "--auth-list-public-keys",
+    }
     for service, spec in _compose(*files)["services"].items():
         args = _command(spec)
         assert not deprecated & set(args), (service, deprecated & set(args))

@@ -23,14 +23,19 @@ def flower_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_flwr_run_secure_and_plaintext(flower_home: Path) -> None:
-    common = {"num-rounds": 2, "local-epochs": 1, "distill-epochs": 3,
-              "out-dir": str(flower_home / "runs")}
-    secure = flwr_run({**common, "run-name": "secure"}, num_supernodes=4, echo=False,
-                      timeout=900)
+    common = {
+        "num-rounds": 2,
+        "local-epochs": 1,
+        "warmup-epochs": 0,
+        "distill-epochs": 3,
+        "out-dir": str(flower_home / "runs"),
+    }
+    secure = flwr_run({**common, "run-name": "secure"}, num_supernodes=4, echo=False, timeout=900)
     assert secure.returncode == 0 and secure.results is not None
     assert not superlink_running(), "the launcher must stop the SuperLink it started"
-    plain = flwr_run({**common, "run-name": "plain", "secagg": False}, num_supernodes=4,
-                     echo=False, timeout=900)
+    plain = flwr_run(
+        {**common, "run-name": "plain", "secagg": False}, num_supernodes=4, echo=False, timeout=900
+    )
     assert plain.returncode == 0 and plain.results is not None
 
     history = json.loads((secure.results / "history.json").read_text())

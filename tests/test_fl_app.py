@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, Message, RecordDict
+from flwr.app import ArrayRecord, Message
 
 from clients.app import app as client_app
 from fedkd.fl import keys
@@ -77,7 +77,12 @@ def test_server_never_holds_an_individual_contribution(tmp_path: Path) -> None:
 
 def test_crashes_at_mask_stage_are_survived_and_logged(tmp_path: Path) -> None:
     _, history, _ = run_app(
-        tmp_path, nodes=6, num_rounds=2, fault_stage="mask", fault_prob=0.3, seed=3,
+        tmp_path,
+        nodes=6,
+        num_rounds=2,
+        fault_stage="mask",
+        fault_prob=0.3,
+        seed=3,
         secagg_threshold=0.6,
     )
     config = parse_run_config(run_config(tmp_path, fault_stage="mask", fault_prob=0.3, seed=3))
@@ -106,8 +111,9 @@ def test_silent_node_counts_as_dropped(tmp_path: Path) -> None:
             keys.QUERY_MASKED_INPUT
         )
 
-    _, history, _ = run_app(tmp_path, num_rounds=1, grid_kwargs={"intercept": intercept},
-                            secagg_threshold=0.6)
+    _, history, _ = run_app(
+        tmp_path, num_rounds=1, grid_kwargs={"intercept": intercept}, secagg_threshold=0.6
+    )
     (row,) = history
     assert row["status"] == "ok" and row["survivors"] == 3 and row["dropped"] == [2]
 

@@ -65,8 +65,24 @@ def test_pooling_weights_dynamic_vs_fixed() -> None:
 def test_attention_mode_end_to_end(tmp_path, capsys) -> None:
     torch.set_num_threads(1)
     out = tmp_path / "attention"
-    code = main(["--out", str(out), "--epochs", "1", "--max-train", "300", "--d-model", "16",
-                 "--timing-repeats", "2", "--timing-batch-size", "32", "--max-shift", "4"])
+    code = main(
+        [
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--max-train",
+            "300",
+            "--d-model",
+            "16",
+            "--timing-repeats",
+            "2",
+            "--timing-batch-size",
+            "32",
+            "--max-shift",
+            "4",
+        ]
+    )
     assert code == 0
     assert "student_kd" in capsys.readouterr().out
     payload = json.loads((out / "results.json").read_text())

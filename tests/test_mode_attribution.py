@@ -63,8 +63,23 @@ def test_cosine_similarity_maps() -> None:
 def test_attribution_mode_end_to_end(tmp_path, capsys) -> None:
     torch.set_num_threads(1)
     out = tmp_path / "attribution"
-    code = main(["--out", str(out), "--epochs", "2", "--temperatures", "1", "4",
-                 "--num-explain", "24", "--ig-steps", "20", "--num-examples", "2"])
+    code = main(
+        [
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--temperatures",
+            "1",
+            "4",
+            "--num-explain",
+            "24",
+            "--ig-steps",
+            "20",
+            "--num-examples",
+            "2",
+        ]
+    )
     assert code == 0
     assert "KD T=4" in capsys.readouterr().out
     payload = json.loads((out / "results.json").read_text())

@@ -13,10 +13,25 @@ from fedkd.modes.common import RESULTS_FILE, add_config_arguments, config_from_a
 from fedkd.modes.compression import STUDENT_METHODS, CompressionConfig, gap_closed, run_compression
 
 TINY_FLAGS = [
-    "--dataset", "synthetic", "--teacher-epochs", "1", "--student-epochs", "1",
-    "--student-train-size", "60", "--seeds", "0", "1", "--latency-repeats", "2",
-    "--latency-batch-size", "16", "--student-kwargs", '{"hidden": [8]}',
-    "--teacher-kwargs", '{"channels": [8, 16], "hidden": 16}',
+    "--dataset",
+    "synthetic",
+    "--teacher-epochs",
+    "1",
+    "--student-epochs",
+    "1",
+    "--student-train-size",
+    "60",
+    "--seeds",
+    "0",
+    "1",
+    "--latency-repeats",
+    "2",
+    "--latency-batch-size",
+    "16",
+    "--student-kwargs",
+    '{"hidden": [8]}',
+    "--teacher-kwargs",
+    '{"channels": [8, 16], "hidden": 16}',
 ]
 
 
@@ -51,8 +66,12 @@ def test_gap_closed_share_and_guard() -> None:
 
 def test_unknown_hint_feature_is_named(tmp_path: Path) -> None:
     config = CompressionConfig(
-        dataset="synthetic", teacher_epochs=0, student_epochs=0, seeds=(0,),
-        hint_student_feature="conv9", teacher_kwargs={"channels": [4], "hidden": 4},
+        dataset="synthetic",
+        teacher_epochs=0,
+        student_epochs=0,
+        seeds=(0,),
+        hint_student_feature="conv9",
+        teacher_kwargs={"channels": [4], "hidden": 4},
     )
     with pytest.raises(ValueError, match="conv9.*fc1"):
         run_compression(config, tmp_path)
@@ -67,10 +86,20 @@ def test_cli_reports_bad_model_name(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_flags_map_onto_the_config() -> None:
     parser = argparse.ArgumentParser()
     add_config_arguments(parser, CompressionConfig)
-    args = parser.parse_args([
-        "--student-train-size", "none", "--seeds", "3", "4", "--download",
-        "--teacher-kwargs", '{"channels": [4]}', "--alpha", "0.5",
-    ])
+    args = parser.parse_args(
+        [
+            "--student-train-size",
+            "none",
+            "--seeds",
+            "3",
+            "4",
+            "--download",
+            "--teacher-kwargs",
+            '{"channels": [4]}',
+            "--alpha",
+            "0.5",
+        ]
+    )
     config = config_from_args(CompressionConfig, args)
     assert config.student_train_size is None and config.seeds == (3, 4) and config.download
     assert config.teacher_kwargs == {"channels": [4]} and config.alpha == 0.5

@@ -17,8 +17,21 @@ from fedkd.modes.continual import METHODS, ContinualConfig, run_continual
 def test_cli_reports_forgetting_per_method(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    flags = ["--dataset", "synthetic", "--epochs-a", "1", "--epochs-b", "1", "--seeds", "0", "1",
-             "--replay-size", "20", "--out-dir", str(tmp_path)]
+    flags = [
+        "--dataset",
+        "synthetic",
+        "--epochs-a",
+        "1",
+        "--epochs-b",
+        "1",
+        "--seeds",
+        "0",
+        "1",
+        "--replay-size",
+        "20",
+        "--out-dir",
+        str(tmp_path),
+    ]
     assert script.main(flags) == 0
     assert "forgetting_A" in capsys.readouterr().out
     results = json.loads((tmp_path / RESULTS_FILE).read_text())["results"]

@@ -15,10 +15,26 @@ from fedkd.modes.probes import pool_to_dim
 
 def test_cli_probes_every_layer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     flags = [
-        "--dataset", "synthetic", "--teacher-epochs", "1", "--student-epochs", "1",
-        "--student-train-size", "60", "--probe-train-size", "60", "--probe-max-iter", "50",
-        "--max-probe-dim", "64", "--teacher-kwargs", '{"channels": [8, 16], "hidden": 16}',
-        "--student-kwargs", '{"channels": [4, 4], "hidden": 8}', "--out-dir", str(tmp_path),
+        "--dataset",
+        "synthetic",
+        "--teacher-epochs",
+        "1",
+        "--student-epochs",
+        "1",
+        "--student-train-size",
+        "60",
+        "--probe-train-size",
+        "60",
+        "--probe-max-iter",
+        "50",
+        "--max-probe-dim",
+        "64",
+        "--teacher-kwargs",
+        '{"channels": [8, 16], "hidden": 16}',
+        "--student-kwargs",
+        '{"channels": [4, 4], "hidden": 8}',
+        "--out-dir",
+        str(tmp_path),
     ]
     assert script.main(flags) == 0
     assert "alone_student" in capsys.readouterr().out
@@ -27,7 +43,9 @@ def test_cli_probes_every_layer(tmp_path: Path, capsys: pytest.CaptureFixture[st
     probes = results["probes"]
     # conv1, conv2, fc for each of the three models
     assert [(p["model"], p["feature"]) for p in probes[:3]] == [
-        ("teacher", "conv1"), ("teacher", "conv2"), ("teacher", "fc")
+        ("teacher", "conv1"),
+        ("teacher", "conv2"),
+        ("teacher", "fc"),
     ]
     assert len(probes) == 9
     for probe in probes:

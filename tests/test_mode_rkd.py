@@ -67,9 +67,25 @@ def test_rkd_terms_vanish_for_an_identical_teacher(target: str) -> None:
 def test_rkd_mode_end_to_end(tmp_path, capsys) -> None:
     torch.set_num_threads(1)
     out = tmp_path / "rkd"
-    code = main(["--out", str(out), "--epochs", "2", "--num-structure", "60",
-                 "--teacher-channels", "8", "16", "--student-channels", "4", "8",
-                 "--tasks", "class", "parity"])
+    code = main(
+        [
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--num-structure",
+            "60",
+            "--teacher-channels",
+            "8",
+            "16",
+            "--student-channels",
+            "4",
+            "8",
+            "--tasks",
+            "class",
+            "parity",
+        ]
+    )
     assert code == 0
     assert "student_rkd" in capsys.readouterr().out
     payload = json.loads((out / "results.json").read_text())

@@ -25,10 +25,25 @@ def test_cli_reports_calibration_and_uncertainty(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     flags = [
-        "--dataset", "synthetic", "--teacher-epochs", "1", "--student-epochs", "1",
-        "--student-train-size", "60", "--validation-size", "50", "--ensemble-seeds", "0", "1",
-        "--blend-pairs", "40", "--teacher-kwargs", '{"channels": [8, 16], "hidden": 16}',
-        "--out-dir", str(tmp_path),
+        "--dataset",
+        "synthetic",
+        "--teacher-epochs",
+        "1",
+        "--student-epochs",
+        "1",
+        "--student-train-size",
+        "60",
+        "--validation-size",
+        "50",
+        "--ensemble-seeds",
+        "0",
+        "1",
+        "--blend-pairs",
+        "40",
+        "--teacher-kwargs",
+        '{"channels": [8, 16], "hidden": 16}',
+        "--out-dir",
+        str(tmp_path),
     ]
     assert script.main(flags) == 0
     assert "hard_ts" in capsys.readouterr().out

@@ -208,7 +208,8 @@ def test_registry_lists_builtins() -> None:
 
 
 def test_unknown_model_lists_known_names() -> None:
-    with pytest.raises(ValueError, match="unknown model .vgg.*cnn, cnn_small, mlp, mobilenet_v2, resnet18"):
+    known = "cnn, cnn_small, mlp, mobilenet_v2, resnet18"
+    with pytest.raises(ValueError, match=f"unknown model .vgg.*{known}"):
         build_model("vgg", input_shape=(1, 8, 8), num_classes=10)
 
 

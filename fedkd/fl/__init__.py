@@ -1,1 +1,4 @@
-"""Framework-free building blocks of the federated loop (Flower adapters live in clients/, server/)."""
+"""Framework-free building blocks of the federated loop.
+
+The Flower adapters that drive them live in ``clients/`` and ``server/``.
+"""

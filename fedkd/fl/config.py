@@ -183,7 +183,11 @@ def validate(config: FedConfig) -> None:
                 f"run config '{key}' = {getattr(config, name)!r}; accepted: {', '.join(choices)}"
             )
     positive = (
-        "num_rounds", "local_epochs", "batch_size", "distill_batch_size", "min_clients",
+        "num_rounds",
+        "local_epochs",
+        "batch_size",
+        "distill_batch_size",
+        "min_clients",
         "torch_threads",
     )
     for name in positive:

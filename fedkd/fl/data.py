@@ -101,4 +101,11 @@ def federated_data(config: FedConfig, num_partitions: int) -> FederatedData:
 def load_run_split(config: FedConfig) -> DataSplit:
     """The split alone (server side, centralized baseline): no partitioning needed."""
     sizes = config.split_sizes()
-    return load_split(config.dataset, seed=config.seed, data_root=config.data_root or None, **sizes)
+    return load_split(
+        config.dataset,
+        seed=config.seed,
+        private=sizes["private"],
+        public=sizes["public"],
+        test=sizes["test"],
+        data_root=config.data_root or None,
+    )

@@ -230,8 +230,9 @@ class FixedContextEncoder(_TokenEncoder):
         return self._pool(x)[1]
 
 
-def _summary(name: str, model: nn.Module, test: ArrayDataset, config: AttentionConfig,
-             device: torch.device) -> SequenceModelSummary:
+def _summary(
+    name: str, model: nn.Module, test: ArrayDataset, config: AttentionConfig, device: torch.device
+) -> SequenceModelSummary:
     accuracy = evaluate(model, test, device=device).accuracy
     batch = torch.from_numpy(test.x[: config.timing_batch_size])
     latency = cpu_latency_ms(model, batch, repeats=config.timing_repeats)
@@ -251,8 +252,14 @@ def _plot_tradeoff(summaries: list[SequenceModelSummary], path: Path) -> None:
 
 
 @torch.no_grad()
-def _plot_pooling(teacher: DynamicAttentionEncoder, student: FixedContextEncoder,
-                  test: ArrayDataset, offsets: np.ndarray, height: int, path: Path) -> None:
+def _plot_pooling(
+    teacher: DynamicAttentionEncoder,
+    student: FixedContextEncoder,
+    test: ArrayDataset,
+    offsets: np.ndarray,
+    height: int,
+    path: Path,
+) -> None:
     count = min(8, len(test))
     x = torch.from_numpy(test.x[:count])
     teacher.cpu().eval()
@@ -303,14 +310,25 @@ def run_attention(config: AttentionConfig, out_dir: str | Path) -> AttentionResu
     )
     test = test_sequences.data
     _, _, seq_len, features = train.x.shape
-    dims = {"seq_len": seq_len, "features": features, "d_model": config.d_model,
-            "num_classes": split.num_classes}
+    dims = {
+        "seq_len": seq_len,
+        "features": features,
+        "d_model": config.d_model,
+        "num_classes": split.num_classes,
+    }
     progress: dict[str, object] = {"sequence_length": seq_len, "token_features": features}
 
     seed_everything(config.seed)
     teacher = DynamicAttentionEncoder(num_heads=config.num_heads, **dims)
-    train_supervised(teacher, train, epochs=config.epochs, batch_size=config.batch_size,
-                     lr=config.lr, device=device, seed=config.seed)
+    train_supervised(
+        teacher,
+        train,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        device=device,
+        seed=config.seed,
+    )
     teacher_summary = _summary("teacher", teacher, test, config, device)
     progress["teacher"] = asdict(teacher_summary)
     write_results(out, config, progress)
@@ -320,16 +338,33 @@ def run_attention(config: AttentionConfig, out_dir: str | Path) -> AttentionResu
         return FixedContextEncoder(pooling=config.student_pooling, **dims)
 
     student_kd = new_student()
-    distill(student_kd, train.x, teacher_model=teacher.to(device), temperature=config.temperature,
-            epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, labels=train.y,
-            hard_label_weight=config.hard_label_weight, device=device, seed=config.seed)
+    distill(
+        student_kd,
+        train.x,
+        teacher_model=teacher.to(device),
+        temperature=config.temperature,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        labels=train.y,
+        hard_label_weight=config.hard_label_weight,
+        device=device,
+        seed=config.seed,
+    )
     kd_summary = _summary("student_kd", student_kd, test, config, device)
     progress["student_kd"] = asdict(kd_summary)
     write_results(out, config, progress)
 
     student_alone = new_student()
-    train_supervised(student_alone, train, epochs=config.epochs, batch_size=config.batch_size,
-                     lr=config.lr, device=device, seed=config.seed)
+    train_supervised(
+        student_alone,
+        train,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        device=device,
+        seed=config.seed,
+    )
     alone_summary = _summary("student_alone", student_alone, test, config, device)
 
     result = AttentionResult(
@@ -345,6 +380,12 @@ def run_attention(config: AttentionConfig, out_dir: str | Path) -> AttentionResu
     )
     write_results(out, config, result)
     _plot_tradeoff([teacher_summary, kd_summary, alone_summary], out / "accuracy_vs_latency.png")
-    _plot_pooling(teacher, student_kd, test, test_sequences.offsets, split.input_shape[1],
-                  out / "pooling_weights.png")
+    _plot_pooling(
+        teacher,
+        student_kd,
+        test,
+        test_sequences.offsets,
+        split.input_shape[1],
+        out / "pooling_weights.png",
+    )
     return result

@@ -253,8 +253,10 @@ def _parser_for(hint: Any) -> tuple[Any, str | None]:
         return _parse_json_object, None
     if hint in (int, float, str):
         return hint, None
-    raise TypeError(f"config field type {hint!r} has no command-line form; use int, float, str, "
-                    "bool, an optional of these, tuple[X, ...] or dict (JSON)")
+    raise TypeError(
+        f"config field type {hint!r} has no command-line form; use int, float, str, "
+        "bool, an optional of these, tuple[X, ...] or dict (JSON)"
+    )
 
 
 def _parse_json_object(text: str) -> dict[str, Any]:
@@ -280,9 +282,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
     for f in dataclasses.fields(config_cls):
         if hints[f.name] is bool:  # --flag / --no-flag
             parser.add_argument(
-                _flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
-                default=argparse.SUPPRESS, help=f"{f.metadata.get('help', f.name)} "
-                f"(default: {f.default})",
+                _flag(f.name),
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=f"{f.metadata.get('help', f.name)} (default: {f.default})",
             )
             continue
         kind, nargs = _parser_for(hints[f.name])

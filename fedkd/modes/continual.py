@@ -55,12 +55,15 @@ class ContinualConfig:
     model_kwargs: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "model build kwargs, JSON"}
     )
-    task_a_classes: tuple[int, ...] = field(default=(0, 1, 2, 3, 4),
-                                            metadata={"help": "classes of task A"})
-    task_b_classes: tuple[int, ...] = field(default=(5, 6, 7, 8, 9),
-                                            metadata={"help": "classes of task B"})
-    methods: tuple[str, ...] = field(default=METHODS,
-                                     metadata={"help": f"task-B methods among {METHODS}"})
+    task_a_classes: tuple[int, ...] = field(
+        default=(0, 1, 2, 3, 4), metadata={"help": "classes of task A"}
+    )
+    task_b_classes: tuple[int, ...] = field(
+        default=(5, 6, 7, 8, 9), metadata={"help": "classes of task B"}
+    )
+    methods: tuple[str, ...] = field(
+        default=METHODS, metadata={"help": f"task-B methods among {METHODS}"}
+    )
     epochs_a: int = field(default=20, metadata={"help": "epochs on task A"})
     epochs_b: int = field(default=20, metadata={"help": "epochs on task B"})
     batch_size: int = field(default=64, metadata={"help": "training batch size"})
@@ -141,7 +144,11 @@ def train_task(
 
 
 def task_accuracy(
-    model: FeatureModel, data: ArrayDataset, classes: tuple[int, ...], *, device: str | None,
+    model: FeatureModel,
+    data: ArrayDataset,
+    classes: tuple[int, ...],
+    *,
+    device: str | None,
     task_aware: bool = False,
 ) -> float:
     """Accuracy on ``data`` (argmax over all logits, or only over ``classes`` if task-aware)."""
@@ -169,8 +176,12 @@ def _check(config: ContinualConfig, num_classes: int) -> None:
 def _plot(result: ContinualResult, path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for outcome in result.after_b:
-        left.plot([0, 1], [result.after_a_accuracy_a, outcome.accuracy_a], marker="o",
-                  label=outcome.method)
+        left.plot(
+            [0, 1],
+            [result.after_a_accuracy_a, outcome.accuracy_a],
+            marker="o",
+            label=outcome.method,
+        )
     left.set_xticks([0, 1], ["after task A", "after task B"])
     left.set_ylim(-0.02, 1.02)
     left.set_ylabel("test accuracy on task A")
@@ -205,40 +216,53 @@ def run_continual(config: ContinualConfig, out_dir: str | Path) -> ContinualResu
         Accuracies after each task and forgetting on task A per method.
     """
     out = prepare_out_dir(out_dir)
-    split = load_split(config.dataset, seed=config.split_seed, data_root=config.data_root,
-                       download=config.download)
+    split = load_split(
+        config.dataset, seed=config.split_seed, data_root=config.data_root, download=config.download
+    )
     _check(config, split.num_classes)
-    a_train, b_train = (task_data(split.private, c)
-                        for c in (config.task_a_classes, config.task_b_classes))
-    a_test, b_test = (task_data(split.test, c)
-                      for c in (config.task_a_classes, config.task_b_classes))
+    a_train, b_train = (
+        task_data(split.private, c) for c in (config.task_a_classes, config.task_b_classes)
+    )
+    a_test, b_test = (
+        task_data(split.test, c) for c in (config.task_a_classes, config.task_b_classes)
+    )
     after_a: list[tuple[float, float]] = []
     rows: dict[str, list[tuple[float, float, float, float]]] = {m: [] for m in config.methods}
     for seed in config.seeds:
         seed_everything(seed)
-        base = build_model(config.model, input_shape=split.input_shape,
-                           num_classes=split.num_classes, **config.model_kwargs)
+        base = build_model(
+            config.model,
+            input_shape=split.input_shape,
+            num_classes=split.num_classes,
+            **config.model_kwargs,
+        )
         train_task(base, a_train, config, epochs=config.epochs_a, seed=seed)
         acc_a = task_accuracy(base, a_test, config.task_a_classes, device=config.device)
-        after_a.append((acc_a, task_accuracy(base, b_test, config.task_b_classes,
-                                             device=config.device)))
+        after_a.append(
+            (acc_a, task_accuracy(base, b_test, config.task_b_classes, device=config.device))
+        )
         buffer = stratified_subset(a_train, config.replay_size, seed=seed)
         for method in config.methods:
             model = copy.deepcopy(base)
             data = b_train
             if method in ("lwf_replay", "replay"):
-                data = ArrayDataset(x=np.concatenate([b_train.x, buffer.x]),
-                                    y=np.concatenate([b_train.y, buffer.y]))
+                data = ArrayDataset(
+                    x=np.concatenate([b_train.x, buffer.x]), y=np.concatenate([b_train.y, buffer.y])
+                )
             old = base if method in ("lwf", "lwf_replay") else None
             train_task(model, data, config, epochs=config.epochs_b, seed=seed + 1, old_model=old)
-            rows[method].append((
-                task_accuracy(model, a_test, config.task_a_classes, device=config.device),
-                task_accuracy(model, b_test, config.task_b_classes, device=config.device),
-                task_accuracy(model, split.test, tuple(range(split.num_classes)),
-                              device=config.device),
-                task_accuracy(model, a_test, config.task_a_classes, device=config.device,
-                              task_aware=True),
-            ))
+            rows[method].append(
+                (
+                    task_accuracy(model, a_test, config.task_a_classes, device=config.device),
+                    task_accuracy(model, b_test, config.task_b_classes, device=config.device),
+                    task_accuracy(
+                        model, split.test, tuple(range(split.num_classes)), device=config.device
+                    ),
+                    task_accuracy(
+                        model, a_test, config.task_a_classes, device=config.device, task_aware=True
+                    ),
+                )
+            )
         result = _summarise(after_a, rows)
         write_results(out, config, result)
     _plot(result, out / "continual.png")
@@ -253,12 +277,19 @@ def _summarise(
     for method, values in rows.items():
         table = np.array(values)  # (seeds, 4): acc A, acc B, acc all, task-aware acc A
         forgetting = acc_a_after_a[: len(table)] - table[:, 0]
-        outcomes.append(MethodOutcome(
-            method=method, accuracy_a=float(table[:, 0].mean()),
-            accuracy_b=float(table[:, 1].mean()), accuracy_all=float(table[:, 2].mean()),
-            task_aware_accuracy_a=float(table[:, 3].mean()),
-            forgetting_a=float(forgetting.mean()), per_seed_forgetting=forgetting.tolist(),
-        ))
-    return ContinualResult(after_a_accuracy_a=float(acc_a_after_a.mean()),
-                           after_a_accuracy_b=float(np.mean([b for _, b in after_a])),
-                           after_b=outcomes)
+        outcomes.append(
+            MethodOutcome(
+                method=method,
+                accuracy_a=float(table[:, 0].mean()),
+                accuracy_b=float(table[:, 1].mean()),
+                accuracy_all=float(table[:, 2].mean()),
+                task_aware_accuracy_a=float(table[:, 3].mean()),
+                forgetting_a=float(forgetting.mean()),
+                per_seed_forgetting=forgetting.tolist(),
+            )
+        )
+    return ContinualResult(
+        after_a_accuracy_a=float(acc_a_after_a.mean()),
+        after_a_accuracy_b=float(np.mean([b for _, b in after_a])),
+        after_b=outcomes,
+    )

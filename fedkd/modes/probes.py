@@ -80,14 +80,24 @@ class ProbesConfig:
     def compression(self) -> CompressionConfig:
         """The equivalent compression settings used to train the three models."""
         return CompressionConfig(
-            dataset=self.dataset, data_root=self.data_root, download=self.download,
-            split_seed=self.seed, teacher_model=self.teacher_model,
-            teacher_kwargs=self.teacher_kwargs, student_model=self.student_model,
-            student_kwargs=self.student_kwargs, teacher_epochs=self.teacher_epochs,
-            student_epochs=self.student_epochs, student_train_size=self.student_train_size,
-            batch_size=self.batch_size, teacher_lr=self.teacher_lr, lr=self.lr,
+            dataset=self.dataset,
+            data_root=self.data_root,
+            download=self.download,
+            split_seed=self.seed,
+            teacher_model=self.teacher_model,
+            teacher_kwargs=self.teacher_kwargs,
+            student_model=self.student_model,
+            student_kwargs=self.student_kwargs,
+            teacher_epochs=self.teacher_epochs,
+            student_epochs=self.student_epochs,
+            student_train_size=self.student_train_size,
+            batch_size=self.batch_size,
+            teacher_lr=self.teacher_lr,
+            lr=self.lr,
             temperature=self.temperature,
-            alpha=self.alpha, seeds=(self.seed,), device=self.device,
+            alpha=self.alpha,
+            seeds=(self.seed,),
+            device=self.device,
         )
 
 
@@ -127,7 +137,11 @@ def pool_to_dim(feature: torch.Tensor, max_dim: int) -> torch.Tensor:
 
 @torch.no_grad()
 def extract_features(
-    model: FeatureModel, x: np.ndarray, *, max_dim: int, device: str | None,
+    model: FeatureModel,
+    x: np.ndarray,
+    *,
+    max_dim: int,
+    device: str | None,
     batch_size: int = 512,
 ) -> dict[str, np.ndarray]:
     """Every hidden feature of ``model`` on ``x``, each flattened/pooled to ``(N, D)`` float32."""
@@ -143,8 +157,14 @@ def extract_features(
 
 
 def probe_accuracy(
-    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *,
-    c: float, max_iter: int, seed: int,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    *,
+    c: float,
+    max_iter: int,
+    seed: int,
 ) -> float:
     """Fit standardised multinomial logistic regression on train, return test accuracy."""
     probe = make_pipeline(
@@ -159,19 +179,31 @@ def probe_accuracy(
 def _probe_model(
     name: str, model: FeatureModel, train: ArrayDataset, test: ArrayDataset, config: ProbesConfig
 ) -> list[LayerProbe]:
-    train_feats = extract_features(model, train.x, max_dim=config.max_probe_dim,
-                                   device=config.device)
-    test_feats = extract_features(model, test.x, max_dim=config.max_probe_dim,
-                                  device=config.device)
+    train_feats = extract_features(
+        model, train.x, max_dim=config.max_probe_dim, device=config.device
+    )
+    test_feats = extract_features(model, test.x, max_dim=config.max_probe_dim, device=config.device)
     probes = []
     depth_count = len(model.feature_names)
     for index, feature in enumerate(model.feature_names):
         accuracy = probe_accuracy(
-            train_feats[feature], train.y, test_feats[feature], test.y, c=config.probe_c,
-            max_iter=config.probe_max_iter, seed=config.seed,
+            train_feats[feature],
+            train.y,
+            test_feats[feature],
+            test.y,
+            c=config.probe_c,
+            max_iter=config.probe_max_iter,
+            seed=config.seed,
         )
-        probes.append(LayerProbe(model=name, feature=feature, depth=(index + 1) / depth_count,
-                                 dim=int(train_feats[feature].shape[1]), accuracy=accuracy))
+        probes.append(
+            LayerProbe(
+                model=name,
+                feature=feature,
+                depth=(index + 1) / depth_count,
+                dim=int(train_feats[feature].shape[1]),
+                accuracy=accuracy,
+            )
+        )
     return probes
 
 
@@ -183,8 +215,14 @@ def _plot(result: ProbesResult, path: Path) -> None:
         accs = [result.input_accuracy] + [p.accuracy for p in rows]
         (line,) = ax.plot(depths, accs, marker="o", label=name)
         for p in rows:
-            ax.annotate(p.feature, (p.depth, p.accuracy), fontsize=7, color=line.get_color(),
-                        textcoords="offset points", xytext=(3, -10))
+            ax.annotate(
+                p.feature,
+                (p.depth, p.accuracy),
+                fontsize=7,
+                color=line.get_color(),
+                textcoords="offset points",
+                xytext=(3, -10),
+            )
     ax.set_xlabel("relative depth (0 = input pixels, 1 = last hidden layer)")
     ax.set_ylabel("linear-probe test accuracy")
     ax.set_title("Linear probes per layer")
@@ -209,12 +247,18 @@ def run_probes(config: ProbesConfig, out_dir: str | Path) -> ProbesResult:
     """
     out = prepare_out_dir(out_dir)
     train_cfg = config.compression()
-    split = load_split(config.dataset, seed=config.seed, data_root=config.data_root,
-                       download=config.download)
+    split = load_split(
+        config.dataset, seed=config.seed, data_root=config.data_root, download=config.download
+    )
     teacher = train_teacher(
-        split, model_name=config.teacher_model, model_kwargs=config.teacher_kwargs,
-        epochs=config.teacher_epochs, batch_size=config.batch_size, lr=config.teacher_lr,
-        seed=config.seed, device=config.device,
+        split,
+        model_name=config.teacher_model,
+        model_kwargs=config.teacher_kwargs,
+        epochs=config.teacher_epochs,
+        batch_size=config.batch_size,
+        lr=config.teacher_lr,
+        seed=config.seed,
+        device=config.device,
     )
     data = stratified_subset(split.private, config.student_train_size, seed=config.seed)
     models = {
@@ -228,12 +272,17 @@ def run_probes(config: ProbesConfig, out_dir: str | Path) -> ProbesResult:
     }
     probe_train = stratified_subset(split.private, config.probe_train_size, seed=config.seed + 1)
     input_accuracy = probe_accuracy(
-        probe_train.x.reshape(len(probe_train), -1), probe_train.y,
-        split.test.x.reshape(len(split.test), -1), split.test.y, c=config.probe_c,
-        max_iter=config.probe_max_iter, seed=config.seed,
+        probe_train.x.reshape(len(probe_train), -1),
+        probe_train.y,
+        split.test.x.reshape(len(split.test), -1),
+        split.test.y,
+        c=config.probe_c,
+        max_iter=config.probe_max_iter,
+        seed=config.seed,
     )
-    result = ProbesResult(input_accuracy=input_accuracy, model_accuracies=model_accuracies,
-                          probes=[])
+    result = ProbesResult(
+        input_accuracy=input_accuracy, model_accuracies=model_accuracies, probes=[]
+    )
     for name, model in models.items():
         result.probes.extend(_probe_model(name, model, probe_train, split.test, config))
         write_results(out, config, result)

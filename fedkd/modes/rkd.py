@@ -145,20 +145,25 @@ def distance_correlation(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(pearsonr(da, db)[0]), float(spearmanr(da, db)[0])
 
 
-def _build(config: RkdConfig, *, student: bool, input_shape: tuple[int, int, int],
-           heads: dict[str, int]) -> MultiTaskNet:
+def _build(
+    config: RkdConfig, *, student: bool, input_shape: tuple[int, int, int], heads: dict[str, int]
+) -> MultiTaskNet:
     embedding = config.student_embedding if student else config.teacher_embedding
     kwargs: dict[str, object] = {}
     if config.trunk_model == "cnn":
-        kwargs = {"channels": config.student_channels if student else config.teacher_channels,
-                  "hidden": config.student_hidden if student else config.teacher_hidden}
-    trunk = build_model(config.trunk_model, input_shape=input_shape, num_classes=embedding,
-                        **kwargs)
+        kwargs = {
+            "channels": config.student_channels if student else config.teacher_channels,
+            "hidden": config.student_hidden if student else config.teacher_hidden,
+        }
+    trunk = build_model(
+        config.trunk_model, input_shape=input_shape, num_classes=embedding, **kwargs
+    )
     return MultiTaskNet(trunk, embedding, heads)
 
 
-def _rkd_terms(student: dict[str, Tensor], teacher: dict[str, Tensor],
-               target: str) -> tuple[Tensor, Tensor]:
+def _rkd_terms(
+    student: dict[str, Tensor], teacher: dict[str, Tensor], target: str
+) -> tuple[Tensor, Tensor]:
     if target == "concat":
         s, t = concat_outputs(student), concat_outputs(teacher)
         return rkd_distance_loss(s, t), rkd_angle_loss(s, t)
@@ -168,9 +173,15 @@ def _rkd_terms(student: dict[str, Tensor], teacher: dict[str, Tensor],
     return distance, angle
 
 
-def train_multitask(model: MultiTaskNet, x: np.ndarray, labels: dict[str, np.ndarray], *,
-                    config: RkdConfig, device: torch.device,
-                    teacher: MultiTaskNet | None = None) -> list[float]:
+def train_multitask(
+    model: MultiTaskNet,
+    x: np.ndarray,
+    labels: dict[str, np.ndarray],
+    *,
+    config: RkdConfig,
+    device: torch.device,
+    teacher: MultiTaskNet | None = None,
+) -> list[float]:
     """Train on the sum of the tasks' cross-entropies (+ weighted RKD losses with a teacher).
 
     Parameters
@@ -229,16 +240,29 @@ def _predict(model: MultiTaskNet, x: np.ndarray, device: torch.device) -> dict[s
     return {n: torch.cat([c[n] for c in chunks]).float().cpu().numpy() for n in chunks[0]}
 
 
-def _report(name: str, model: MultiTaskNet, test_x: np.ndarray, test_labels: dict[str, np.ndarray],
-            teacher_concat: np.ndarray | None, num_structure: int, losses: list[float],
-            device: torch.device) -> tuple[MultiTaskReport, np.ndarray]:
+def _report(
+    name: str,
+    model: MultiTaskNet,
+    test_x: np.ndarray,
+    test_labels: dict[str, np.ndarray],
+    teacher_concat: np.ndarray | None,
+    num_structure: int,
+    losses: list[float],
+    device: torch.device,
+) -> tuple[MultiTaskReport, np.ndarray]:
     outputs = _predict(model, test_x, device)
     accuracy = {n: float((outputs[n].argmax(1) == test_labels[n]).mean()) for n in outputs}
     concat = np.concatenate(list(outputs.values()), axis=1)[:num_structure]
     reference = concat if teacher_concat is None else teacher_concat
     pearson, spearman = distance_correlation(reference, concat)
-    report = MultiTaskReport(name, accuracy, count_parameters(model), pearson, spearman,
-                             losses[-1] if losses else float("nan"))
+    report = MultiTaskReport(
+        name,
+        accuracy,
+        count_parameters(model),
+        pearson,
+        spearman,
+        losses[-1] if losses else float("nan"),
+    )
     return report, concat
 
 
@@ -255,16 +279,23 @@ def _plot_accuracy(reports: list[MultiTaskReport], tasks: list[str], path: Path)
     save_figure(fig, path)
 
 
-def _plot_structure(teacher: np.ndarray, students: list[tuple[MultiTaskReport, np.ndarray]],
-                    path: Path, max_points: int = 4000) -> None:
+def _plot_structure(
+    teacher: np.ndarray,
+    students: list[tuple[MultiTaskReport, np.ndarray]],
+    path: Path,
+    max_points: int = 4000,
+) -> None:
     dt = pdist(teacher.astype(np.float64))
     keep = np.random.default_rng(0).permutation(len(dt))[:max_points]
     fig, axes = plt.subplots(1, len(students), figsize=(4.5 * len(students), 4), squeeze=False)
     for ax, (report, outputs) in zip(axes[0], students, strict=True):
         ds = pdist(outputs.astype(np.float64))
         ax.scatter(dt[keep] / dt.mean(), ds[keep] / ds.mean(), s=2, alpha=0.3)
-        ax.set_title(f"{report.name}: pearson {report.distance_pearson:.3f}, "
-                     f"spearman {report.distance_spearman:.3f}", fontsize=8)
+        ax.set_title(
+            f"{report.name}: pearson {report.distance_pearson:.3f}, "
+            f"spearman {report.distance_spearman:.3f}",
+            fontsize=8,
+        )
         ax.set_xlabel("teacher pairwise distance / mean")
         ax.set_ylabel("student pairwise distance / mean")
     save_figure(fig, path)
@@ -292,8 +323,9 @@ def run_rkd(config: RkdConfig, out_dir: str | Path) -> RkdResult:
     out = Path(out_dir)
     device = resolve_device(config.device)
     split = load_split(config.dataset, seed=config.seed, data_root=config.data_root)
-    heads = {name: _labeller(name)(split.private.y[:1], split.num_classes)[1]
-             for name in config.tasks}
+    heads = {
+        name: _labeller(name)(split.private.y[:1], split.num_classes)[1] for name in config.tasks
+    }
     train_labels = task_labels(config.tasks, split.private.y, split.num_classes)
     test_labels = task_labels(config.tasks, split.test.y, split.num_classes)
     num_structure = min(config.num_structure, len(split.test))
@@ -301,8 +333,9 @@ def run_rkd(config: RkdConfig, out_dir: str | Path) -> RkdResult:
     seed_everything(config.seed)
     teacher = _build(config, student=False, input_shape=split.input_shape, heads=heads)
     losses = train_multitask(teacher, split.private.x, train_labels, config=config, device=device)
-    teacher_report, teacher_concat = _report("teacher", teacher, split.test.x, test_labels, None,
-                                             num_structure, losses, device)
+    teacher_report, teacher_concat = _report(
+        "teacher", teacher, split.test.x, test_labels, None, num_structure, losses, device
+    )
     progress: dict[str, object] = {"tasks": list(config.tasks), "teacher": asdict(teacher_report)}
     write_results(out, config, progress)
 
@@ -310,17 +343,37 @@ def run_rkd(config: RkdConfig, out_dir: str | Path) -> RkdResult:
     for name, with_teacher in (("student_task", None), ("student_rkd", teacher)):
         seed_everything(config.seed + 1)  # both students start from the same weights
         student = _build(config, student=True, input_shape=split.input_shape, heads=heads)
-        losses = train_multitask(student, split.private.x, train_labels, config=config,
-                                 device=device, teacher=with_teacher)
-        students.append(_report(name, student, split.test.x, test_labels, teacher_concat,
-                                num_structure, losses, device))
+        losses = train_multitask(
+            student,
+            split.private.x,
+            train_labels,
+            config=config,
+            device=device,
+            teacher=with_teacher,
+        )
+        students.append(
+            _report(
+                name,
+                student,
+                split.test.x,
+                test_labels,
+                teacher_concat,
+                num_structure,
+                losses,
+                device,
+            )
+        )
         progress[name] = asdict(students[-1][0])
         write_results(out, config, progress)
 
-    result = RkdResult(list(config.tasks), teacher_report, students[0][0], students[1][0],
-                       num_structure, str(out))
+    result = RkdResult(
+        list(config.tasks), teacher_report, students[0][0], students[1][0], num_structure, str(out)
+    )
     write_results(out, config, result)
-    _plot_accuracy([teacher_report, students[0][0], students[1][0]], list(config.tasks),
-                   out / "task_accuracy.png")
+    _plot_accuracy(
+        [teacher_report, students[0][0], students[1][0]],
+        list(config.tasks),
+        out / "task_accuracy.png",
+    )
     _plot_structure(teacher_concat, students, out / "distance_structure.png")
     return result

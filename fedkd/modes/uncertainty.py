@@ -89,14 +89,24 @@ class UncertaintyConfig:
     def compression(self) -> CompressionConfig:
         """The equivalent compression settings used to train teacher and students."""
         return CompressionConfig(
-            dataset=self.dataset, data_root=self.data_root, download=self.download,
-            split_seed=self.split_seed, teacher_model=self.teacher_model,
-            teacher_kwargs=self.teacher_kwargs, student_model=self.student_model,
-            student_kwargs=self.student_kwargs, teacher_epochs=self.teacher_epochs,
-            student_epochs=self.student_epochs, student_train_size=self.student_train_size,
-            batch_size=self.batch_size, teacher_lr=self.teacher_lr, lr=self.lr,
+            dataset=self.dataset,
+            data_root=self.data_root,
+            download=self.download,
+            split_seed=self.split_seed,
+            teacher_model=self.teacher_model,
+            teacher_kwargs=self.teacher_kwargs,
+            student_model=self.student_model,
+            student_kwargs=self.student_kwargs,
+            teacher_epochs=self.teacher_epochs,
+            student_epochs=self.student_epochs,
+            student_train_size=self.student_train_size,
+            batch_size=self.batch_size,
+            teacher_lr=self.teacher_lr,
+            lr=self.lr,
             temperature=self.temperature,
-            alpha=self.alpha, seeds=self.ensemble_seeds, device=self.device,
+            alpha=self.alpha,
+            seeds=self.ensemble_seeds,
+            device=self.device,
         )
 
 
@@ -167,14 +177,18 @@ def _split_validation(
 ) -> tuple[ArrayDataset, ArrayDataset]:
     if not 0 < size < len(data):
         raise ValueError(f"validation_size must lie in [1, {len(data) - 1}], got {size}")
-    rest, val = train_test_split(np.arange(len(data)), test_size=size, stratify=data.y,
-                                 random_state=seed)
+    rest, val = train_test_split(
+        np.arange(len(data)), test_size=size, stratify=data.y, random_state=seed
+    )
     return data.subset(np.sort(rest)), data.subset(np.sort(val))
 
 
 def _report(
-    name: str, members: list[dict[str, np.ndarray]], temperatures: list[float],
-    inputs: ProbeInputs, n_bins: int,
+    name: str,
+    members: list[dict[str, np.ndarray]],
+    temperatures: list[float],
+    inputs: ProbeInputs,
+    n_bins: int,
 ) -> PredictorReport:
     """``members``: per student, softmax probs on 'clean', 'blended', 'noise'."""
     labels = inputs.clean.y
@@ -182,8 +196,11 @@ def _report(
     return PredictorReport(
         predictor=name,
         accuracy=float(np.mean([accuracy(p, labels) for p in stacked["clean"]])),
-        ece=float(np.mean([expected_calibration_error(p, labels, n_bins=n_bins)
-                           for p in stacked["clean"]])),
+        ece=float(
+            np.mean(
+                [expected_calibration_error(p, labels, n_bins=n_bins) for p in stacked["clean"]]
+            )
+        ),
         nll=float(np.mean([negative_log_likelihood(p, labels) for p in stacked["clean"]])),
         brier=float(np.mean([brier_score(p, labels) for p in stacked["clean"]])),
         temperatures=temperatures,
@@ -206,8 +223,14 @@ def _plot_reliability(
         bins = reliability_bins(probs, labels, n_bins=n_bins)
         centres = (bins.edges[:-1] + bins.edges[1:]) / 2
         filled = bins.counts > 0
-        ax.bar(centres[filled], bins.accuracies[filled], width=1 / n_bins, edgecolor="black",
-               alpha=0.7, label="accuracy")
+        ax.bar(
+            centres[filled],
+            bins.accuracies[filled],
+            width=1 / n_bins,
+            edgecolor="black",
+            alpha=0.7,
+            label="accuracy",
+        )
         ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
         ece = expected_calibration_error(probs, labels, n_bins=n_bins)
         ax.set_title(f"{name} (pooled ECE {ece:.3f})")
@@ -225,10 +248,15 @@ def _plot_uncertainty(result: UncertaintyResult, path: Path) -> None:
     xs = np.arange(len(names))
     width = 0.27
     for offset, key in zip((-width, 0.0, width), ("clean", "blended", "noise"), strict=True):
-        left.bar(xs + offset, [getattr(r, f"entropy_{key}") for r in result.predictors], width,
-                 label=key)
-        right.bar(xs + offset, [getattr(r, f"mutual_information_{key}")
-                                for r in result.predictors], width, label=key)
+        left.bar(
+            xs + offset, [getattr(r, f"entropy_{key}") for r in result.predictors], width, label=key
+        )
+        right.bar(
+            xs + offset,
+            [getattr(r, f"mutual_information_{key}") for r in result.predictors],
+            width,
+            label=key,
+        )
     left.set_title("Aleatoric: mean predictive entropy (nats)")
     right.set_title("Epistemic: ensemble mutual information (nats)")
     for ax in (left, right):
@@ -255,19 +283,27 @@ def run_uncertainty(config: UncertaintyConfig, out_dir: str | Path) -> Uncertain
     if not config.ensemble_seeds:
         raise ValueError("ensemble_seeds must list at least one seed")
     out = prepare_out_dir(out_dir)
-    split = load_split(config.dataset, seed=config.split_seed, data_root=config.data_root,
-                       download=config.download)
+    split = load_split(
+        config.dataset, seed=config.split_seed, data_root=config.data_root, download=config.download
+    )
     train_cfg = config.compression()
     teacher = train_teacher(
-        split, model_name=config.teacher_model, model_kwargs=config.teacher_kwargs,
-        epochs=config.teacher_epochs, batch_size=config.batch_size, lr=config.teacher_lr,
-        seed=config.split_seed, device=config.device,
+        split,
+        model_name=config.teacher_model,
+        model_kwargs=config.teacher_kwargs,
+        epochs=config.teacher_epochs,
+        batch_size=config.batch_size,
+        lr=config.teacher_lr,
+        seed=config.split_seed,
+        device=config.device,
     )
-    teacher_acc = accuracy(predict_logits(teacher, split.test.x, device=config.device),
-                           split.test.y)
+    teacher_acc = accuracy(
+        predict_logits(teacher, split.test.x, device=config.device), split.test.y
+    )
     write_results(out, config, {"stage": "teacher", "teacher_accuracy": teacher_acc})
-    pool, validation = _split_validation(split.private, config.validation_size,
-                                         seed=config.split_seed)
+    pool, validation = _split_validation(
+        split.private, config.validation_size, seed=config.split_seed
+    )
     rng = np.random.default_rng(config.split_seed)
     inputs = ProbeInputs(
         clean=split.test,
@@ -278,12 +314,19 @@ def run_uncertainty(config: UncertaintyConfig, out_dir: str | Path) -> Uncertain
     temperatures: dict[str, list[float]] = {p: [] for p in PREDICTORS}
     for seed in config.ensemble_seeds:
         data = stratified_subset(pool, config.student_train_size, seed=seed)
-        students = {"hard": train_alone(split, data, train_cfg, seed),
-                    "kd": train_kd(split, data, teacher, train_cfg, seed)}
+        students = {
+            "hard": train_alone(split, data, train_cfg, seed),
+            "kd": train_kd(split, data, teacher, train_cfg, seed),
+        }
         for name, student in students.items():
-            logits = {key: predict_logits(student, x, device=config.device) for key, x in
-                      (("clean", inputs.clean.x), ("blended", inputs.blended),
-                       ("noise", inputs.noise))}
+            logits = {
+                key: predict_logits(student, x, device=config.device)
+                for key, x in (
+                    ("clean", inputs.clean.x),
+                    ("blended", inputs.blended),
+                    ("noise", inputs.noise),
+                )
+            }
             members[name].append({key: softmax(v) for key, v in logits.items()})
             temperatures[name].append(1.0)
             if name == "hard":
@@ -291,12 +334,20 @@ def run_uncertainty(config: UncertaintyConfig, out_dir: str | Path) -> Uncertain
                 fitted = fit_temperature(val_logits, validation.y)
                 members["hard_ts"].append({k: softmax(v, fitted) for k, v in logits.items()})
                 temperatures["hard_ts"].append(fitted)
-        write_results(out, config, {"stage": f"seed {seed}", "teacher_accuracy": teacher_acc,
-                                    "temperatures": temperatures})
+        write_results(
+            out,
+            config,
+            {
+                "stage": f"seed {seed}",
+                "teacher_accuracy": teacher_acc,
+                "temperatures": temperatures,
+            },
+        )
     result = UncertaintyResult(
         teacher_accuracy=teacher_acc,
-        predictors=[_report(p, members[p], temperatures[p], inputs, config.n_bins)
-                    for p in PREDICTORS],
+        predictors=[
+            _report(p, members[p], temperatures[p], inputs, config.n_bins) for p in PREDICTORS
+        ],
     )
     write_results(out, config, result)
     pooled = {p: np.concatenate([m["clean"] for m in members[p]]) for p in PREDICTORS}
