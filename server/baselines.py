@@ -112,6 +112,7 @@ def run_central(config: FedConfig, split: DataSplit, recorder: RunRecorder) -> N
             batch_size=config.batch_size,
             lr=config.lr,
             seed=config.seed * 1_009 + server_round,
+            optimizer=config.optimizer,
         )
         report = evaluate(student, split.test)
         recorder.add(

@@ -190,6 +190,21 @@ def _autocast(
 BatchLoss = Callable[[Tensor, list[Tensor]], Tensor]  # (float32 logits, batch tensors) -> loss
 
 
+OPTIMIZERS = ("adam", "sgd")
+
+
+def _optimizer(
+    name: str, model: nn.Module, *, lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay
+        )
+    raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+
+
 def _fit(
     model: nn.Module,
     staged: _Staged,
@@ -202,8 +217,10 @@ def _fit(
     seed: int,
     precision: _Precision,
     progress: ProgressReporter,
+    optimizer_name: str = "adam",
 ) -> TrainReport:
-    """Adam over ``epochs`` seeded shuffles of ``staged``; ``batch[0]`` is the model input."""
+    """Adam (or SGD with momentum 0.9) over ``epochs`` seeded shuffles of ``staged``;
+    ``batch[0]`` is the model input."""
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
     _check_batch_size(batch_size)
@@ -211,7 +228,7 @@ def _fit(
     device = staged.device
     model.to(device)
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = _optimizer(optimizer_name, model, lr=lr, weight_decay=weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=precision.use_scaler)
     generator = torch.Generator().manual_seed(seed)
     report = TrainReport(epochs=epochs, device=str(device))
@@ -250,8 +267,10 @@ def train_supervised(
     device: str | torch.device | None = None,
     seed: int = 0,
     progress: bool = False,
+    optimizer: str = "adam",
 ) -> TrainReport:
-    """Train ``model`` with Adam on the cross-entropy of ``data``'s labels.
+    """Train ``model`` with Adam (or ``optimizer="sgd"``, momentum 0.9) on the cross-entropy
+    of ``data``'s labels.
 
     Parameters
     ----------
@@ -293,6 +312,7 @@ def train_supervised(
         seed=seed,
         precision=_Precision(None, use_scaler=False),
         progress=bar,
+        optimizer_name=optimizer,
     )
 
 

@@ -128,6 +128,7 @@ def local_round(
         lr=config.lr,
         device="cpu",
         seed=seed,
+        optimizer=config.optimizer,
     )
     accuracy = float("nan")
     if config.eval_clients:

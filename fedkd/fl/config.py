@@ -49,6 +49,7 @@ class FedConfig:
     warmup_epochs: int = 10  # extra local epochs when a client's model is freshly initialised
     batch_size: int = 32
     lr: float = 1e-3
+    optimizer: str = "adam"  # local training: adam, or sgd (momentum 0.9)
     digest_epochs: int = 0  # FedMD: epochs on the pushed soft targets before revisiting
     # teacher and distillation
     teacher_rule: str = "dsfl"
@@ -119,6 +120,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "partitioner": PARTITIONERS,
     "fault_stage": FAULT_STAGES,
     "fault_kind": FAULT_KINDS,
+    "optimizer": ("adam", "sgd"),
 }
 
 
