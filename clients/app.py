@@ -9,8 +9,9 @@ A malformed request gets an error reply that names the problem; it never crashes
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -222,11 +223,17 @@ def _secagg_payload(message: Message) -> bytes:
     return bytes(message.content[keys.SECAGG][keys.PAYLOAD])
 
 
-def _secagg_state(context: Context) -> ClientState:
+@contextlib.contextmanager
+def _secagg_session(context: Context) -> Iterator[ClientState]:
+    """The node's secure-aggregation state, saved back however the stage ends: a refusal
+    marks the round spent, and the node must remember that for the next message."""
     state = _load_state(context)
     if state is None:
         raise BadRequest("no secure-aggregation round in progress on this node")
-    return state
+    try:
+        yield state
+    finally:
+        _save_state(context, state)
 
 
 @app.query(keys.SHARE_KEYS)
@@ -235,11 +242,8 @@ def share_keys(
     message: Message, context: Context, config: FedConfig, data: FederatedData | None, pid: int
 ) -> RecordDict:
     """Stage 2: check every advertised key set, send encrypted Shamir shares."""
-    state = _secagg_state(context)
-    try:
+    with _secagg_session(context) as state:
         shares = client_share_keys(state, ShareKeysRequest.from_bytes(_secagg_payload(message)))
-    finally:
-        _save_state(context, state)  # a refusal marks the round spent: remember it
     return RecordDict({keys.SECAGG: ConfigRecord({keys.PAYLOAD: shares.to_bytes()})})
 
 
@@ -249,21 +253,17 @@ def masked_input(
     message: Message, context: Context, config: FedConfig, data: FederatedData | None, pid: int
 ) -> RecordDict:
     """Stage 3: authenticate received shares, send the masked quantised contribution."""
-    state = _secagg_state(context)
-    if keys.STATE_PENDING not in context.state:
-        spent = state.config is not None and (state.config.run_id, state.config.round) in (
-            state.spent_rounds
-        )
-        if spent:  # the contribution was masked and sent already: this is a replay
-            raise ReplayedRequest(f"round {state.config.round} already answered; refusing replay")
-        raise BadRequest("no pending contribution on this node (train first)")
-    values = context.state[keys.STATE_PENDING].to_numpy_ndarrays()[0]
-    try:
-        masked = client_masked_input(
-            state, MaskedInputRequest.from_bytes(_secagg_payload(message)), values
-        )
-    finally:
-        _save_state(context, state)
+    with _secagg_session(context) as state:
+        if keys.STATE_PENDING not in context.state:
+            spent = state.config is not None and (state.config.run_id, state.config.round) in (
+                state.spent_rounds
+            )
+            if spent:  # the contribution was masked and sent already: this is a replay
+                raise ReplayedRequest(f"round {state.config.round} already answered; refusing")
+            raise BadRequest("no pending contribution on this node (train first)")
+        values = context.state[keys.STATE_PENDING].to_numpy_ndarrays()[0]
+        request = MaskedInputRequest.from_bytes(_secagg_payload(message))
+        masked = client_masked_input(state, request, values)
     del context.state[keys.STATE_PENDING]  # the plaintext contribution is not kept past use
     return RecordDict({keys.MASKED: ArrayRecord([masked.masked])})
 
@@ -274,9 +274,6 @@ def unmask(
     message: Message, context: Context, config: FedConfig, data: FederatedData | None, pid: int
 ) -> RecordDict:
     """Stage 4: reveal self-mask shares of survivors or key shares of dropouts, never both."""
-    state = _secagg_state(context)
-    try:
+    with _secagg_session(context) as state:
         reply = client_unmask(state, UnmaskRequest.from_bytes(_secagg_payload(message)))
-    finally:
-        _save_state(context, state)
     return RecordDict({keys.SECAGG: ConfigRecord({keys.PAYLOAD: reply.to_bytes()})})
