@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import statistics
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,18 @@ class CompressionConfig:
     latency_batch_size: int = field(default=256, metadata={"help": "batch size for latency"})
     latency_repeats: int = field(default=20, metadata={"help": "timed repeats (median)"})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda or auto"})
+
+
+def as_compression(config: Any, **overrides: Any) -> CompressionConfig:
+    """The :class:`CompressionConfig` a mode's config stands for: every field the two share by
+    name is copied, ``overrides`` replace or add the rest (modes that train the same teacher
+    and students -- probes, uncertainty -- call this instead of restating each field)."""
+    shared = {
+        f.name: getattr(config, f.name)
+        for f in fields(CompressionConfig)
+        if hasattr(config, f.name)
+    }
+    return CompressionConfig(**{**shared, **overrides})
 
 
 @dataclass

@@ -33,6 +33,7 @@ from fedkd.models import FeatureModel
 from fedkd.modes.common import prepare_out_dir, save_figure, stratified_subset, write_results
 from fedkd.modes.compression import (
     CompressionConfig,
+    as_compression,
     train_alone,
     train_kd,
     train_teacher,
@@ -79,26 +80,7 @@ class ProbesConfig:
 
     def compression(self) -> CompressionConfig:
         """The equivalent compression settings used to train the three models."""
-        return CompressionConfig(
-            dataset=self.dataset,
-            data_root=self.data_root,
-            download=self.download,
-            split_seed=self.seed,
-            teacher_model=self.teacher_model,
-            teacher_kwargs=self.teacher_kwargs,
-            student_model=self.student_model,
-            student_kwargs=self.student_kwargs,
-            teacher_epochs=self.teacher_epochs,
-            student_epochs=self.student_epochs,
-            student_train_size=self.student_train_size,
-            batch_size=self.batch_size,
-            teacher_lr=self.teacher_lr,
-            lr=self.lr,
-            temperature=self.temperature,
-            alpha=self.alpha,
-            seeds=(self.seed,),
-            device=self.device,
-        )
+        return as_compression(self, split_seed=self.seed, seeds=(self.seed,))
 
 
 @dataclass
