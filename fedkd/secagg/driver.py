@@ -1,49 +1,44 @@
-"""In-process driver: the whole protocol for n simulated clients, with dropouts and attacks.
+"""In-process runs of the protocol: n simulated clients, dropouts and server deviations.
 
-Client ids are ``0..n-1`` (indexes into ``inputs``). ``dropouts[stage]`` lists the clients that
-vanish before answering ``stage`` (and stay gone). :class:`MaliciousServer` switches on server
-deviations that honest clients must refuse; the refusing client's :class:`RefusedRequest`
-propagates to the caller. Timings and message sizes are measured per stage for benchmarks.
+:func:`run_secagg` drives :func:`fedkd.secagg.protocol.secure_sum` -- the same stage sequence
+the federated round uses -- over an :class:`~fedkd.transport.InProcessTransport` whose nodes
+are honest :class:`~fedkd.secagg.client_state.ClientState` holders. Client ids are ``0..n-1``
+(indexes into ``inputs``); ``dropouts[stage]`` lists the clients that vanish before answering
+``stage`` (and stay gone). A :class:`MaliciousServer` is a wrapper around the transport that
+rewrites what the honest server sends; honest clients must refuse each deviation, and the
+first refusal is re-raised to the caller. Timings and message sizes are measured per stage.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
-from typing import TypeVar
 
 import numpy as np
 
-from fedkd.secagg.client import (
-    client_advertise,
-    client_masked_input,
-    client_share_keys,
-    client_unmask,
-)
+from fedkd.secagg import protocol
 from fedkd.secagg.client_state import ClientState
 from fedkd.secagg.config import SecAggConfig, majority_threshold
-from fedkd.secagg.server import (
-    ServerState,
-    server_collect_keys,
-    server_collect_masked,
-    server_route_shares,
-    server_unmask,
-)
+from fedkd.secagg.errors import ProtocolAbort, RefusedRequest
+from fedkd.secagg.server import ServerState
 from fedkd.secagg.wire import (
     AdvertiseRequest,
     MaskedInputRequest,
-    ShareKeysRequest,
     Stage,
     UnmaskRequest,
 )
+from fedkd.transport import Envelope, ExchangeResult, InProcessTransport, Refusal, Transport
 
-__all__ = ["DriverResult", "MaliciousServer", "Stage", "run_secagg"]
+__all__ = ["DriverResult", "MaliciousServer", "MaliciousTransport", "Stage", "run_secagg"]
 
-_R = TypeVar("_R")
+STAGE_OF_KIND = {
+    protocol.ADVERTISE: Stage.ADVERTISE,
+    protocol.SHARE_KEYS: Stage.SHARE,
+    protocol.MASKED_INPUT: Stage.MASKED_INPUT,
+    protocol.UNMASK: Stage.UNMASK,
+}
 
 
 @dataclass
@@ -61,6 +56,70 @@ class MaliciousServer:
     tamper_share_for: int | None = None  # flip a ciphertext byte for this recipient
 
 
+class MaliciousTransport:
+    """Wraps an honest server's transport and deviates as :class:`MaliciousServer` says."""
+
+    def __init__(self, inner: Transport, behaviour: MaliciousServer) -> None:
+        self.inner, self.bad = inner, behaviour
+        self.honest_digest: bytes | None = None
+
+    def nodes(self) -> list[int]:
+        return self.inner.nodes()
+
+    def exchange(
+        self, requests: Mapping[int, Envelope], *, timeout: float, group: str = ""
+    ) -> ExchangeResult:
+        requests = {node: self._rewrite(node, message) for node, message in requests.items()}
+        result = self.inner.exchange(requests, timeout=timeout, group=group)
+        kinds = {m.kind for m in requests.values()}
+        if protocol.MASKED_INPUT in kinds and self.bad.replay_round and result.replies:
+            first = min(result.replies)
+            self.inner.exchange({first: requests[first]}, timeout=timeout, group=group)
+        if protocol.ADVERTISE in kinds and self.bad.inconsistent_config_for is not None:
+            # The lying server hides the target's different digest from its own check.
+            self._restore_digest(result)
+        return result
+
+    def _rewrite(self, node: int, message: Envelope) -> Envelope:
+        bad, kind = self.bad, message.kind
+        if kind == protocol.ADVERTISE and bad.inconsistent_config_for == node:
+            config = AdvertiseRequest.from_bytes(protocol.payload_of(message)).config
+            self.honest_digest = config.digest()
+            crafted = dataclasses.replace(
+                config,
+                public_set_digest=hashlib.sha256(b"crafted" + config.public_set_digest).digest(),
+            )
+            return protocol.stage_envelope(kind, AdvertiseRequest(crafted).to_bytes(), 0)
+        if kind == protocol.MASKED_INPUT and bad.tamper_share_for == node:
+            request = MaskedInputRequest.from_bytes(protocol.payload_of(message))
+            if request.ciphertexts:
+                first = bytearray(request.ciphertexts[0])
+                first[-1] ^= 0x01
+                request = MaskedInputRequest(
+                    request.senders, (bytes(first), *request.ciphertexts[1:])
+                )
+            return protocol.stage_envelope(kind, request.to_bytes(), 0)
+        if kind == protocol.UNMASK and (bad.overlap_survivor_dropped or bad.too_few_survivors):
+            request = UnmaskRequest.from_bytes(protocol.payload_of(message))
+            survivors, dropped = request.survivors, request.dropped
+            if bad.overlap_survivor_dropped:
+                dropped = (*dropped, survivors[-1])
+            if bad.too_few_survivors:
+                cut = max(len(survivors) // 2, 1)
+                survivors, dropped = survivors[:cut], (*dropped, *survivors[cut:])
+            return protocol.stage_envelope(kind, UnmaskRequest(survivors, dropped).to_bytes(), 0)
+        return message
+
+    def _restore_digest(self, result: ExchangeResult) -> None:
+        from fedkd.secagg.wire import AdvertisedKeys
+
+        target = self.bad.inconsistent_config_for
+        if target in result.replies and self.honest_digest is not None:
+            keys = AdvertisedKeys.from_bytes(protocol.payload_of(result.replies[target]))
+            keys = dataclasses.replace(keys, config_digest=self.honest_digest)
+            result.replies[target] = protocol.stage_envelope(protocol.ADVERTISE, keys.to_bytes(), 0)
+
+
 @dataclass
 class DriverResult:
     """Outcome and cost of one driven round."""
@@ -76,48 +135,49 @@ class DriverResult:
     clipped_fraction: float
 
 
-class _Meter:
-    """Accumulates client/server seconds per stage and bytes per direction."""
+class _Node:
+    """An honest client holding one input, vanishing at the stage its plan says."""
 
-    def __init__(self, num_clients: int) -> None:
-        self.num_clients = num_clients
-        self.client: dict[str, list[float]] = {s.value: [] for s in Stage}
-        self.server: dict[str, float] = {s.value: 0.0 for s in Stage}
-        self.up = 0
-        self.down = 0
+    def __init__(self, node: int, values: np.ndarray, leaves_at: Stage | None) -> None:
+        self.state = ClientState(node)
+        self.values, self.leaves_at, self.gone = values, leaves_at, False
+        self.refusals: list[RefusedRequest] = []
 
-    def on_client(self, stage: Stage, call: Callable[[], _R]) -> _R:
-        start = time.perf_counter()
-        result = call()
-        self.client[stage.value].append(time.perf_counter() - start)
-        return result
-
-    def on_server(self, stage: Stage, call: Callable[[], _R]) -> _R:
-        start = time.perf_counter()
-        result = call()
-        self.server[stage.value] += time.perf_counter() - start
-        return result
-
-    def client_means(self) -> dict[str, float]:
-        means = {k: float(np.mean(v)) if v else 0.0 for k, v in self.client.items()}
-        means["total"] = sum(means.values())
-        return means
-
-    def server_totals(self) -> dict[str, float]:
-        return {**self.server, "total": sum(self.server.values())}
+    def __call__(self, request: Envelope) -> Envelope | Refusal:
+        stage = STAGE_OF_KIND.get(request.kind)
+        if self.gone or (stage is not None and stage == self.leaves_at):
+            self.gone = True
+            raise ConnectionError("client dropped out")
+        try:
+            return protocol.serve_stage(self.state, request, self.values)
+        except RefusedRequest as refusal:
+            self.refusals.append(refusal)
+            return Refusal(403, str(refusal))
 
 
-def _tamper(request: MaskedInputRequest) -> MaskedInputRequest:
-    if not request.ciphertexts:
-        return request
-    first = bytearray(request.ciphertexts[0])
-    first[-1] ^= 0x01
-    return MaskedInputRequest(request.senders, (bytes(first), *request.ciphertexts[1:]))
-
-
-def _crafted(config: SecAggConfig) -> SecAggConfig:
-    digest = hashlib.sha256(b"crafted public set" + config.public_set_digest).digest()
-    return dataclasses.replace(config, public_set_digest=digest)
+def _config(
+    n: int,
+    d: int,
+    k: int,
+    threshold: int | None,
+    clip: float,
+    bits: int,
+    run_id: int,
+    round: int,
+    seed: int,
+) -> SecAggConfig:
+    return SecAggConfig(
+        run_id=run_id,
+        round=round,
+        participants=tuple(range(n)),
+        threshold=majority_threshold(k) if threshold is None else threshold,
+        neighbours=k,
+        clip=clip,
+        vector_length=d,
+        bits=bits,
+        graph_seed=seed,
+        public_set_digest=hashlib.sha256(b"fedkd-secagg/driver" + seed.to_bytes(8, "big")).digest(),
+    )
 
 
 def run_secagg(
@@ -148,7 +208,7 @@ def run_secagg(
     dropouts : Mapping[Stage, Collection[int]] | None
         Clients that vanish before answering each stage.
     malicious : MaliciousServer | None
-        Server deviations to inject.
+        Server deviations to inject (a wrapper around the transport).
     run_id, round, seed : int
         Round identity; ``seed`` seeds the public graph order and the public-set digest.
 
@@ -162,100 +222,53 @@ def run_secagg(
     ProtocolAbort
         When too few clients remain at some stage.
     RefusedRequest
-        When an honest client refuses an injected malicious request.
+        When an honest client refuses an injected malicious request (the first refusal).
     """
     n = len(inputs)
     d = int(np.shape(inputs[0])[0]) if n else 0
     k = n - 1 if neighbours is None else neighbours
-    config = SecAggConfig(
-        run_id=run_id,
-        round=round,
-        participants=tuple(range(n)),
-        threshold=majority_threshold(k) if threshold is None else threshold,
-        neighbours=k,
-        clip=clip,
-        vector_length=d,
-        bits=bits,
-        graph_seed=seed,
-        public_set_digest=hashlib.sha256(b"fedkd-secagg/driver" + seed.to_bytes(8, "big")).digest(),
-    )
-    bad = malicious or MaliciousServer()
-    gone: set[int] = set()
-    plan = {stage: set(dropouts.get(stage, ())) if dropouts else set() for stage in Stage}
-    clients = {v: ClientState(v) for v in range(n)}
-    server = ServerState(config)
-    meter = _Meter(n)
-
-    def alive(stage: Stage, candidates: Collection[int]) -> list[int]:
-        gone.update(plan[stage])
-        return [v for v in sorted(candidates) if v not in gone]
-
-    # Stage 1: advertise keys.
-    advertised = []
-    for v in alive(Stage.ADVERTISE, clients):
-        own = _crafted(config) if bad.inconsistent_config_for == v else config
-        request = AdvertiseRequest(own)
-        meter.down += len(request.to_bytes())
-        keys_reply = meter.on_client(
-            Stage.ADVERTISE, partial(client_advertise, clients[v], request)
-        )
-        meter.up += len(keys_reply.to_bytes())
-        advertised.append(keys_reply)
-    if bad.inconsistent_config_for is not None:  # a lying server skips its own digest check
-        keys = ShareKeysRequest(tuple(sorted(advertised, key=lambda a: a.node_id)))
-        server.advertised = {a.node_id: a for a in advertised}
-    else:
-        keys = meter.on_server(Stage.ADVERTISE, lambda: server_collect_keys(server, advertised))
-
-    # Stage 2: share keys.
-    shared = []
-    key_bytes = len(keys.to_bytes())
-    for v in alive(Stage.SHARE, [a.node_id for a in keys.keys]):
-        meter.down += key_bytes
-        shares_reply = meter.on_client(Stage.SHARE, partial(client_share_keys, clients[v], keys))
-        meter.up += len(shares_reply.to_bytes())
-        shared.append(shares_reply)
-    routed = meter.on_server(Stage.SHARE, lambda: server_route_shares(server, shared))
-    if bad.tamper_share_for is not None and bad.tamper_share_for in routed:
-        routed[bad.tamper_share_for] = _tamper(routed[bad.tamper_share_for])
-
-    # Stage 3: masked input.
-    masked = []
-    for v in alive(Stage.MASKED_INPUT, routed):
-        meter.down += len(routed[v].to_bytes())
-        masked_reply = meter.on_client(
-            Stage.MASKED_INPUT, partial(client_masked_input, clients[v], routed[v], inputs[v])
-        )
-        meter.up += len(masked_reply.to_bytes())
-        masked.append(masked_reply)
-    unmask = meter.on_server(Stage.MASKED_INPUT, lambda: server_collect_masked(server, masked))
-    if bad.replay_round and masked:
-        first = masked[0].node_id
-        client_masked_input(clients[first], routed[first], inputs[first])
-    if bad.overlap_survivor_dropped:
-        unmask = UnmaskRequest(unmask.survivors, (*unmask.dropped, unmask.survivors[-1]))
-    if bad.too_few_survivors:
-        cut = config.threshold - 1
-        unmask = UnmaskRequest(unmask.survivors[:cut], (*unmask.dropped, *unmask.survivors[cut:]))
-
-    # Stage 4: unmask.
-    answers = []
-    unmask_bytes = len(unmask.to_bytes())
-    for v in alive(Stage.UNMASK, server.survivors):
-        meter.down += unmask_bytes
-        unmask_reply = meter.on_client(Stage.UNMASK, partial(client_unmask, clients[v], unmask))
-        meter.up += len(unmask_reply.to_bytes())
-        answers.append(unmask_reply)
-    result = meter.on_server(Stage.UNMASK, lambda: server_unmask(server, answers))
-    clipped = [clients[v].clipped_fraction for v in result.survivors]
+    config = _config(n, d, k, threshold, clip, bits, run_id, round, seed)
+    leaves: dict[int, Stage] = {}
+    for stage in Stage:  # in protocol order: a client leaves at the first stage that lists it
+        for v in (dropouts or {}).get(stage, ()):
+            leaves.setdefault(v, stage)
+    nodes = {v: _Node(v, np.asarray(inputs[v]), leaves.get(v)) for v in range(n)}
+    honest = InProcessTransport(nodes)
+    transport: Transport = honest if malicious is None else MaliciousTransport(honest, malicious)
+    outcome = protocol.secure_sum(transport, ServerState(config), timeout=float("inf"))
+    refusals = [r for v in sorted(nodes) for r in nodes[v].refusals]
+    if refusals:
+        raise refusals[0]
+    if outcome.result is None:
+        raise ProtocolAbort(outcome.reason.removeprefix("secure aggregation aborted: "))
+    result = outcome.result
+    up = sum(x.bytes_up for x in outcome.exchanges.values())
+    down = sum(x.bytes_down for x in outcome.exchanges.values())
+    clipped = [nodes[v].state.clipped_fraction for v in result.survivors]
     return DriverResult(
         total=result.total,
         quantized_sum=result.quantized_sum,
         survivors=list(result.survivors),
         dropped=list(result.dropped),
-        client_seconds=meter.client_means(),
-        server_seconds=meter.server_totals(),
-        bytes_up_per_client=meter.up / max(n, 1),
-        bytes_down_per_client=meter.down / max(n, 1),
+        client_seconds=_client_means(honest),
+        server_seconds=_server_totals(outcome),
+        bytes_up_per_client=up / max(n, 1),
+        bytes_down_per_client=down / max(n, 1),
         clipped_fraction=float(np.mean(clipped)) if clipped else 0.0,
     )
+
+
+def _client_means(transport: InProcessTransport) -> dict[str, float]:
+    means = {stage.value: 0.0 for stage in Stage}
+    for kind, seconds in transport.client_seconds.items():
+        means[STAGE_OF_KIND[kind].value] = float(np.mean(seconds))
+    means["total"] = sum(means.values())
+    return means
+
+
+def _server_totals(outcome: protocol.SecureOutcome) -> dict[str, float]:
+    totals = {stage.value: 0.0 for stage in Stage}
+    for kind, seconds in outcome.server_seconds.items():
+        totals[STAGE_OF_KIND[kind].value] = seconds
+    totals["total"] = sum(totals.values())
+    return totals

@@ -1,0 +1,248 @@
+"""The secure-aggregation round, written once, over any :class:`~fedkd.transport.Transport`.
+
+Server side: :func:`secure_sum` runs the stages as exchanges -- advertise keys, share keys,
+masked input, unmask -- calling the stage functions of :mod:`fedkd.secagg.server` between them.
+Stage 1 may ride on another message (the federated round sends it with the train message):
+pass its replies as ``advertised`` and the exchange is skipped.
+
+Client side: :func:`serve_stage` answers one stage's envelope from a :class:`ClientState`;
+the federated client and the standalone in-process nodes of :mod:`fedkd.secagg.driver` both
+call it.
+
+A reply that does not parse, or that names another node than the one that sent it, makes its
+sender a dropout for the round (with the reason); it never ends the round by itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
+
+from fedkd.secagg.client import (
+    client_advertise,
+    client_masked_input,
+    client_share_keys,
+    client_unmask,
+)
+from fedkd.secagg.client_state import ClientState
+from fedkd.secagg.errors import ProtocolAbort, SecAggError
+from fedkd.secagg.server import (
+    AggregateResult,
+    ServerState,
+    server_collect_keys,
+    server_collect_masked,
+    server_route_shares,
+    server_unmask,
+)
+from fedkd.secagg.wire import (
+    AdvertisedKeys,
+    AdvertiseRequest,
+    EncryptedShares,
+    MaskedInput,
+    MaskedInputRequest,
+    ShareKeysRequest,
+    UnmaskReply,
+    UnmaskRequest,
+)
+from fedkd.transport import Envelope, ExchangeResult, Transport, broadcast, log_failures
+
+# Envelope kinds of the stages, and the fields that carry them.
+ADVERTISE = "advertise"
+SHARE_KEYS = "share_keys"
+MASKED_INPUT = "masked_input"
+UNMASK = "unmask"
+STAGES = (ADVERTISE, SHARE_KEYS, MASKED_INPUT, UNMASK)
+PAYLOAD = "payload"  # field: an encoded stage message
+MASKED = "masked"  # array: a client's masked, quantised vector (uint64)
+ROUND = "round"  # field: the train round the stage belongs to
+
+_M = TypeVar("_M")
+
+
+@dataclass
+class SecureOutcome:
+    """The decoded sum, or why there is none, and what each exchange cost."""
+
+    result: AggregateResult | None = None
+    reason: str = ""
+    exchanges: dict[str, ExchangeResult] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)  # node -> "stage: reason"
+    server_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def survivors(self) -> tuple[int, ...]:
+        return () if self.result is None else self.result.survivors
+
+
+def stage_envelope(kind: str, payload: bytes, server_round: int) -> Envelope:
+    """A server request of one stage."""
+    return Envelope(kind, {PAYLOAD: payload, ROUND: server_round})
+
+
+def payload_of(message: Envelope) -> bytes:
+    """The encoded stage message of an envelope; ``KeyError`` names what is missing."""
+    value = message.fields.get(PAYLOAD)
+    if not isinstance(value, bytes):
+        raise KeyError(f"'{message.kind}' message has no bytes field '{PAYLOAD}'")
+    return value
+
+
+class _Run:
+    """One server-side run of the stages; keeps the outcome as it goes."""
+
+    def __init__(
+        self, transport: Transport, state: ServerState, timeout: float, group: str
+    ) -> None:
+        self.transport, self.state, self.timeout, self.group = transport, state, timeout, group
+        self.outcome = SecureOutcome()
+
+    def send(self, kind: str, requests: Mapping[int, Envelope]) -> ExchangeResult:
+        result = self.transport.exchange(requests, timeout=self.timeout, group=self.group)
+        self.outcome.exchanges[kind] = result
+        return result
+
+    def decode(
+        self, kind: str, result: ExchangeResult, parse: Callable[[int, Envelope], _M]
+    ) -> dict[int, _M]:
+        """Parse each reply; a reply that fails to parse or names another node drops out."""
+        decoded: dict[int, _M] = {}
+        for node, reply in list(result.replies.items()):
+            try:
+                message = parse(node, reply)
+                claimed = getattr(message, "node_id", node)
+                if claimed != node:
+                    raise ValueError(f"reply claims to come from node {claimed}")
+                decoded[node] = message
+            except (SecAggError, KeyError, TypeError, ValueError, IndexError) as problem:
+                result.drop(node, f"malformed {kind} reply: {problem}")
+        for node, reason in result.failures.items():
+            self.outcome.failed.setdefault(node, f"{kind}: {reason}")
+        log_failures(result, kind)
+        return decoded
+
+    def server(self, kind: str, step: Callable[[], _M]) -> _M:
+        start = time.perf_counter()
+        try:
+            return step()
+        finally:
+            seconds = time.perf_counter() - start
+            self.outcome.server_seconds[kind] = self.outcome.server_seconds.get(kind, 0.0) + seconds
+
+    # ---------------------------------------------------------------- stage 1: advertise
+    def advertise(self, nodes: list[int]) -> dict[int, AdvertisedKeys]:
+        request = AdvertiseRequest(self.state.config).to_bytes()
+        round_ = self.state.config.round
+        result = self.send(ADVERTISE, broadcast(nodes, stage_envelope(ADVERTISE, request, round_)))
+        return self.advertised(result)
+
+    def advertised(self, result: ExchangeResult) -> dict[int, AdvertisedKeys]:
+        self.outcome.exchanges.setdefault(ADVERTISE, result)
+        return self.decode(ADVERTISE, result, lambda n, m: AdvertisedKeys.from_bytes(payload_of(m)))
+
+    # ---------------------------------------------------------------- stage 2: share keys
+    def share_keys(self, advertised: dict[int, AdvertisedKeys]) -> dict[int, EncryptedShares]:
+        request = self.server(
+            ADVERTISE, lambda: server_collect_keys(self.state, list(advertised.values()))
+        )
+        message = stage_envelope(SHARE_KEYS, request.to_bytes(), self.state.config.round)
+        result = self.send(SHARE_KEYS, broadcast(sorted(advertised), message))
+        return self.decode(
+            SHARE_KEYS, result, lambda n, m: EncryptedShares.from_bytes(payload_of(m))
+        )
+
+    # ---------------------------------------------------------------- stage 3: masked input
+    def masked_input(self, shares: dict[int, EncryptedShares]) -> dict[int, MaskedInput]:
+        inbox = self.server(
+            SHARE_KEYS, lambda: server_route_shares(self.state, list(shares.values()))
+        )
+        round_ = self.state.config.round
+        requests = {
+            node: stage_envelope(MASKED_INPUT, request.to_bytes(), round_)
+            for node, request in inbox.items()
+        }
+        result = self.send(MASKED_INPUT, requests)
+        return self.decode(MASKED_INPUT, result, lambda n, m: MaskedInput(n, m.arrays[MASKED]))
+
+    # ---------------------------------------------------------------- stage 4: unmask
+    def unmask(self, masked: dict[int, MaskedInput]) -> AggregateResult:
+        request = self.server(
+            MASKED_INPUT, lambda: server_collect_masked(self.state, list(masked.values()))
+        )
+        message = stage_envelope(UNMASK, request.to_bytes(), self.state.config.round)
+        result = self.send(UNMASK, broadcast(list(request.survivors), message))
+        revealed = self.decode(UNMASK, result, lambda n, m: UnmaskReply.from_bytes(payload_of(m)))
+        return self.server(UNMASK, lambda: server_unmask(self.state, list(revealed.values())))
+
+
+def secure_sum(
+    transport: Transport,
+    state: ServerState,
+    *,
+    timeout: float,
+    advertised: ExchangeResult | None = None,
+    group: str = "",
+) -> SecureOutcome:
+    """Run a secure-aggregation round over ``transport`` for ``state.config.participants``.
+
+    Parameters
+    ----------
+    transport
+        Carries the exchanges.
+    state
+        The server's state for this round (its config names the participants).
+    timeout
+        Seconds per exchange.
+    advertised
+        Replies of a stage-1 exchange that already happened (the advertise payload riding on
+        another message); ``None`` runs stage 1 as its own exchange.
+    group
+        Transport group id (Flower's message group).
+
+    Returns
+    -------
+    SecureOutcome
+        The sum (or the reason the round could not complete), per-stage exchanges and failures.
+        A :class:`SecAggError` on the server side ends the round cleanly with its reason.
+    """
+    run = _Run(transport, state, timeout, group)
+    try:
+        if advertised is None:
+            keys = run.advertise(list(state.config.participants))
+        else:
+            keys = run.advertised(advertised)
+        shares = run.share_keys(keys)
+        masked = run.masked_input(shares)
+        run.outcome.result = run.unmask(masked)
+    except SecAggError as problem:
+        run.outcome.reason = f"secure aggregation aborted: {problem}"
+    return run.outcome
+
+
+def serve_stage(
+    state: ClientState, request: Envelope, values: np.ndarray | None = None
+) -> Envelope:
+    """Answer one stage's request on the client side.
+
+    ``values`` is the client's contribution, needed (only) for the masked-input stage.
+    Refusals propagate as :class:`~fedkd.secagg.errors.RefusedRequest`.
+    """
+    payload = payload_of(request)
+    kind = request.kind
+    if kind == ADVERTISE:
+        reply: bytes = client_advertise(state, AdvertiseRequest.from_bytes(payload)).to_bytes()
+    elif kind == SHARE_KEYS:
+        reply = client_share_keys(state, ShareKeysRequest.from_bytes(payload)).to_bytes()
+    elif kind == MASKED_INPUT:
+        if values is None:
+            raise ProtocolAbort("no contribution to mask on this node")
+        masked = client_masked_input(state, MaskedInputRequest.from_bytes(payload), values)
+        return Envelope(kind, arrays={MASKED: masked.masked})
+    elif kind == UNMASK:
+        reply = client_unmask(state, UnmaskRequest.from_bytes(payload)).to_bytes()
+    else:
+        raise KeyError(f"unknown secure-aggregation stage {kind!r}")
+    return Envelope(kind, {PAYLOAD: reply})
