@@ -24,6 +24,7 @@ from fedkd.secagg.config import SecAggConfig, majority_threshold
 from fedkd.secagg.errors import ProtocolAbort, RefusedRequest
 from fedkd.secagg.server import ServerState
 from fedkd.secagg.wire import (
+    AdvertisedKeys,
     AdvertiseRequest,
     MaskedInputRequest,
     Stage,
@@ -100,8 +101,8 @@ class MaliciousTransport:
                 )
             return protocol.stage_envelope(kind, request.to_bytes(), 0)
         if kind == protocol.UNMASK and (bad.overlap_survivor_dropped or bad.too_few_survivors):
-            request = UnmaskRequest.from_bytes(protocol.payload_of(message))
-            survivors, dropped = request.survivors, request.dropped
+            unmask = UnmaskRequest.from_bytes(protocol.payload_of(message))
+            survivors, dropped = unmask.survivors, unmask.dropped
             if bad.overlap_survivor_dropped:
                 dropped = (*dropped, survivors[-1])
             if bad.too_few_survivors:
@@ -111,8 +112,6 @@ class MaliciousTransport:
         return message
 
     def _restore_digest(self, result: ExchangeResult) -> None:
-        from fedkd.secagg.wire import AdvertisedKeys
-
         target = self.bad.inconsistent_config_for
         if target in result.replies and self.honest_digest is not None:
             keys = AdvertisedKeys.from_bytes(protocol.payload_of(result.replies[target]))
