@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +32,15 @@ from fedkd.secagg.wire import (
 )
 from fedkd.transport import Envelope, ExchangeResult, InProcessTransport, Refusal, Transport
 
-__all__ = ["DriverResult", "MaliciousServer", "MaliciousTransport", "Stage", "run_secagg"]
+__all__ = [
+    "DriverResult",
+    "MaliciousServer",
+    "MaliciousTransport",
+    "Simulation",
+    "Stage",
+    "run_secagg",
+    "simulate",
+]
 
 STAGE_OF_KIND = {
     protocol.ADVERTISE: Stage.ADVERTISE,
@@ -179,6 +187,54 @@ def _config(
     )
 
 
+@dataclass
+class Simulation:
+    """A driven round before any interpretation: the outcome, the nodes, the configuration."""
+
+    outcome: protocol.SecureOutcome
+    nodes: dict[int, _Node]
+    config: SecAggConfig
+    transport: InProcessTransport
+
+    def refusals(self) -> list[RefusedRequest]:
+        """Every refusal of every node, in node order."""
+        return [r for v in sorted(self.nodes) for r in self.nodes[v].refusals]
+
+
+def simulate(
+    inputs: Sequence[np.ndarray],
+    *,
+    threshold: int | None = None,
+    neighbours: int | None = None,
+    clip: float = 64.0,
+    bits: int = 32,
+    dropouts: Mapping[Stage, Collection[int]] | None = None,
+    wrap: Callable[[Transport], Transport] | None = None,
+    run_id: int = 0,
+    round: int = 1,
+    seed: int = 0,
+) -> Simulation:
+    """Run one round over honest in-process nodes, the transport optionally wrapped by an attacker.
+
+    Parameters are those of :func:`run_secagg`; ``wrap`` turns the honest transport into the
+    one the server uses (e.g. an attack of :mod:`fedkd.secagg.attacks`). Nothing is raised
+    because of refusals or aborts: they are in the returned :class:`Simulation`.
+    """
+    n = len(inputs)
+    d = int(np.shape(inputs[0])[0]) if n else 0
+    k = n - 1 if neighbours is None else neighbours
+    config = _config(n, d, k, threshold, clip, bits, run_id, round, seed)
+    leaves: dict[int, Stage] = {}
+    for stage in Stage:  # in protocol order: a client leaves at the first stage that lists it
+        for v in (dropouts or {}).get(stage, ()):
+            leaves.setdefault(v, stage)
+    nodes = {v: _Node(v, np.asarray(inputs[v]), leaves.get(v)) for v in range(n)}
+    honest = InProcessTransport(nodes)
+    transport: Transport = honest if wrap is None else wrap(honest)
+    outcome = protocol.secure_sum(transport, ServerState(config), timeout=float("inf"))
+    return Simulation(outcome, nodes, config, honest)
+
+
 def run_secagg(
     inputs: Sequence[np.ndarray],
     *,
@@ -223,33 +279,35 @@ def run_secagg(
     RefusedRequest
         When an honest client refuses an injected malicious request (the first refusal).
     """
-    n = len(inputs)
-    d = int(np.shape(inputs[0])[0]) if n else 0
-    k = n - 1 if neighbours is None else neighbours
-    config = _config(n, d, k, threshold, clip, bits, run_id, round, seed)
-    leaves: dict[int, Stage] = {}
-    for stage in Stage:  # in protocol order: a client leaves at the first stage that lists it
-        for v in (dropouts or {}).get(stage, ()):
-            leaves.setdefault(v, stage)
-    nodes = {v: _Node(v, np.asarray(inputs[v]), leaves.get(v)) for v in range(n)}
-    honest = InProcessTransport(nodes)
-    transport: Transport = honest if malicious is None else MaliciousTransport(honest, malicious)
-    outcome = protocol.secure_sum(transport, ServerState(config), timeout=float("inf"))
-    refusals = [r for v in sorted(nodes) for r in nodes[v].refusals]
+    bad = malicious
+    sim = simulate(
+        inputs,
+        threshold=threshold,
+        neighbours=neighbours,
+        clip=clip,
+        bits=bits,
+        dropouts=dropouts,
+        wrap=None if bad is None else (lambda inner: MaliciousTransport(inner, bad)),
+        run_id=run_id,
+        round=round,
+        seed=seed,
+    )
+    refusals = sim.refusals()
     if refusals:
         raise refusals[0]
+    outcome, n = sim.outcome, len(inputs)
     if outcome.result is None:
         raise ProtocolAbort(outcome.reason.removeprefix("secure aggregation aborted: "))
     result = outcome.result
     up = sum(x.bytes_up for x in outcome.exchanges.values())
     down = sum(x.bytes_down for x in outcome.exchanges.values())
-    clipped = [nodes[v].state.clipped_fraction for v in result.survivors]
+    clipped = [sim.nodes[v].state.clipped_fraction for v in result.survivors]
     return DriverResult(
         total=result.total,
         quantized_sum=result.quantized_sum,
         survivors=list(result.survivors),
         dropped=list(result.dropped),
-        client_seconds=_client_means(honest),
+        client_seconds=_client_means(sim.transport),
         server_seconds=_server_totals(outcome),
         bytes_up_per_client=up / max(n, 1),
         bytes_down_per_client=down / max(n, 1),

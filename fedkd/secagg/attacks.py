@@ -1,0 +1,353 @@
+"""A malicious server's attacks on secure aggregation, as wrappers around the honest transport.
+
+Each attack is a :class:`~fedkd.transport.Transport` that wraps the transport of the honest
+round (:func:`fedkd.secagg.protocol.secure_sum` runs unchanged on top of it): it rewrites what
+the server sends, records what comes back in an :class:`~fedkd.secagg.leakage.Observation`,
+and :func:`~fedkd.secagg.leakage.assess` then says which sums the attacker can compute. The
+attacks of issue 9 (and of the attack study, issue 10):
+
+* :class:`NeighbourhoodLie` -- SecAgg+: one consistent unmask request whose dropped list is
+  exactly the target's neighbours (its self-mask seed and all its pairwise keys come back);
+* :class:`SplitViews` (with :func:`split_view_plan`) -- each client is shown its own survivor
+  list, so the server collects seeds of a small group and keys of everyone else;
+* :class:`KeySubstitution` -- the target is shown the attacker's keys in place of every peer's,
+  and every peer the attacker's keys in place of the target's;
+* :class:`ReplayUnderFreshRound` -- after the round, the same clients are asked again under a
+  fresh round id without the target; the difference of the two sums is the target's input;
+* :class:`ArbitraryServer` -- per-client survivor/dropped lists and key substitutions drawn
+  freely (the property tests draw them with hypothesis).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from fedkd.secagg import crypto, protocol, shamir
+from fedkd.secagg.config import SecAggConfig
+from fedkd.secagg.driver import Simulation, simulate
+from fedkd.secagg.errors import SecAggError
+from fedkd.secagg.leakage import KEY, SEED, Leak, Observation, assess, recover_sum
+from fedkd.secagg.server import ServerState
+from fedkd.secagg.wire import (
+    AdvertisedKeys,
+    AdvertiseRequest,
+    EncryptedShares,
+    MaskedInputRequest,
+    ShareKeysRequest,
+    UnmaskReply,
+    UnmaskRequest,
+)
+from fedkd.transport import Envelope, ExchangeResult, Transport
+
+
+class Attack:
+    """Base wrapper: records an :class:`Observation`; subclasses rewrite requests."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.observed = Observation()
+
+    def nodes(self) -> list[int]:
+        return self.inner.nodes()
+
+    def exchange(
+        self, requests: Mapping[int, Envelope], *, timeout: float, group: str = ""
+    ) -> ExchangeResult:
+        sent = {node: self.rewrite(node, message) for node, message in requests.items()}
+        self.record_requests(sent)
+        result = self.inner.exchange(sent, timeout=timeout, group=group)
+        self.record_replies(sent, result)
+        self.after(sent, result, timeout=timeout, group=group)
+        return result
+
+    # -- hooks ---------------------------------------------------------------------------
+    def rewrite(self, node: int, message: Envelope) -> Envelope:
+        """The request ``node`` actually receives (the honest one by default)."""
+        return message
+
+    def after(
+        self, sent: Mapping[int, Envelope], result: ExchangeResult, *, timeout: float, group: str
+    ) -> None:
+        """Runs after each exchange (follow-up exchanges, rewriting replies)."""
+
+    # -- recording -----------------------------------------------------------------------
+    def record_requests(self, sent: Mapping[int, Envelope]) -> None:
+        obs = self.observed
+        for node, message in sent.items():
+            try:
+                payload = protocol.payload_of(message)
+                if message.kind == protocol.ADVERTISE and obs.config is None:
+                    obs.config = AdvertiseRequest.from_bytes(payload).config
+                elif message.kind == protocol.SHARE_KEYS:
+                    keys = ShareKeysRequest.from_bytes(payload).keys
+                    obs.shown[node] = {k.node_id: k for k in keys if k.node_id != node}
+                elif message.kind == protocol.MASKED_INPUT:
+                    obs.routed[node] = MaskedInputRequest.from_bytes(payload).senders
+            except (SecAggError, KeyError):
+                continue
+
+    def record_replies(self, sent: Mapping[int, Envelope], result: ExchangeResult) -> None:
+        obs = self.observed
+        for node, reply in result.replies.items():
+            try:
+                if reply.kind == protocol.ADVERTISE:
+                    obs.advertised[node] = AdvertisedKeys.from_bytes(protocol.payload_of(reply))
+                elif reply.kind == protocol.SHARE_KEYS:
+                    obs.encrypted[node] = EncryptedShares.from_bytes(protocol.payload_of(reply))
+                elif reply.kind == protocol.MASKED_INPUT:
+                    obs.masked[node] = np.asarray(reply.arrays[protocol.MASKED], dtype=np.uint64)
+                elif reply.kind == protocol.UNMASK:
+                    obs.revealed[node] = UnmaskReply.from_bytes(protocol.payload_of(reply))
+            except (SecAggError, KeyError, TypeError, ValueError):
+                continue
+
+
+def _unmask_lists(message: Envelope) -> UnmaskRequest:
+    return UnmaskRequest.from_bytes(protocol.payload_of(message))
+
+
+def _envelope(message: Envelope, payload: bytes) -> Envelope:
+    return Envelope(message.kind, {**message.fields, protocol.PAYLOAD: payload})
+
+
+class ViewAttack(Attack):
+    """Shows each client the survivor list :meth:`view` returns (dropped: everyone else)."""
+
+    def view(self, node: int, survivors: tuple[int, ...]) -> Collection[int]:
+        """The survivors ``node`` is told about (the honest list by default)."""
+        return survivors
+
+    def lists_for(self, node: int, message: Envelope) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        honest = _unmask_lists(message)
+        named = set(honest.survivors) | set(honest.dropped)
+        survivors = tuple(sorted(set(self.view(node, honest.survivors)) & named))
+        return survivors, tuple(sorted(named - set(survivors)))
+
+    def rewrite(self, node: int, message: Envelope) -> Envelope:
+        if message.kind != protocol.UNMASK:
+            return message
+        survivors, dropped = self.lists_for(node, message)
+        request = _unmask_lists(message)
+        forged = dataclasses.replace(request, survivors=survivors, dropped=dropped)
+        return _envelope(message, forged.to_bytes())
+
+
+class NeighbourhoodLie(ViewAttack):
+    """Everyone is told the target's neighbours dropped (one consistent list)."""
+
+    def __init__(self, inner: Transport, target: int) -> None:
+        super().__init__(inner)
+        self.target = target
+
+    def view(self, node: int, survivors: tuple[int, ...]) -> Collection[int]:
+        config = self.observed.config
+        assert config is not None
+        return set(survivors) - set(config.neighbours_of(self.target))
+
+
+class SplitViews(ViewAttack):
+    """Each client is told its own survivor list, ``views[node]``."""
+
+    def __init__(self, inner: Transport, views: Mapping[int, Collection[int]]) -> None:
+        super().__init__(inner)
+        self.views = {node: frozenset(view) for node, view in views.items()}
+
+    def view(self, node: int, survivors: tuple[int, ...]) -> Collection[int]:
+        return self.views.get(node, survivors)
+
+
+def split_view_plan(n: int, threshold: int, group: Collection[int]) -> dict[int, set[int]] | None:
+    """Views that release the sum of ``group`` (fewer than ``threshold`` clients) in full SecAgg.
+
+    The clients outside ``group`` are cut into blocks of ``threshold - len(group)``; view ``i``
+    is ``group`` plus block ``i``, shown to block ``i`` and to some members of ``group``. Every
+    view has ``threshold`` survivors, so no client sees too few; each outsider is dropped in
+    enough views that ``threshold`` clients reveal its key. ``None`` when no plan exists.
+    """
+    inside = sorted(set(group))
+    outside = [v for v in range(n) if v not in set(inside)]
+    pad = threshold - len(inside)
+    if not inside or pad <= 0 or pad > len(outside):
+        return None
+    blocks = [outside[i : i + pad] for i in range(0, len(outside), pad)]
+    if len(blocks[-1]) < pad:
+        blocks[-1] = outside[-pad:]
+    views = [set(inside) | set(block) for block in blocks]
+    assignment = {v: i for i, block in enumerate(blocks) for v in block}
+    load = [sum(1 for v in assignment.values() if v == i) for i in range(len(blocks))]
+    for member in inside:
+        i = min(range(len(blocks)), key=lambda j: load[j])
+        assignment[member], load[i] = i, load[i] + 1
+    if max(load) > n - threshold:
+        return None
+    return {v: views[i] for v, i in assignment.items()}
+
+
+class KeySubstitution(Attack):
+    """The target sees attacker keys for every peer; every peer sees attacker keys for it."""
+
+    def __init__(self, inner: Transport, target: int) -> None:
+        super().__init__(inner)
+        self.target = target
+        self.fake: dict[int, tuple[crypto.KeyPair, crypto.KeyPair]] = {}  # peer -> (cipher, mask)
+
+    def _fake_for(self, peer: int) -> AdvertisedKeys:
+        if peer not in self.fake:
+            self.fake[peer] = (crypto.generate_keypair(), crypto.generate_keypair())
+            for pair in self.fake[peer]:
+                self.observed.attacker_keys[pair.public] = pair.private
+        cipher, mask = self.fake[peer]
+        real = self.observed.advertised[peer]
+        return dataclasses.replace(real, cipher_public=cipher.public, mask_public=mask.public)
+
+    def rewrite(self, node: int, message: Envelope) -> Envelope:
+        if message.kind == protocol.SHARE_KEYS:
+            request = ShareKeysRequest.from_bytes(protocol.payload_of(message))
+            keys = tuple(self._swap(node, k) for k in request.keys)
+            return _envelope(message, ShareKeysRequest(keys).to_bytes())
+        if message.kind == protocol.MASKED_INPUT and node == self.target:
+            return _envelope(message, self._reseal_for_target(message).to_bytes())
+        return message
+
+    def _swap(self, node: int, keys: AdvertisedKeys) -> AdvertisedKeys:
+        if keys.node_id not in self.observed.advertised or keys.node_id == node:
+            return keys
+        if node == self.target or keys.node_id == self.target:
+            return self._fake_for(keys.node_id if node == self.target else self.target)
+        return keys
+
+    def after(
+        self, sent: Mapping[int, Envelope], result: ExchangeResult, *, timeout: float, group: str
+    ) -> None:
+        sealed = self.observed.encrypted.get(self.target)
+        if protocol.SHARE_KEYS not in {m.kind for m in sent.values()} or sealed is None:
+            return
+        config = self.observed.config
+        assert config is not None
+        for holder, ciphertext in zip(sealed.recipients, sealed.ciphertexts, strict=True):
+            if holder not in self.fake:
+                continue
+            key = self._key(self.fake[holder][0], self.target, holder)
+            try:
+                plain = crypto.decrypt_share(
+                    key,
+                    ciphertext,
+                    context=config.key_context(),
+                    sender=self.target,
+                    recipient=holder,
+                )
+            except SecAggError:
+                continue
+            width = shamir.SHARE_BYTES
+            seed_share, key_share = plain[:width], plain[width:]
+            self.observed.steal(SEED, self.target, holder, shamir.share_from_bytes(seed_share))
+            self.observed.steal(KEY, self.target, holder, shamir.share_from_bytes(key_share))
+
+    def _reseal_for_target(self, message: Envelope) -> MaskedInputRequest:
+        """Peers encrypted to the attacker's key for the target: re-encrypt for the target."""
+        config = self.observed.config
+        assert config is not None and self.target in self.fake
+        request = MaskedInputRequest.from_bytes(protocol.payload_of(message))
+        context, target = config.key_context(), self.target
+        resealed = []
+        for sender, ciphertext in zip(request.senders, request.ciphertexts, strict=True):
+            if sender not in self.fake:
+                resealed.append(ciphertext)
+                continue
+            opened = crypto.decrypt_share(
+                self._key(self.fake[target][0], sender, target),
+                ciphertext,
+                context=context,
+                sender=sender,
+                recipient=target,
+            )
+            key = self._key(self.fake[sender][0], target, sender)
+            resealed.append(
+                crypto.encrypt_share(key, opened, context=context, sender=sender, recipient=target)
+            )
+        return MaskedInputRequest(request.senders, tuple(resealed))
+
+    def _key(self, fake: crypto.KeyPair, real_node: int, other: int) -> bytes:
+        config = self.observed.config
+        assert config is not None
+        secret = crypto.agree(fake.private, self.observed.advertised[real_node].cipher_public)
+        return crypto.derive_key(
+            secret,
+            label=crypto.SHARE_KEY_LABEL,
+            context=config.key_context(),
+            first=real_node,
+            second=other,
+        )
+
+
+class ReplayUnderFreshRound(Attack):
+    """After the honest round, re-run it under ``round + offset`` without the target."""
+
+    def __init__(self, inner: Transport, target: int, offset: int = 1000) -> None:
+        super().__init__(inner)
+        self.target, self.offset = target, offset
+        self.replayed: protocol.SecureOutcome | None = None
+        self._busy = False
+
+    def fresh_config(self, config: SecAggConfig) -> SecAggConfig:
+        """The honest config under a fresh round id, without the target."""
+        rest = tuple(v for v in config.participants if v != self.target)
+        k = min(config.neighbours, len(rest) - 1)
+        threshold = min(config.threshold, k + 1)
+        return dataclasses.replace(
+            config,
+            round=config.round + self.offset,
+            participants=rest,
+            neighbours=k,
+            threshold=threshold,
+        )
+
+    def after(
+        self, sent: Mapping[int, Envelope], result: ExchangeResult, *, timeout: float, group: str
+    ) -> None:
+        config = self.observed.config
+        if self._busy or config is None or protocol.UNMASK not in {m.kind for m in sent.values()}:
+            return
+        self._busy = True
+        try:
+            state = ServerState(self.fresh_config(config))
+            self.replayed = protocol.secure_sum(self.inner, state, timeout=timeout, group=group)
+        finally:
+            self._busy = False
+
+
+@dataclasses.dataclass
+class AttackRun:
+    """One simulated round under an attack: the simulation, the attack, what leaked."""
+
+    sim: Simulation
+    attack: Attack
+    leak: Leak
+
+    def recovered(self, group: tuple[int, ...] | None = None) -> np.ndarray:
+        """The exact quantized sum of ``group`` (default: the smallest releasable group)."""
+        chosen = self.leak.smallest if group is None else group
+        if chosen is None:
+            raise ValueError("the attack released no sum")
+        return recover_sum(self.attack.observed, chosen)
+
+
+def run_attack(
+    inputs: Sequence[np.ndarray], make: Callable[[Transport], Attack], **options: Any
+) -> AttackRun:
+    """Simulate one round (:func:`fedkd.secagg.driver.simulate`) under the attack ``make`` builds.
+
+    ``options`` go to :func:`~fedkd.secagg.driver.simulate` (threshold, neighbours, ...).
+    """
+    made: list[Attack] = []
+
+    def wrap(inner: Transport) -> Transport:
+        made.append(make(inner))
+        return made[0]
+
+    sim = simulate(inputs, wrap=wrap, **options)
+    return AttackRun(sim, made[0], assess(made[0].observed))
