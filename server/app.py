@@ -1,8 +1,8 @@
-"""fedkd ServerApp: parse the run config once, then run the chosen method's rounds.
+"""fedkd ServerApp: check the run config, then run the chosen method over the Grid.
 
-Methods: ``fedkd`` (the default; secure aggregation on), ``fedavg`` (Flower's own FedAvg),
-``local`` (each client alone) and ``central`` (all private data pooled). All share the data
-split, the student architecture and the results folder layout.
+Methods: ``fedkd`` (the default; secure aggregation on) and ``local`` (each client alone)
+are library rounds (``fedkd.fl.rounds``) over a :class:`GridTransport`; ``fedavg`` is Flower's
+own FedAvg strategy (``server/baselines.py``); ``central`` needs no clients.
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedkd.fl.config import parse_run_config
+from fedkd.fl.config import parse_run_config, preflight
 from fedkd.fl.data import load_run_split, public_digest
 from fedkd.fl.history import RunRecorder
-from server.baselines import run_central, run_fedavg
-from server.messaging import wait_for_nodes
-from server.rounds import run_fedkd, run_local
+from fedkd.fl.rounds import METHODS, Federation, run_central
+from server.baselines import run_fedavg
+from server.grid_transport import GridTransport, wait_for_nodes
 
 app = ServerApp()
-log = logging.getLogger("fedkd.server")
+log = logging.getLogger("fedkd")
 
 
 def _configure_logging() -> None:
@@ -40,42 +40,36 @@ def main(grid: Grid, context: Context) -> None:
     """Run one experiment described by ``context.run_config``."""
     _configure_logging()
     config = parse_run_config(context.run_config)
-    torch.set_num_threads(config.torch_threads)
+    torch.set_num_threads(config.local.torch_threads)
+    nodes: list[int] = []
+    if config.method != "central":
+        nodes = wait_for_nodes(grid, config.min_clients, config.node_wait)
+    # Everything a client or a later round could trip over is checked here, once.
+    config = preflight(context.run_config, num_clients=max(len(nodes), config.min_clients))
     split = load_run_split(config)
     recorder = RunRecorder(config.out_dir, config.run_name, config.to_dict())
     log.info(
-        "fedkd %s on %s: %d private / %d public / %d test, model %s, results in %s",
+        "%s (%s) on %s: %d private / %d public / %d test, %d clients, model %s, results in %s",
         config.method,
-        config.dataset,
+        config.mode,
+        config.data.dataset,
         len(split.private),
         len(split.public),
         len(split.test),
-        config.model,
+        len(nodes),
+        config.local.model,
         recorder.path,
     )
     start = time.perf_counter()
     if config.method == "central":
         run_central(config, split, recorder)
+    elif config.method == "fedavg":
+        run_fedavg(grid, config, split, recorder)
     else:
-        nodes = wait_for_nodes(grid, config.min_clients, config.node_wait)
-        log.info("%d clients connected", len(nodes))
-        if config.method == "fedavg":
-            run_fedavg(grid, config, split, recorder)
-        elif config.method == "local":
-            run_local(grid, config, recorder, nodes)
-        else:
-            run_fedkd(grid, config, split, public_digest(split), recorder, nodes, context.run_id)
-    recorder.plot()
-    last = recorder.rows[-1] if recorder.rows else None
-    recorder.write_json(
-        "summary.json",
-        {
-            "method": config.method,
-            "rounds": len(recorder.rows),
-            "final_student_accuracy": None if last is None else last.student_accuracy,
-            "final_client_accuracy_mean": None if last is None else last.client_accuracy_mean,
-            "seconds": time.perf_counter() - start,
-        },
-    )
+        federation = Federation(
+            GridTransport(grid), config, split, recorder, context.run_id, public_digest(split)
+        )
+        METHODS[config.method](federation)
+    recorder.finish(config.method, seconds=time.perf_counter() - start)
     log.info("results written to %s", recorder.path.resolve())
     print(f"fedkd results: {recorder.path.resolve()}", flush=True)

@@ -1,4 +1,4 @@
-"""Baselines in the same app and data path: FedAvg (Flower's own strategy) and centralized."""
+"""FedAvg baseline: Flower's own strategy, on the same clients, data and student as FedKD."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from clients import codec
 from fedkd.data import DataSplit
-from fedkd.distill import evaluate, train_supervised
+from fedkd.distill import evaluate
 from fedkd.fl import keys
 from fedkd.fl.config import FedConfig
 from fedkd.fl.history import RoundRecord, RunRecorder
 from fedkd.fl.server_work import new_student
-from server.messaging import content_bytes
+from server.grid_transport import content_bytes
 
 log = logging.getLogger("fedkd.server")
 
@@ -54,9 +55,10 @@ class RecordingFedAvg(FedAvg):
         record.survivors = len(good)
         record.bytes_up = sum(content_bytes(r.content) for r in good)
         accuracies = [
-            float(r.content[keys.METRICS][keys.CLIENT_ACCURACY])
+            float(r.content.metric_records[codec.METRICS][keys.CLIENT_ACCURACY])  # type: ignore[arg-type]
             for r in good
-            if keys.METRICS in r.content and keys.CLIENT_ACCURACY in r.content[keys.METRICS]
+            if codec.METRICS in r.content.metric_records
+            and keys.CLIENT_ACCURACY in r.content.metric_records[codec.METRICS]
         ]
         record.client_accuracy_mean = float(np.mean(accuracies)) if accuracies else math.nan
         record.seconds_train = time.perf_counter() - self.round_start
@@ -95,33 +97,3 @@ def run_fedavg(grid: Grid, config: FedConfig, split: DataSplit, recorder: RunRec
         train_config=ConfigRecord({keys.PHASE: "fedavg"}),
         evaluate_fn=evaluate_round,
     )
-
-
-def run_central(config: FedConfig, split: DataSplit, recorder: RunRecorder) -> None:
-    """Upper bound: the student trained on the whole private pool, no federation.
-
-    One "round" is ``local-epochs`` epochs, so the curve lines up with the federated ones.
-    """
-    student = new_student(config, split)
-    for server_round in range(1, config.num_rounds + 1):
-        start = time.perf_counter()
-        train_supervised(
-            student,
-            split.private,
-            epochs=config.local_epochs,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            seed=config.seed * 1_009 + server_round,
-            optimizer=config.optimizer,
-        )
-        report = evaluate(student, split.test)
-        recorder.add(
-            RoundRecord(
-                round=server_round,
-                method="central",
-                student_accuracy=report.accuracy,
-                seconds=time.perf_counter() - start,
-            )
-        )
-        recorder.checkpoint(student)
-        log.info("[central] round %d: student %.4f", server_round, report.accuracy)

@@ -10,12 +10,14 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, RecordDict
 from flwr.app.message.message import make_message
 
+from clients import codec
 from clients.app import BAD_REQUEST, REFUSED
 from clients.app import app as client_app
 from fedkd.fl import keys
 from fedkd.fl.config import FedConfig
 from fedkd.fl.data import load_run_split
 from fedkd.fl.server_work import new_student, vector_length
+from fedkd.secagg import protocol
 
 pytestmark = pytest.mark.filterwarnings("ignore:secure aggregation is OFF")
 NODE = 42
@@ -62,9 +64,9 @@ def student_weights() -> ArrayRecord:
 
 def train_content(weights: ArrayRecord | None, **config: object) -> RecordDict:
     round_config = ConfigRecord({keys.ROUND: 1, keys.PHASE: "fedkd", **config})
-    content = RecordDict({keys.CONFIG: round_config})
+    content = RecordDict({codec.CONFIG: round_config})
     if weights is not None:
-        content[keys.ARRAYS] = weights
+        content[codec.WEIGHTS] = weights
     return content
 
 
@@ -75,12 +77,12 @@ def test_plaintext_train_returns_a_contribution(student_weights: ArrayRecord) ->
     split = load_run_split(FedConfig())
     assert vector.shape == (vector_length(split),)
     assert np.all(np.isfinite(vector))
-    metrics = reply.content[keys.METRICS]
+    metrics = reply.content[codec.METRICS]
     assert metrics[keys.PARTITION_ID] == 1 and metrics[keys.NUM_EXAMPLES] > 0
 
 
 def test_missing_config_record_is_a_clear_error(student_weights: ArrayRecord) -> None:
-    reply = client_app(incoming(RecordDict({keys.ARRAYS: student_weights})), context())
+    reply = client_app(incoming(RecordDict({codec.WEIGHTS: student_weights})), context())
     assert reply.has_error() and reply.error.code == BAD_REQUEST
     assert "'config'" in reply.error.reason
 
@@ -118,11 +120,10 @@ def test_teacher_logits_of_wrong_shape_are_refused() -> None:
 def test_secagg_stage_without_a_round_is_a_clear_error() -> None:
     content = RecordDict(
         {
-            keys.SECAGG: ConfigRecord({keys.PAYLOAD: b"garbage"}),
-            keys.CONFIG: ConfigRecord({keys.ROUND: 1}),
+            codec.CONFIG: ConfigRecord({protocol.PAYLOAD: b"garbage", keys.ROUND: 1}),
         }
     )
-    reply = client_app(incoming(content, keys.QUERY_UNMASK), context(secagg=True))
+    reply = client_app(incoming(content, codec.message_type(protocol.UNMASK)), context(secagg=True))
     assert reply.has_error() and reply.error.code == BAD_REQUEST
     assert "no secure-aggregation round" in reply.error.reason
 

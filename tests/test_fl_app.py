@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, Message
 
+from clients import codec
 from clients.app import app as client_app
 from fedkd.fl import keys
 from fedkd.fl.config import FedConfig, parse_run_config
 from fedkd.fl.faults import fault_hits
+from fedkd.secagg import protocol
 from server.app import app as server_app
 from tests.flower_harness import InProcessGrid, server_context
 
@@ -60,7 +62,7 @@ def test_secure_round_matches_plaintext_and_student_learns(tmp_path: Path) -> No
     assert secure[-1]["student_accuracy"] >= secure[0]["student_accuracy"] - 0.05
     # Four exchanges per secure round (train+advertise, share, mask, unmask), one plaintext.
     types = [m.metadata.message_type for m in grid.sent]
-    assert types.count(keys.TRAIN) == 8 and types.count(keys.QUERY_UNMASK) == 8
+    assert types.count(keys.TRAIN) == 8 and types.count(codec.message_type(protocol.UNMASK)) == 8
     for name in ("config.json", "history.csv", "student.pt", "summary.json"):
         assert (secure_dir / name).exists()
     assert (secure_dir / "plots" / "accuracy.png").exists()
@@ -70,8 +72,8 @@ def test_server_never_holds_an_individual_contribution(tmp_path: Path) -> None:
     _, _, grid = run_app(tmp_path, num_rounds=1)
     for reply in grid.replies:
         assert keys.CONTRIBUTION not in reply.content  # plaintext vectors never leave a client
-        if keys.MASKED in reply.content:
-            masked = reply.content[keys.MASKED].to_numpy_ndarrays()[0]
+        if protocol.MASKED in reply.content:
+            masked = reply.content[protocol.MASKED].to_numpy_ndarrays()[0]
             assert masked.dtype == np.uint64  # only masked field elements travel
 
 
@@ -108,7 +110,7 @@ def test_silent_node_counts_as_dropped(tmp_path: Path) -> None:
 
     def intercept(message: Message) -> bool:
         return message.metadata.dst_node_id == victim and message.metadata.message_type == (
-            keys.QUERY_MASKED_INPUT
+            codec.message_type(protocol.MASKED_INPUT)
         )
 
     _, history, _ = run_app(
@@ -149,7 +151,7 @@ def test_fedmd_with_heterogeneous_clients(tmp_path: Path) -> None:
     assert history[-1]["status"] == "ok" and history[-1]["student_accuracy"] > 0.3
     # Round 2 pushes the round-1 teacher (public set x classes), not weights.
     round2 = [m for m in grid.sent if m.metadata.message_type == keys.TRAIN][-1]
-    assert keys.TEACHER in round2.content and keys.ARRAYS not in round2.content
+    assert keys.TEACHER in round2.content and codec.WEIGHTS not in round2.content
     teacher = round2.content[keys.TEACHER].to_numpy_ndarrays()[0]
     np.testing.assert_allclose(teacher, np.load(folder / "teachers" / "round-001.npy"))
 
@@ -158,16 +160,19 @@ def test_replayed_secagg_requests_are_refused(tmp_path: Path) -> None:
     from clients.app import REFUSED
 
     _, _, grid = run_app(tmp_path, num_rounds=1)
-    for message_type in (keys.QUERY_MASKED_INPUT, keys.QUERY_UNMASK):
+    for message_type in (
+        codec.message_type(protocol.MASKED_INPUT),
+        codec.message_type(protocol.UNMASK),
+    ):
         original = next(m for m in grid.sent if m.metadata.message_type == message_type)
         node = original.metadata.dst_node_id
         replay = grid.client_app(original, grid.contexts[node])
         assert replay.has_error() and replay.error.code == REFUSED
-        assert keys.SECAGG not in (replay.content if replay.has_content() else {})
+        assert codec.CONFIG not in (replay.content if replay.has_content() else {})  # no payload
 
 
 def test_feddf_pushes_the_student_and_learns(tmp_path: Path) -> None:
     _, history, grid = run_app(tmp_path, mode="feddf")
     trains = [m for m in grid.sent if m.metadata.message_type == keys.TRAIN]
-    assert all(keys.ARRAYS in m.content and keys.TEACHER not in m.content for m in trains)
+    assert all(codec.WEIGHTS in m.content and keys.TEACHER not in m.content for m in trains)
     assert history[-1]["status"] == "ok" and history[-1]["student_accuracy"] > 0.5

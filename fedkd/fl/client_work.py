@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from fedkd.distill import (
-    TeacherConfig,
     client_contribution,
     distill,
     evaluate,
@@ -38,17 +37,6 @@ class LocalResult:
     client_accuracy: float  # the local model on the test set (NaN when not evaluated)
     clipped_fraction: float  # share of public-set logits cut at ±secagg-clip·T
     seconds: float
-
-
-def teacher_config(config: FedConfig) -> TeacherConfig:
-    """The teacher rule a run config selects (shared by clients and server)."""
-    return TeacherConfig(
-        rule=config.teacher_rule,
-        temperature=config.temperature,
-        sharpen_temperature=config.sharpen_temperature,
-        class_weighting=config.class_weighting,
-        entropy_weighting=config.entropy_weighting,
-    )
 
 
 def contribution_scale(data: FederatedData) -> float:
@@ -100,9 +88,10 @@ def local_round(
         Compute the teacher contribution (false for FedAvg/local rounds).
     """
     start = time.perf_counter()
+    local = config.local
     seed = config.seed * 1_000_003 + server_round * 1_009 + partition_id
     public_x = data.split.public.x
-    if teacher_logits is not None and config.digest_epochs > 0:
+    if teacher_logits is not None and local.digest_epochs > 0:
         if teacher_logits.shape != (len(public_x), data.split.num_classes):
             raise ValueError(
                 f"teacher logits have shape {teacher_logits.shape}, expected "
@@ -112,10 +101,10 @@ def local_round(
             model,
             public_x,
             teacher_logits=teacher_logits,
-            temperature=config.distill_temperature,
-            epochs=config.digest_epochs,
-            batch_size=config.distill_batch_size,
-            lr=config.lr,
+            temperature=config.distill.temperature,
+            epochs=local.digest_epochs,
+            batch_size=config.distill.batch_size,
+            lr=local.lr,
             device="cpu",
             seed=seed,
         )
@@ -123,26 +112,26 @@ def local_round(
     report = train_supervised(
         model,
         train,
-        epochs=config.local_epochs + (config.warmup_epochs if first_round else 0),
-        batch_size=config.batch_size,
-        lr=config.lr,
+        epochs=local.epochs + (local.warmup_epochs if first_round else 0),
+        batch_size=local.batch_size,
+        lr=local.lr,
         device="cpu",
         seed=seed,
-        optimizer=config.optimizer,
+        optimizer=local.optimizer,
     )
     accuracy = float("nan")
-    if config.eval_clients:
+    if local.eval_clients:
         accuracy = evaluate(model, data.split.test, device="cpu").accuracy
     vector = np.zeros(0)
     clipped = 0.0
     if contribute:
         logits = predict_logits(model, public_x, device="cpu").astype(np.float64)
-        bound = config.secagg_clip * config.temperature
+        bound = config.secagg.clip * config.teacher.temperature
         clipped = float(np.mean(np.abs(logits) > bound))
         logits = np.clip(logits, -bound, bound)  # (public, classes)
         contribution = client_contribution(
             logits,
-            config=teacher_config(config),
+            config=config.teacher,
             label_counts=data.label_counts(partition_id),
             num_samples=len(train),
         )

@@ -2,8 +2,14 @@
 
 Flower hands the app a flat ``dict[str, int | float | str | bool]`` (``[tool.flwr.app.config]``
 overridden by ``flwr run . --run-config "k=v"``). :func:`parse_run_config` turns it into a
-:class:`FedConfig` and rejects unknown keys, bad types and bad values with a message that names
-the key and what is accepted. Keys use dashes (``local-epochs``); fields use underscores.
+:class:`FedConfig` made of sub-configs that own their defaults (data, local training, teacher,
+distillation, secure aggregation, faults), and rejects unknown keys, bad types, names missing
+from their registries and out-of-range values with a one-line message naming the key and
+what is accepted. :func:`preflight` adds the checks that need the machine: the data is there
+and large enough for the clients, the device exists.
+
+:data:`RUN_CONFIG_KEYS` is the one table from run-config keys to fields; ``pyproject.toml``'s
+``[tool.flwr.app.config]`` must list exactly these keys with these defaults (a test checks).
 """
 
 from __future__ import annotations
@@ -14,27 +20,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedkd.distill.teacher import TeacherConfig, available_teacher_rules
+
 METHODS = ("fedkd", "fedavg", "local", "central")
 MODES = ("feddf", "fedmd")
 PARTITIONERS = ("iid", "dirichlet", "shard", "pathological")
+OPTIMIZERS = ("adam", "sgd")
+DEVICES = ("auto", "cpu", "cuda")
 FAULT_STAGES = ("none", "train", "share", "mask", "unmask")
 FAULT_KINDS = ("crash", "timeout")
 
 
 @dataclass(frozen=True)
-class FedConfig:
-    """Every knob of a federated run (see the README's run-config table).
+class DataConfig:
+    """Dataset, its split (fractions in (0, 1] or counts > 1) and the partitioner."""
 
-    Sizes given as a number in (0, 1] are fractions, larger numbers are counts.
-    """
-
-    method: str = "fedkd"
-    mode: str = "fedmd"
-    num_rounds: int = 10
-    fraction: float = 1.0
-    min_clients: int = 2
-    seed: int = 0
-    # data
     dataset: str = "digits"
     data_root: str = ""
     split_private: float = 0.6
@@ -42,43 +42,31 @@ class FedConfig:
     split_test: float = 0.2
     partitioner: str = "dirichlet"
     alpha: float = 0.5
-    # models and local training
-    model: str = "cnn"
+
+    def split_sizes(self) -> dict[str, float | int]:
+        """Private/public/test sizes as ``load_split`` takes them (fraction or count)."""
+        sizes = (
+            ("private", self.split_private),
+            ("public", self.split_public),
+            ("test", self.split_test),
+        )
+        return {name: (int(v) if v > 1 else float(v)) for name, v in sizes}
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """The clients' models and local training."""
+
+    model: str = "cnn"  # the student's architecture (and FedDF clients')
     client_models: str = ""  # comma-separated, cycled over partition ids (FedMD heterogeneity)
-    local_epochs: int = 2
-    warmup_epochs: int = 10  # extra local epochs when a client's model is freshly initialised
+    epochs: int = 2
+    warmup_epochs: int = 10  # extra epochs when a client's model is freshly initialised
     batch_size: int = 32
     lr: float = 1e-3
-    optimizer: str = "adam"  # local training: adam, or sgd (momentum 0.9)
+    optimizer: str = "adam"  # adam, or sgd (momentum 0.9)
     digest_epochs: int = 0  # FedMD: epochs on the pushed soft targets before revisiting
-    # teacher and distillation
-    teacher_rule: str = "dsfl"
-    temperature: float = 1.0
-    sharpen_temperature: float = 0.1
-    class_weighting: bool = True
-    entropy_weighting: bool = True
-    distill_epochs: int = 20
-    distill_temperature: float = 1.0
-    distill_lr: float = 1e-3
-    distill_batch_size: int = 64
-    device: str = "auto"
-    torch_threads: int = 1  # per process: simulated clients run in parallel Ray actors already
-    # secure aggregation
-    secagg: bool = True
-    secagg_threshold: float = 0.66  # fraction of the sampled clients that must survive
-    secagg_neighbours: int = 0  # 0 = full SecAgg, k > 0 = SecAgg+ graph with k neighbours
-    secagg_clip: float = 32.0  # |logit / T| clipped here before quantisation
-    # faults and timing
-    fault_stage: str = "none"
-    fault_prob: float = 0.0
-    fault_kind: str = "crash"
-    stage_timeout: float = 120.0
-    node_wait: float = 60.0
-    # outputs
-    out_dir: str = "runs"
-    run_name: str = ""
     eval_clients: bool = True
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    torch_threads: int = 1  # per process: simulated clients run in parallel Ray actors already
 
     @property
     def client_model_list(self) -> list[str]:
@@ -86,144 +74,310 @@ class FedConfig:
         names = [n.strip() for n in self.client_models.split(",") if n.strip()]
         return names or [self.model]
 
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """The server's distillation of the student on the public set."""
+
+    epochs: int = 20
+    temperature: float = 1.0
+    lr: float = 1e-3
+    batch_size: int = 64
+    device: str = "auto"  # auto: CUDA (with AMP) when present
+
+
+@dataclass(frozen=True)
+class SecAggSettings:
+    """Secure aggregation of the teacher contributions."""
+
+    enabled: bool = True
+    threshold: float = 0.66  # share of each client's share holders that must survive
+    neighbours: int = 0  # 0 = full SecAgg, k > 0 = SecAgg+ graph with k neighbours
+    clip: float = 32.0  # |logit / T| clipped here before quantisation
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """Injected client faults (tests and robustness studies)."""
+
+    stage: str = "none"
+    prob: float = 0.0
+    kind: str = "crash"
+
+
+@dataclass(frozen=True)
+class FedConfig:
+    """Every knob of a federated run (see the README's run-config table)."""
+
+    method: str = "fedkd"
+    mode: str = "fedmd"
+    num_rounds: int = 10
+    fraction: float = 1.0
+    min_clients: int = 2
+    seed: int = 0
+    stage_timeout: float = 120.0
+    node_wait: float = 60.0
+    out_dir: str = "runs"
+    run_name: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    local: LocalConfig = field(default_factory=LocalConfig)
+    # The library's TeacherConfig() is the neutral rule (no label counts needed); a federated
+    # run defaults to what measured best across label skews (README, "Measured").
+    teacher: TeacherConfig = field(
+        default_factory=lambda: TeacherConfig(
+            rule="dsfl", sharpen_temperature=0.1, class_weighting=True, entropy_weighting=True
+        )
+    )
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    secagg: SecAggSettings = field(default_factory=SecAggSettings)
+    faults: FaultConfig = field(default_factory=FaultConfig)
+
     def model_for_partition(self, partition_id: int) -> str:
         """Architecture a client runs: FedDF clients share the student's, FedMD may differ."""
         if self.mode == "feddf":
-            return self.model
-        names = self.client_model_list
+            return self.local.model
+        names = self.local.client_model_list
         return names[partition_id % len(names)]
-
-    def split_sizes(self) -> dict[str, float | int]:
-        """Private/public/test sizes as ``load_split`` takes them (fraction or count)."""
-        return {
-            name: (int(v) if v > 1 else float(v))
-            for name, v in (
-                ("private", self.split_private),
-                ("public", self.split_public),
-                ("test", self.split_test),
-            )
-        }
 
     def to_dict(self) -> dict[str, Any]:
         """Run-config view (dashed keys), for results folders and messages."""
-        return {
-            f.name.replace("_", "-"): getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if f.name != "extra"
-        }
+        return {key: _get(self, path) for key, path in RUN_CONFIG_KEYS.items()}
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(FedConfig) if f.name != "extra"}
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "method": METHODS,
-    "mode": MODES,
-    "partitioner": PARTITIONERS,
-    "fault_stage": FAULT_STAGES,
-    "fault_kind": FAULT_KINDS,
-    "optimizer": ("adam", "sgd"),
+def _path(section: str | None, name: str) -> tuple[str, ...]:
+    return (name,) if section is None else (section, name)
+
+
+# run-config key -> path of the field in FedConfig. The one place keys are spelled.
+RUN_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
+    **{k: _path(None, k.replace("-", "_")) for k in ("method", "mode", "num-rounds")},
+    **{k: _path(None, k.replace("-", "_")) for k in ("fraction", "min-clients", "seed")},
+    **{k: _path("data", k.replace("-", "_")) for k in ("dataset", "data-root")},
+    **{k: _path("data", k.replace("-", "_")) for k in ("split-private", "split-public")},
+    **{k: _path("data", k.replace("-", "_")) for k in ("split-test", "partitioner", "alpha")},
+    "model": ("local", "model"),
+    "client-models": ("local", "client_models"),
+    "local-epochs": ("local", "epochs"),
+    "warmup-epochs": ("local", "warmup_epochs"),
+    "batch-size": ("local", "batch_size"),
+    "lr": ("local", "lr"),
+    "optimizer": ("local", "optimizer"),
+    "digest-epochs": ("local", "digest_epochs"),
+    "teacher-rule": ("teacher", "rule"),
+    "temperature": ("teacher", "temperature"),
+    "sharpen-temperature": ("teacher", "sharpen_temperature"),
+    "class-weighting": ("teacher", "class_weighting"),
+    "entropy-weighting": ("teacher", "entropy_weighting"),
+    "distill-epochs": ("distill", "epochs"),
+    "distill-temperature": ("distill", "temperature"),
+    "distill-lr": ("distill", "lr"),
+    "distill-batch-size": ("distill", "batch_size"),
+    "device": ("distill", "device"),
+    "torch-threads": ("local", "torch_threads"),
+    "secagg": ("secagg", "enabled"),
+    "secagg-threshold": ("secagg", "threshold"),
+    "secagg-neighbours": ("secagg", "neighbours"),
+    "secagg-clip": ("secagg", "clip"),
+    "fault-stage": ("faults", "stage"),
+    "fault-prob": ("faults", "prob"),
+    "fault-kind": ("faults", "kind"),
+    "stage-timeout": ("stage_timeout",),
+    "node-wait": ("node_wait",),
+    "out-dir": ("out_dir",),
+    "run-name": ("run_name",),
+    "eval-clients": ("local", "eval_clients"),
 }
 
 
-def _coerce(name: str, value: Any, default: Any) -> Any:
+def _get(config: Any, path: tuple[str, ...]) -> Any:
+    for name in path:
+        config = getattr(config, name)
+    return config
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
     kind = type(default)
     if kind is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
             return value.lower() in ("true", "1")
-        raise ValueError(f"run config '{name}' must be true or false, got {value!r}")
+        raise ValueError(f"run config '{key}' must be true or false, got {value!r}")
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-            raise ValueError(f"run config '{name}' must be an integer, got {value!r}")
+            raise ValueError(f"run config '{key}' must be an integer, got {value!r}")
         return int(value)
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"run config '{name}' must be a number, got {value!r}")
+            raise ValueError(f"run config '{key}' must be a number, got {value!r}")
         return float(value)
     return str(value)
 
 
-def parse_run_config(raw: Mapping[str, Any], *, strict: bool = True) -> FedConfig:
+def parse_run_config(raw: Mapping[str, Any]) -> FedConfig:
     """Build a validated :class:`FedConfig` from a flat run-config mapping.
 
     Parameters
     ----------
     raw
-        Flower's ``context.run_config`` (dashed keys) or any mapping of the same shape.
-    strict
-        Refuse keys that are not knobs of :class:`FedConfig` (typos would otherwise pass
-        silently); when false they are kept in ``extra``.
+        Flower's ``context.run_config`` (dashed keys) or any mapping of the same shape; keys
+        left out keep their defaults.
 
     Raises
     ------
     ValueError
-        On an unknown key, a wrong type or a value outside its accepted range.
+        On an unknown key, a wrong type, a name missing from its registry or a value outside
+        its accepted range; the message names the key and what is accepted.
     """
     defaults = FedConfig()
-    values: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
+    top: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {}
     for key, value in raw.items():
-        name = key.replace("-", "_")
-        if name not in _FIELDS:
-            if strict:
-                known = ", ".join(sorted(k.replace("_", "-") for k in _FIELDS))
-                raise ValueError(f"unknown run config key '{key}'; known keys: {known}")
-            extra[key] = value
-            continue
-        values[name] = _coerce(key, value, getattr(defaults, name))
-    config = FedConfig(**values, extra=extra)
+        if key not in RUN_CONFIG_KEYS:
+            raise ValueError(
+                f"unknown run config key '{key}'; known keys: {', '.join(sorted(RUN_CONFIG_KEYS))}"
+            )
+        path = RUN_CONFIG_KEYS[key]
+        coerced = _coerce(key, value, _get(defaults, path))
+        if len(path) == 1:
+            top[path[0]] = coerced
+        else:
+            sections.setdefault(path[0], {})[path[1]] = coerced
+    rule = sections.get("teacher", {}).get("rule", defaults.teacher.rule)
+    _choice("teacher-rule", rule, available_teacher_rules())  # before TeacherConfig looks it up
+    try:
+        built = {
+            name: dataclasses.replace(getattr(defaults, name), **fields)
+            for name, fields in sections.items()
+        }
+    except ValueError as problem:  # TeacherConfig checks its own values
+        raise ValueError(f"run config: {problem}") from None
+    config = dataclasses.replace(defaults, **top, **built)
     validate(config)
     return config
 
 
+def _choice(key: str, value: str, accepted: list[str] | tuple[str, ...]) -> None:
+    if value not in accepted:
+        raise ValueError(f"run config '{key}' = {value!r}; accepted: {', '.join(accepted)}")
+
+
+def _registries(config: FedConfig) -> None:
+    """Names checked against the registries that will resolve them."""
+    from fedkd.data import available_datasets
+    from fedkd.models import available_models
+
+    for key, value, accepted in (
+        ("method", config.method, METHODS),
+        ("mode", config.mode, MODES),
+        ("partitioner", config.data.partitioner, PARTITIONERS),
+        ("optimizer", config.local.optimizer, OPTIMIZERS),
+        ("device", config.distill.device, DEVICES),
+        ("fault-stage", config.faults.stage, FAULT_STAGES),
+        ("fault-kind", config.faults.kind, FAULT_KINDS),
+        ("dataset", config.data.dataset, available_datasets()),
+        ("model", config.local.model, available_models()),
+        ("teacher-rule", config.teacher.rule, available_teacher_rules()),
+    ):
+        _choice(key, value, accepted)
+    for name in config.local.client_model_list:
+        _choice("client-models", name, available_models())
+
+
+def _ranges(config: FedConfig) -> None:
+    local, distill, secagg = config.local, config.distill, config.secagg
+    checks = (
+        ("num-rounds", config.num_rounds >= 1, ">= 1"),
+        ("min-clients", config.min_clients >= 1, ">= 1"),
+        ("fraction", 0.0 < config.fraction <= 1.0, "in (0, 1]"),
+        ("alpha", config.data.alpha > 0, "> 0 (Dirichlet concentration)"),
+        ("local-epochs", local.epochs >= 1, ">= 1"),
+        ("batch-size", local.batch_size >= 1, ">= 1"),
+        ("torch-threads", local.torch_threads >= 1, ">= 1"),
+        ("lr", local.lr > 0, "> 0"),
+        ("warmup-epochs", local.warmup_epochs >= 0, ">= 0"),
+        ("digest-epochs", local.digest_epochs >= 0, ">= 0"),
+        ("distill-epochs", distill.epochs >= 0, ">= 0"),
+        ("distill-batch-size", distill.batch_size >= 1, ">= 1"),
+        ("distill-lr", distill.lr > 0, "> 0"),
+        ("distill-temperature", distill.temperature > 0, "> 0"),
+        ("secagg-threshold", 0.0 < secagg.threshold <= 1.0, "a fraction in (0, 1]"),
+        ("secagg-neighbours", secagg.neighbours >= 0, ">= 0 (0: full SecAgg)"),
+        ("secagg-clip", secagg.clip > 0, "> 0"),
+        ("fault-prob", 0.0 <= config.faults.prob <= 1.0, "in [0, 1]"),
+        ("stage-timeout", config.stage_timeout > 0, "> 0 seconds"),
+        ("node-wait", config.node_wait >= 0, ">= 0 seconds"),
+    )
+    for key, ok, accepted in checks:
+        if not ok:
+            raise ValueError(
+                f"run config '{key}' = {_get(config, RUN_CONFIG_KEYS[key])!r}; must be {accepted}"
+            )
+    data = config.data
+    for key in ("split-private", "split-public", "split-test"):
+        if _get(config, RUN_CONFIG_KEYS[key]) <= 0:
+            raise ValueError(f"run config '{key}' must be > 0 (a fraction or a count)")
+    if data.dataset == "idx" and not data.data_root:
+        raise ValueError("run config 'data-root' must name the folder of IDX files (dataset=idx)")
+
+
 def validate(config: FedConfig) -> None:
     """Raise ``ValueError`` naming the first bad setting; warn on risky ones."""
-    for name, choices in _CHOICES.items():
-        if getattr(config, name) not in choices:
-            key = name.replace("_", "-")
-            raise ValueError(
-                f"run config '{key}' = {getattr(config, name)!r}; accepted: {', '.join(choices)}"
-            )
-    positive = (
-        "num_rounds",
-        "local_epochs",
-        "batch_size",
-        "distill_batch_size",
-        "min_clients",
-        "torch_threads",
-    )
-    for name in positive:
-        if getattr(config, name) < 1:
-            raise ValueError(f"run config '{name.replace('_', '-')}' must be >= 1")
-    if not 0.0 < config.fraction <= 1.0:
-        raise ValueError(f"run config 'fraction' must be in (0, 1], got {config.fraction}")
-    if not 0.0 <= config.fault_prob <= 1.0:
-        raise ValueError(f"run config 'fault-prob' must be in [0, 1], got {config.fault_prob}")
-    if not 0.0 < config.secagg_threshold <= 1.0:
-        raise ValueError(
-            "run config 'secagg-threshold' is a fraction of the sampled clients in (0, 1]"
-        )
-    for name in ("temperature", "sharpen_temperature", "distill_temperature"):
-        if getattr(config, name) <= 0:
-            raise ValueError(f"run config '{name.replace('_', '-')}' must be > 0")
-    if config.lr <= 0 or config.distill_lr <= 0:
-        raise ValueError("learning rates ('lr', 'distill-lr') must be > 0")
-    if config.alpha <= 0:
-        raise ValueError(
-            f"run config 'alpha' (Dirichlet concentration) must be > 0, got {config.alpha}"
-        )
-    if min(config.distill_epochs, config.digest_epochs, config.warmup_epochs) < 0:
-        raise ValueError("'distill-epochs', 'digest-epochs' and 'warmup-epochs' must be >= 0")
-    if config.secagg_clip <= 0:
-        raise ValueError("run config 'secagg-clip' must be > 0")
-    if config.method == "fedkd" and not config.secagg:
+    _registries(config)
+    _ranges(config)
+    if config.method == "fedkd" and not config.secagg.enabled:
         warnings.warn(
             "secure aggregation is OFF (secagg=false): the server sees every client's logits",
-            stacklevel=2,
+            stacklevel=3,
         )
-    if config.method == "fedkd" and config.secagg and config.secagg_threshold <= 0.5:
+    if config.method == "fedkd" and config.secagg.enabled and config.secagg.threshold <= 0.5:
         warnings.warn(
             "secagg-threshold <= 0.5: a malicious server that forges dropouts can then learn "
             "individual inputs (Bonawitz et al. need t > n/2)",
-            stacklevel=2,
+            stacklevel=3,
         )
+
+
+def preflight(run_config: Mapping[str, Any], num_clients: int) -> FedConfig:
+    """Every check that can be made before any work: the config, the data, the device.
+
+    Parameters
+    ----------
+    run_config
+        The flat run config (defaults for keys left out).
+    num_clients
+        How many clients (SuperNodes, partitions) the federation has.
+
+    Returns
+    -------
+    FedConfig
+        The parsed config.
+
+    Raises
+    ------
+    ValueError
+        With a one-line message naming the key (or the data) and what is accepted.
+    """
+    config = parse_run_config(run_config)
+    if num_clients < config.min_clients:
+        raise ValueError(
+            f"run config 'min-clients' = {config.min_clients} but the federation has "
+            f"{num_clients} client(s); lower 'min-clients' or start more SuperNodes"
+        )
+    if config.distill.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("run config 'device' = 'cuda' but PyTorch sees no CUDA device")
+    from fedkd.fl.data import load_run_split
+
+    try:
+        split = load_run_split(config)
+    except (OSError, ValueError) as problem:
+        raise ValueError(f"dataset '{config.data.dataset}' cannot be loaded: {problem}") from None
+    if config.method != "central" and num_clients > len(split.private):
+        raise ValueError(
+            f"{num_clients} clients but the private pool of '{config.data.dataset}' holds only "
+            f"{len(split.private)} samples; use more data ('split-private') or fewer clients"
+        )
+    return config

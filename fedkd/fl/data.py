@@ -84,28 +84,28 @@ def _cached(
 
 def federated_data(config: FedConfig, num_partitions: int) -> FederatedData:
     """Load (once per process) the split and partitions a run config describes."""
-    sizes = config.split_sizes()
+    data, sizes = config.data, config.data.split_sizes()
     return _cached(
-        config.dataset,
-        config.data_root,
+        data.dataset,
+        data.data_root,
         config.seed,
         sizes["private"],
         sizes["public"],
         sizes["test"],
-        config.partitioner,
-        config.alpha,
+        data.partitioner,
+        data.alpha,
         num_partitions,
     )
 
 
 def load_run_split(config: FedConfig) -> DataSplit:
     """The split alone (server side, centralized baseline): no partitioning needed."""
-    sizes = config.split_sizes()
+    sizes = config.data.split_sizes()
     return load_split(
-        config.dataset,
+        config.data.dataset,
         seed=config.seed,
         private=sizes["private"],
         public=sizes["public"],
         test=sizes["test"],
-        data_root=config.data_root or None,
+        data_root=config.data.data_root or None,
     )

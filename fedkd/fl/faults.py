@@ -18,18 +18,18 @@ class InjectedFault(RuntimeError):
 
 def fault_hits(config: FedConfig, stage: str, server_round: int, partition_id: int) -> bool:
     """Whether the client of ``partition_id`` fails at ``stage`` of ``server_round``."""
-    if config.fault_stage != stage or config.fault_prob <= 0.0:
+    if config.faults.stage != stage or config.faults.prob <= 0.0:
         return False
     token = f"{config.seed}/{server_round}/{partition_id}/{stage}".encode()
     draw = int.from_bytes(hashlib.sha256(token).digest()[:8], "big") / 2**64
-    return draw < config.fault_prob
+    return draw < config.faults.prob
 
 
 def inject_fault(config: FedConfig, stage: str, server_round: int, partition_id: int) -> None:
     """Crash (raise) or stall past the server's stage timeout when the fault knob says so."""
     if not fault_hits(config, stage, server_round, partition_id):
         return
-    if config.fault_kind == "timeout":
+    if config.faults.kind == "timeout":
         time.sleep(config.stage_timeout + 2.0)
         return
     raise InjectedFault(

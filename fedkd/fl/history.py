@@ -9,6 +9,7 @@ once finished, ``summary.json``. Rows are rewritten atomically after every round
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -20,27 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-
-ROUND_FIELDS = (
-    "round",
-    "method",
-    "student_accuracy",
-    "teacher_accuracy",
-    "client_accuracy_mean",
-    "distill_loss",
-    "bytes_up",
-    "bytes_down",
-    "seconds",
-    "seconds_train",
-    "seconds_secagg",
-    "seconds_distill",
-    "sampled",
-    "survivors",
-    "dropped",
-    "clipped_fraction",
-    "status",
-    "reason",
-)
 
 
 @dataclass
@@ -67,6 +47,9 @@ class RoundRecord:
     reason: str = ""
 
 
+ROUND_FIELDS = tuple(f.name for f in dataclasses.fields(RoundRecord))
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -88,7 +71,9 @@ class RunRecorder:
 
     def __init__(self, out_dir: str | Path, run_name: str, config: dict[str, Any]) -> None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        name = run_name or f"{config.get('method', 'run')}-{stamp}"
+        label = "-".join(str(config[k]) for k in ("method", "mode") if k in config) or "run"
+        name = run_name or f"{label}-{stamp}"
+        self.config = config
         self.path = Path(out_dir) / name
         suffix = 1
         while self.path.exists():
@@ -96,13 +81,13 @@ class RunRecorder:
             self.path = Path(out_dir) / f"{name}-{suffix}"
         (self.path / "plots").mkdir(parents=True)
         self.rows: list[RoundRecord] = []
-        _atomic_write(self.path / "config.json", json.dumps(_json_safe(config), indent=2))
+        self.write_json("config.json", config)
 
     def add(self, record: RoundRecord) -> None:
         """Append a round and rewrite ``history.json`` / ``history.csv``."""
         self.rows.append(record)
         rows = [_json_safe(asdict(r)) for r in self.rows]
-        _atomic_write(self.path / "history.json", json.dumps(rows, indent=2))
+        self.write_json("history.json", rows)
         tmp = self.path / "history.csv.tmp"
         with tmp.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=ROUND_FIELDS)
@@ -128,10 +113,51 @@ class RunRecorder:
         np.save(target, logits.astype(np.float32))
         return target
 
-    def write_json(self, name: str, payload: dict[str, Any]) -> Path:
+    def write_json(self, name: str, payload: Any) -> Path:
+        """Write ``payload`` as JSON (NaN as null), atomically."""
         target = self.path / name
         _atomic_write(target, json.dumps(_json_safe(payload), indent=2))
         return target
+
+    def finish(self, method: str, *, seconds: float) -> Path:
+        """Plots and ``summary.json``: final and best figures over the completed rounds."""
+        self.plot()
+        done = [r for r in self.rows if r.status == "ok"]
+        last = done[-1] if done else None
+
+        def best(name: str) -> float | None:
+            values = [getattr(r, name) for r in done if math.isfinite(getattr(r, name))]
+            return max(values) if values else None
+
+        return self.write_json(
+            "summary.json",
+            {
+                "method": method,
+                "rounds": len(self.rows),
+                "rounds_completed": len(done),
+                "rounds_skipped": len(self.rows) - len(done),
+                "final_student_accuracy": None if last is None else last.student_accuracy,
+                "final_teacher_accuracy": None if last is None else last.teacher_accuracy,
+                "final_client_accuracy_mean": None if last is None else last.client_accuracy_mean,
+                "best_student_accuracy": best("student_accuracy"),
+                "seconds": seconds,
+            },
+        )
+
+    def title(self) -> str:
+        """What a reader of a plot needs: method, mode, data, skew, clients."""
+        c = self.config
+        parts = [
+            str(c.get("method", "")),
+            str(c.get("mode", "")) if c.get("method") == "fedkd" else "",
+        ]
+        parts.append(f"{c.get('dataset', '')} {c.get('partitioner', '')}")
+        if c.get("partitioner") == "dirichlet":
+            parts[-1] += f" α={c.get('alpha')}"
+        sampled = max((r.sampled for r in self.rows), default=0)
+        if sampled:
+            parts.append(f"{sampled} clients/round")
+        return ", ".join(p for p in parts if p.strip())
 
     def plot(self) -> list[Path]:
         """Accuracy and traffic per round, as PNGs under ``plots/``."""
@@ -139,6 +165,7 @@ class RunRecorder:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
 
         rounds = [r.round for r in self.rows]
         written: list[Path] = []
@@ -155,8 +182,14 @@ class RunRecorder:
         ax.set_ylabel("accuracy")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
+        for r in self.rows:
+            if r.status != "ok":
+                ax.axvspan(r.round - 0.4, r.round + 0.4, color="red", alpha=0.15, lw=0)
+        if any(r.status != "ok" for r in self.rows):
+            ax.plot([], [], color="red", alpha=0.3, lw=6, label="skipped round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
-        ax.set_title(f"{self.path.name}")
+        ax.set_title(self.title(), fontsize=9)
         fig.tight_layout()
         written.append(self.path / "plots" / "accuracy.png")
         fig.savefig(written[-1], dpi=120)
@@ -167,6 +200,8 @@ class RunRecorder:
         ax.plot(rounds, [r.bytes_down / 1e6 for r in self.rows], marker="o", label="down")
         ax.set_xlabel("round")
         ax.set_ylabel("MB per round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(self.title(), fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()

@@ -1,35 +1,27 @@
-"""Wire vocabulary shared by ``clients/`` and ``server/``: message types and record names.
+"""Wire vocabulary of the federated round, shared by the library and both Flower adapters.
 
 One place for every string both sides must agree on; neither side spells them out itself.
+The secure-aggregation stages' kinds and fields live in :mod:`fedkd.secagg.protocol`.
 """
 
-# Message types. ``train`` starts a round on a client; the secure-aggregation stages that follow
-# are ``query`` actions, one Flower message exchange each.
+# Envelope kinds. ``train`` starts a round on a client; the secure-aggregation stages that
+# follow are kinds of their own (Flower carries them as ``query.<kind>`` messages).
 TRAIN = "train"
-SHARE_KEYS = "share_keys"
-MASKED_INPUT = "masked_input"
-UNMASK = "unmask"
-QUERY_SHARE_KEYS = f"query.{SHARE_KEYS}"
-QUERY_MASKED_INPUT = f"query.{MASKED_INPUT}"
-QUERY_UNMASK = f"query.{UNMASK}"
 
-# Record names inside a message's RecordDict.
-ARRAYS = "arrays"  # model weights (student down, FedAvg weights up); Flower FedAvg's default key
-CONFIG = "config"  # per-round settings from the server
+# Array names in an envelope.
+WEIGHTS_PREFIX = "weights/"  # model weights (student down, FedAvg weights up), one per tensor
 TEACHER = "teacher"  # FedMD: the ensemble teacher's logits on the public set, pushed down
 CONTRIBUTION = "contribution"  # plaintext path: a client's teacher contribution, up
-MASKED = "masked"  # secure path: a client's masked, quantised contribution, up
-SECAGG = "secagg"  # secure path: protocol payloads (keys, encrypted shares, revealed shares)
-METRICS = "metrics"  # client metrics, up; Flower FedAvg's default key
 
-# Keys inside the CONFIG record.
-ROUND = "round"
+# Field names in an envelope.
+ROUND = "round"  # the train round (Flower's FedAvg strategy says "server-round")
+FLOWER_ROUND = "server-round"
 PHASE = "phase"  # which method the round belongs to: fedkd, fedavg, local
-SECAGG_CONFIG = "secagg-config"  # encoded fedkd.secagg config for this round
-PAYLOAD = "payload"  # encoded stage message
-VALUES = "values"  # array name inside CONTRIBUTION / MASKED records
+SECAGG_CONFIG = (
+    "secagg-config"  # encoded fedkd.secagg config for this round (stage 1 rides on train)
+)
 
-# Keys inside the METRICS record.
+# Client metrics in a train reply.
 NUM_EXAMPLES = "num-examples"  # Flower FedAvg weights by this key
 CLIENT_ACCURACY = "client-accuracy"
 TRAIN_LOSS = "train-loss"
@@ -39,11 +31,11 @@ CLIPPED = "clipped-fraction"  # share of public-set logits cut at the secagg cli
 
 # Node-config keys (set by the simulation engine or ``flower-supernode --node-config``).
 NODE_PARTITION_ID = "partition-id"
-CLIPPED = "clipped-fraction"  # share of public-set logits cut at the secagg clip range
 NODE_NUM_PARTITIONS = "num-partitions"
-NODE_REQUIRE_SECAGG = "require-secagg"  # a node refuses plaintext contributions when true
+NODE_REQUIRE_SECAGG = "require-secagg"  # a node refuses anything in the clear when true
+NODE_PUBLIC_DIGEST = "public-set-digest"  # hex SHA-256 of the public set the operator accepts
 
-# Keys in context.state (per-node state that outlives one message).
+# Keys of the per-node store (state that outlives one message).
 STATE_MODEL = "local-model"
 STATE_SECAGG = "secagg-state"
 STATE_PENDING = "pending"

@@ -11,7 +11,6 @@ import torch
 
 from fedkd.data import DataSplit
 from fedkd.distill import distill, evaluate, resolve_device, teacher_from_sum
-from fedkd.fl.client_work import teacher_config
 from fedkd.fl.config import FedConfig
 from fedkd.metrics import accuracy
 from fedkd.models import FeatureModel, build_model
@@ -29,7 +28,9 @@ def sample_clients(
 def new_student(config: FedConfig, split: DataSplit) -> FeatureModel:
     """The global student, seeded so every method starts from the same weights."""
     torch.manual_seed(config.seed)
-    return build_model(config.model, input_shape=split.input_shape, num_classes=split.num_classes)
+    return build_model(
+        config.local.model, input_shape=split.input_shape, num_classes=split.num_classes
+    )
 
 
 def vector_length(split: DataSplit) -> int:
@@ -55,7 +56,7 @@ def teacher_from_aggregate(summed: np.ndarray, config: FedConfig, split: DataSpl
         summed,
         num_public=len(split.public),
         num_classes=split.num_classes,
-        config=teacher_config(config),
+        config=config.teacher,
     )
 
 
@@ -72,17 +73,18 @@ def distill_round(
     Runs on the GPU when one is present (``device = auto``), with mixed precision there.
     """
     start = time.perf_counter()
-    device = resolve_device(None if config.device == "auto" else config.device)
+    settings = config.distill
+    device = resolve_device(None if settings.device == "auto" else settings.device)
     loss = math.nan
-    if config.distill_epochs > 0:
+    if settings.epochs > 0:
         report = distill(
             student,
             split.public.x,
             teacher_logits=teacher_logits,
-            temperature=config.distill_temperature,
-            epochs=config.distill_epochs,
-            batch_size=config.distill_batch_size,
-            lr=config.distill_lr,
+            temperature=settings.temperature,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            lr=settings.lr,
             device=device,
             seed=config.seed * 7_919 + server_round,
         )

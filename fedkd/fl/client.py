@@ -1,0 +1,342 @@
+"""A federated client, free of any transport: one request envelope in, one reply out.
+
+:func:`handle` is everything a client decides: which model it trains (the pushed student in
+FedDF and FedAvg, its own persistent model in FedMD and local-only), whether it digests the
+pushed teacher, whether it may answer in the clear (never when the run or its operator
+requires secure aggregation), and the client side of the secure-aggregation stages, with
+their freshness checks (the aggregation round must be the train round of this run, a spent
+round is never answered again, the public set must be the one this node loaded or pinned).
+
+Per-node state that outlives one message (the persistent model, the secure-aggregation
+state, the pending contribution) goes through a :class:`NodeStore`: Flower's
+``context.state`` in ``clients/app.py``, a dict in :class:`MemoryStore`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from fedkd.fl import keys
+from fedkd.fl.client_work import LocalResult, local_round, new_client_model
+from fedkd.fl.config import FedConfig, parse_run_config
+from fedkd.fl.data import FederatedData, federated_data
+from fedkd.fl.faults import inject_fault
+from fedkd.models import FeatureModel
+from fedkd.secagg import (
+    ClientState,
+    SecAggError,
+    decode_client_state,
+    encode_client_state,
+)
+from fedkd.secagg import protocol as secagg
+from fedkd.secagg.errors import ConfigMismatch, RefusedRequest, ReplayedRequest
+from fedkd.secagg.wire import AdvertiseRequest
+from fedkd.transport import BAD_REQUEST, REFUSED, Envelope, Refusal
+
+FAULT_STAGE = {
+    keys.TRAIN: "train",
+    secagg.SHARE_KEYS: "share",
+    secagg.MASKED_INPUT: "mask",
+    secagg.UNMASK: "unmask",
+}
+
+
+class BadRequest(ValueError):
+    """The server's message is malformed (missing field or array, wrong shape, NaN...)."""
+
+
+class PlaintextRefused(RefusedRequest):
+    """The server asked for something in the clear where secure aggregation is required."""
+
+
+class NodeStore(Protocol):
+    """Per-node envelopes that survive between messages."""
+
+    def get(self, key: str) -> Envelope | None: ...
+
+    def put(self, key: str, value: Envelope) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+class MemoryStore:
+    """A :class:`NodeStore` in a dict (in-process federations, tests)."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, Envelope] = {}
+
+    def get(self, key: str) -> Envelope | None:
+        value = self.items.get(key)
+        return None if value is None else value.copy()
+
+    def put(self, key: str, value: Envelope) -> None:
+        self.items[key] = value.copy()
+
+    def delete(self, key: str) -> None:
+        self.items.pop(key, None)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What a node knows about itself: identity and its operator's settings."""
+
+    node_id: int
+    run_id: int
+    partition_id: int
+    num_partitions: int
+    require_secagg: bool = False  # the operator's word: nothing in the clear, whatever the run
+    public_set_digest: str = ""  # hex SHA-256 the operator pins ("" = trust the run config)
+
+    @classmethod
+    def from_node_config(
+        cls, node_id: int, run_id: int, node_config: Mapping[str, Any]
+    ) -> NodeInfo:
+        """Read ``partition-id``, ``num-partitions`` and the operator's optional settings."""
+        try:
+            partition_id = int(node_config[keys.NODE_PARTITION_ID])
+            num_partitions = int(node_config[keys.NODE_NUM_PARTITIONS])
+        except KeyError as missing:
+            raise BadRequest(
+                f"node config lacks {missing}; start the SuperNode with --node-config "
+                "'partition-id=<i> num-partitions=<n>'"
+            ) from None
+        flag = str(node_config.get(keys.NODE_REQUIRE_SECAGG, "false")).lower()
+        return cls(
+            node_id=node_id,
+            run_id=run_id,
+            partition_id=partition_id,
+            num_partitions=num_partitions,
+            require_secagg=flag in ("true", "1"),
+            public_set_digest=str(node_config.get(keys.NODE_PUBLIC_DIGEST, "")).lower(),
+        )
+
+
+def handle(
+    request: Envelope, node: NodeInfo, store: NodeStore, run_config: Mapping[str, Any]
+) -> Envelope | Refusal:
+    """Answer one request; a malformed or refused request gets a :class:`Refusal`.
+
+    An injected fault (``fault-stage``) raises, as a crashing client would.
+    """
+    try:
+        config = parse_run_config(run_config)
+        # Small models on few cores: one intra-op thread per process avoids oversubscription.
+        torch.set_num_threads(config.local.torch_threads)
+        server_round = _round(request)
+        inject_fault(
+            config, FAULT_STAGE.get(request.kind, request.kind), server_round, node.partition_id
+        )
+        if request.kind == keys.TRAIN:
+            return train(request, node, store, config, server_round)
+        if request.kind in FAULT_STAGE:
+            return secure_stage(request, store)
+        raise BadRequest(f"unknown message kind {request.kind!r}")
+    except SecAggError as refusal:
+        return Refusal(REFUSED, f"secagg {request.kind} refused: {refusal}")
+    except (ValueError, KeyError, TypeError) as problem:  # BadRequest included
+        return Refusal(BAD_REQUEST, f"bad {request.kind} request: {problem}")
+
+
+def _round(request: Envelope) -> int:
+    """The train round a request belongs to (ours or Flower's FedAvg spelling)."""
+    value = request.fields.get(keys.ROUND, request.fields.get(keys.FLOWER_ROUND, 0))
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"field '{keys.ROUND}' must be an integer, got {value!r}")
+    return value
+
+
+def _single_array(request: Envelope, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    array = request.arrays.get(name)
+    if array is None:
+        raise BadRequest(f"message has no '{name}' array")
+    if array.shape != shape:
+        raise BadRequest(f"array '{name}' has shape {array.shape}, expected {shape}")
+    if not np.all(np.isfinite(array)):
+        raise BadRequest(f"array '{name}' holds NaN or infinite values")
+    return array
+
+
+def _phase(request: Envelope, config: FedConfig) -> str:
+    phase = str(request.fields.get(keys.PHASE, config.method))
+    if phase not in ("fedkd", "fedavg", "local"):
+        raise BadRequest(f"unknown phase {phase!r}")
+    return phase
+
+
+def _persistent(phase: str, config: FedConfig) -> bool:
+    """FedMD and local-only clients keep their own model; FedDF and FedAvg get one pushed."""
+    return phase == "local" or (phase == "fedkd" and config.mode == "fedmd")
+
+
+def _model(
+    request: Envelope,
+    store: NodeStore,
+    config: FedConfig,
+    data: FederatedData,
+    pid: int,
+    phase: str,
+) -> tuple[FeatureModel, bool]:
+    """The model to train this round, and whether it is freshly initialised."""
+    model = new_client_model(config, data, pid)
+    if _persistent(phase, config):
+        saved = store.get(keys.STATE_MODEL)
+        if saved is not None:
+            model.load_state_dict({k: torch.from_numpy(v) for k, v in saved.arrays.items()})
+        return model, saved is None
+    weights = {k: v for k, v in request.arrays.items() if k.startswith(keys.WEIGHTS_PREFIX)}
+    if not weights:
+        raise BadRequest(f"a {phase} round needs the student weights")
+    try:
+        model.load_state_dict(
+            {k.removeprefix(keys.WEIGHTS_PREFIX): torch.from_numpy(v) for k, v in weights.items()}
+        )
+    except RuntimeError as problem:
+        raise BadRequest(
+            f"pushed weights do not fit model '{config.local.model}': {problem}"
+        ) from None
+    return model, _round(request) == 1
+
+
+def weights_arrays(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    """A model's state dict as envelope arrays (the form weights travel in)."""
+    return {
+        keys.WEIGHTS_PREFIX + name: tensor.detach().cpu().numpy()
+        for name, tensor in model.state_dict().items()
+    }
+
+
+def _metrics(result: LocalResult, pid: int) -> dict[str, int | float]:
+    return {
+        keys.NUM_EXAMPLES: result.num_examples,
+        keys.CLIENT_ACCURACY: result.client_accuracy,
+        keys.TRAIN_LOSS: result.train_loss,
+        keys.TRAIN_SECONDS: result.seconds,
+        keys.PARTITION_ID: pid,
+        keys.CLIPPED: result.clipped_fraction,
+    }
+
+
+def train(
+    request: Envelope, node: NodeInfo, store: NodeStore, config: FedConfig, server_round: int
+) -> Envelope:
+    """Local training; then the teacher contribution (FedKD) or the weights (FedAvg)."""
+    if keys.ROUND not in request.fields and keys.FLOWER_ROUND not in request.fields:
+        raise BadRequest(f"train message has no '{keys.ROUND}' in its 'config' record")
+    phase = _phase(request, config)
+    secure = keys.SECAGG_CONFIG in request.fields
+    if phase == "fedavg" and node.require_secagg:
+        raise PlaintextRefused("this node requires secure aggregation; it never sends weights")
+    if phase == "fedkd" and not secure and (config.secagg.enabled or node.require_secagg):
+        # A server that drops the secure-aggregation config would get our logits in the clear.
+        raise PlaintextRefused(
+            "the run (or this node's 'require-secagg') demands secure aggregation, but the "
+            "train message carries no secure-aggregation config; not sending logits in clear"
+        )
+    data = federated_data(config, node.num_partitions)
+    advertise = _check_secagg_request(request, node, data, server_round) if secure else None
+    model, fresh = _model(request, store, config, data, node.partition_id, phase)
+    teacher = None
+    if phase == "fedkd" and config.mode == "fedmd" and keys.TEACHER in request.arrays:
+        shape = (len(data.split.public), data.split.num_classes)
+        teacher = _single_array(request, keys.TEACHER, shape)
+    result = local_round(
+        config,
+        data,
+        node.partition_id,
+        model,
+        server_round=server_round,
+        teacher_logits=teacher,
+        contribute=phase == "fedkd",
+        first_round=fresh,
+    )
+    if _persistent(phase, config):
+        store.put(
+            keys.STATE_MODEL,
+            Envelope(
+                keys.STATE_MODEL,
+                arrays={k: v.detach().cpu().numpy() for k, v in model.state_dict().items()},
+            ),
+        )
+    reply = Envelope(keys.TRAIN, dict(_metrics(result, node.partition_id)))
+    if phase == "fedavg":
+        reply.arrays.update(weights_arrays(model))
+    elif advertise is not None:
+        state = _load_state(store) or ClientState(node_id=node.node_id)
+        try:
+            stage = secagg.serve_stage(state, advertise)
+        finally:
+            _save_state(store, state)
+        store.put(
+            keys.STATE_PENDING, Envelope(keys.STATE_PENDING, arrays={"values": result.vector})
+        )
+        reply.fields[secagg.PAYLOAD] = stage.fields[secagg.PAYLOAD]
+    elif phase == "fedkd":
+        reply.arrays[keys.CONTRIBUTION] = result.vector
+    return reply
+
+
+def _check_secagg_request(
+    request: Envelope, node: NodeInfo, data: FederatedData, server_round: int
+) -> Envelope:
+    """The round's aggregation config must belong to this run, this round and this public set."""
+    payload = request.fields[keys.SECAGG_CONFIG]
+    if not isinstance(payload, bytes):
+        raise BadRequest(f"field '{keys.SECAGG_CONFIG}' must be bytes")
+    config = AdvertiseRequest.from_bytes(payload).config
+    if config.run_id != node.run_id or config.round != server_round:
+        raise ReplayedRequest(
+            f"aggregation config is for run {config.run_id} round {config.round}, but this is "
+            f"run {node.run_id} round {server_round}; refusing (a replay or a re-numbered round)"
+        )
+    if config.public_set_digest != data.public_digest:
+        raise ConfigMismatch("the aggregation config names another public set than this node's")
+    if node.public_set_digest and node.public_set_digest != data.public_digest.hex():
+        raise ConfigMismatch(
+            "this node's pinned public-set digest differs from the public set the run loads"
+        )
+    return secagg.stage_envelope(secagg.ADVERTISE, payload, server_round)
+
+
+def _load_state(store: NodeStore) -> ClientState | None:
+    saved = store.get(keys.STATE_SECAGG)
+    if saved is None:
+        return None
+    return decode_client_state(bytes(saved.fields[secagg.PAYLOAD]))  # type: ignore[arg-type]
+
+
+def _save_state(store: NodeStore, state: ClientState) -> None:
+    store.put(
+        keys.STATE_SECAGG, Envelope(keys.STATE_SECAGG, {secagg.PAYLOAD: encode_client_state(state)})
+    )
+
+
+def secure_stage(request: Envelope, store: NodeStore) -> Envelope:
+    """Stages 2-4 of secure aggregation; the state is saved back however the stage ends (a
+    refusal marks the round spent, and the node must remember that for the next message)."""
+    state = _load_state(store)
+    if state is None:
+        raise BadRequest("no secure-aggregation round in progress on this node")
+    values = None
+    if request.kind == secagg.MASKED_INPUT:
+        pending = store.get(keys.STATE_PENDING)
+        if pending is None:
+            spent = state.config is not None and (state.config.run_id, state.config.round) in (
+                state.spent_rounds
+            )
+            if spent:  # the contribution was masked and sent already: this is a replay
+                _save_state(store, state)
+                raise ReplayedRequest("this round was already answered; refusing")
+            raise BadRequest("no pending contribution on this node (train first)")
+        values = pending.arrays["values"]
+    try:
+        reply = secagg.serve_stage(state, request, values)
+    finally:
+        _save_state(store, state)
+    if request.kind == secagg.MASKED_INPUT:
+        store.delete(keys.STATE_PENDING)  # the plaintext contribution is not kept past use
+    return reply

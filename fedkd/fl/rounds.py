@@ -1,0 +1,359 @@
+"""The federated rounds, over any :class:`~fedkd.transport.Transport`.
+
+A FedKD round reads like the protocol::
+
+    sample clients
+    train            (+ secure-aggregation stage 1: advertise keys, on the same message)
+    aggregate        secure sum of the contributions (stages 2-4), or a plaintext sum
+    teacher          the summed contributions -> ensemble-teacher logits on the public set
+    distill          the student on the public set against the teacher
+    record           one RoundRecord, history, teacher and checkpoint written at once
+
+The local-only and centralized baselines share the data split, student and results layout.
+Flower's FedAvg baseline is Flower's own strategy, in ``server/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fedkd.data import DataSplit
+from fedkd.distill import evaluate, train_supervised
+from fedkd.fl import keys
+from fedkd.fl.config import FedConfig
+from fedkd.fl.history import RoundRecord, RunRecorder
+from fedkd.fl.server_work import (
+    distill_round,
+    new_student,
+    sample_clients,
+    teacher_from_aggregate,
+    vector_length,
+)
+from fedkd.models import FeatureModel
+from fedkd.secagg import SecAggConfig, ServerState, majority_threshold
+from fedkd.secagg.protocol import secure_sum
+from fedkd.secagg.wire import AdvertiseRequest
+from fedkd.transport import Envelope, ExchangeResult, Transport, broadcast
+
+log = logging.getLogger("fedkd.server")
+
+
+@dataclass
+class Federation:
+    """What every round needs: the transport, the config, the data and the results folder."""
+
+    transport: Transport
+    config: FedConfig
+    split: DataSplit
+    recorder: RunRecorder
+    run_id: int
+    public_digest: bytes
+    partitions: dict[int, int] = field(default_factory=dict)  # node -> partition id, learned
+
+    def exchange(self, requests: dict[int, Envelope], server_round: int) -> ExchangeResult:
+        return self.transport.exchange(
+            requests, timeout=self.config.stage_timeout, group=f"round-{server_round}"
+        )
+
+    def partition_of(self, node: int) -> int:
+        """A node's partition id (learned from its replies; -1 when it never answered)."""
+        return self.partitions.get(node, -1)
+
+
+def quantization_bits(num_clients: int) -> int:
+    """Bits per value so that ``num_clients`` values sum below 2**64 with room to spare."""
+    return min(48, 63 - math.ceil(math.log2(num_clients + 1)))
+
+
+def secagg_round_config(
+    fed: Federation, server_round: int, participants: list[int]
+) -> SecAggConfig:
+    """The round's public secure-aggregation parameters (identical for every participant).
+
+    The threshold is the configured share of each client's share holders, and never less than
+    a strict majority of them (below that a server that forges dropouts learns inputs).
+    """
+    settings, n = fed.config.secagg, len(participants)
+    neighbours = n - 1 if settings.neighbours <= 0 else min(settings.neighbours, n - 1)
+    wanted = math.ceil(settings.threshold * (neighbours + 1))
+    return SecAggConfig(
+        run_id=fed.run_id,
+        round=server_round,
+        participants=tuple(participants),
+        threshold=min(max(majority_threshold(neighbours), wanted), neighbours + 1),
+        neighbours=neighbours,
+        clip=settings.clip,
+        vector_length=vector_length(fed.split),
+        bits=quantization_bits(n),
+        public_set_digest=fed.public_digest,
+        graph_seed=fed.config.seed,
+    )
+
+
+# ------------------------------------------------------------------------------ train
+@dataclass
+class TrainOutcome:
+    """The train exchange and what the clients reported about themselves."""
+
+    result: ExchangeResult
+    client_accuracy_mean: float
+    clipped_fraction: float
+
+
+def _client_mean(result: ExchangeResult, name: str) -> float:
+    """Mean of one client metric over the replies that carry a finite one (NaN when none)."""
+    values = [
+        v for r in result.replies.values() if isinstance(v := r.fields.get(name), float | int)
+    ]
+    finite = [float(v) for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def train_phase(
+    fed: Federation, request: Envelope, nodes: list[int], server_round: int
+) -> TrainOutcome:
+    """Send the train request to ``nodes``; learn their partition ids; average their metrics."""
+    result = fed.exchange(broadcast(nodes, request), server_round)
+    for node, reply in result.replies.items():
+        pid = reply.fields.get(keys.PARTITION_ID)
+        if isinstance(pid, int) and not isinstance(pid, bool):
+            fed.partitions[node] = pid
+    return TrainOutcome(
+        result,
+        _client_mean(result, keys.CLIENT_ACCURACY),
+        _client_mean(result, keys.CLIPPED),
+    )
+
+
+def fedkd_request(
+    fed: Federation,
+    server_round: int,
+    student: FeatureModel,
+    teacher: np.ndarray | None,
+    state: ServerState | None,
+) -> Envelope:
+    """The round's train message: FedDF pushes the student, FedMD the last teacher."""
+    request = Envelope(keys.TRAIN, {keys.ROUND: server_round, keys.PHASE: "fedkd"})
+    if state is not None:
+        request.fields[keys.SECAGG_CONFIG] = AdvertiseRequest(state.config).to_bytes()
+    if fed.config.mode == "feddf":
+        request.arrays.update(
+            {
+                keys.WEIGHTS_PREFIX + k: v.detach().cpu().numpy()
+                for k, v in student.state_dict().items()
+            }
+        )
+    elif teacher is not None:
+        request.arrays[keys.TEACHER] = teacher.astype(np.float32)
+    return request
+
+
+# ------------------------------------------------------------------------------ aggregate
+@dataclass
+class AggregateOutcome:
+    """The summed contributions (or why there are none) and what getting them cost."""
+
+    total: np.ndarray | None
+    reason: str
+    survivors: int
+    failed: dict[int, str]
+    exchanges: list[ExchangeResult]
+    seconds_secagg: float = 0.0
+
+
+def plaintext_sum(fed: Federation, train: ExchangeResult) -> AggregateOutcome:
+    """Sum the contributions in the clear (secagg=false); malformed ones drop their sender."""
+    length = vector_length(fed.split)
+    total, count = np.zeros(length, dtype=np.float64), 0
+    for node, reply in list(train.replies.items()):
+        vector = reply.arrays.get(keys.CONTRIBUTION)
+        if vector is None or vector.shape != (length,) or not np.all(np.isfinite(vector)):
+            shape = None if vector is None else vector.shape
+            train.drop(node, f"malformed contribution (shape {shape}, expected ({length},))")
+            continue
+        total += vector
+        count += 1
+    reason = "" if count else "no usable contribution arrived"
+    failed = {node: f"train: {why}" for node, why in train.failures.items()}
+    return AggregateOutcome(total if count else None, reason, count, failed, [train])
+
+
+def secure_aggregate(
+    fed: Federation, state: ServerState, train: ExchangeResult, server_round: int
+) -> AggregateOutcome:
+    """Stages 2-4 of secure aggregation; stage 1's replies rode on the train exchange."""
+    outcome = secure_sum(
+        fed.transport,
+        state,
+        timeout=fed.config.stage_timeout,
+        advertised=train,
+        group=f"round-{server_round}",
+    )
+    later = [x for kind, x in outcome.exchanges.items() if x is not train]
+    return AggregateOutcome(
+        None if outcome.result is None else outcome.result.total,
+        outcome.reason,
+        len(outcome.survivors),
+        outcome.failed,
+        [train, *later],
+        sum(x.seconds for x in later),
+    )
+
+
+# ------------------------------------------------------------------------------ the round
+def fedkd_round(
+    fed: Federation, student: FeatureModel, teacher: np.ndarray | None, server_round: int
+) -> tuple[RoundRecord, np.ndarray | None]:
+    """One FedKD round; returns its record and the new teacher (``None`` if skipped)."""
+    start, config = time.perf_counter(), fed.config
+    # --- sample -----------------------------------------------------------------------
+    rng = np.random.default_rng([config.seed, server_round])
+    sampled = sample_clients(
+        fed.transport.nodes(), fraction=config.fraction, minimum=config.min_clients, rng=rng
+    )
+    # --- train (+ advertise keys) -------------------------------------------------------
+    state = (
+        ServerState(secagg_round_config(fed, server_round, sampled))
+        if config.secagg.enabled
+        else None
+    )
+    train = train_phase(
+        fed, fedkd_request(fed, server_round, student, teacher, state), sampled, server_round
+    )
+    # --- aggregate ------------------------------------------------------------------------
+    if state is None:
+        agg = plaintext_sum(fed, train.result)
+    else:
+        agg = secure_aggregate(fed, state, train.result, server_round)
+    record = RoundRecord(
+        round=server_round,
+        method="fedkd",
+        client_accuracy_mean=train.client_accuracy_mean,
+        clipped_fraction=train.clipped_fraction,
+        bytes_up=sum(x.bytes_up for x in agg.exchanges),
+        bytes_down=sum(x.bytes_down for x in agg.exchanges),
+        seconds_train=train.result.seconds,
+        seconds_secagg=agg.seconds_secagg,
+        sampled=len(sampled),
+        survivors=agg.survivors,
+        dropped=sorted(fed.partition_of(node) for node in agg.failed),
+    )
+    _log_dropouts(fed, agg.failed, server_round)
+    if agg.total is None:
+        record.status, record.reason = "skipped", agg.reason
+        record.seconds = time.perf_counter() - start
+        return record, None
+    # --- teacher and distillation -------------------------------------------------------------
+    new_teacher = teacher_from_aggregate(agg.total, config, fed.split)
+    fed.recorder.save_teacher(server_round, new_teacher)
+    distilled = distill_round(student, new_teacher, config, fed.split, server_round=server_round)
+    record.teacher_accuracy = distilled.teacher_accuracy
+    record.student_accuracy = distilled.student_accuracy
+    record.distill_loss = distilled.distill_loss
+    record.seconds_distill = distilled.seconds
+    record.seconds = time.perf_counter() - start
+    return record, new_teacher
+
+
+def _log_dropouts(fed: Federation, failed: dict[int, str], server_round: int) -> None:
+    for node, reason in sorted(failed.items()):
+        log.warning(
+            "round %d: partition %s (node %s) dropped at %s",
+            server_round,
+            fed.partition_of(node),
+            node,
+            reason,
+        )
+
+
+def _log_round(record: RoundRecord, num_rounds: int) -> None:
+    head = f"[{record.method}] round {record.round}/{num_rounds}"
+    if record.status != "ok":
+        log.warning("%s skipped: %s", head, record.reason)
+        return
+    parts = [
+        f"{name} {value:.4f}"
+        for name, value in (
+            ("student", record.student_accuracy),
+            ("teacher", record.teacher_accuracy),
+            ("clients", record.client_accuracy_mean),
+        )
+        if math.isfinite(value)
+    ]
+    if record.sampled:
+        parts.append(f"{record.survivors}/{record.sampled} answered")
+    log.info("%s: %s | %.1f s", head, " | ".join(parts), record.seconds)
+
+
+def run_fedkd(fed: Federation) -> None:
+    """FedKD: clients' public-set logits -> (secure) sum -> teacher -> distilled student."""
+    student = new_student(fed.config, fed.split)
+    teacher: np.ndarray | None = None
+    for server_round in range(1, fed.config.num_rounds + 1):
+        record, new_teacher = fedkd_round(fed, student, teacher, server_round)
+        teacher = teacher if new_teacher is None else new_teacher
+        fed.recorder.add(record)
+        if record.status == "ok":
+            fed.recorder.checkpoint(student)
+        _log_round(record, fed.config.num_rounds)
+
+
+def run_local(fed: Federation) -> None:
+    """Local-only baseline: every client trains alone; we record their mean test accuracy."""
+    nodes = fed.transport.nodes()
+    for server_round in range(1, fed.config.num_rounds + 1):
+        start = time.perf_counter()
+        request = Envelope(keys.TRAIN, {keys.ROUND: server_round, keys.PHASE: "local"})
+        train = train_phase(fed, request, nodes, server_round)
+        record = RoundRecord(
+            round=server_round,
+            method="local",
+            client_accuracy_mean=train.client_accuracy_mean,
+            sampled=len(nodes),
+            survivors=len(train.result.replies),
+            dropped=sorted(fed.partition_of(node) for node in train.result.failures),
+            bytes_up=train.result.bytes_up,
+            bytes_down=train.result.bytes_down,
+            seconds=time.perf_counter() - start,
+            seconds_train=train.result.seconds,
+        )
+        fed.recorder.add(record)
+        _log_round(record, fed.config.num_rounds)
+
+
+def run_central(config: FedConfig, split: DataSplit, recorder: RunRecorder) -> None:
+    """Upper bound: the student trained on the whole private pool, no federation.
+
+    One "round" is ``local-epochs`` epochs, so the curve lines up with the federated ones.
+    """
+    student = new_student(config, split)
+    local = config.local
+    for server_round in range(1, config.num_rounds + 1):
+        start = time.perf_counter()
+        train_supervised(
+            student,
+            split.private,
+            epochs=local.epochs,
+            batch_size=local.batch_size,
+            lr=local.lr,
+            seed=config.seed * 1_009 + server_round,
+            optimizer=local.optimizer,
+        )
+        record = RoundRecord(
+            round=server_round,
+            method="central",
+            student_accuracy=evaluate(student, split.test).accuracy,
+            seconds=time.perf_counter() - start,
+        )
+        recorder.add(record)
+        recorder.checkpoint(student)
+        _log_round(record, config.num_rounds)
+
+
+METHODS: dict[str, Callable[[Federation], None]] = {"fedkd": run_fedkd, "local": run_local}
