@@ -3,19 +3,21 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint clean
 
+# Installs the package and its tools; leaves the user's Flower home (~/.flwr) alone.
 $(STAMP): pyproject.toml
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "fedkd needs Python >= 3.11 (flwr 1.42 does); try: make install PY=python3.11"; exit 1; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	$(BIN)/python -m experiments.launch --configure 10
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
 
+# A default federated run: its own Flower home and free ports, nothing left running after it.
 run: $(STAMP)
 	$(BIN)/fedkd run
 

@@ -6,17 +6,31 @@
     fedkd <mode> ...                                  single-node modes (compression, probes, ...)
 
 Each experiment is also ``python -m experiments.<name>``.
+
+Exit codes: 0 the run completed; 1 it failed (the cause is printed on one line);
+2 bad command line or run config (nothing was started); 124 timed out;
+130 / 143 stopped by Ctrl-C / SIGTERM (everything started was stopped, results kept).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from pathlib import Path
 
-from experiments.launch import PROJECT_ROOT, flwr_run
+from experiments.launch import flwr_run, report
+from experiments.run_config import (
+    PROJECT_ROOT,
+    absolute_paths,
+    check_run_config,
+    parse_assignments,
+)
 
+__all__ = ["main", "parse_assignments", "print_summary", "run_main"]
+
+EXIT_USAGE = 2
 MODULES = {
     "compare": "experiments.compare",
     "bench-secagg": "experiments.bench_secagg",
@@ -30,32 +44,15 @@ MODULES = {
 }
 
 
-def parse_assignments(items: list[str]) -> dict[str, object]:
-    """``key=value`` strings to a run-config dict (numbers and booleans parsed)."""
-    parsed: dict[str, object] = {}
-    for item in items:
-        if "=" not in item:
-            raise SystemExit(f"--set expects key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        value: object = raw
-        if raw.lower() in ("true", "false"):
-            value = raw.lower() == "true"
-        else:
-            for cast in (int, float):
-                try:
-                    value = cast(raw)
-                    break
-                except ValueError:
-                    continue
-        parsed[key.strip()] = value
-    return parsed
-
-
-def run_main(argv: list[str]) -> int:
+def run_parser() -> argparse.ArgumentParser:
+    """The arguments of ``fedkd run``."""
     parser = argparse.ArgumentParser(
         prog="fedkd run",
         description="Run the federated app (default: FedKD with secure aggregation on digits, "
-        "10 clients) through `flwr run . --stream`, then stop the local SuperLink.",
+        "10 clients) through `flwr run . --stream` on a private local SuperLink (own Flower "
+        "home, own free ports), then stop everything it started.",
+        epilog="exit codes: 0 completed, 1 failed, 2 bad config (nothing started), "
+        "124 timed out, 130/143 interrupted",
     )
     parser.add_argument("--clients", type=int, default=10, help="simulated SuperNodes")
     parser.add_argument(
@@ -73,35 +70,66 @@ def run_main(argv: list[str]) -> int:
         help="extra federation config, e.g. client-resources-num-cpus=1",
     )
     parser.add_argument("--out", default=str(PROJECT_ROOT / "runs"), help="results root")
-    args = parser.parse_args(argv)
-    run_config = {"out-dir": str(Path(args.out).resolve()), **parse_assignments(args.set)}
-    result = flwr_run(run_config, num_supernodes=args.clients, federation_config=args.federation)
+    parser.add_argument(
+        "--install-deps",
+        action="store_true",
+        help="let Flower install the app's dependencies per run (uv sync into a fresh "
+        "environment; downloads several GB the first time) instead of using this one",
+    )
+    parser.add_argument("--timeout", type=float, default=None, help="stop after S seconds")
+    parser.add_argument("--quiet", action="store_true", help="do not echo the run's log")
+    return parser
+
+
+def run_main(argv: list[str]) -> int:
+    """``fedkd run``: validate the config, run it, report; returns the exit code."""
+    args = run_parser().parse_args(argv)
+    try:
+        if args.clients < 1:
+            raise ValueError(f"--clients must be >= 1, got {args.clients}")
+        overrides = absolute_paths({"out-dir": args.out, **parse_assignments(args.set)})
+        check_run_config(overrides, args.clients)
+    except ValueError as error:
+        print(f"fedkd run: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    result = flwr_run(
+        overrides,
+        num_supernodes=args.clients,
+        federation_config=args.federation,
+        echo=not args.quiet,
+        timeout=args.timeout,
+        install_dependencies=args.install_deps,
+    )
     if result.results is not None:
-        print(f"\nresults: {result.results}")
-        _print_summary(result.results)
+        print_summary(result.results)
+    report(result)
     return result.returncode
 
 
-def _print_summary(folder: Path) -> None:
-    import json
-
+def print_summary(folder: Path) -> None:
+    """The per-round table of a results folder's ``history.json`` (what exists of it)."""
     history = folder / "history.json"
     if not history.exists():
         return
     rows = json.loads(history.read_text())
-    print(f"{'round':>5} {'student':>8} {'teacher':>8} {'clients':>8} {'surv':>5} {'sec':>6}")
+    print(f"\n{'round':>5} {'student':>8} {'teacher':>8} {'clients':>8} {'surv':>5} {'sec':>6}")
+
+    def cell(row: dict[str, object], key: str, width: int = 8, digits: int = 4) -> str:
+        value = row.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{'-':>{width}}"
+        return f"{value:{width}.{digits}f}" if isinstance(value, float) else f"{value:>{width}}"
+
     for row in rows:
-
-        def fmt(value: object) -> str:
-            return f"{value:8.4f}" if isinstance(value, float) else f"{'-':>8}"
-
         print(
-            f"{row['round']:>5} {fmt(row['student_accuracy'])} {fmt(row['teacher_accuracy'])} "
-            f"{fmt(row['client_accuracy_mean'])} {row['survivors']:>5} {row['seconds']:6.1f}"
+            f"{row.get('round', '?'):>5} {cell(row, 'student_accuracy')} "
+            f"{cell(row, 'teacher_accuracy')} {cell(row, 'client_accuracy_mean')} "
+            f"{cell(row, 'survivors', 5)} {cell(row, 'seconds', 6, 1)}"
         )
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``fedkd`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = ["run", *MODULES]
     if not argv or argv[0] in ("-h", "--help"):
@@ -109,13 +137,17 @@ def main(argv: list[str] | None = None) -> int:
         print("commands:", ", ".join(commands))
         return 0
     command, rest = argv[0], argv[1:]
-    if command == "run":
-        return run_main(rest)
-    if command not in MODULES:
-        print(f"unknown command {command!r}; known: {', '.join(commands)}", file=sys.stderr)
-        return 2
-    module = importlib.import_module(MODULES[command])
-    return int(module.main(rest))
+    try:
+        if command == "run":
+            return run_main(rest)
+        if command not in MODULES:
+            print(f"unknown command {command!r}; known: {', '.join(commands)}", file=sys.stderr)
+            return EXIT_USAGE
+        module = importlib.import_module(MODULES[command])
+        return int(module.main(rest))
+    except KeyboardInterrupt:  # before or after a launch; a launch handles its own
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

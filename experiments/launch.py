@@ -1,210 +1,393 @@
-"""Run the Flower app through ``flwr run`` and leave no local SuperLink behind.
+"""Run the Flower app with ``flwr run`` on a private local SuperLink and leave nothing behind.
 
-``flwr run .`` starts a detached local simulation SuperLink the first time and leaves it
-running. This launcher runs the app exactly as a Flower user would (``flwr run . --stream``)
-and stops the SuperLink afterwards if it was the one that started it.
+Every launch gets its own Flower home (a temporary folder, so the user's ``~/.flwr`` is never
+read or written), its own free ports for the local simulation SuperLink
+(``FLWR_LOCAL_SUPERLINK_HTTP_API_PORT``, ``FLWR_LOCAL_CONTROL_API_PORT``: the only two ports it
+binds in simulation mode) and a tag in the environment (``FEDKD_LAUNCH_ID``) that every process
+it starts inherits: ``flwr run``, the detached ``flower-superlink``, its SuperExec, the
+simulation and Ray's daemons and workers. Two launches, by one user or two, never share a
+SuperLink.
+
+``flwr run`` exits 0 even when the run failed, so the outcome is read from the run's status
+(``flwr ls --run-id N --format json``) and the cause from its log. On Ctrl-C or SIGTERM the run
+is stopped with ``flwr stop``; in every case all tagged processes are then terminated, and what
+the run wrote so far stays where it is.
 """
 
 from __future__ import annotations
 
 import os
-import shlex
+import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
-import urllib.request
-from collections.abc import Sequence
-from dataclasses import dataclass
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from experiments.flower_status import RunStatus, failure_cause, stop_run, wait_for_status
+from experiments.processes import (
+    command_line,
+    descendants,
+    process_table,
+    tagged_processes,
+    terminate,
+)
+from experiments.run_config import PROJECT_ROOT, toml_value
+
 RESULT_MARKER = "fedkd results: "
+LAUNCH_TAG = "FEDKD_LAUNCH_ID"
+BIN_DIR = Path(sys.executable).parent
+# Flower lines that ask nothing of a fedkd user (the size is always passed explicitly).
+FLOWER_NOISE = re.compile(
+    r"Since flwr 1\.32, default simulated SuperNodes|To change federation size, use the "
+    r"following command|flwr federation simulation-config|Manually terminating ClientAppActor"
+    r"|Flower configuration not found\. Created default configuration"
+)
+# Ray's tip that its GPU masking for num_gpus=0 actors will change: fedkd relies on today's
+# behaviour (clients without a GPU share see no GPU), so the tip asks nothing of the user.
+RAY_TIP_FILTER = "ignore::FutureWarning:ray._private.worker"
+_RUN_ID = re.compile(r"Successfully started run (\d+)")
+_RESULTS_AT_START = re.compile(r"results in (/\S+)")
+EXIT_FAILED, EXIT_TIMEOUT = 1, 124
 
 
-def superlink_port() -> str:
-    return os.environ.get("FLWR_LOCAL_SUPERLINK_HTTP_API_PORT", "39091")
-
-
-def superlink_running() -> bool:
-    """Whether a local SuperLink answers its health endpoint."""
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports on 127.0.0.1 that are free right now (the OS picks)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{superlink_port()}/health", timeout=0.5):
-            return True
-    except OSError:
-        return False
+        for sock in sockets:  # all held open until each has its port: no duplicates
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
-def _superlink_pids() -> list[int]:
-    pids = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        text = b" ".join(argv).decode(errors="replace")
-        if "flower-superlink" in text and f"--port {superlink_port()}" in text:
-            pids.append(int(entry.name))
-    return pids
+@dataclass(frozen=True)
+class LocalSuperLink:
+    """Where one launch's local simulation SuperLink lives: ports, Flower home, tag."""
 
+    http_port: int
+    control_port: int
+    flwr_home: Path
+    tag: str
 
-def stop_superlink(timeout: float = 10.0) -> None:
-    """Terminate the local simulation SuperLink (and its Ray workers with it)."""
-    pids = _superlink_pids()
-    for pid in pids:
-        try:
-            os.killpg(os.getpgid(pid), signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            continue
-    deadline = time.monotonic() + timeout
-    while _superlink_pids() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    for pid in _superlink_pids():
-        try:
-            os.killpg(os.getpgid(pid), signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            continue
+    @classmethod
+    def create(cls, flwr_home: Path | None = None) -> LocalSuperLink:
+        """Fresh free ports, a fresh tag and (unless given) a fresh temporary Flower home."""
+        http_port, control_port = free_ports(2)
+        home = flwr_home or Path(tempfile.mkdtemp(prefix="fedkd-flwr-home-"))
+        return cls(http_port, control_port, home.resolve(), uuid.uuid4().hex)
+
+    def env(self, *, install_dependencies: bool = False) -> dict[str, str]:
+        """The environment for every Flower command of this launch."""
+        env = {
+            **os.environ,
+            "PATH": os.pathsep.join([str(BIN_DIR), os.environ.get("PATH", "")]),
+            "FLWR_HOME": str(self.flwr_home),
+            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(self.http_port),
+            "FLWR_LOCAL_CONTROL_API_PORT": str(self.control_port),
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONWARNINGS": ",".join(
+                w for w in (os.environ.get("PYTHONWARNINGS", ""), RAY_TIP_FILTER) if w
+            ),
+            LAUNCH_TAG: self.tag,
+        }
+        if install_dependencies:
+            env.pop("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", None)
+        else:
+            env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+        return env
+
+    @property
+    def log_file(self) -> Path:
+        """The SuperLink's own log (Flower writes it under the Flower home)."""
+        return self.flwr_home / "local-superlink" / "superlink.log"
 
 
 @dataclass(frozen=True)
 class LaunchResult:
-    """Exit code of ``flwr run`` and the results folder the ServerApp reported."""
+    """How one ``flwr run`` ended.
+
+    Attributes
+    ----------
+    returncode
+        What a command should exit with: 0 completed, 1 failed, 124 timed out,
+        130 / 143 interrupted by SIGINT / SIGTERM.
+    results
+        The results folder the ServerApp reported (also a partial one after a stop).
+    run_id
+        Flower's run id (``None`` if the run never started).
+    status
+        The run's final status from ``flwr ls`` (``finished:completed``, ``finished:failed``,
+        ``finished:stopped``, ``not started``, ``unknown``).
+    cause
+        One line saying why the run did not complete (``""`` when it did).
+    flwr_home
+        The launch's Flower home: removed after a completed run, kept (logs) otherwise.
+    ports
+        The local SuperLink's HTTP and Control API ports.
+    """
 
     returncode: int
     results: Path | None
+    run_id: int | None = None
+    status: str = "unknown"
+    cause: str = ""
+    flwr_home: Path | None = None
+    ports: tuple[int, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived while a launch was running."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def signals_as_interrupt() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into :class:`Interrupted` so cleanup code always runs."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@dataclass
+class _Stream:
+    """What ``flwr run --stream`` printed that matters: run id, results folder, log lines."""
+
+    echo: bool
+    run_id: int | None = None
+    results: Path | None = None
+    lines: list[str] = field(default_factory=list)
+
+    def feed(self, line: str) -> None:
+        self.lines.append(line.rstrip("\n"))
+        if self.run_id is None and (match := _RUN_ID.search(line)):
+            self.run_id = int(match.group(1))
+        if RESULT_MARKER in line:
+            self.results = Path(line.split(RESULT_MARKER, 1)[1].strip())
+        elif self.results is None and (match := _RESULTS_AT_START.search(line)):
+            self.results = Path(match.group(1))
+        if self.echo and not FLOWER_NOISE.search(line):
+            print(line, end="" if line.endswith("\n") else "\n", flush=True)
+
+
+def flwr_command(
+    run_config: Mapping[str, object],
+    num_supernodes: int,
+    federation_config: Sequence[str] = (),
+    app_dir: Path = PROJECT_ROOT,
+) -> list[str]:
+    """``flwr run <app> --stream`` with run-config and federation-config overrides."""
+    command = [str(BIN_DIR / "flwr"), "run", str(app_dir), "--stream"]
+    fed = " ".join([f"num-supernodes={num_supernodes}", *federation_config])
+    command += ["--federation-config", fed]
+    overrides = " ".join(f"{key}={toml_value(value)}" for key, value in run_config.items())
+    return command + (["--run-config", overrides] if overrides else [])
 
 
 def flwr_run(
-    run_config: dict[str, object],
+    run_config: Mapping[str, object],
     *,
     num_supernodes: int = 10,
     federation_config: Sequence[str] = (),
     app_dir: Path = PROJECT_ROOT,
-    stream: bool = True,
     echo: bool = True,
     timeout: float | None = None,
+    install_dependencies: bool = False,
+    flwr_home: Path | None = None,
 ) -> LaunchResult:
-    """``flwr run <app_dir> --stream`` with run-config overrides; stop the SuperLink we start.
+    """Run the app once on a private local SuperLink; stop everything it started.
 
     Parameters
     ----------
     run_config
-        Run-config overrides (``key=value`` as TOML values).
+        Run-config overrides (``key=value``, written as TOML values).
     num_supernodes
         Simulated clients (``--federation-config num-supernodes=N``).
     federation_config
         Further ``key=value`` federation settings (e.g. ``client-resources-num-cpus=1``).
+    app_dir
+        The Flower app (a folder with ``pyproject.toml``).
+    echo
+        Print the run's log as it streams (Flower's lines that ask nothing of the user are
+        left out).
+    timeout
+        Seconds before the run is stopped and the launch reports exit code 124.
+    install_dependencies
+        Let Flower install the app's dependencies per run (``uv sync`` into a fresh
+        environment under the Flower home); by default the current environment is used.
+    flwr_home
+        Flower home for this launch; a fresh temporary folder when ``None``.
+
+    Returns
+    -------
+    LaunchResult
+        Exit code, results folder, run id, final status and one-line cause.
     """
-    overrides = " ".join(f"{key}={_toml(value)}" for key, value in run_config.items())
-    fed = " ".join([f"num-supernodes={num_supernodes}", *federation_config])
-    command = [
-        str(Path(sys.executable).with_name("flwr")),
-        "run",
-        str(app_dir),
-        "--federation-config",
-        fed,
-    ]
-    if overrides:
-        command += ["--run-config", overrides]
-    if stream:
-        command.append("--stream")
-    bin_dir = str(Path(sys.executable).parent)  # flwr starts flower-superlink from PATH
-    env = {
-        **os.environ,
-        "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-    }
-    started_here = not superlink_running()
+    link = LocalSuperLink.create(flwr_home)
+    env = link.env(install_dependencies=install_dependencies)
+    command = flwr_command(run_config, num_supernodes, federation_config, app_dir)
     if echo:
-        print("$", shlex.join(command), flush=True)
-    results: Path | None = None
+        print(f"$ flwr run {app_dir} (local SuperLink on 127.0.0.1:{link.http_port})", flush=True)
+    stream = _Stream(echo)
+    result: LaunchResult | None = None
     try:
-        process = subprocess.Popen(
-            command,
-            cwd=app_dir,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-        )
-        assert process.stdout is not None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for line in process.stdout:
-            if echo:
-                print(line, end="", flush=True)
-            if RESULT_MARKER in line:
-                results = Path(line.split(RESULT_MARKER, 1)[1].strip())
-            if deadline is not None and time.monotonic() > deadline:
-                process.kill()
-                break
-        returncode = process.wait()
+        with signals_as_interrupt():
+            try:
+                result = _run_and_judge(command, env, link, stream, app_dir, timeout)
+            except Interrupted as stop:
+                result = _interrupted(stop.signum, env, link, stream)
     finally:
-        if started_here:
-            stop_superlink()
-    return LaunchResult(returncode=returncode, results=results)
+        _shutdown(link)
+    if result.ok and flwr_home is None:
+        shutil.rmtree(link.flwr_home, ignore_errors=True)
+    return result
 
 
-DEFAULT_FLOWER_CONFIG = """[superlink]
-default = "local"
+def _run_and_judge(
+    command: list[str],
+    env: Mapping[str, str],
+    link: LocalSuperLink,
+    stream: _Stream,
+    app_dir: Path,
+    timeout: float | None,
+) -> LaunchResult:
+    process = subprocess.Popen(
+        command,
+        cwd=app_dir,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,  # Ctrl-C reaches us only; we stop the run ourselves
+    )
+    assert process.stdout is not None
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        for line in process.stdout:
+            stream.feed(line)
+            if deadline is not None and time.monotonic() > deadline:
+                return _timed_out(timeout or 0.0, env, link, stream)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+    if stream.run_id is None:
+        cause = failure_cause(RunStatus("not started"), stream.lines, link.log_file)
+        return _result(EXIT_FAILED, stream, link, "not started", cause)
+    status = wait_for_status(stream.run_id, env)
+    if status.completed and stream.results is not None:
+        return _result(0, stream, link, status.status, "")
+    cause = failure_cause(status, stream.lines, link.log_file)
+    if status.completed:
+        cause = "the run completed but the ServerApp reported no results folder"
+    return _result(EXIT_FAILED, stream, link, status.status, cause)
 
-[superlink.local]
-address = ":local:"
-"""
+
+def _timed_out(
+    timeout: float, env: Mapping[str, str], link: LocalSuperLink, stream: _Stream
+) -> LaunchResult:
+    if stream.run_id is not None:
+        stop_run(stream.run_id, env)
+    cause = f"still running after {timeout:.0f} s: stopped"
+    return _result(EXIT_TIMEOUT, stream, link, "stopped (timeout)", cause)
 
 
-def configure_local_federation(num_supernodes: int = 10) -> str:
-    """Give Flower's ``local`` simulation connection a default size, unless one is set.
+def _interrupted(
+    signum: int, env: Mapping[str, str], link: LocalSuperLink, stream: _Stream
+) -> LaunchResult:
+    name = signal.Signals(signum).name
+    print(f"\n{name}: stopping the run and every process it started ...", flush=True)
+    with suppress(Interrupted):  # a second Ctrl-C skips the polite stop
+        if stream.run_id is not None:
+            stop_run(stream.run_id, env)
+    return _result(128 + signum, stream, link, "finished:stopped", f"interrupted by {name}")
 
-    Since Flower 1.32 a bare ``flwr run .`` simulates 2 SuperNodes. The size lives in the
-    user's Flower config (``$FLWR_HOME/config.toml``, default ``~/.flwr``); we add
-    ``[superlink.local.options] num-supernodes = N`` there only when the ``local`` connection
-    has no options yet, and never touch anything else. Returns what was done.
+
+def _result(
+    code: int, stream: _Stream, link: LocalSuperLink, status: str, cause: str
+) -> LaunchResult:
+    ports = (link.http_port, link.control_port)
+    return LaunchResult(code, stream.results, stream.run_id, status, cause, link.flwr_home, ports)
+
+
+def _shutdown(link: LocalSuperLink) -> None:
+    """Terminate every process of the launch (SIGTERM, then SIGKILL), signals held off."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for _ in range(3):  # again, for anything started while the first ones were stopping
+            pids = tagged_processes(LAUNCH_TAG, link.tag)
+            if not pids:
+                break
+            terminate(pids)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def report(result: LaunchResult, *, label: str = "run") -> None:
+    """Print how a launch ended: the results folder, or one line with the cause (stderr)."""
+    if result.results is not None:
+        print(f"{label} results: {result.results}", flush=True)
+    if not result.ok:
+        where = f" (run {result.run_id})" if result.run_id is not None else ""
+        print(f"{label} failed{where}: {result.cause}", file=sys.stderr, flush=True)
+        if result.flwr_home is not None and result.flwr_home.exists():
+            print(f"  Flower logs kept in {result.flwr_home}", file=sys.stderr, flush=True)
+
+
+def stop_stale_superlinks() -> list[int]:
+    """Stop the detached local SuperLink a bare ``flwr run .`` left on this shell's ports.
+
+    It is found by its command line (``flower-superlink ... --control-api-address
+    127.0.0.1:<FLWR_LOCAL_CONTROL_API_PORT>``, default 39093); Ray and the simulation below it
+    go with it. Returns the pids stopped.
     """
-    import tomllib
-
-    home = Path(os.environ.get("FLWR_HOME", Path.home() / ".flwr"))
-    path = home / "config.toml"
-    if not path.exists():
-        home.mkdir(parents=True, exist_ok=True)
-        path.write_text(DEFAULT_FLOWER_CONFIG)
-    config = tomllib.loads(path.read_text())
-    local = config.get("superlink", {}).get("local")
-    if not isinstance(local, dict):
-        return f"{path}: no [superlink.local] connection; left unchanged"
-    if "options" in local:
-        return f"{path}: [superlink.local] already has options; left unchanged"
-    with path.open("a") as handle:
-        handle.write(
-            "\n# Added by fedkd (make install): default size of `flwr run .` simulations.\n"
-            f"[superlink.local.options]\nnum-supernodes = {num_supernodes}\n"
-        )
-    return f"{path}: local simulations now default to {num_supernodes} SuperNodes"
-
-
-def _toml(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    control = os.environ.get("FLWR_LOCAL_CONTROL_API_PORT", "39093")
+    marker = f"--control-api-address 127.0.0.1:{control}"
+    links = [
+        pid
+        for pid in process_table()
+        if "flower-superlink" in (cmd := command_line(pid)) and marker in cmd
+    ]
+    victims = [*links, *descendants(links)]
+    terminate(victims)
+    return victims
 
 
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(description="Flower set-up helpers")
+    parser = argparse.ArgumentParser(description="Flower housekeeping for fedkd")
     parser.add_argument(
-        "--configure",
-        type=int,
-        metavar="N",
-        help="default number of SuperNodes of `flwr run .` simulations",
-    )
-    parser.add_argument(
-        "--stop-superlink", action="store_true", help="stop the local simulation SuperLink"
+        "--stop-superlink",
+        action="store_true",
+        help="stop the detached local SuperLink that a bare `flwr run .` left running",
     )
     args = parser.parse_args()
-    if args.configure:
-        print(configure_local_federation(args.configure))
     if args.stop_superlink:
-        stop_superlink()
+        print(f"stopped {len(stop_stale_superlinks())} SuperLink process(es)")

@@ -8,35 +8,44 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.launch import flwr_run, superlink_running
+from experiments.launch import LAUNCH_TAG, flwr_run
+from experiments.processes import process_table
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def flower_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    # Own Flower home and ports: never touch a SuperLink the developer has running.
-    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr-home"))
-    monkeypatch.setenv("FLWR_LOCAL_SUPERLINK_HTTP_API_PORT", "39291")
-    monkeypatch.setenv("FLWR_LOCAL_CONTROL_API_PORT", "39293")
-    return tmp_path
+def _tagged_anywhere() -> list[int]:
+    """Processes of any launch still alive (each launch tags its processes' environment)."""
+    found = []
+    for pid in process_table():
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if f"{LAUNCH_TAG}=".encode() in environ:
+            found.append(pid)
+    return found
 
 
-def test_flwr_run_secure_and_plaintext(flower_home: Path) -> None:
+def test_flwr_run_secure_and_plaintext(tmp_path: Path) -> None:
     common = {
         "num-rounds": 2,
         "local-epochs": 1,
         "warmup-epochs": 0,
         "distill-epochs": 3,
-        "out-dir": str(flower_home / "runs"),
+        "out-dir": str(tmp_path / "runs"),
     }
+    before = set(_tagged_anywhere())  # other launches on this machine are not ours
     secure = flwr_run({**common, "run-name": "secure"}, num_supernodes=4, echo=False, timeout=900)
-    assert secure.returncode == 0 and secure.results is not None
-    assert not superlink_running(), "the launcher must stop the SuperLink it started"
+    assert secure.ok and secure.status == "finished:completed", secure.cause
+    assert secure.results is not None and secure.cause == ""
+    assert not set(_tagged_anywhere()) - before, "the launch must stop every process it started"
+    assert secure.flwr_home is not None and not secure.flwr_home.exists()
     plain = flwr_run(
         {**common, "run-name": "plain", "secagg": False}, num_supernodes=4, echo=False, timeout=900
     )
-    assert plain.returncode == 0 and plain.results is not None
+    assert plain.ok and plain.results is not None, plain.cause
+    assert plain.ports != secure.ports  # each launch picks its own free ports
 
     history = json.loads((secure.results / "history.json").read_text())
     assert [row["survivors"] for row in history] == [4, 4]

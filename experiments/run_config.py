@@ -1,0 +1,103 @@
+"""The app's run config on the launcher side: defaults, ``--set`` parsing, the early check."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_assignments(items: list[str]) -> dict[str, object]:
+    """``key=value`` strings to a run-config dict (numbers and booleans parsed).
+
+    Raises
+    ------
+    ValueError
+        When an item has no ``=`` or an empty key.
+    """
+    parsed: dict[str, object] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        value: object = raw
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        else:
+            for cast in (int, float):
+                try:
+                    value = cast(raw)
+                    break
+                except ValueError:
+                    continue
+        parsed[key.strip()] = value
+    return parsed
+
+
+def app_run_config(app_dir: Path = PROJECT_ROOT) -> dict[str, object]:
+    """The app's default run config (``[tool.flwr.app.config]`` of its ``pyproject.toml``)."""
+    import tomllib
+
+    with (app_dir / "pyproject.toml").open("rb") as handle:
+        project = tomllib.load(handle)
+    return dict(project["tool"]["flwr"]["app"]["config"])
+
+
+PATH_KEYS = ("out-dir", "data-root")
+
+
+def absolute_paths(overrides: Mapping[str, object]) -> dict[str, object]:
+    """Run-config overrides with relative ``out-dir`` / ``data-root`` made absolute.
+
+    The ServerApp runs from a copy of the app under the Flower home, so a relative path
+    would be read from there; the user means their current folder.
+    """
+    fixed = dict(overrides)
+    for key in PATH_KEYS:
+        value = fixed.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            fixed[key] = str(Path(value).resolve())
+    return fixed
+
+
+def check_run_config(
+    overrides: Mapping[str, object], num_clients: int, app_dir: Path = PROJECT_ROOT
+) -> None:
+    """Validate the whole run config (app defaults + overrides) before anything starts.
+
+    Raises
+    ------
+    ValueError
+        One line naming the key and what it accepts (unknown keys, types, ranges, names,
+        data, device, enough samples for ``num_clients`` clients).
+    """
+    defaults = app_run_config(app_dir)
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"unknown run config key '{unknown[0]}'; known keys: {', '.join(sorted(defaults))}"
+        )
+    _preflight({**defaults, **overrides}, num_clients)
+
+
+def _preflight(run_config: Mapping[str, object], num_clients: int) -> None:
+    from fedkd.fl import config as fl_config
+
+    with warnings.catch_warnings():  # the ServerApp repeats risky-setting warnings in its log
+        warnings.simplefilter("ignore")
+        check = getattr(fl_config, "preflight", None)
+        if check is None:  # shim until fedkd.fl.config.preflight lands: parse and range-check
+            fl_config.parse_run_config(run_config)
+            return
+        check(run_config, num_clients)
+
+
+def toml_value(value: object) -> str:
+    """A Python scalar written as a TOML value for ``--run-config``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
