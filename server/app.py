@@ -1,8 +1,8 @@
 """fedkd ServerApp: check the run config, then run the chosen method over the Grid.
 
-Methods: ``fedkd`` (the default; secure aggregation on) and ``local`` (each client alone)
-are library rounds (``fedkd.fl.rounds``) over a :class:`GridTransport`; ``fedavg`` is Flower's
-own FedAvg strategy (``server/baselines.py``); ``central`` needs no clients.
+Methods: ``fedkd`` (the default; secure aggregation on), ``local`` (each client alone) and
+``central`` (no clients) are library code (``fedkd.fl.experiment``) over a
+:class:`GridTransport`; ``fedavg`` is Flower's own FedAvg strategy (``server/baselines.py``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedkd.fl.config import parse_run_config, preflight
-from fedkd.fl.data import load_run_split, public_digest
-from fedkd.fl.history import RunRecorder
-from fedkd.fl.rounds import METHODS, Federation, run_central
+from fedkd.fl.config import parse_run_config
+from fedkd.fl.experiment import open_run, run_method
 from server.baselines import run_fedavg
 from server.grid_transport import GridTransport, wait_for_nodes
 
@@ -45,31 +43,12 @@ def main(grid: Grid, context: Context) -> None:
     if config.method != "central":
         nodes = wait_for_nodes(grid, config.min_clients, config.node_wait)
     # Everything a client or a later round could trip over is checked here, once.
-    config = preflight(context.run_config, num_clients=max(len(nodes), config.min_clients))
-    split = load_run_split(config)
-    recorder = RunRecorder(config.out_dir, config.run_name, config.to_dict())
-    log.info(
-        "%s (%s) on %s: %d private / %d public / %d test, %d clients, model %s, results in %s",
-        config.method,
-        config.mode,
-        config.data.dataset,
-        len(split.private),
-        len(split.public),
-        len(split.test),
-        len(nodes),
-        config.local.model,
-        recorder.path,
-    )
+    run = open_run(context.run_config, num_clients=max(len(nodes), config.min_clients))
     start = time.perf_counter()
-    if config.method == "central":
-        run_central(config, split, recorder)
-    elif config.method == "fedavg":
-        run_fedavg(grid, config, split, recorder)
+    if config.method == "fedavg":
+        run_fedavg(grid, run.config, run.split, run.recorder)
     else:
-        federation = Federation(
-            GridTransport(grid), config, split, recorder, context.run_id, public_digest(split)
-        )
-        METHODS[config.method](federation)
-    recorder.finish(config.method, seconds=time.perf_counter() - start)
-    log.info("results written to %s", recorder.path.resolve())
-    print(f"fedkd results: {recorder.path.resolve()}", flush=True)
+        run_method(run, GridTransport(grid), context.run_id)
+    run.recorder.finish(config.method, seconds=time.perf_counter() - start)
+    log.info("results written to %s", run.recorder.path.resolve())
+    print(f"fedkd results: {run.recorder.path.resolve()}", flush=True)

@@ -1,0 +1,114 @@
+"""A whole federated run, from a flat run config to a results folder.
+
+The ServerApp (``server/app.py``) calls :func:`open_run` and :func:`run_method` over a
+``GridTransport``; :func:`simulate` does the same in this process over an
+:class:`~fedkd.transport.InProcessTransport` of library clients -- no Flower, no Ray -- for
+tests, benchmarks and attack studies. ``wrap`` puts a (malicious) transport around the
+honest one, so an attacker deviates from the real round instead of copying it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fedkd.data import DataSplit
+from fedkd.fl.client import MemoryStore, NodeInfo, handle
+from fedkd.fl.config import FedConfig, preflight
+from fedkd.fl.data import load_run_split, public_digest
+from fedkd.fl.history import RunRecorder
+from fedkd.fl.rounds import METHODS, Federation, run_central
+from fedkd.transport import Envelope, InProcessTransport, Refusal, Transport
+
+log = logging.getLogger("fedkd.server")
+
+FIRST_NODE_ID = 1000  # in-process node ids: FIRST_NODE_ID + partition id
+
+
+@dataclass
+class OpenRun:
+    """A checked config, its data split and the results folder it writes."""
+
+    config: FedConfig
+    split: DataSplit
+    recorder: RunRecorder
+
+
+def open_run(run_config: Mapping[str, Any], num_clients: int) -> OpenRun:
+    """Check everything (:func:`~fedkd.fl.config.preflight`), load the split, open the folder."""
+    config = preflight(run_config, num_clients=num_clients)
+    split = load_run_split(config)
+    recorder = RunRecorder(config.out_dir, config.run_name, config.to_dict())
+    log.info(
+        "%s (%s) on %s: %d private / %d public / %d test, %d clients, model %s, results in %s",
+        config.method,
+        config.mode,
+        config.data.dataset,
+        len(split.private),
+        len(split.public),
+        len(split.test),
+        num_clients,
+        config.local.model,
+        recorder.path,
+    )
+    return OpenRun(config, split, recorder)
+
+
+def run_method(run: OpenRun, transport: Transport, run_id: int) -> None:
+    """Run ``fedkd``, ``local`` or ``central`` (FedAvg is Flower's own, in ``server/``)."""
+    config = run.config
+    if config.method == "central":
+        run_central(config, run.split, run.recorder)
+        return
+    if config.method not in METHODS:
+        raise ValueError(f"method {config.method!r} needs Flower's strategy; use the ServerApp")
+    federation = Federation(
+        transport, config, run.split, run.recorder, run_id, public_digest(run.split)
+    )
+    METHODS[config.method](federation)
+
+
+def in_process_clients(
+    run_config: Mapping[str, Any], num_clients: int, *, run_id: int = 0
+) -> InProcessTransport:
+    """``num_clients`` library clients, each with its own store, as one transport."""
+
+    def client(partition_id: int) -> Callable[[Envelope], Envelope | Refusal]:
+        node = NodeInfo(FIRST_NODE_ID + partition_id, run_id, partition_id, num_clients)
+        store = MemoryStore()
+        return lambda request: handle(request, node, store, run_config)
+
+    return InProcessTransport({FIRST_NODE_ID + i: client(i) for i in range(num_clients)})
+
+
+def simulate(
+    run_config: Mapping[str, Any],
+    num_clients: int,
+    *,
+    run_id: int = 0,
+    wrap: Callable[[Transport], Transport] | None = None,
+) -> RunRecorder:
+    """Run a whole federated experiment in this process; returns its recorder.
+
+    Parameters
+    ----------
+    run_config
+        Flat run config (defaults for keys left out); ``method=fedavg`` is not available here.
+    num_clients
+        Clients (partitions) of the federation.
+    run_id
+        The run id clients and secure aggregation bind to.
+    wrap
+        Puts a transport around the honest one (an attacker, a fault model).
+    """
+    run = open_run(run_config, num_clients)
+    transport: Transport = in_process_clients(run_config, num_clients, run_id=run_id)
+    if wrap is not None:
+        transport = wrap(transport)
+    start = time.perf_counter()
+    run_method(run, transport, run_id)
+    run.recorder.finish(run.config.method, seconds=time.perf_counter() - start)
+    return run.recorder

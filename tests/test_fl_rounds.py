@@ -1,0 +1,122 @@
+"""The federated round as library code: in process, no Flower, same result as the Flower app."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clients.app import app as client_app
+from fedkd.fl.config import FedConfig, parse_run_config, preflight
+from fedkd.fl.experiment import in_process_clients, open_run, simulate
+from fedkd.fl.rounds import Federation, secagg_round_config
+from fedkd.transport import Envelope, ExchangeResult, Transport
+from server.app import app as server_app
+from tests.flower_harness import RUN_ID, InProcessGrid, server_context
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small(tmp_path: Path, name: str, **overrides: object) -> dict[str, object]:
+    config = {
+        **FedConfig().to_dict(),
+        "num-rounds": 2,
+        "local-epochs": 1,
+        "warmup-epochs": 1,
+        "distill-epochs": 2,
+        "eval-clients": False,
+        "out-dir": str(tmp_path),
+        "run-name": name,
+        "node-wait": 5.0,
+    }
+    config.update(overrides)
+    return config
+
+
+def test_pyproject_run_config_is_the_library_defaults() -> None:
+    table = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    assert table == FedConfig().to_dict()
+    assert parse_run_config(table) == FedConfig()
+
+
+def test_secure_round_in_process_equals_the_flower_app(tmp_path: Path) -> None:
+    config = small(tmp_path, "library")
+    recorder = simulate(config, num_clients=4, run_id=RUN_ID)
+    flower = small(tmp_path, "flower")
+    server_app(InProcessGrid(client_app, flower, 4), server_context(flower))
+    ours = json.loads((recorder.path / "history.json").read_text())
+    theirs = json.loads((tmp_path / "flower" / "history.json").read_text())
+    assert [r["status"] for r in ours] == ["ok", "ok"] and [r["survivors"] for r in ours] == [4, 4]
+    for name in ("round-001.npy", "round-002.npy"):
+        np.testing.assert_array_equal(
+            np.load(recorder.path / "teachers" / name),
+            np.load(tmp_path / "flower" / "teachers" / name),
+        )
+    assert [r["student_accuracy"] for r in ours] == [r["student_accuracy"] for r in theirs]
+    assert ours[-1]["student_accuracy"] > 0.3  # chance is 0.1
+
+
+class Eavesdropper:
+    """A transport wrapper that keeps every reply the server receives."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner, self.seen = inner, []
+
+    def nodes(self) -> list[int]:
+        return self.inner.nodes()
+
+    def exchange(
+        self, requests: dict[int, Envelope], *, timeout: float, group: str = ""
+    ) -> ExchangeResult:
+        result = self.inner.exchange(requests, timeout=timeout, group=group)
+        self.seen.extend(result.replies.values())
+        return result
+
+
+def test_secure_run_shows_the_server_no_contribution(tmp_path: Path) -> None:
+    box: list[Eavesdropper] = []
+
+    def spy_on(transport: Transport) -> Transport:
+        box.append(Eavesdropper(transport))
+        return box[0]
+
+    simulate(small(tmp_path, "spy", **{"num-rounds": 1}), 4, wrap=spy_on)
+    (spy,) = box
+    assert spy.seen and all("contribution" not in r.arrays for r in spy.seen)
+    masked = [r.arrays["masked"] for r in spy.seen if "masked" in r.arrays]
+    assert len(masked) == 4 and all(m.dtype == np.uint64 for m in masked)
+
+
+@pytest.mark.filterwarnings("ignore:secagg-threshold")
+def test_threshold_is_never_below_a_strict_majority(tmp_path: Path) -> None:
+    run = open_run(small(tmp_path, "t", **{"secagg-threshold": 0.1}), 10)
+    fed = Federation(in_process_clients({}, 10), run.config, run.split, run.recorder, 1, b"\0" * 32)
+    assert secagg_round_config(fed, 1, list(range(10))).threshold == 6
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "named"),
+    [
+        ("teacher-rule", "median", "teacher-rule"),
+        ("model", "transformer", "model"),
+        ("client-models", "cnn,nope", "client-models"),
+        ("device", "tpu", "device"),
+        ("dataset", "imagenet", "dataset"),
+        ("secagg-neighbours", -1, "secagg-neighbours"),
+    ],
+)
+def test_bad_names_are_refused_before_any_work(key: str, value: object, named: str) -> None:
+    with pytest.raises(ValueError, match=f"'{named}'"):
+        parse_run_config({key: value})
+
+
+def test_preflight_checks_the_data_and_the_clients(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="private pool"):
+        preflight({}, num_clients=100_000)
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        preflight({"dataset": "idx", "data-root": str(tmp_path / "none")}, num_clients=2)
+    with pytest.raises(ValueError, match="min-clients"):
+        preflight({"min-clients": 5}, num_clients=3)
