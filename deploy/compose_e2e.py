@@ -1,0 +1,369 @@
+"""Bring the real compose stack up in Docker on loopback, run FedKD with ``flwr run``, tear down.
+
+    python deploy/compose_e2e.py [--tls] [--work-dir DIR] [--rounds 2] [--timeout 900]
+
+Needs a Docker engine, ``docker-compose`` and the images of ``deploy/build_images.sh``
+(``deploy/compose_test.sh`` does all of it). The user-facing ``docker-compose.yml`` (and, with
+``--tls``, ``deploy/compose.tls.yml``) is used as it is: their merged configuration
+(``docker-compose config``) is written out with every service on the host network and only the
+addresses in each service's own command rewritten: service names become ``127.0.0.1``,
+``--host 0.0.0.0`` becomes ``--host 127.0.0.1`` and the ports move to a test range (8000 ->
+18000, 9094 -> 18094, ...), so nothing listens beyond loopback and nothing collides with a
+developer's SuperLink on 8000. (A compose v1 override cannot do this: it can add published
+``ports`` but never drop them, and a host-network container cannot publish any.) Where the
+official Flower images could not be pulled, the local stand-ins replace them.
+
+The run is checked the way a user would: ``flwr run . fedkd-docker --stream``, the run's status
+from ``flwr ls``, and the ServerApp's ``history.json`` copied out of the results volume. The
+stack is always taken down with ``down -v`` (images are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("FEDKD_DOCKER_CACHE", "/var/cache/fedkd-docker"))
+PROJECT_NAME = "fedkd-e2e"
+CONNECTION = "fedkd-docker"
+LINK_PORT = 18000  # the SuperLink; SuperNode i gets LINK_PORT + 94 + i (as 8000 -> 9094)
+APP_UID = 49999  # user `app` in Flower's images
+_RUN_ID = re.compile(r"Successfully started run (\d+)")
+DEFAULT_RUN_CONFIG = (
+    "num-rounds={rounds} local-epochs=1 warmup-epochs=0 distill-epochs=1 secagg=true "
+    'min-clients=3 out-dir="/app/runs" run-name="compose"'
+)
+
+
+@dataclass(frozen=True)
+class StackResult:
+    """What one compose run did.
+
+    Attributes
+    ----------
+    run_status
+        The run's status as ``flwr ls`` reports it (``finished:completed`` on success).
+    history
+        The rows of the ServerApp's ``history.json`` ([] when none was written).
+    results_dir
+        The results volume's content, copied to the host.
+    log_dir
+        ``flwr-run.log`` and ``compose.log`` (every container's output).
+    up_seconds
+        ``docker-compose up`` until the SuperLink accepts connections.
+    run_seconds
+        ``flwr run`` from submission to the end of its log stream.
+    total_seconds
+        Everything, teardown included.
+    """
+
+    run_status: str
+    history: list[dict[str, Any]]
+    results_dir: Path
+    log_dir: Path
+    up_seconds: float
+    run_seconds: float
+    total_seconds: float
+
+
+def compose_files(tls: bool) -> list[str]:
+    """The user-facing compose files of a plain or TLS deployment, in ``-f`` order."""
+    return ["docker-compose.yml", *(["deploy/compose.tls.yml"] if tls else [])]
+
+
+def _compose(files: Sequence[str | Path], env: Mapping[str, str], *args: str) -> str:
+    command = ["docker-compose", "--project-name", PROJECT_NAME]
+    for name in files:
+        command += ["-f", str(name)]
+    done = subprocess.run(
+        [*command, *args], cwd=PROJECT_ROOT, env=dict(env), capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command + list(args))} failed:\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def _loopback_port(service: str, original: int) -> int:
+    """The test port standing in for ``original`` (8000 -> 18000, 9094 -> 18094, ...)."""
+    if original < 1 or LINK_PORT + original % 1000 > 65535:
+        raise ValueError(f"{service}: port {original} cannot be mapped to the test range")
+    return LINK_PORT + original % 1000
+
+
+def _own_ports(services: Mapping[str, Any]) -> dict[str, int]:
+    """``service -> --port`` of every service that listens (SuperLink, SuperNodes)."""
+    ports: dict[str, int] = {}
+    for name, spec in services.items():
+        args = [str(arg) for arg in spec.get("command") or []]
+        if "--port" in args:
+            ports[name] = int(args[args.index("--port") + 1])
+    return ports
+
+
+def loopback_config(
+    config: Mapping[str, Any], images: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """``config`` with every service on the host network, listening on 127.0.0.1 only.
+
+    Parameters
+    ----------
+    config
+        The merged compose configuration of the user's files (``docker-compose config``).
+    images
+        ``{"superlink": image, "supernode": image}`` replacing Flower's official images
+        (e.g. the local stand-ins); services keep their image when absent.
+
+    Returns
+    -------
+    dict
+        A copy of ``config`` in which each service has ``network_mode: host``, no published
+        ``ports`` (a host-network container cannot publish any, and a compose v1 override can
+        add ports but never drop them, hence a whole file rather than an override), the image
+        where replaced and its own command with the addresses moved to 127.0.0.1 and the test
+        ports. Everything else (flags, TLS, secrets, volumes, environment) is untouched.
+    """
+    services = config.get("services")
+    if not services:
+        raise ValueError("compose configuration has no services")
+    ports = _own_ports(services)
+    if not ports:
+        raise ValueError("no service of the compose configuration has a --port")
+    targets = {
+        f"{name}:{port}": f"127.0.0.1:{_loopback_port(name, port)}" for name, port in ports.items()
+    }
+    result = copy.deepcopy(dict(config))
+    for name, spec in result["services"].items():
+        args = [str(arg) for arg in spec.get("command") or []]
+        rewritten: list[str] = []
+        for index, arg in enumerate(args):
+            flag = args[index - 1] if index else ""
+            if flag == "--host":
+                arg = "127.0.0.1"
+            elif flag == "--port":
+                arg = str(_loopback_port(name, int(arg)))
+            rewritten.append(targets.get(arg, arg))
+        unresolved = [a for a in rewritten if re.fullmatch(r"[a-z][\w-]*:\d+", a)]
+        if unresolved:
+            raise ValueError(f"{name}: no loopback address for {unresolved}")
+        spec.pop("ports", None)
+        spec.pop("networks", None)
+        spec["network_mode"] = "host"
+        spec["command"] = rewritten
+        kind = name.split("-")[0]
+        if images and kind in images and str(spec.get("image", "")).startswith("flwr/"):
+            spec["image"] = images[kind]
+    result.pop("networks", None)
+    return result
+
+
+def read_images_env(path: Path = CACHE / "images.env") -> dict[str, str]:
+    """Image names ``deploy/build_images.sh`` chose (``{"superlink": ..., "supernode": ...}``)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} missing: run deploy/build_images.sh first")
+    values = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {"superlink": values["SUPERLINK_IMAGE"], "supernode": values["SUPERNODE_IMAGE"]}
+
+
+def _load_certs_module() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "fedkd_deploy_certs", Path(__file__).with_name("certs.py")
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _wait_for_port(port: int, patience: float) -> None:
+    deadline = time.monotonic() + patience
+    while True:
+        with socket.socket() as sock:
+            sock.settimeout(1.0)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {patience:.0f} s")
+        time.sleep(0.25)
+
+
+def _flower_env(work_dir: Path, ca_cert: Path | None) -> dict[str, str]:
+    """A private Flower home with one ``fedkd-docker`` connection to the loopback SuperLink."""
+    home = work_dir / "flwr-home"
+    home.mkdir(parents=True, exist_ok=True)
+    security = (
+        "insecure = true" if ca_cert is None else f"root-certificates = {json.dumps(str(ca_cert))}"
+    )
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "{CONNECTION}"\n\n'
+        f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{LINK_PORT}"\n{security}\n'
+    )
+    return {
+        **os.environ,
+        "FLWR_HOME": str(home),
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    }
+
+
+def _flwr(env: Mapping[str, str], *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    flwr = Path(sys.executable).with_name("flwr")
+    return subprocess.run(
+        [str(flwr if flwr.exists() else "flwr"), *args],
+        cwd=PROJECT_ROOT,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _run_status(env: Mapping[str, str], run_id: str) -> str:
+    listing = _flwr(env, "ls", "--run-id", run_id, "--format", "json", CONNECTION, timeout=60)
+    try:
+        runs = json.loads(listing.stdout)["runs"]
+        return str(runs[0]["status"])
+    except (ValueError, KeyError, IndexError):
+        return f"unknown ({listing.stdout[-500:]}{listing.stderr[-500:]})"
+
+
+def _copy_results(files: Sequence[str | Path], env: Mapping[str, str], target: Path) -> Path:
+    container = _compose(files, env, "ps", "-q", "superexec-serverapp").strip()
+    if not container:
+        raise RuntimeError("no superexec-serverapp container to copy the results from")
+    subprocess.run(["docker", "cp", f"{container}:/app/runs", str(target)], check=True)
+    return target
+
+
+def run_stack(*, tls: bool, work_dir: Path, rounds: int = 2, timeout: float = 900.0) -> StackResult:
+    """Start the stack, run FedKD for ``rounds`` rounds through it, copy the results, tear down.
+
+    Parameters
+    ----------
+    tls
+        Add ``deploy/compose.tls.yml`` (HTTPS SuperLink; certificates from ``deploy/certs.py``).
+    work_dir
+        Receives the loopback compose file, certificates, Flower home, logs and the copied results.
+    rounds
+        ``num-rounds`` of the run (secure aggregation on, 3 SuperNodes).
+    timeout
+        Seconds ``flwr run`` may take.
+
+    Returns
+    -------
+    StackResult
+        Status, history and timings; the stack is down (``down -v``) when this returns.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    start = time.perf_counter()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = work_dir / "logs"
+    log_dir.mkdir(exist_ok=True)
+    env = dict(os.environ)
+    ca_cert = None
+    if tls:
+        certs = _load_certs_module().generate_certificates(work_dir / "certs", force=True)
+        for path in (certs.ca_cert, certs.server_cert, certs.server_key):
+            os.chown(path, APP_UID, APP_UID)  # the containers run as user app
+        env["FEDKD_CERTS"] = str(certs.ca_cert.parent)
+        ca_cert = certs.ca_cert
+    user_files = compose_files(tls)
+    config = yaml.safe_load(_compose(user_files, env, "config"))
+    stack = work_dir / "loopback.yml"
+    stack.write_text(yaml.safe_dump(loopback_config(config, read_images_env())))
+    files = [stack]
+    _compose(files, env, "down", "-v", "--remove-orphans")  # leftovers of an aborted run
+    try:
+        _compose(files, env, "up", "-d", "--no-build")
+        _wait_for_port(LINK_PORT, patience=120)
+        up_seconds = time.perf_counter() - start
+        flower_env = _flower_env(work_dir, ca_cert)
+        run_start = time.perf_counter()
+        run = _flwr(
+            flower_env,
+            "run",
+            ".",
+            CONNECTION,
+            "--stream",
+            "--run-config",
+            DEFAULT_RUN_CONFIG.format(rounds=rounds),
+            timeout=timeout,
+        )
+        run_seconds = time.perf_counter() - run_start
+        (log_dir / "flwr-run.log").write_text(run.stdout + run.stderr)
+        match = _RUN_ID.search(run.stdout + run.stderr)
+        status = _run_status(flower_env, match.group(1)) if match else "not started"
+        results = _copy_results(files, env, work_dir / "runs")
+        history_file = results / "compose" / "history.json"
+        history = json.loads(history_file.read_text()) if history_file.is_file() else []
+    finally:
+        with open(log_dir / "compose.log", "w") as log:
+            subprocess.run(
+                [
+                    "docker-compose",
+                    "--project-name",
+                    PROJECT_NAME,
+                    *[part for name in files for part in ("-f", str(name))],
+                    "logs",
+                    "--no-color",
+                ],
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        _compose(files, env, "down", "-v", "--remove-orphans")
+    return StackResult(
+        run_status=status,
+        history=history,
+        results_dir=results,
+        log_dir=log_dir,
+        up_seconds=up_seconds,
+        run_seconds=run_seconds,
+        total_seconds=time.perf_counter() - start,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tls", action="store_true", help="add deploy/compose.tls.yml")
+    parser.add_argument("--work-dir", type=Path, default=None, help="default: a temporary folder")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=900.0)
+    args = parser.parse_args(argv)
+    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="fedkd-compose-"))
+    result = run_stack(tls=args.tls, work_dir=work_dir, rounds=args.rounds, timeout=args.timeout)
+    summary = {
+        "status": result.run_status,
+        "rounds": [
+            {k: row.get(k) for k in ("round", "status", "student_accuracy")}
+            for row in result.history
+        ],
+        "up_s": round(result.up_seconds, 1),
+        "run_s": round(result.run_seconds, 1),
+        "total_s": round(result.total_seconds, 1),
+        "work_dir": str(work_dir),
+    }
+    print(json.dumps(summary, indent=2))
+    ok = result.run_status == "finished:completed" and len(result.history) == args.rounds
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
