@@ -122,20 +122,9 @@ def local_round(
     accuracy = float("nan")
     if local.eval_clients:
         accuracy = evaluate(model, data.split.test, device="cpu").accuracy
-    vector = np.zeros(0)
-    clipped = 0.0
+    vector, clipped = np.zeros(0), 0.0
     if contribute:
-        logits = predict_logits(model, public_x, device="cpu").astype(np.float64)
-        bound = config.secagg.clip * config.teacher.temperature
-        clipped = float(np.mean(np.abs(logits) > bound))
-        logits = np.clip(logits, -bound, bound)  # (public, classes)
-        contribution = client_contribution(
-            logits,
-            config=config.teacher,
-            label_counts=data.label_counts(partition_id),
-            num_samples=len(train),
-        )
-        vector = contribution.to_vector() * contribution_scale(data)
+        vector, clipped = teacher_contribution(config, data, partition_id, model)
     return LocalResult(
         vector=vector,
         num_examples=len(train),
@@ -144,3 +133,23 @@ def local_round(
         clipped_fraction=clipped,
         seconds=time.perf_counter() - start,
     )
+
+
+def teacher_contribution(
+    config: FedConfig, data: FederatedData, partition_id: int, model: FeatureModel
+) -> tuple[np.ndarray, float]:
+    """A client's contribution vector to the teacher sum, and the share of logits clipped.
+
+    Logits are clipped at ``±secagg-clip · T`` (the quantiser's range after the client's
+    temperature), then turned into the rule's weighted terms and scaled into [0, 1] weights.
+    """
+    logits = predict_logits(model, data.split.public.x, device="cpu").astype(np.float64)
+    bound = config.secagg.clip * config.teacher.temperature
+    clipped = float(np.mean(np.abs(logits) > bound))
+    contribution = client_contribution(
+        np.clip(logits, -bound, bound),  # (public, classes)
+        config=config.teacher,
+        label_counts=data.label_counts(partition_id),
+        num_samples=len(data.parts[partition_id]),
+    )
+    return contribution.to_vector() * contribution_scale(data), clipped
