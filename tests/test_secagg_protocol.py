@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedkd.secagg import ProtocolAbort, Stage, run_secagg
+from fedkd.secagg import ProtocolAbort, RefusedRequest, Stage, run_secagg
 from fedkd.secagg.client_state import ClientState, decode_client_state, encode_client_state
 from fedkd.secagg.config import SecAggConfig, majority_threshold
 from fedkd.secagg.quantize import Quantizer
@@ -37,20 +38,33 @@ def _expected_sum(
     return total
 
 
-def _outcome(config: SecAggConfig, drops: dict[Stage, set[int]]) -> tuple[bool, list[int]]:
+def _outcome(
+    config: SecAggConfig, drops: dict[Stage, set[int]], roster: bool
+) -> tuple[bool, list[int]]:
     """Oracle: does an honest round succeed, and who survives (sent a masked input)?"""
     t, gone = config.threshold, set()
-    present = []
+    present = {}
     for stage in Stage:
-        gone |= drops[stage]
-        present.append({v for v in config.participants if v not in gone})
-    u1, u2, u3, u4 = present
+        if stage is not Stage.CONSISTENCY or roster:  # no consistency stage without a roster
+            gone |= drops[stage]
+        present[stage] = {v for v in config.participants if v not in gone}
+    u1, u2, u3 = present[Stage.ADVERTISE], present[Stage.SHARE], present[Stage.MASKED_INPUT]
 
     def neighbourhoods_ok(alive: set[int]) -> bool:
         return len(alive) >= t and all(len(alive & config.holders_of(v)) >= t for v in alive)
 
     if not (neighbourhoods_ok(u1) and neighbourhoods_ok(u2)) or len(u3) < t:
         return False, []
+    # a client answers the last stages only when t of its own share holders survive
+    willing = {v for v in u3 if len(config.holders_of(v) & u3) >= t}
+    if roster:
+        signers = (
+            willing & present[Stage.CONSISTENCY] if len(u3) >= config.consistency_quorum else set()
+        )
+        if len(signers) < config.consistency_quorum:
+            return False, []
+        willing = signers
+    u4 = willing & present[Stage.UNMASK]
     for v in u2:
         needed = v in u3 or any(w in u3 for w in config.neighbours_of(v))
         if needed and len(u4 & config.holders_of(v)) < t:
@@ -76,7 +90,10 @@ def rounds(draw: st.DrawFn, sparse: bool) -> dict:
     inputs = [rng.normal(scale=clip, size=d) for _ in range(n)]
     clients = st.sets(st.integers(0, n - 1), max_size=max(1, n // 5))
     drops = {stage: draw(clients) for stage in Stage}
-    return dict(n=n, k=k, t=t, clip=clip, bits=bits, seed=seed, inputs=inputs, drops=drops)
+    roster = draw(st.booleans())
+    return dict(
+        n=n, k=k, t=t, clip=clip, bits=bits, seed=seed, inputs=inputs, drops=drops, roster=roster
+    )
 
 
 def _check_round(case: dict) -> None:
@@ -91,8 +108,11 @@ def _check_round(case: dict) -> None:
         bits=case["bits"],
         graph_seed=case["seed"],
     )
-    ok, survivors = _outcome(config, case["drops"])
+    if case["roster"]:
+        config = dataclasses.replace(config, roster_digest=b"\x01" * 32)  # the oracle's quorum
+    ok, survivors = _outcome(config, case["drops"], case["roster"])
     kwargs = dict(
+        roster=case["roster"],
         threshold=case["t"],
         neighbours=case["k"],
         clip=case["clip"],
@@ -101,7 +121,7 @@ def _check_round(case: dict) -> None:
         seed=case["seed"],
     )
     if not ok:
-        with pytest.raises(ProtocolAbort, match="threshold"), warnings.catch_warnings():
+        with pytest.raises((ProtocolAbort, RefusedRequest)), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             run_secagg(case["inputs"], **kwargs)
         return
@@ -160,7 +180,9 @@ def test_driver_reports_costs_and_weighted_mean() -> None:
     mean = result.total[:-1] / result.total[-1]
     expected = sum(w * x for w, x in zip(weights, values, strict=True)) / sum(weights)
     np.testing.assert_allclose(mean, expected, atol=1e-6)
-    assert set(result.client_seconds) == {"advertise", "share", "masked_input", "unmask", "total"}
+    stages = {"advertise", "share", "masked_input", "consistency", "unmask", "total"}
+    assert set(result.client_seconds) == stages
+    assert result.client_seconds["consistency"] == 0.0  # no consistency stage without a roster
     assert result.server_seconds["total"] > 0
     assert result.bytes_up_per_client > 7 * 8 and result.bytes_down_per_client > 0
     assert result.clipped_fraction == 0.0
@@ -199,6 +221,7 @@ def test_messages_round_trip_through_bytes() -> None:
 def test_client_state_survives_serialisation_between_stages() -> None:
     """A ClientApp restarted between messages (deployment) finishes the round from bytes."""
     from fedkd.secagg import client, server
+    from fedkd.secagg.client_unmask import client_unmask
 
     n, d = 4, 5
     config = SecAggConfig(
@@ -229,7 +252,7 @@ def test_client_state_survives_serialisation_between_stages() -> None:
     )
     masked = [step(v, client.client_masked_input, routed[v], inputs[v]) for v in range(n)]
     unmask = server.server_collect_masked(srv, masked)
-    result = server.server_unmask(srv, [step(v, client.client_unmask, unmask) for v in range(n)])
+    result = server.server_unmask(srv, [step(v, client_unmask, unmask) for v in range(n)])
     np.testing.assert_allclose(result.total, np.full(d, 6.0), atol=1e-6)
     np.testing.assert_allclose(result.mean, np.full(d, 1.5), atol=1e-6)
     assert (1, 2) in decode_client_state(blobs[0]).spent_rounds

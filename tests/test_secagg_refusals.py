@@ -10,6 +10,7 @@ import pytest
 
 from fedkd.secagg import client, server
 from fedkd.secagg.client_state import ClientState, decode_client_state, encode_client_state
+from fedkd.secagg.client_unmask import client_unmask
 from fedkd.secagg.config import SecAggConfig
 from fedkd.secagg.driver import MaliciousServer, run_secagg
 from fedkd.secagg.errors import (
@@ -101,9 +102,9 @@ def test_overlapping_lists_refused_and_no_share_revealed() -> None:
     assert rnd.unmask is not None and rnd.unmask.dropped == (4,)
     greedy = UnmaskRequest(rnd.unmask.survivors, (4, 0))  # 0 claimed dropped and surviving
     for v in rnd.unmask.survivors:
-        _assert_refused_silently(rnd.clients[v], client.client_unmask, greedy, InconsistentLists)
+        _assert_refused_silently(rnd.clients[v], client_unmask, greedy, InconsistentLists)
         with pytest.raises(RoundAborted):  # no later request of the round gets an answer
-            client.client_unmask(rnd.clients[v], rnd.unmask)
+            client_unmask(rnd.clients[v], rnd.unmask)
     assert rnd.srv.self_mask_shares == {} and rnd.srv.key_shares == {}
     with pytest.raises(ProtocolAbort, match="fewer than the threshold"):
         server.server_unmask(rnd.srv, [])
@@ -117,7 +118,7 @@ def test_driver_overlap_is_refused() -> None:
 def test_too_few_survivors_refused() -> None:
     rnd = Round.start().advertise().share().mask()
     few = UnmaskRequest((0, 1), (2, 3, 4))
-    _assert_refused_silently(rnd.clients[0], client.client_unmask, few, TooFewSurvivors)
+    _assert_refused_silently(rnd.clients[0], client_unmask, few, TooFewSurvivors)
     with pytest.raises(TooFewSurvivors, match="fewer than the threshold"):
         run_secagg(INPUTS, malicious=MaliciousServer(too_few_survivors=True))
 
@@ -125,9 +126,9 @@ def test_too_few_survivors_refused() -> None:
 def test_lists_naming_strangers_or_omitting_senders_refused() -> None:
     rnd = Round.start().advertise().share().mask()
     stranger = UnmaskRequest((0, 1, 2, 3, 4, 99), ())
-    _assert_refused_silently(rnd.clients[0], client.client_unmask, stranger, UnknownPeer)
+    _assert_refused_silently(rnd.clients[0], client_unmask, stranger, UnknownPeer)
     omitted = UnmaskRequest((0, 1, 2), (3,))  # 4 sent shares but is in neither list
-    _assert_refused_silently(rnd.clients[1], client.client_unmask, omitted, InconsistentLists)
+    _assert_refused_silently(rnd.clients[1], client_unmask, omitted, InconsistentLists)
 
 
 def test_split_view_attack_cannot_collect_both_kinds_with_majority_threshold() -> None:
@@ -135,8 +136,10 @@ def test_split_view_attack_cannot_collect_both_kinds_with_majority_threshold() -
     rnd = Round.start(n=5, threshold=3).advertise().share().mask()
     says_dropped = UnmaskRequest((0, 1, 2, 3), (4,))
     says_survived = UnmaskRequest((0, 1, 2, 3, 4), ())
-    replies = [client.client_unmask(rnd.clients[v], says_dropped) for v in (0, 1, 4)]
-    replies += [client.client_unmask(rnd.clients[v], says_survived) for v in (2, 3)]
+    with pytest.raises(InconsistentLists, match="listed as dropped"):
+        client_unmask(decode_client_state(encode_client_state(rnd.clients[4])), says_dropped)
+    replies = [client_unmask(rnd.clients[v], says_dropped) for v in (0, 1)]
+    replies += [client_unmask(rnd.clients[v], says_survived) for v in (2, 3, 4)]
     for reply in replies:  # a client answers one kind of share per peer
         assert not set(reply.self_mask_owners) & set(reply.key_owners)
     seed_shares = sum(4 in r.self_mask_owners for r in replies)
@@ -144,7 +147,7 @@ def test_split_view_attack_cannot_collect_both_kinds_with_majority_threshold() -
     assert seed_shares + key_shares == 5
     assert min(seed_shares, key_shares) < rnd.config.threshold  # never both reconstructible
     with pytest.raises(ReplayedRequest):  # and nobody answers a second, corrected request
-        client.client_unmask(rnd.clients[0], says_survived)
+        client_unmask(rnd.clients[0], says_survived)
 
 
 def test_threshold_at_or_below_half_is_refused() -> None:
@@ -243,11 +246,11 @@ def test_second_masked_input_request_refused() -> None:
 def test_second_unmask_request_refused() -> None:
     rnd = Round.start().advertise().share().mask()
     assert rnd.unmask is not None
-    first = client.client_unmask(rnd.clients[0], rnd.unmask)
+    first = client_unmask(rnd.clients[0], rnd.unmask)
     assert isinstance(first, UnmaskReply)
     other = UnmaskRequest((0, 1, 2, 3), (4,))
     with pytest.raises(ReplayedRequest, match="already answered the unmask"):
-        client.client_unmask(rnd.clients[0], other)
+        client_unmask(rnd.clients[0], other)
 
 
 def test_restarted_round_refused_even_after_process_restart() -> None:
@@ -266,7 +269,7 @@ def test_out_of_order_request_refused() -> None:
     rnd = Round.start().advertise()
     assert rnd.keys is not None
     _assert_refused_silently(
-        rnd.clients[0], client.client_unmask, UnmaskRequest((0, 1, 2), ()), StageOrderError
+        rnd.clients[0], client_unmask, UnmaskRequest((0, 1, 2), ()), StageOrderError
     )
 
 

@@ -3,26 +3,47 @@
 Modules: :mod:`config` (public round parameters and their digest), :mod:`crypto` (X25519, HKDF,
 AES-GCM), :mod:`shamir` (secret sharing), :mod:`quantize` (fixed-point codec), :mod:`masking`
 (AES-CTR mask expansion), :mod:`graph` (SecAgg+ neighbours), :mod:`wire` (messages),
-:mod:`client_state`, :mod:`client` and :mod:`server` (stage functions), :mod:`driver` (in-process
-runs), :mod:`errors`. Imports numpy, cryptography and the standard library only.
+:mod:`identity` (Ed25519 identities, the roster and its files), :mod:`auth` (what is signed and
+committed), :mod:`client_state`, :mod:`client`, :mod:`client_unmask`, :mod:`server`,
+:mod:`server_unmask` (stage functions), :mod:`protocol` (the stage sequence over a transport),
+:mod:`driver` (in-process runs), :mod:`attacks` and :mod:`leakage` (a malicious server's
+attacks and what they release), :mod:`errors`. Imports numpy, cryptography and the standard
+library only.
 """
 
 from fedkd.secagg.client import (
     client_advertise,
     client_masked_input,
     client_share_keys,
-    client_unmask,
 )
 from fedkd.secagg.client_state import ClientState, decode_client_state, encode_client_state
+from fedkd.secagg.client_unmask import client_consistency, client_unmask
 from fedkd.secagg.config import SecAggConfig, majority_threshold
 from fedkd.secagg.driver import DriverResult, MaliciousServer, run_secagg
-from fedkd.secagg.errors import ConfigError, ProtocolAbort, RefusedRequest, SecAggError
+from fedkd.secagg.errors import (
+    ConfigError,
+    ProtocolAbort,
+    RefusedRequest,
+    ReplayedRequest,
+    SecAggError,
+)
+from fedkd.secagg.identity import (
+    Identity,
+    Roster,
+    read_identity,
+    read_roster,
+    simulated_identities,
+    write_identity,
+    write_roster,
+)
 from fedkd.secagg.server import (
     AggregateResult,
     ServerState,
     server_advertise_request,
     server_collect_keys,
     server_collect_masked,
+    server_collect_signatures,
+    server_consistency_request,
     server_route_shares,
     server_unmask,
 )
@@ -33,24 +54,35 @@ __all__ = [
     "ClientState",
     "ConfigError",
     "DriverResult",
+    "Identity",
     "MaliciousServer",
     "ProtocolAbort",
     "RefusedRequest",
+    "ReplayedRequest",
+    "Roster",
     "SecAggConfig",
     "SecAggError",
     "ServerState",
     "Stage",
     "client_advertise",
+    "client_consistency",
     "client_masked_input",
     "client_share_keys",
     "client_unmask",
     "decode_client_state",
     "encode_client_state",
     "majority_threshold",
+    "read_identity",
+    "read_roster",
     "run_secagg",
     "server_advertise_request",
     "server_collect_keys",
     "server_collect_masked",
+    "server_collect_signatures",
+    "server_consistency_request",
     "server_route_shares",
     "server_unmask",
+    "simulated_identities",
+    "write_identity",
+    "write_roster",
 ]

@@ -35,6 +35,8 @@ from fedkd.secagg.server import ServerState
 from fedkd.secagg.wire import (
     AdvertisedKeys,
     AdvertiseRequest,
+    ConsistencyReply,
+    ConsistencyRequest,
     EncryptedShares,
     MaskedInputRequest,
     ShareKeysRequest,
@@ -115,25 +117,53 @@ def _envelope(message: Envelope, payload: bytes) -> Envelope:
 
 
 class ViewAttack(Attack):
-    """Shows each client the survivor list :meth:`view` returns (dropped: everyone else)."""
+    """Shows each client the survivor list :meth:`view` returns (dropped: everyone else).
+
+    With a roster the same list goes into the client's consistency request, and its unmask
+    request relays every signature collected on exactly that list (the best a server can do).
+    """
+
+    def __init__(self, inner: Transport) -> None:
+        super().__init__(inner)
+        self.signed: dict[int, tuple[tuple[int, ...], bytes]] = {}  # node -> (list, signature)
 
     def view(self, node: int, survivors: tuple[int, ...]) -> Collection[int]:
         """The survivors ``node`` is told about (the honest list by default)."""
         return survivors
 
-    def lists_for(self, node: int, message: Envelope) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        honest = _unmask_lists(message)
-        named = set(honest.survivors) | set(honest.dropped)
-        survivors = tuple(sorted(set(self.view(node, honest.survivors)) & named))
-        return survivors, tuple(sorted(named - set(survivors)))
+    def _survivors(self, node: int, honest: tuple[int, ...], named: set[int]) -> tuple[int, ...]:
+        return tuple(sorted(set(self.view(node, honest)) & named))
 
     def rewrite(self, node: int, message: Envelope) -> Envelope:
+        if message.kind == protocol.CONSISTENCY:
+            honest = ConsistencyRequest.from_bytes(protocol.payload_of(message)).survivors
+            shown = ConsistencyRequest(self._survivors(node, honest, set(honest)))
+            return _envelope(message, shown.to_bytes())
         if message.kind != protocol.UNMASK:
             return message
-        survivors, dropped = self.lists_for(node, message)
         request = _unmask_lists(message)
-        forged = dataclasses.replace(request, survivors=survivors, dropped=dropped)
+        named = set(request.survivors) | set(request.dropped)
+        survivors = self._survivors(node, request.survivors, named)
+        signers = tuple(sorted(w for w, (lst, _) in self.signed.items() if lst == survivors))
+        forged = UnmaskRequest(
+            survivors,
+            tuple(sorted(named - set(survivors))),
+            signers,
+            tuple(self.signed[w][1] for w in signers),
+        )
         return _envelope(message, forged.to_bytes())
+
+    def record_replies(self, sent: Mapping[int, Envelope], result: ExchangeResult) -> None:
+        super().record_replies(sent, result)
+        for node, reply in result.replies.items():
+            if reply.kind != protocol.CONSISTENCY or node not in sent:
+                continue
+            try:
+                shown = ConsistencyRequest.from_bytes(protocol.payload_of(sent[node]))
+                signature = ConsistencyReply.from_bytes(protocol.payload_of(reply)).signature
+            except (SecAggError, KeyError):
+                continue
+            self.signed[node] = (tuple(sorted(shown.survivors)), signature)
 
 
 class NeighbourhoodLie(ViewAttack):

@@ -9,6 +9,7 @@ its self-mask share (peer survived) or its key share (peer dropped), never both.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Iterator
@@ -16,8 +17,9 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from fedkd.secagg import crypto, shamir
+from fedkd.secagg import auth, crypto, shamir
 from fedkd.secagg.client_state import ClientState, HeldShares
+from fedkd.secagg.config import SecAggConfig
 from fedkd.secagg.errors import (
     AuthenticationFailure,
     ConfigMismatch,
@@ -38,8 +40,6 @@ from fedkd.secagg.wire import (
     MaskedInputRequest,
     ShareKeysRequest,
     Stage,
-    UnmaskReply,
-    UnmaskRequest,
 )
 
 COMMITMENT_LABEL = b"fedkd-secagg/self-mask-commitment/v1"
@@ -100,19 +100,52 @@ def client_advertise(state: ClientState, request: AdvertiseRequest) -> Advertise
         When this client is not among the participants.
     """
     config = request.config
-    if (config.run_id, config.round) in state.spent_rounds:
-        raise ReplayedRequest(
-            f"client {state.node_id} already answered or refused run "
-            f"{config.run_id} round {config.round}; it will not restart it"
-        )
+    _check_fresh(state, config)
     if state.node_id not in config.participants:
         raise UnknownPeer(f"client {state.node_id} is not in the participant list of the round")
     cipher, mask = crypto.generate_keypair(), crypto.generate_keypair()
     state.config, state.stage, state.aborted = config, Stage.ADVERTISE, False
     state.cipher_private, state.mask_private, state.self_seed = cipher.private, mask.private, b""
     state.peer_keys, state.advertised, state.held, state.share_senders = {}, (), {}, ()
-    state.share_keys = {}
-    return AdvertisedKeys(state.node_id, cipher.public, mask.public, config.digest())
+    state.share_keys, state.identities, state.signed = {}, {}, ()
+    keys = AdvertisedKeys(state.node_id, cipher.public, mask.public, config.digest())
+    if state.identity is None:
+        return keys
+    signed = dataclasses.replace(keys, identity=state.identity.name)
+    return dataclasses.replace(signed, signature=state.identity.sign(auth.keys_message(signed)))
+
+
+def _check_fresh(state: ClientState, config: SecAggConfig) -> None:
+    """Refuse a spent, stale or foreign round, and a trust model unlike this client's."""
+    for name, expected, got in (
+        ("run", state.expected_run, config.run_id),
+        ("round", state.expected_round, config.round),
+    ):
+        if expected is not None and got != expected:
+            raise ReplayedRequest(
+                f"the aggregation config names {name} {got}, but client {state.node_id} is in "
+                f"{name} {expected}: a re-numbered or foreign round is refused"
+            )
+    if (config.run_id, config.round) in state.spent_rounds:
+        raise ReplayedRequest(
+            f"client {state.node_id} already answered or refused run "
+            f"{config.run_id} round {config.round}; it will not restart it"
+        )
+    roster = state.roster
+    if roster is None and config.authenticated:
+        raise ConfigMismatch(
+            f"the round requires a roster (digest {config.roster_digest.hex()[:16]}...), "
+            f"client {state.node_id} has none"
+        )
+    if roster is not None and config.roster_digest != roster.digest():
+        raise ConfigMismatch(
+            "the round's roster digest is not the digest of this client's roster"
+            + (
+                " (the server asks for an unauthenticated round)"
+                if not config.authenticated
+                else ""
+            )
+        )
 
 
 def _check_advertised(state: ClientState, keys: tuple[AdvertisedKeys, ...]) -> None:
@@ -137,6 +170,12 @@ def _check_advertised(state: ClientState, keys: tuple[AdvertisedKeys, ...]) -> N
             f"clients {mismatched} received a different configuration or "
             "participant list than this client (config digests differ)"
         )
+    if state.roster is not None:
+        refused = auth.check_advertised(state.roster, keys)
+        if refused:
+            node, reason = min(refused.items())
+            raise AuthenticationFailure(f"refused the advertised keys: {reason}")
+        state.identities = {k.node_id: k.identity for k in keys}
     publics = [k.cipher_public for k in keys] + [k.mask_public for k in keys]
     if len(set(publics)) != len(publics) or any(len(p) != 32 for p in publics):
         raise AuthenticationFailure("advertised public keys are repeated or not 32 bytes")
@@ -203,12 +242,25 @@ def client_share_keys(state: ClientState, request: ShareKeysRequest) -> Encrypte
         state.peer_keys = {v: by_id[v] for v in holders if v != state.node_id}
         state.advertised = tuple(sorted(by_id))
         state.stage = Stage.SHARE
+        shares = dict(zip(holders, zip(seed_shares, key_shares, strict=True), strict=True))
         return EncryptedShares(
             state.node_id,
             tuple(recipients),
             tuple(ciphertexts),
             self_mask_commitment(context, state.node_id, seed),
+            _commitments(context, state.node_id, (*recipients, state.node_id), shares),
         )
+
+
+def _commitments(
+    context: bytes, owner: int, holders: tuple[int, ...], shares: dict[int, tuple[int, int]]
+) -> tuple[bytes, ...]:
+    out = []
+    for holder in holders:
+        seed_share, key_share = (shamir.share_to_bytes(x) for x in shares[holder])
+        out.append(auth.share_commitment(context, owner, holder, auth.SEED_SHARE, seed_share))
+        out.append(auth.share_commitment(context, owner, holder, auth.KEY_SHARE, key_share))
+    return tuple(out)
 
 
 def _open_shares(state: ClientState, request: MaskedInputRequest) -> dict[int, HeldShares]:
@@ -313,78 +365,3 @@ def client_masked_input(
         state.stage = Stage.MASKED_INPUT
         state.spent_rounds.add((config.run_id, config.round))
         return MaskedInput(state.node_id, masked)
-
-
-def _check_unmask(state: ClientState, request: UnmaskRequest) -> None:
-    config = state.config
-    assert config is not None
-    survivors, dropped = set(request.survivors), set(request.dropped)
-    if len(survivors) != len(request.survivors) or len(dropped) != len(request.dropped):
-        raise InconsistentLists("the unmask request lists a client twice in one list")
-    overlap = sorted(survivors & dropped)
-    if overlap:
-        raise InconsistentLists(
-            f"clients {overlap} are claimed both surviving and dropped; "
-            "answering would reveal both of their secrets"
-        )
-    named = survivors | dropped
-    unknown = sorted(named - set(state.advertised))
-    if unknown:
-        raise UnknownPeer(
-            f"the unmask request names {unknown}, who are not participants that "
-            "advertised keys this round"
-        )
-    neighbourhood = {state.node_id, *config.neighbours_of(state.node_id)}
-    no_shares = sorted((named & neighbourhood) - set(state.share_senders))
-    if no_shares:
-        raise UnknownPeer(
-            f"the unmask request names neighbours {no_shares} who never sent this client shares"
-        )
-    missing = sorted(set(state.share_senders) - named)
-    if missing:
-        raise InconsistentLists(
-            f"clients {missing} sent shares but are listed neither as survivors nor as dropped"
-        )
-    if len(survivors) < config.threshold:
-        raise TooFewSurvivors(
-            f"only {len(survivors)} survivors, fewer than the threshold "
-            f"{config.threshold}: the sum would expose too few inputs"
-        )
-
-
-def client_unmask(state: ClientState, request: UnmaskRequest) -> UnmaskReply:
-    """Stage 4: reveal self-mask shares of survivors and key shares of dropped clients.
-
-    Returns
-    -------
-    UnmaskReply
-        For each peer whose shares this client holds: exactly one share, of the kind its
-        survivor/dropped status calls for.
-
-    Raises
-    ------
-    RefusedRequest
-        ``InconsistentLists`` for overlapping or incomplete lists, ``UnknownPeer`` for names
-        outside the round or without shares here, ``TooFewSurvivors`` below the threshold,
-        ``ReplayedRequest`` for a second unmask request.
-    """
-    with _refusals(state):
-        if state.stage is Stage.UNMASK:
-            raise ReplayedRequest(
-                f"client {state.node_id} already answered the unmask request "
-                "of this round; a second answer could reveal both secrets"
-            )
-        _expect_stage(state, Stage.MASKED_INPUT, "unmask")
-        _check_unmask(state, request)
-        survivors = set(request.survivors)
-        owners = state.share_senders
-        seed_owners = tuple(v for v in owners if v in survivors)
-        key_owners = tuple(v for v in owners if v not in survivors)
-        state.stage = Stage.UNMASK
-        return UnmaskReply(
-            state.node_id,
-            seed_owners,
-            tuple(shamir.share_to_bytes(state.held[v].self_mask) for v in seed_owners),
-            key_owners,
-            tuple(shamir.share_to_bytes(state.held[v].mask_key) for v in key_owners),
-        )

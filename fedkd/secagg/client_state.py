@@ -5,6 +5,13 @@ process restart through :func:`encode_client_state` / :func:`decode_client_state
 ClientApp keeps the bytes in ``context.state``). ``spent_rounds`` outlives the round: the
 (run_id, round) pairs for which the client sent a masked input or refused a request; a client
 never answers a spent round again, so a restarted round cannot collect a second masked input.
+
+Trust model: ``ClientState(node_id)`` is the curious-server mode (no identities). Pass an
+``identity`` and the ``roster`` (read from files that reached the node out of band, see
+:mod:`fedkd.secagg.identity`) for the malicious-server mode. ``expected_run`` and
+``expected_round`` are what the caller knows the current run and round to be (the federated
+client sets them from the train message); a configuration naming another run or round is
+refused, so a server cannot re-run a round under a fresh round id.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from fedkd.secagg.codec import (
     get_str,
 )
 from fedkd.secagg.config import SecAggConfig
-from fedkd.secagg.errors import WireFormatError
+from fedkd.secagg.errors import ConfigError, WireFormatError
+from fedkd.secagg.identity import Identity, Roster
 from fedkd.secagg.wire import AdvertisedKeys, ShareKeysRequest, Stage
 
 
@@ -65,6 +73,16 @@ class ClientState:
         This client and the neighbours whose shares it received and authenticated.
     clipped_fraction : float
         Fraction of this client's last input that clipping changed.
+    identity : Identity | None
+        This client's signing identity (``None``: curious-server mode).
+    roster : Roster | None
+        The roster peers are authenticated with; required with an identity.
+    expected_run, expected_round : int | None
+        The run and round the caller is in; ``None`` skips the check.
+    identities : dict[int, str]
+        Roster names of the clients whose signed keys this client accepted this round.
+    signed : tuple[int, ...]
+        The survivor set this client signed in the consistency stage of this round.
     """
 
     node_id: int
@@ -81,6 +99,28 @@ class ClientState:
     held: dict[int, HeldShares] = field(default_factory=dict)
     share_senders: tuple[int, ...] = ()
     clipped_fraction: float = 0.0
+    identity: Identity | None = None
+    roster: Roster | None = None
+    expected_run: int | None = None
+    expected_round: int | None = None
+    identities: dict[int, str] = field(default_factory=dict)
+    signed: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if (self.identity is None) != (self.roster is None):
+            raise ConfigError(
+                f"client {self.node_id}: an identity needs a roster and a roster an identity "
+                "(pass both for the malicious-server mode, neither for the curious one)"
+            )
+        if (
+            self.identity is not None
+            and self.roster is not None
+            and self.roster.keys.get(self.identity.name) != self.identity.public_key
+        ):
+            raise ConfigError(
+                f"client {self.node_id}: the roster does not list identity "
+                f"{self.identity.name!r} with this key; every peer would refuse it"
+            )
 
     def round_key(self) -> tuple[int, int] | None:
         """(run_id, round) of the current round, ``None`` before the first request."""
@@ -122,8 +162,28 @@ def encode_client_state(state: ClientState) -> bytes:
         "held_mask_key": [state.held[o].mask_key for o in owners],
         "share_senders": list(state.share_senders),
         "clipped_fraction": float(state.clipped_fraction),
+        "identity_name": "" if state.identity is None else state.identity.name,
+        "identity_key": b"" if state.identity is None else state.identity.private_key,
+        "roster_names": [] if state.roster is None else [n.encode() for n in state.roster.keys],
+        "roster_keys": [] if state.roster is None else list(state.roster.keys.values()),
+        "expected": [_optional(state.expected_run), _optional(state.expected_round)],
+        "identity_nodes": sorted(state.identities),
+        "identity_names": [state.identities[v].encode() for v in sorted(state.identities)],
+        "signed": list(state.signed),
     }
     return encode_fields(fields)
+
+
+def _optional(value: int | None) -> int:
+    return -1 if value is None else value
+
+
+def _trust(f: Fields) -> tuple[Identity | None, Roster | None]:
+    name, names = get_str(f, "identity_name"), get_bytes_list(f, "roster_names")
+    if not name:
+        return None, None
+    keys = dict(zip((n.decode() for n in names), get_bytes_list(f, "roster_keys"), strict=True))
+    return Identity(name, get_bytes(f, "identity_key")), Roster(keys)
 
 
 def decode_client_state(data: bytes) -> ClientState:
@@ -139,6 +199,9 @@ def decode_client_state(data: bytes) -> ClientState:
         raise WireFormatError("client state: owner and share columns differ in length")
     stage = get_str(f, "stage")
     peers = ShareKeysRequest.from_bytes(get_bytes(f, "peer_keys")).keys
+    identity, roster = _trust(f)
+    run, round_ = (None if v < 0 else v for v in get_ints(f, "expected"))
+    names = [n.decode() for n in get_bytes_list(f, "identity_names")]
     return ClientState(
         node_id=get_int(f, "node_id"),
         spent_rounds=set(zip(get_ints(f, "spent_runs"), get_ints(f, "spent_rounds"), strict=True)),
@@ -154,4 +217,10 @@ def decode_client_state(data: bytes) -> ClientState:
         held={o: HeldShares(b, s) for o, b, s in zip(owners, self_masks, mask_keys, strict=True)},
         share_senders=tuple(get_ints(f, "share_senders")),
         clipped_fraction=get_float(f, "clipped_fraction"),
+        identity=identity,
+        roster=roster,
+        expected_run=run,
+        expected_round=round_,
+        identities=dict(zip(get_ints(f, "identity_nodes"), names, strict=True)),
+        signed=tuple(get_ints(f, "signed")),
     )

@@ -13,7 +13,14 @@ shares with ``h_b + h_s <= k + 1``; it can learn one client's input only if both
 Privacy-Preserving Machine Learning" (CCS 2017), for an active server without corrupt clients
 (with ``n_C`` colluding clients their active-model analysis needs ``2 t > n + n_C``), applied per
 neighbourhood as in SecAgg+ (Bell et al., CCS 2020). Configurations with ``2 t <= k + 1`` are
-refused. This layer has no PKI: it cannot stop a server that invents Sybil participants.
+refused.
+
+``roster_digest`` says which trust model the round runs under: all zeros is the curious-server
+mode (no identities; nothing stops a server that substitutes keys or invents participants), any
+other value is the digest of the roster every client must hold (:mod:`fedkd.secagg.identity`);
+then advertised keys are signed and a consistency stage certifies one survivor set, which
+needs ``consistency_quorum`` signatures: at least ``threshold`` and a strict majority of the
+participants, so two different survivor sets can never both be certified by honest clients.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from fedkd.secagg.codec import (
 )
 from fedkd.secagg.errors import ConfigError
 from fedkd.secagg.graph import check_degree, neighbour_table
+from fedkd.secagg.identity import NO_ROSTER
 from fedkd.secagg.quantize import Quantizer, check_capacity
 
 _DIGEST_LABEL = b"fedkd-secagg/config/v1"
@@ -70,6 +78,9 @@ class SecAggConfig:
         SHA-256 of the public dataset the inputs were computed on (32 bytes).
     graph_seed : int
         Public seed of the neighbour graph.
+    roster_digest : bytes
+        :meth:`Roster.digest` of the roster clients authenticate each other with (32 bytes);
+        all zeros (the default) is the curious-server mode without identities.
     """
 
     run_id: int
@@ -82,6 +93,7 @@ class SecAggConfig:
     bits: int = 32
     public_set_digest: bytes = field(default=bytes(32))
     graph_seed: int = 0
+    roster_digest: bytes = field(default=NO_ROSTER)
 
     def __post_init__(self) -> None:
         ids = tuple(sorted(int(p) for p in self.participants))
@@ -113,6 +125,8 @@ class SecAggConfig:
             raise ConfigError(f"vector_length={self.vector_length} is invalid; accepted: >= 1")
         if len(self.public_set_digest) != 32:
             raise ConfigError("public_set_digest must be 32 bytes (a SHA-256 digest)")
+        if len(self.roster_digest) != 32:
+            raise ConfigError("roster_digest must be 32 bytes (a roster digest, or zeros)")
         Quantizer(self.clip, self.bits)
         check_capacity(len(ids), self.bits)
 
@@ -120,6 +134,16 @@ class SecAggConfig:
     def num_clients(self) -> int:
         """Number of participants ``n``."""
         return len(self.participants)
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether clients authenticate each other with a roster (the malicious-server mode)."""
+        return self.roster_digest != NO_ROSTER
+
+    @property
+    def consistency_quorum(self) -> int:
+        """Signatures on one survivor set a client needs before it unmasks."""
+        return max(self.threshold, self.num_clients // 2 + 1)
 
     @property
     def quantizer(self) -> Quantizer:
@@ -169,6 +193,7 @@ class SecAggConfig:
             "bits": self.bits,
             "public_set_digest": self.public_set_digest,
             "graph_seed": self.graph_seed,
+            "roster_digest": self.roster_digest,
         }
 
     @classmethod
@@ -185,6 +210,7 @@ class SecAggConfig:
             bits=get_int(fields, "bits"),
             public_set_digest=get_bytes(fields, "public_set_digest"),
             graph_seed=get_int(fields, "graph_seed"),
+            roster_digest=get_bytes(fields, "roster_digest"),
         )
 
     def digest(self) -> bytes:

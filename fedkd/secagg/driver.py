@@ -22,6 +22,7 @@ from fedkd.secagg import protocol
 from fedkd.secagg.client_state import ClientState
 from fedkd.secagg.config import SecAggConfig, majority_threshold
 from fedkd.secagg.errors import ProtocolAbort, RefusedRequest
+from fedkd.secagg.identity import NO_ROSTER, Roster, simulated_identities
 from fedkd.secagg.server import ServerState
 from fedkd.secagg.wire import (
     AdvertisedKeys,
@@ -46,8 +47,10 @@ STAGE_OF_KIND = {
     protocol.ADVERTISE: Stage.ADVERTISE,
     protocol.SHARE_KEYS: Stage.SHARE,
     protocol.MASKED_INPUT: Stage.MASKED_INPUT,
+    protocol.CONSISTENCY: Stage.CONSISTENCY,
     protocol.UNMASK: Stage.UNMASK,
 }
+SIMULATION_SEED = b"fedkd-secagg/driver-identities"  # the simulated out-of-band secret
 
 
 @dataclass
@@ -145,8 +148,8 @@ class DriverResult:
 class _Node:
     """An honest client holding one input, vanishing at the stage its plan says."""
 
-    def __init__(self, node: int, values: np.ndarray, leaves_at: Stage | None) -> None:
-        self.state = ClientState(node)
+    def __init__(self, state: ClientState, values: np.ndarray, leaves_at: Stage | None) -> None:
+        self.state = state
         self.values, self.leaves_at, self.gone = values, leaves_at, False
         self.refusals: list[RefusedRequest] = []
 
@@ -172,6 +175,7 @@ def _config(
     run_id: int,
     round: int,
     seed: int,
+    roster: Roster | None = None,
 ) -> SecAggConfig:
     return SecAggConfig(
         run_id=run_id,
@@ -184,7 +188,26 @@ def _config(
         bits=bits,
         graph_seed=seed,
         public_set_digest=hashlib.sha256(b"fedkd-secagg/driver" + seed.to_bytes(8, "big")).digest(),
+        roster_digest=NO_ROSTER if roster is None else roster.digest(),
     )
+
+
+def _states(
+    n: int, roster: bool, run_id: int, round: int, fresh: bool
+) -> tuple[dict[int, ClientState], Roster | None]:
+    """Client states of ``n`` nodes; with ``roster``, simulated identities named ``'0'..``."""
+    identities = simulated_identities(SIMULATION_SEED, run_id, [str(v) for v in range(n)])
+    members = Roster.of(identities.values()) if roster else None
+    states = {}
+    for v in range(n):
+        states[v] = ClientState(
+            v,
+            identity=identities[str(v)] if roster else None,
+            roster=members,
+            expected_run=run_id if fresh else None,
+            expected_round=round if fresh else None,
+        )
+    return states, members
 
 
 @dataclass
@@ -213,25 +236,34 @@ def simulate(
     run_id: int = 0,
     round: int = 1,
     seed: int = 0,
+    roster: bool = False,
+    fresh: bool = True,
+    server_roster: bool = True,
 ) -> Simulation:
     """Run one round over honest in-process nodes, the transport optionally wrapped by an attacker.
 
     Parameters are those of :func:`run_secagg`; ``wrap`` turns the honest transport into the
-    one the server uses (e.g. an attack of :mod:`fedkd.secagg.attacks`). Nothing is raised
-    because of refusals or aborts: they are in the returned :class:`Simulation`.
+    one the server uses (e.g. an attack of :mod:`fedkd.secagg.attacks`). ``roster`` gives every
+    client a simulated identity and the roster (the malicious-server mode; the out-of-band
+    step is simulated by deriving both from :data:`SIMULATION_SEED`), ``server_roster`` hands
+    the server the roster too, and ``fresh`` tells each client the run and round it is in (as
+    the federated client does from the train message). Nothing is raised because of
+    refusals or aborts: they are in the returned :class:`Simulation`.
     """
     n = len(inputs)
     d = int(np.shape(inputs[0])[0]) if n else 0
     k = n - 1 if neighbours is None else neighbours
-    config = _config(n, d, k, threshold, clip, bits, run_id, round, seed)
+    states, members = _states(n, roster, run_id, round, fresh)
+    config = _config(n, d, k, threshold, clip, bits, run_id, round, seed, members)
     leaves: dict[int, Stage] = {}
     for stage in Stage:  # in protocol order: a client leaves at the first stage that lists it
         for v in (dropouts or {}).get(stage, ()):
             leaves.setdefault(v, stage)
-    nodes = {v: _Node(v, np.asarray(inputs[v]), leaves.get(v)) for v in range(n)}
+    nodes = {v: _Node(states[v], np.asarray(inputs[v]), leaves.get(v)) for v in range(n)}
     honest = InProcessTransport(nodes)
     transport: Transport = honest if wrap is None else wrap(honest)
-    outcome = protocol.secure_sum(transport, ServerState(config), timeout=float("inf"))
+    server = ServerState(config, roster=members if server_roster else None)
+    outcome = protocol.secure_sum(transport, server, timeout=float("inf"))
     return Simulation(outcome, nodes, config, honest)
 
 
@@ -247,6 +279,7 @@ def run_secagg(
     run_id: int = 0,
     round: int = 1,
     seed: int = 0,
+    roster: bool = False,
 ) -> DriverResult:
     """Run one secure-aggregation round in process.
 
@@ -266,6 +299,8 @@ def run_secagg(
         Server deviations to inject (a wrapper around the transport).
     run_id, round, seed : int
         Round identity; ``seed`` seeds the public graph order and the public-set digest.
+    roster : bool
+        Simulated identities and a roster (signatures and the consistency stage included).
 
     Returns
     -------
@@ -291,6 +326,7 @@ def run_secagg(
         run_id=run_id,
         round=round,
         seed=seed,
+        roster=roster,
     )
     refusals = sim.refusals()
     if refusals:

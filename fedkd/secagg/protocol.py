@@ -1,7 +1,8 @@
 """The secure-aggregation round, written once, over any :class:`~fedkd.transport.Transport`.
 
 Server side: :func:`secure_sum` runs the stages as exchanges -- advertise keys, share keys,
-masked input, unmask -- calling the stage functions of :mod:`fedkd.secagg.server` between them.
+masked input, consistency (rounds with a roster: the survivors sign the survivor set), unmask
+-- calling the stage functions of :mod:`fedkd.secagg.server` between them.
 Stage 1 may ride on another message (the federated round sends it with the train message):
 pass its replies as ``advertised`` and the exchange is skipped.
 
@@ -9,8 +10,10 @@ Client side: :func:`serve_stage` answers one stage's envelope from a :class:`Cli
 the federated client and the standalone in-process nodes of :mod:`fedkd.secagg.driver` both
 call it.
 
-A reply that does not parse, or that names another node than the one that sent it, makes its
-sender a dropout for the round (with the reason); it never ends the round by itself.
+A reply that does not parse, is larger than its stage allows, names another node than the one
+that sent it, or that the server's stage function rejects (duplicated, spoofed, inconsistent)
+makes its sender a dropout for the round (with the reason in ``SecureOutcome.failed``); it never
+ends the round by itself.
 """
 
 from __future__ import annotations
@@ -26,21 +29,26 @@ from fedkd.secagg.client import (
     client_advertise,
     client_masked_input,
     client_share_keys,
-    client_unmask,
 )
 from fedkd.secagg.client_state import ClientState
+from fedkd.secagg.client_unmask import client_consistency, client_unmask
+from fedkd.secagg.config import SecAggConfig
 from fedkd.secagg.errors import ProtocolAbort, SecAggError
 from fedkd.secagg.server import (
     AggregateResult,
     ServerState,
     server_collect_keys,
     server_collect_masked,
+    server_collect_signatures,
+    server_consistency_request,
     server_route_shares,
     server_unmask,
 )
 from fedkd.secagg.wire import (
     AdvertisedKeys,
     AdvertiseRequest,
+    ConsistencyReply,
+    ConsistencyRequest,
     EncryptedShares,
     MaskedInput,
     MaskedInputRequest,
@@ -54,8 +62,9 @@ from fedkd.transport import Envelope, ExchangeResult, Transport, broadcast, log_
 ADVERTISE = "advertise"
 SHARE_KEYS = "share_keys"
 MASKED_INPUT = "masked_input"
+CONSISTENCY = "consistency"  # rounds with a roster only
 UNMASK = "unmask"
-STAGES = (ADVERTISE, SHARE_KEYS, MASKED_INPUT, UNMASK)
+STAGES = (ADVERTISE, SHARE_KEYS, MASKED_INPUT, CONSISTENCY, UNMASK)
 PAYLOAD = "payload"  # field: an encoded stage message
 MASKED = "masked"  # array: a client's masked, quantised vector (uint64)
 ROUND = "round"  # field: the train round the stage belongs to
@@ -91,6 +100,19 @@ def payload_of(message: Envelope) -> bytes:
     return value
 
 
+def payload_limit(config: SecAggConfig, kind: str) -> int:
+    """Largest reply payload (bytes) an honest client sends in stage ``kind``."""
+    per_holder = {SHARE_KEYS: 256, UNMASK: 64}.get(kind, 0)
+    return 4096 + per_holder * (config.neighbours + 1)
+
+
+def _masked_of(node: int, message: Envelope) -> MaskedInput:
+    array = message.arrays.get(MASKED)
+    if not isinstance(array, np.ndarray):
+        raise KeyError(f"'{message.kind}' reply has no array '{MASKED}'")
+    return MaskedInput(node, array)
+
+
 class _Run:
     """One server-side run of the stages; keeps the outcome as it goes."""
 
@@ -110,14 +132,27 @@ class _Run:
     ) -> dict[int, _M]:
         """Parse each reply; a reply that fails to parse or names another node drops out."""
         decoded: dict[int, _M] = {}
+        limit = payload_limit(self.state.config, kind)
         for node, reply in list(result.replies.items()):
             try:
+                payload = reply.fields.get(PAYLOAD)
+                if isinstance(payload, bytes) and len(payload) > limit:
+                    raise ValueError(
+                        f"{len(payload)} bytes, more than the {limit} the stage allows"
+                    )
                 message = parse(node, reply)
                 claimed = getattr(message, "node_id", node)
                 if claimed != node:
                     raise ValueError(f"reply claims to come from node {claimed}")
                 decoded[node] = message
-            except (SecAggError, KeyError, TypeError, ValueError, IndexError) as problem:
+            except (
+                SecAggError,
+                KeyError,
+                TypeError,
+                ValueError,
+                IndexError,
+                AttributeError,
+            ) as problem:
                 result.drop(node, f"malformed {kind} reply: {problem}")
         for node, reason in result.failures.items():
             self.outcome.failed.setdefault(node, f"{kind}: {reason}")
@@ -131,6 +166,8 @@ class _Run:
         finally:
             seconds = time.perf_counter() - start
             self.outcome.server_seconds[kind] = self.outcome.server_seconds.get(kind, 0.0) + seconds
+            for node, reason in self.state.rejected.items():
+                self.outcome.failed.setdefault(node, f"{kind}: {reason}")
 
     # ---------------------------------------------------------------- stage 1: advertise
     def advertise(self, nodes: list[int]) -> dict[int, AdvertisedKeys]:
@@ -165,13 +202,27 @@ class _Run:
             for node, request in inbox.items()
         }
         result = self.send(MASKED_INPUT, requests)
-        return self.decode(MASKED_INPUT, result, lambda n, m: MaskedInput(n, m.arrays[MASKED]))
+        return self.decode(MASKED_INPUT, result, _masked_of)
 
-    # ---------------------------------------------------------------- stage 4: unmask
-    def unmask(self, masked: dict[int, MaskedInput]) -> AggregateResult:
+    # ---------------------------------------------------------------- stage 3b: consistency
+    def consistency(self, masked: dict[int, MaskedInput]) -> UnmaskRequest:
         request = self.server(
             MASKED_INPUT, lambda: server_collect_masked(self.state, list(masked.values()))
         )
+        if not self.state.config.authenticated:
+            return request
+        check = server_consistency_request(self.state)
+        message = stage_envelope(CONSISTENCY, check.to_bytes(), self.state.config.round)
+        result = self.send(CONSISTENCY, broadcast(list(check.survivors), message))
+        signed = self.decode(
+            CONSISTENCY, result, lambda n, m: ConsistencyReply.from_bytes(payload_of(m))
+        )
+        return self.server(
+            CONSISTENCY, lambda: server_collect_signatures(self.state, list(signed.values()))
+        )
+
+    # ---------------------------------------------------------------- stage 4: unmask
+    def unmask(self, request: UnmaskRequest) -> AggregateResult:
         message = stage_envelope(UNMASK, request.to_bytes(), self.state.config.round)
         result = self.send(UNMASK, broadcast(list(request.survivors), message))
         revealed = self.decode(UNMASK, result, lambda n, m: UnmaskReply.from_bytes(payload_of(m)))
@@ -216,7 +267,7 @@ def secure_sum(
             keys = run.advertised(advertised)
         shares = run.share_keys(keys)
         masked = run.masked_input(shares)
-        run.outcome.result = run.unmask(masked)
+        run.outcome.result = run.unmask(run.consistency(masked))
     except SecAggError as problem:
         run.outcome.reason = f"secure aggregation aborted: {problem}"
     return run.outcome
@@ -241,6 +292,8 @@ def serve_stage(
             raise ProtocolAbort("no contribution to mask on this node")
         masked = client_masked_input(state, MaskedInputRequest.from_bytes(payload), values)
         return Envelope(kind, arrays={MASKED: masked.masked})
+    elif kind == CONSISTENCY:
+        reply = client_consistency(state, ConsistencyRequest.from_bytes(payload)).to_bytes()
     elif kind == UNMASK:
         reply = client_unmask(state, UnmaskRequest.from_bytes(payload)).to_bytes()
     else:

@@ -1,78 +1,50 @@
 """Server stage functions over an explicit :class:`ServerState`.
 
-The server relays keys and ciphertexts, sums masked inputs as they arrive, and finally removes the
-masks: survivors' self masks from their reconstructed seeds ``b``, and dropped clients' pairwise
-masks from their reconstructed mask keys ``s_sk``. Each function checks what it receives and
-raises :class:`ProtocolAbort` when the round can no longer complete (fewer than ``threshold``
-clients, or a secret without ``threshold`` shares). Per-client request messages are returned as
-``dict[node_id, message]``; the transport delivers them.
+The server relays keys and ciphertexts, sums masked inputs as they arrive, certifies one
+survivor set (with a roster) and finally removes the masks (:mod:`fedkd.secagg.server_unmask`).
+What one client sends never ends the round: a duplicated, unknown, spoofed, malformed or
+inconsistent reply makes that client a dropout (``state.rejected`` keeps the reason). Each
+function raises :class:`ProtocolAbort` only when the clients left cannot complete the round
+(fewer than ``threshold`` in some neighbourhood, too few signatures, a secret without
+``threshold`` good shares). Per-client requests are returned as ``dict[node_id, message]``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedkd.secagg import crypto, shamir
-from fedkd.secagg.client import self_mask_commitment
+from fedkd.secagg import auth, crypto, shamir
 from fedkd.secagg.config import SecAggConfig
 from fedkd.secagg.errors import ProtocolAbort
-from fedkd.secagg.masking import MaskExpander, pair_adds
+from fedkd.secagg.server_state import AggregateResult, ServerState
+from fedkd.secagg.server_unmask import server_unmask
 from fedkd.secagg.wire import (
     AdvertisedKeys,
     AdvertiseRequest,
+    ConsistencyReply,
+    ConsistencyRequest,
     EncryptedShares,
     MaskedInput,
     MaskedInputRequest,
     ShareKeysRequest,
-    UnmaskReply,
     UnmaskRequest,
 )
 
+__all__ = [
+    "AggregateResult",
+    "ServerState",
+    "server_advertise_request",
+    "server_collect_keys",
+    "server_collect_masked",
+    "server_collect_signatures",
+    "server_consistency_request",
+    "server_route_shares",
+    "server_unmask",
+]
 
-@dataclass
-class ServerState:
-    """What the server knows about one round.
-
-    Attributes
-    ----------
-    config : SecAggConfig
-        The round's configuration.
-    advertised : dict[int, AdvertisedKeys]
-        Stage-1 answers (the set U1).
-    shares : dict[int, EncryptedShares]
-        Stage-2 answers (the set U2).
-    masked_sum : np.ndarray | None
-        Running ``uint64`` sum of the masked inputs received (stage 3).
-    survivors : tuple[int, ...]
-        Clients whose masked input arrived (U3).
-    dropped : tuple[int, ...]
-        Clients of U2 whose masked input did not arrive.
-    self_mask_shares, key_shares : dict[int, dict[int, int]]
-        Shares received in stage 4: ``owner -> {holder: share}``.
-    """
-
-    config: SecAggConfig
-    advertised: dict[int, AdvertisedKeys] = field(default_factory=dict)
-    shares: dict[int, EncryptedShares] = field(default_factory=dict)
-    masked_sum: np.ndarray | None = None
-    survivors: tuple[int, ...] = ()
-    dropped: tuple[int, ...] = ()
-    self_mask_shares: dict[int, dict[int, int]] = field(default_factory=dict)
-    key_shares: dict[int, dict[int, int]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class AggregateResult:
-    """Outcome of a round: the exact modular sum and its decoding."""
-
-    quantized_sum: np.ndarray  # (d,) uint64
-    total: np.ndarray  # (d,) float64 sum of the survivors' clipped inputs
-    mean: np.ndarray  # (d,) float64
-    survivors: tuple[int, ...]
-    dropped: tuple[int, ...]
+SEALED_BYTES = crypto.NONCE_BYTES + 2 * shamir.SHARE_BYTES + 16  # one encrypted share bundle
 
 
 def server_advertise_request(state: ServerState) -> AdvertiseRequest:
@@ -95,26 +67,60 @@ def _require_neighbourhoods(config: SecAggConfig, present: set[int], stage: str)
             )
 
 
+def _key_problem(state: ServerState, reply: AdvertisedKeys) -> str | None:
+    config = state.config
+    if reply.node_id not in config.participants:
+        return f"keys from client {reply.node_id}, who is not a participant"
+    if reply.node_id in state.advertised:
+        return f"repeated keys from client {reply.node_id}"
+    if reply.config_digest != config.digest():
+        return "a different configuration (config digest differs from the server's)"
+    if len(reply.cipher_public) != 32 or len(reply.mask_public) != 32:
+        return "public keys that are not 32 bytes"
+    return None
+
+
 def server_collect_keys(state: ServerState, replies: Sequence[AdvertisedKeys]) -> ShareKeysRequest:
     """Stage 1 -> 2: record the advertised keys and broadcast them.
+
+    A duplicated, unknown or mis-configured sender, and (when the server holds the roster) an
+    unsigned, forged or duplicated identity, is dropped.
 
     Raises
     ------
     ProtocolAbort
-        On duplicate or unknown senders, a config digest unlike the server's, or too few clients.
+        When fewer clients than the threshold remain in some neighbourhood.
     """
-    config, digest = state.config, state.config.digest()
+    accepted: list[AdvertisedKeys] = []
     for reply in replies:
-        if reply.node_id not in config.participants or reply.node_id in state.advertised:
-            raise ProtocolAbort(f"unexpected or repeated keys from client {reply.node_id}")
-        if reply.config_digest != digest:
-            raise ProtocolAbort(
-                f"client {reply.node_id} holds a different configuration "
-                "(config digest differs from the server's)"
-            )
+        problem = _key_problem(state, reply)
+        if problem is not None:
+            state.reject(reply.node_id, problem)
+            continue
         state.advertised[reply.node_id] = reply
-    _require_neighbourhoods(config, set(state.advertised), "advertise")
+        accepted.append(reply)
+    if state.roster is not None:
+        for node, reason in auth.check_advertised(state.roster, accepted).items():
+            state.reject(node, reason)
+            del state.advertised[node]
+    _require_neighbourhoods(state.config, set(state.advertised), "advertise")
     return ShareKeysRequest(tuple(state.advertised[v] for v in sorted(state.advertised)))
+
+
+def _shares_problem(state: ServerState, reply: EncryptedShares) -> str | None:
+    sender = reply.node_id
+    if sender not in state.advertised or sender in state.shares:
+        return f"unexpected or repeated shares from client {sender}"
+    allowed = set(state.config.neighbours_of(sender)) & set(state.advertised)
+    if not set(reply.recipients) <= allowed or len(set(reply.recipients)) != len(reply.recipients):
+        return f"client {sender} addressed shares outside its neighbourhood"
+    if any(len(c) != SEALED_BYTES for c in reply.ciphertexts):
+        return f"client {sender} sent ciphertexts that are not {SEALED_BYTES} bytes"
+    if len(reply.share_commitments) != 2 * len(reply.holders) or any(
+        len(c) != 32 for c in (*reply.share_commitments, reply.self_mask_commitment)
+    ):
+        return f"client {sender} sent malformed commitments"
+    return None
 
 
 def server_route_shares(
@@ -127,19 +133,14 @@ def server_route_shares(
     dict[int, MaskedInputRequest]
         One request per client that sent its shares (U2).
     """
-    config = state.config
     for reply in replies:
-        sender = reply.node_id
-        if sender not in state.advertised or sender in state.shares:
-            raise ProtocolAbort(f"unexpected or repeated shares from client {sender}")
-        allowed = set(config.neighbours_of(sender)) & set(state.advertised)
-        if not set(reply.recipients) <= allowed or len(set(reply.recipients)) != len(
-            reply.recipients
-        ):
-            raise ProtocolAbort(f"client {sender} addressed shares outside its neighbourhood")
-        state.shares[sender] = reply
+        problem = _shares_problem(state, reply)
+        if problem is not None:
+            state.reject(reply.node_id, problem)
+        else:
+            state.shares[reply.node_id] = reply
     present = set(state.shares)
-    _require_neighbourhoods(config, present, "share")
+    _require_neighbourhoods(state.config, present, "share")
     inbox: dict[int, tuple[list[int], list[bytes]]] = {v: ([], []) for v in sorted(present)}
     for sender in sorted(present):
         reply = state.shares[sender]
@@ -153,25 +154,32 @@ def server_route_shares(
 def server_collect_masked(state: ServerState, replies: Sequence[MaskedInput]) -> UnmaskRequest:
     """Stage 3 -> 4: add the masked inputs and announce survivors and dropped clients.
 
+    A repeated, unexpected, wrong-length or non-``uint64`` masked input is dropped (its
+    sender then counts as dropped before stage 3).
+
     Returns
     -------
     UnmaskRequest
-        The same request for every survivor.
+        The same request for every survivor (without signatures).
     """
     config = state.config
     if state.masked_sum is None:
         state.masked_sum = np.zeros(config.vector_length, dtype=np.uint64)
     arrived = set(state.survivors)
     for reply in replies:
+        masked = reply.masked
         if reply.node_id not in state.shares or reply.node_id in arrived:
-            raise ProtocolAbort(f"unexpected or repeated masked input from client {reply.node_id}")
-        if reply.masked.dtype != np.uint64 or reply.masked.shape != (config.vector_length,):
-            raise ProtocolAbort(
-                f"client {reply.node_id} sent a masked input of dtype "
-                f"{reply.masked.dtype} and shape {reply.masked.shape}"
-            )
-        np.add(state.masked_sum, reply.masked, out=state.masked_sum)
-        arrived.add(reply.node_id)
+            state.reject(reply.node_id, f"unexpected or repeated masked input from {reply.node_id}")
+        elif (
+            not isinstance(masked, np.ndarray)
+            or masked.dtype != np.uint64
+            or masked.shape != (config.vector_length,)
+        ):
+            what = f"{masked.dtype} {masked.shape}" if isinstance(masked, np.ndarray) else "?"
+            state.reject(reply.node_id, f"a masked input of dtype/shape {what}")
+        else:
+            np.add(state.masked_sum, masked, out=state.masked_sum)
+            arrived.add(reply.node_id)
     if len(arrived) < config.threshold:
         raise ProtocolAbort(
             f"only {len(arrived)} masked inputs arrived, fewer than the threshold "
@@ -182,84 +190,40 @@ def server_collect_masked(state: ServerState, replies: Sequence[MaskedInput]) ->
     return UnmaskRequest(state.survivors, state.dropped)
 
 
-def _record_reply(state: ServerState, reply: UnmaskReply) -> None:
-    config, holder = state.config, reply.node_id
-    if holder not in state.survivors:
-        raise ProtocolAbort(f"unmask reply from client {holder}, who is not a survivor")
-    pairs = [
-        (o, s, state.self_mask_shares, state.survivors)
-        for o, s in zip(reply.self_mask_owners, reply.self_mask_shares, strict=True)
-    ]
-    pairs += [
-        (o, s, state.key_shares, state.dropped)
-        for o, s in zip(reply.key_owners, reply.key_shares, strict=True)
-    ]
-    for owner, share, store, expected in pairs:
-        if owner not in expected or holder not in config.holders_of(owner):
-            raise ProtocolAbort(f"client {holder} sent a share of client {owner} it cannot hold")
-        try:
-            store.setdefault(owner, {})[holder] = shamir.share_from_bytes(share)
-        except ValueError as error:
-            raise ProtocolAbort(f"client {holder} sent a malformed share: {error}") from None
+def server_consistency_request(state: ServerState) -> ConsistencyRequest:
+    """Stage 3b request (rounds with a roster): the survivor set every survivor signs."""
+    return ConsistencyRequest(state.survivors)
 
 
-def _reconstruct(config: SecAggConfig, owner: int, shares: dict[int, int], what: str) -> bytes:
-    if len(shares) < config.threshold:
-        raise ProtocolAbort(
-            f"only {len(shares)} shares of client {owner}'s {what} arrived, fewer "
-            f"than the threshold {config.threshold}; the round cannot complete"
-        )
-    holders = sorted(shares)[: config.threshold]
-    return shamir.combine_shares([config.share_x(h) for h in holders], [shares[h] for h in holders])
+def server_collect_signatures(
+    state: ServerState, replies: Sequence[ConsistencyReply]
+) -> UnmaskRequest:
+    """Stage 3b -> 4: relay the survivors' signatures of the survivor set.
 
-
-def server_unmask(state: ServerState, replies: Sequence[UnmaskReply]) -> AggregateResult:
-    """Stage 4: reconstruct the secrets, strip the masks and decode the sum.
+    A signature that does not verify (checked when the server holds the roster) is not
+    relayed; its signer stays a survivor (its masked input is in the sum).
 
     Raises
     ------
     ProtocolAbort
-        When a needed secret has fewer than ``threshold`` shares, or a reconstructed secret
-        contradicts its commitment (self-mask seed) or its advertised public key (mask key).
+        When fewer than ``config.consistency_quorum`` signatures remain: no honest client
+        would unmask.
     """
-    config = state.config
-    if state.masked_sum is None:
-        raise ProtocolAbort("server_unmask called before any masked input was collected")
+    config, members = state.config, set(state.survivors)
+    message = auth.survivors_message(config, state.survivors)
     for reply in replies:
-        _record_reply(state, reply)
-    context, expander = config.key_context(), MaskExpander(config.vector_length)
-    total = state.masked_sum.copy()
-    for owner in state.survivors:
-        seed = _reconstruct(config, owner, state.self_mask_shares.get(owner, {}), "self-mask seed")
-        if self_mask_commitment(context, owner, seed) != state.shares[owner].self_mask_commitment:
-            raise ProtocolAbort(
-                f"the reconstructed self-mask seed of client {owner} does not "
-                "match its commitment (a holder sent a wrong share)"
-            )
-        expander.add(total, seed, subtract=True, self_mask=True)
-    survivors = set(state.survivors)
-    for owner in state.dropped:
-        partners = [w for w in config.neighbours_of(owner) if w in survivors]
-        if not partners:
-            continue
-        private = _reconstruct(config, owner, state.key_shares.get(owner, {}), "mask key")
-        if crypto.public_from_private(private) != state.advertised[owner].mask_public:
-            raise ProtocolAbort(
-                f"the reconstructed mask key of client {owner} does not match "
-                "its advertised public key (a holder sent a wrong share)"
-            )
-        loaded = crypto.load_private(private)
-        for partner in partners:
-            secret = crypto.agree(loaded, state.advertised[partner].mask_public)
-            seed = crypto.derive_key(
-                secret, label=crypto.MASK_SEED_LABEL, context=context, first=owner, second=partner
-            )
-            expander.add(total, seed, subtract=pair_adds(partner, owner))
-    quantizer, count = config.quantizer, len(state.survivors)
-    return AggregateResult(
-        total,
-        quantizer.decode_sum(total, count),
-        quantizer.decode_mean(total, count),
-        state.survivors,
-        state.dropped,
+        node = reply.node_id
+        keys = state.advertised.get(node)
+        if node not in members or node in state.signatures or keys is None:
+            continue  # not a survivor, or a second signature: nothing to relay
+        if state.roster is None or state.roster.verifies(keys.identity, message, reply.signature):
+            state.signatures[node] = reply.signature
+    if len(state.signatures) < config.consistency_quorum:
+        raise ProtocolAbort(
+            f"only {len(state.signatures)} clients signed the survivor set, fewer than the "
+            f"quorum {config.consistency_quorum}; no honest client would unmask"
+        )
+    signers = tuple(sorted(state.signatures))
+    return UnmaskRequest(
+        state.survivors, state.dropped, signers, tuple(state.signatures[v] for v in signers)
     )

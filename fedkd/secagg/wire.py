@@ -11,6 +11,8 @@ Stage flow (server -> clients, clients -> server):
 1. ADVERTISE: :class:`AdvertiseRequest` -> :class:`AdvertisedKeys`
 2. SHARE: :class:`ShareKeysRequest` -> :class:`EncryptedShares`
 3. MASKED_INPUT: :class:`MaskedInputRequest` -> :class:`MaskedInput`
+3b. CONSISTENCY (rounds with a roster only): :class:`ConsistencyRequest` ->
+    :class:`ConsistencyReply`
 4. UNMASK: :class:`UnmaskRequest` -> :class:`UnmaskReply`
 """
 
@@ -33,17 +35,19 @@ from fedkd.secagg.codec import (
     get_bytes_list,
     get_int,
     get_ints,
+    get_str,
 )
 from fedkd.secagg.config import SecAggConfig
 from fedkd.secagg.errors import WireFormatError
 
 
 class Stage(enum.Enum):
-    """The four stages of a round."""
+    """The stages of a round, in protocol order (CONSISTENCY only in rounds with a roster)."""
 
     ADVERTISE = "advertise"
     SHARE = "share"
     MASKED_INPUT = "masked_input"
+    CONSISTENCY = "consistency"
     UNMASK = "unmask"
 
 
@@ -109,12 +113,18 @@ class AdvertiseRequest(_Message):
 
 @dataclass(frozen=True)
 class AdvertisedKeys(_Message):
-    """Client -> server, stage 1: two X25519 public keys and the client's config digest."""
+    """Client -> server, stage 1: two X25519 public keys and the client's config digest.
+
+    With a roster, ``identity`` names the client's roster entry and ``signature`` is its
+    Ed25519 signature of :func:`fedkd.secagg.auth.keys_message` (empty without a roster).
+    """
 
     node_id: int
     cipher_public: bytes  # c_pk: encrypts shares
     mask_public: bytes  # s_pk: agrees pairwise mask seeds
     config_digest: bytes
+    identity: str = ""
+    signature: bytes = b""
     KIND = "advertised_keys"
 
     def _body(self) -> Fields:
@@ -123,6 +133,8 @@ class AdvertisedKeys(_Message):
             "cipher_public": self.cipher_public,
             "mask_public": self.mask_public,
             "config_digest": self.config_digest,
+            "identity": self.identity,
+            "signature": self.signature,
         }
 
     @classmethod
@@ -132,6 +144,8 @@ class AdvertisedKeys(_Message):
             get_bytes(fields, "cipher_public"),
             get_bytes(fields, "mask_public"),
             get_bytes(fields, "config_digest"),
+            get_str(fields, "identity"),
+            get_bytes(fields, "signature"),
         )
 
 
@@ -148,6 +162,8 @@ class ShareKeysRequest(_Message):
             "cipher_publics": [k.cipher_public for k in self.keys],
             "mask_publics": [k.mask_public for k in self.keys],
             "config_digests": [k.config_digest for k in self.keys],
+            "identities": [k.identity.encode("utf-8") for k in self.keys],
+            "signatures": [k.signature for k in self.keys],
         }
 
     @classmethod
@@ -158,9 +174,15 @@ class ShareKeysRequest(_Message):
             _bytes_list(fields, "mask_publics"),
             _bytes_list(fields, "config_digests"),
         )
-        if len({len(c) for c in columns}) != 1:
+        names, signatures = _bytes_list(fields, "identities"), _bytes_list(fields, "signatures")
+        if len({len(c) for c in (*columns, names, signatures)}) != 1:
             raise WireFormatError("share_keys_request columns have different lengths")
-        return cls(keys=tuple(AdvertisedKeys(*row) for row in zip(*columns, strict=True)))
+        try:
+            identities = tuple(name.decode("utf-8") for name in names)
+        except UnicodeDecodeError:
+            raise WireFormatError("share_keys_request: an identity is not UTF-8") from None
+        rows = zip(*columns, identities, signatures, strict=True)
+        return cls(keys=tuple(AdvertisedKeys(*row) for row in rows))
 
 
 @dataclass(frozen=True)
@@ -168,14 +190,23 @@ class EncryptedShares(_Message):
     """Client -> server, stage 2: one AEAD ciphertext of (self-mask share, key share) per holder.
 
     ``self_mask_commitment`` is SHA-256 of the key context and the self-mask seed; the server
-    checks reconstructed seeds against it.
+    checks reconstructed seeds against it. ``share_commitments`` holds, for each holder of
+    ``holders`` (the recipients and the client itself), SHA-256 commitments to its self-mask
+    share and to its key share, in that order: a holder that reveals a wrong share is caught
+    and dropped (:func:`fedkd.secagg.auth.share_commitment`).
     """
 
     node_id: int
     recipients: tuple[int, ...]
     ciphertexts: tuple[bytes, ...]
     self_mask_commitment: bytes
+    share_commitments: tuple[bytes, ...] = ()
     KIND = "encrypted_shares"
+
+    @property
+    def holders(self) -> tuple[int, ...]:
+        """The clients holding shares of this client's secrets, in commitment order."""
+        return (*self.recipients, self.node_id)
 
     def _body(self) -> Fields:
         return {
@@ -183,6 +214,7 @@ class EncryptedShares(_Message):
             "recipients": list(self.recipients),
             "ciphertexts": list(self.ciphertexts),
             "self_mask_commitment": self.self_mask_commitment,
+            "share_commitments": list(self.share_commitments),
         }
 
     @classmethod
@@ -195,6 +227,7 @@ class EncryptedShares(_Message):
             recipients,
             ciphertexts,
             get_bytes(fields, "self_mask_commitment"),
+            _bytes_list(fields, "share_commitments"),
         )
 
 
@@ -240,18 +273,63 @@ class MaskedInput(_Message):
 
 @dataclass(frozen=True)
 class UnmaskRequest(_Message):
-    """Server -> client, stage 4: who sent a masked input (survivors) and who did not (dropped)."""
+    """Server -> client, stage 4: who sent a masked input (survivors) and who did not (dropped).
+
+    With a roster, ``signers``/``signatures`` relay the consistency-stage signatures of the
+    survivor set (empty without a roster).
+    """
 
     survivors: tuple[int, ...]
     dropped: tuple[int, ...]
+    signers: tuple[int, ...] = ()
+    signatures: tuple[bytes, ...] = ()
     KIND = "unmask_request"
 
     def _body(self) -> Fields:
-        return {"survivors": list(self.survivors), "dropped": list(self.dropped)}
+        return {
+            "survivors": list(self.survivors),
+            "dropped": list(self.dropped),
+            "signers": list(self.signers),
+            "signatures": list(self.signatures),
+        }
 
     @classmethod
     def _from_body(cls, fields: Mapping[str, FieldValue]) -> UnmaskRequest:
-        return cls(_ints(fields, "survivors"), _ints(fields, "dropped"))
+        signers, signatures = _ints(fields, "signers"), _bytes_list(fields, "signatures")
+        if len(signers) != len(signatures):
+            raise WireFormatError("unmask_request: signers and signatures differ in length")
+        return cls(_ints(fields, "survivors"), _ints(fields, "dropped"), signers, signatures)
+
+
+@dataclass(frozen=True)
+class ConsistencyRequest(_Message):
+    """Server -> client, stage 3b: the clients whose masked inputs the server holds."""
+
+    survivors: tuple[int, ...]
+    KIND = "consistency_request"
+
+    def _body(self) -> Fields:
+        return {"survivors": list(self.survivors)}
+
+    @classmethod
+    def _from_body(cls, fields: Mapping[str, FieldValue]) -> ConsistencyRequest:
+        return cls(_ints(fields, "survivors"))
+
+
+@dataclass(frozen=True)
+class ConsistencyReply(_Message):
+    """Client -> server, stage 3b: the client's signature of the survivor set."""
+
+    node_id: int
+    signature: bytes
+    KIND = "consistency_reply"
+
+    def _body(self) -> Fields:
+        return {"node_id": self.node_id, "signature": self.signature}
+
+    @classmethod
+    def _from_body(cls, fields: Mapping[str, FieldValue]) -> ConsistencyReply:
+        return cls(get_int(fields, "node_id"), get_bytes(fields, "signature"))
 
 
 @dataclass(frozen=True)

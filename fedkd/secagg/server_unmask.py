@@ -1,0 +1,160 @@
+"""Stage 4 on the server: collect the revealed shares, reconstruct the secrets, strip the masks.
+
+Survivors' self masks are removed with their reconstructed seeds ``b``; dropped clients'
+pairwise masks with their reconstructed mask keys ``s_sk``. Every revealed share is
+attributable: its owner committed to it in stage 2 (``EncryptedShares.share_commitments``).
+When a reconstructed secret contradicts its commitment, the server checks that owner's shares
+one by one, drops every holder whose share does not match (``state.liars``, reason in
+``state.rejected``) and reconstructs from the others when ``threshold`` good shares remain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fedkd.secagg import auth, crypto, shamir
+from fedkd.secagg.client import self_mask_commitment
+from fedkd.secagg.config import SecAggConfig
+from fedkd.secagg.errors import ProtocolAbort
+from fedkd.secagg.masking import MaskExpander, pair_adds
+from fedkd.secagg.server_state import AggregateResult, ServerState
+from fedkd.secagg.wire import UnmaskReply
+
+
+def _reply_problem(state: ServerState, reply: UnmaskReply) -> str | None:
+    config, holder = state.config, reply.node_id
+    if holder not in state.survivors:
+        return f"unmask reply from client {holder}, who is not a survivor"
+    if holder in state.unmasked:
+        return f"a second unmask reply from client {holder}"
+    survivors, dropped = set(state.survivors), set(state.dropped)
+    for owners, expected in ((reply.self_mask_owners, survivors), (reply.key_owners, dropped)):
+        if len(set(owners)) != len(owners):
+            return f"client {holder} sent two shares of one owner"
+        for owner in owners:
+            if owner not in expected or holder not in config.holders_of(owner):
+                return f"client {holder} sent a share of client {owner} it cannot hold"
+    return None
+
+
+def _record_reply(state: ServerState, reply: UnmaskReply) -> None:
+    """Keep a reply's shares, or drop the holder when the reply is inconsistent or malformed."""
+    problem = _reply_problem(state, reply)
+    parsed: list[tuple[dict[int, dict[int, int]], int, int]] = []
+    if problem is None:
+        try:
+            for store, owners, raws in (
+                (state.self_mask_shares, reply.self_mask_owners, reply.self_mask_shares),
+                (state.key_shares, reply.key_owners, reply.key_shares),
+            ):
+                for owner, raw in zip(owners, raws, strict=True):
+                    parsed.append((store, owner, shamir.share_from_bytes(raw)))
+        except ValueError as error:
+            problem = f"client {reply.node_id} sent a malformed share: {error}"
+    if problem is not None:
+        state.reject(reply.node_id, problem)
+        return
+    state.unmasked.add(reply.node_id)
+    for store, owner, value in parsed:
+        store.setdefault(owner, {})[reply.node_id] = value
+
+
+def _matches(state: ServerState, owner: int, holder: int, kind: bytes, value: int) -> bool:
+    sealed = state.shares[owner]
+    try:
+        index = 2 * sealed.holders.index(holder) + (0 if kind == auth.SEED_SHARE else 1)
+    except ValueError:
+        return False
+    share = shamir.share_to_bytes(value)
+    expected = auth.share_commitment(state.config.key_context(), owner, holder, kind, share)
+    return sealed.share_commitments[index] == expected
+
+
+def _combine(config: SecAggConfig, shares: dict[int, int]) -> bytes | None:
+    holders = sorted(shares)[: config.threshold]
+    try:
+        return shamir.combine_shares(
+            [config.share_x(h) for h in holders], [shares[h] for h in holders]
+        )
+    except ProtocolAbort:
+        return None
+
+
+def _reconstruct(state: ServerState, owner: int, kind: bytes) -> bytes:
+    """The secret ``kind`` of ``owner``, dropping holders whose share contradicts the commitment."""
+    config = state.config
+    store = state.self_mask_shares if kind == auth.SEED_SHARE else state.key_shares
+    what = "self-mask seed" if kind == auth.SEED_SHARE else "mask key"
+    shares = {h: v for h, v in store.get(owner, {}).items() if h not in state.liars}
+    for attempt in range(2):
+        if len(shares) < config.threshold:
+            raise ProtocolAbort(
+                f"only {len(shares)} good shares of client {owner}'s {what} arrived, fewer "
+                f"than the threshold {config.threshold}; the round cannot complete"
+            )
+        secret = _combine(config, shares)
+        if secret is not None and _verifies(state, owner, kind, secret):
+            return secret
+        if attempt == 0:
+            for holder, value in list(shares.items()):
+                if not _matches(state, owner, holder, kind, value):
+                    state.liars.add(holder)
+                    state.reject(
+                        holder,
+                        f"revealed a share of client {owner}'s {what} unlike "
+                        "its owner's commitment",
+                    )
+                    del shares[holder]
+    raise ProtocolAbort(
+        f"the shares of client {owner}'s {what} match their commitments but not the secret: "
+        f"client {owner} committed inconsistently"
+    )
+
+
+def _verifies(state: ServerState, owner: int, kind: bytes, secret: bytes) -> bool:
+    context = state.config.key_context()
+    if kind == auth.SEED_SHARE:
+        return (
+            self_mask_commitment(context, owner, secret) == state.shares[owner].self_mask_commitment
+        )
+    return crypto.public_from_private(secret) == state.advertised[owner].mask_public
+
+
+def server_unmask(state: ServerState, replies: Sequence[UnmaskReply]) -> AggregateResult:
+    """Stage 4: reconstruct the secrets, strip the masks and decode the sum.
+
+    Raises
+    ------
+    ProtocolAbort
+        When a needed secret has fewer than ``threshold`` good shares.
+    """
+    config = state.config
+    if state.masked_sum is None:
+        raise ProtocolAbort("server_unmask called before any masked input was collected")
+    for reply in replies:
+        _record_reply(state, reply)
+    context, expander = config.key_context(), MaskExpander(config.vector_length)
+    total = state.masked_sum.copy()
+    for owner in state.survivors:
+        seed = _reconstruct(state, owner, auth.SEED_SHARE)
+        expander.add(total, seed, subtract=True, self_mask=True)
+    survivors = set(state.survivors)
+    for owner in state.dropped:
+        partners = [w for w in config.neighbours_of(owner) if w in survivors]
+        if not partners:
+            continue
+        loaded = crypto.load_private(_reconstruct(state, owner, auth.KEY_SHARE))
+        for partner in partners:
+            secret = crypto.agree(loaded, state.advertised[partner].mask_public)
+            seed = crypto.derive_key(
+                secret, label=crypto.MASK_SEED_LABEL, context=context, first=owner, second=partner
+            )
+            expander.add(total, seed, subtract=pair_adds(partner, owner))
+    quantizer, count = config.quantizer, len(state.survivors)
+    return AggregateResult(
+        total,
+        quantizer.decode_sum(total, count),
+        quantizer.decode_mean(total, count),
+        state.survivors,
+        state.dropped,
+    )
