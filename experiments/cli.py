@@ -76,6 +76,9 @@ def run_parser() -> argparse.ArgumentParser:
         help="let Flower install the app's dependencies per run (uv sync into a fresh "
         "environment; downloads several GB the first time) instead of using this one",
     )
+    parser.add_argument(
+        "--app", type=Path, default=PROJECT_ROOT, help="Flower app folder (default: this one)"
+    )
     parser.add_argument("--timeout", type=float, default=None, help="stop after S seconds")
     parser.add_argument("--quiet", action="store_true", help="do not echo the run's log")
     return parser
@@ -88,7 +91,7 @@ def run_main(argv: list[str]) -> int:
         if args.clients < 1:
             raise ValueError(f"--clients must be >= 1, got {args.clients}")
         overrides = absolute_paths({"out-dir": args.out, **parse_assignments(args.set)})
-        check_run_config(overrides, args.clients)
+        check_run_config(overrides, args.clients, args.app.resolve())
     except ValueError as error:
         print(f"fedkd run: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -99,6 +102,7 @@ def run_main(argv: list[str]) -> int:
         echo=not args.quiet,
         timeout=args.timeout,
         install_dependencies=args.install_deps,
+        app_dir=args.app.resolve(),
     )
     if result.results is not None:
         print_summary(result.results)

@@ -6,8 +6,11 @@
               split-public=2000 split-test=2000
 
 Every method gets the same run config (data, seed, partition, student model, rounds, local
-epochs); only ``method`` changes. Writes ``comparison.md``, ``comparison.json`` and
-``comparison.png`` into ``--out`` and prints the table.
+epochs); only ``method`` changes. Each method's config is checked before the first run starts
+(exit 2 on a bad one). Writes ``comparison.md``, ``comparison.json`` and ``comparison.png``
+into ``--out`` (default: a new ``runs/compare-<date>-<time>`` folder) and prints the table.
+Exit code 0 when every method completed, 1 when one failed (its cause printed on one line and
+kept in ``comparison.json``), 130 / 143 when interrupted (the finished methods are kept).
 """
 
 from __future__ import annotations
@@ -16,12 +19,23 @@ import argparse
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
-from experiments.cli import parse_assignments
-from experiments.launch import PROJECT_ROOT, flwr_run
+from experiments.launch import LaunchResult, flwr_run, report
+from experiments.run_config import (
+    PROJECT_ROOT,
+    absolute_paths,
+    check_run_config,
+    parse_assignments,
+)
 
 METHODS = ("fedkd", "fedavg", "local", "central")
+
+
+def default_out() -> Path:
+    """A new results folder per comparison: ``runs/compare-<YYYYmmdd-HHMMSS>``."""
+    return PROJECT_ROOT / "runs" / time.strftime("compare-%Y%m%d-%H%M%S")
 
 
 def _final(history: list[dict[str, object]], key: str) -> float:
@@ -79,7 +93,8 @@ def plot(histories: dict[str, list[dict[str, object]]], path: Path, title: str) 
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line of ``experiments.compare``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=10)
@@ -92,57 +107,109 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="run-config settings shared by every method",
     )
-    parser.add_argument("--out", default=str(PROJECT_ROOT / "runs" / "compare"))
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results folder (default: runs/compare-<time>)"
+    )
     parser.add_argument("--quiet", action="store_true", help="do not echo the Flower logs")
-    args = parser.parse_args(argv)
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    shared = {
-        "num-rounds": args.rounds,
-        "alpha": args.alpha,
-        "out-dir": str(out),
-        **parse_assignments(args.set),
-    }
-    histories: dict[str, list[dict[str, object]]] = {}
-    rows = []
+    return parser.parse_args(argv)
+
+
+def method_configs(
+    args: argparse.Namespace, out: Path
+) -> tuple[dict[str, object], dict[str, dict[str, object]]]:
+    """The shared run config and each method's full run config, all checked first.
+
+    Raises
+    ------
+    ValueError
+        One line naming the method and the bad key.
+    """
+    shared = absolute_paths(
+        {"num-rounds": args.rounds, "alpha": args.alpha, **parse_assignments(args.set)}
+    )
+    shared["out-dir"] = str(out)
+    configs: dict[str, dict[str, object]] = {}
     for method in args.methods:
-        print(f"\n=== {method} ===", flush=True)
-        overrides = {"method": method, "run-name": method}
+        config = {**shared, "method": method, "run-name": method}
         if method == "local":  # its headline number is the clients' own test accuracy
-            overrides["eval-clients"] = True
-        result = flwr_run(
-            {**shared, **overrides},
-            num_supernodes=args.clients,
-            echo=not args.quiet,
-        )
-        if result.returncode != 0 or result.results is None:
-            print(f"{method}: flwr run failed (exit {result.returncode})", file=sys.stderr)
+            config["eval-clients"] = True
+        try:
+            check_run_config(config, args.clients)
+        except ValueError as error:
+            raise ValueError(f"{method}: {error}") from None
+        configs[method] = config
+    return shared, configs
+
+
+def summary_row(method: str, result: LaunchResult) -> dict[str, object]:
+    """One table row from a completed method's ``history.json``."""
+    assert result.results is not None
+    history = json.loads((result.results / "history.json").read_text())
+    final, best = headline(method, history)
+    rounds = max(len(history), 1)
+    return {
+        "method": method,
+        "final": final,
+        "best": best,
+        "mb_up": sum(float(r.get("bytes_up") or 0) for r in history) / rounds / 1e6,
+        "seconds": sum(float(r.get("seconds") or 0) for r in history) / rounds,
+        "rounds": len(history),
+        "results": str(result.results),
+        "history": history,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every method, write the table, plot and JSON; return the exit code."""
+    args = parse_args(argv)
+    out = (args.out or default_out()).resolve()
+    try:
+        shared, configs = method_configs(args, out)
+    except ValueError as error:
+        print(f"compare: {error}", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, object]] = []
+    failed: dict[str, str] = {}
+    code = 0
+    for method, config in configs.items():
+        print(f"\n=== {method} ===", flush=True)
+        result = flwr_run(config, num_supernodes=args.clients, echo=not args.quiet)
+        if not result.ok:
+            report(result, label=method)
+            failed[method] = result.cause
+            code = result.returncode if result.returncode in (130, 143) else 1
+            if code != 1:
+                break  # interrupted: keep what is done, start nothing new
             continue
-        history = json.loads((result.results / "history.json").read_text())
-        histories[method] = history
-        final, best = headline(method, history)
-        rows.append(
-            {
-                "method": method,
-                "final": final,
-                "best": best,
-                "mb_up": sum(float(r["bytes_up"]) for r in history) / max(len(history), 1) / 1e6,
-                "seconds": sum(float(r["seconds"]) for r in history) / max(len(history), 1),
-                "rounds": len(history),
-                "results": str(result.results),
-            }
-        )
+        rows.append(summary_row(method, result))
+    write_outputs(out, shared, rows, failed, args)
+    return code
+
+
+def write_outputs(
+    out: Path,
+    shared: dict[str, object],
+    rows: list[dict[str, object]],
+    failed: dict[str, str],
+    args: argparse.Namespace,
+) -> None:
+    """``comparison.md`` / ``.json`` / ``.png`` for the methods that completed."""
     title = (
         f"{shared.get('dataset', 'digits')}, {args.clients} clients, Dirichlet alpha="
         f"{args.alpha}, {args.rounds} rounds"
     )
-    table = markdown_table(rows, title)
-    (out / "comparison.md").write_text(table)
-    (out / "comparison.json").write_text(json.dumps({"config": shared, "rows": rows}, indent=2))
-    plot(histories, out / "comparison.png", title)
+    histories = {str(r["method"]): r.pop("history") for r in rows}
+    table = markdown_table(rows, title) if rows else f"### {title}\n\nno method completed\n"
+    for method, cause in failed.items():
+        table += f"\n- {method}: did not complete ({cause})"
+    (out / "comparison.md").write_text(table + "\n")
+    payload = {"config": shared, "rows": rows, "failed": failed}
+    (out / "comparison.json").write_text(json.dumps(payload, indent=2))
+    if histories:
+        plot(histories, out / "comparison.png", title)  # type: ignore[arg-type]
     print("\n" + table)
     print(f"written to {out}")
-    return 0 if len(rows) == len(args.methods) else 1
 
 
 if __name__ == "__main__":

@@ -38,9 +38,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import IO
 
-from experiments.launch import PROJECT_ROOT, RESULT_MARKER
+from experiments.flower_status import RunStatus, failure_cause, wait_for_status
+from experiments.launch import RESULT_MARKER
+from experiments.processes import descendants, group_members, process_table, signal_group
+from experiments.run_config import PROJECT_ROOT
+
+__all__ = ["CONNECTION_NAME", "DeploymentResult", "deploy_local", "group_members", "main"]
 
 CONNECTION_NAME = "fedkd-local"
+_RUN_ID = re.compile(r"Successfully started run (\d+)")
 DEFAULT_PORT = 19091
 BIN_DIR = Path(sys.executable).parent
 
@@ -52,7 +58,9 @@ class DeploymentResult:
     Attributes
     ----------
     returncode
-        Exit status of ``flwr run`` (``-9`` when it was killed at the timeout).
+        0 when the run's status is ``finished:completed`` and a results folder was reported,
+        1 otherwise, 124 when it was stopped at the timeout (``flwr run`` itself exits 0
+        whatever happens to the run, so its exit status is not used).
     results
         The results folder the ServerApp reported, ``None`` if it reported none.
     process_groups
@@ -68,6 +76,8 @@ class DeploymentResult:
     process_groups: tuple[int, ...]
     log_dir: Path
     seconds: float
+    status: str = "unknown"
+    cause: str = ""
 
 
 @dataclass
@@ -105,12 +115,12 @@ class _Processes:
         signalled too: SIGTERM first (newest first), SIGKILL whatever is left after ``timeout``.
         """
         leaders = [process.pid for _, process in reversed(self.started)]
-        stats = _proc_stats()
-        below = [stats[pid][2] for pid in descendants(leaders) if pid in stats]
+        table = process_table()
+        below = [table[pid].group for pid in descendants(leaders) if pid in table]
         own = os.getpgrp()  # never signal the group this script runs in
         groups = [g for g in dict.fromkeys([*leaders, *below]) if g > 0 and g != own]
         for group in groups:
-            _signal_group(group, signal.SIGTERM)
+            signal_group(group, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while any(group_members(g) for g in groups) and time.monotonic() < deadline:
             for _, process in self.started:
@@ -118,54 +128,13 @@ class _Processes:
             time.sleep(0.2)
         for group in groups:
             if group_members(group):
-                _signal_group(group, signal.SIGKILL)
+                signal_group(group, signal.SIGKILL)
         for _, process in self.started:
             with suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=5)
         for log_file in self._logs:
             log_file.close()
         return groups
-
-
-def _signal_group(group: int, signum: int) -> None:
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(group, signum)
-
-
-def _proc_stats() -> dict[int, tuple[str, int, int]]:
-    """``pid -> (state, parent pid, process group)`` of every process visible in ``/proc``."""
-    stats = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp ...; comm may contain spaces, so split after ')'
-        fields = stat.rsplit(")", 1)[1].split()
-        stats[int(entry.name)] = (fields[0], int(fields[1]), int(fields[2]))
-    return stats
-
-
-def descendants(pids: Sequence[int]) -> list[int]:
-    """Every live process below ``pids`` in the process tree."""
-    stats = _proc_stats()
-    children: dict[int, list[int]] = {}
-    for pid, (_, parent, _) in stats.items():
-        children.setdefault(parent, []).append(pid)
-    found: list[int] = []
-    todo = list(pids)
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def group_members(group: int) -> list[int]:
-    """Live (non-zombie) processes whose process group is ``group``."""
-    return [
-        pid for pid, (state, _, pgrp) in _proc_stats().items() if pgrp == group and state != "Z"
-    ]
 
 
 def _load_certs_module() -> ModuleType:
@@ -326,7 +295,7 @@ def deploy_local(
 
     processes = _Processes(log_dir)
     results: Path | None = None
-    returncode = -1
+    verdict = (1, RunStatus("not started"), "")
     groups: list[int] = []
     start = time.perf_counter()
     try:
@@ -371,18 +340,44 @@ def deploy_local(
                 )
             if echo:
                 print("$", shlex.join(flwr_command), flush=True)
-            results, returncode = _flwr_run(
+            results, timed_out = _flwr_run(
                 flwr_command, cli_env, app_dir, log_dir, timeout, processes, echo
             )
+            verdict = _judge(results, timed_out, cli_env, log_dir)
     finally:
         groups = processes.stop_all()
+    returncode, status, cause = verdict
     return DeploymentResult(
         returncode=returncode,
         results=results,
         process_groups=tuple(groups),
         log_dir=log_dir,
         seconds=time.perf_counter() - start,
+        status=status.status,
+        cause=cause,
     )
+
+
+def _judge(
+    results: Path | None, timed_out: bool, env: dict[str, str], log_dir: Path
+) -> tuple[int, RunStatus, str]:
+    """Exit code, status and one-line cause, from the run's status (``flwr ls``) and logs."""
+    lines = (log_dir / "flwr-run.log").read_text(errors="replace").splitlines()
+    run_ids = [m.group(1) for line in lines if (m := _RUN_ID.search(line))]
+    if not run_ids:
+        status = RunStatus("not started")
+    else:
+        status = wait_for_status(
+            int(run_ids[0]), env, CONNECTION_NAME, patience=5 if timed_out else 20
+        )
+    if timed_out:
+        return 124, status, "still running at the timeout: stopped"
+    if status.completed and results is not None:
+        return 0, status, ""
+    cause = failure_cause(status, lines, log_dir / "superlink.log")
+    if status.completed:
+        cause = "the run completed but the ServerApp reported no results folder"
+    return 1, status, cause
 
 
 def _flwr_run(
@@ -393,8 +388,9 @@ def _flwr_run(
     timeout: float | None,
     processes: _Processes,
     echo: bool,
-) -> tuple[Path | None, int]:
-    """Run ``flwr run`` (its own process group, stopped with the others) and read its output."""
+) -> tuple[Path | None, bool]:
+    """Run ``flwr run`` (its own process group, stopped with the others) and read its output;
+    return the results folder reported and whether the timeout stopped it."""
     process = subprocess.Popen(
         command,
         cwd=app_dir,
@@ -407,6 +403,7 @@ def _flwr_run(
     assert process.stdout is not None
     deadline = None if timeout is None else time.monotonic() + timeout
     results: Path | None = None
+    timed_out = False
     os.set_blocking(process.stdout.fileno(), False)
     buffer = b""
     with open(log_dir / "flwr-run.log", "wb") as log_file:
@@ -430,15 +427,16 @@ def _flwr_run(
                 if deadline is not None and time.monotonic() > deadline:
                     if echo:
                         print(f"\nflwr run still going after {timeout:.0f} s: stopping", flush=True)
-                    _signal_group(process.pid, signal.SIGKILL)
+                    signal_group(process.pid, signal.SIGKILL)
                     process.wait()
+                    timed_out = True
                     break
                 processes.check_alive()
                 time.sleep(0.1)
     text = buffer.decode(errors="replace")
     if RESULT_MARKER in text:
         results = Path(text.split(RESULT_MARKER, 1)[1].strip())
-    return results, process.returncode
+    return results, timed_out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -488,10 +486,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"deployment failed: {error}", file=sys.stderr)
         return 1
     print(f"\nlogs: {result.log_dir}  ({result.seconds:.0f} s)")
-    if result.results is None:
-        print("the ServerApp reported no results folder; see the logs", file=sys.stderr)
-        return result.returncode or 1
-    print(f"results: {result.results}")
+    if result.results is not None:
+        print(f"results: {result.results}")
+    if result.returncode != 0:
+        print(f"run failed ({result.status}): {result.cause}", file=sys.stderr)
     return result.returncode
 
 

@@ -354,8 +354,9 @@ def report(result: LaunchResult, *, label: str = "run") -> None:
     if result.results is not None:
         print(f"{label} results: {result.results}", flush=True)
     if not result.ok:
+        verb = "stopped" if result.returncode in (130, 143) else "failed"
         where = f" (run {result.run_id})" if result.run_id is not None else ""
-        print(f"{label} failed{where}: {result.cause}", file=sys.stderr, flush=True)
+        print(f"{label} {verb}{where}: {result.cause}", file=sys.stderr, flush=True)
         if result.flwr_home is not None and result.flwr_home.exists():
             print(f"  Flower logs kept in {result.flwr_home}", file=sys.stderr, flush=True)
 
