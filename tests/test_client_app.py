@@ -15,8 +15,9 @@ from clients.app import BAD_REQUEST, REFUSED
 from clients.app import app as client_app
 from fedkd.fl import keys
 from fedkd.fl.config import FedConfig
+from fedkd.fl.contribution import vector_length
 from fedkd.fl.data import load_run_split
-from fedkd.fl.server_work import new_student, vector_length
+from fedkd.fl.server_work import new_student
 from fedkd.secagg import protocol
 
 pytestmark = pytest.mark.filterwarnings("ignore:secure aggregation is OFF")
@@ -78,7 +79,10 @@ def test_plaintext_train_returns_a_contribution(student_weights: ArrayRecord) ->
     assert vector.shape == (vector_length(split),)
     assert np.all(np.isfinite(vector))
     metrics = reply.content[codec.METRICS]
-    assert metrics[keys.PARTITION_ID] == 1 and metrics[keys.NUM_EXAMPLES] > 0
+    # Only who answered travels in the clear; the statistics ride inside the summed vector.
+    assert dict(metrics) == {keys.PARTITION_ID: 1}
+    accuracy_sum, accuracy_count, loss_sum, clipped = vector[-4:]
+    assert accuracy_count == 1.0 and 0.0 <= accuracy_sum <= 1.0 and loss_sum > 0 and clipped == 0
 
 
 def test_missing_config_record_is_a_clear_error(student_weights: ArrayRecord) -> None:

@@ -86,6 +86,9 @@ def test_secure_run_shows_the_server_no_contribution(tmp_path: Path) -> None:
     simulate(small(tmp_path, "spy", **{"num-rounds": 1}), 4, wrap=spy_on)
     (spy,) = box
     assert spy.seen and all("contribution" not in r.arrays for r in spy.seen)
+    trains = [r for r in spy.seen if r.kind == "train"]
+    # Nothing per client beyond participation: the statistics ride inside the masked sum.
+    assert len(trains) == 4 and all(set(r.fields) == {"partition-id", "payload"} for r in trains)
     masked = [r.arrays["masked"] for r in spy.seen if "masked" in r.arrays]
     assert len(masked) == 4 and all(m.dtype == np.uint64 for m in masked)
 

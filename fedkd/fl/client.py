@@ -262,7 +262,10 @@ def train(
                 arrays={k: v.detach().cpu().numpy() for k, v in model.state_dict().items()},
             ),
         )
-    reply = Envelope(keys.TRAIN, dict(_metrics(result, node.partition_id)))
+    if phase == "fedkd":  # the statistics ride inside the summed vector; only who answered
+        reply = Envelope(keys.TRAIN, {keys.PARTITION_ID: node.partition_id})
+    else:
+        reply = Envelope(keys.TRAIN, dict(_metrics(result, node.partition_id)))
     if phase == "fedavg":
         reply.arrays.update(weights_arrays(model))
     elif advertise is not None:

@@ -16,13 +16,12 @@ import numpy as np
 import torch
 
 from fedkd.distill import (
-    client_contribution,
     distill,
     evaluate,
-    predict_logits,
     train_supervised,
 )
 from fedkd.fl.config import FedConfig
+from fedkd.fl.contribution import stats_block, teacher_contribution
 from fedkd.fl.data import FederatedData
 from fedkd.models import FeatureModel, build_model
 
@@ -31,21 +30,13 @@ from fedkd.models import FeatureModel, build_model
 class LocalResult:
     """A client's round: its contribution vector and what it reports about itself."""
 
-    vector: np.ndarray  # (P*C + C,) float64: concat(w ⊙ f(logits), w), scaled into [-clip, clip]
+    # (P*C + C + STATS,) float64: concat(w ⊙ f(logits), w, stats_block(...)); summed securely
+    vector: np.ndarray
     num_examples: int
     train_loss: float
     client_accuracy: float  # the local model on the test set (NaN when not evaluated)
     clipped_fraction: float  # share of public-set logits cut at ±secagg-clip·T
     seconds: float
-
-
-def contribution_scale(data: FederatedData) -> float:
-    """Common factor applied to every client's vector so weights stay within [0, 1].
-
-    A client's per-class weight is at most its sample count, which is at most the pool size;
-    dividing by the (public) pool size bounds it by 1 and leaves every weighted mean unchanged.
-    """
-    return 1.0 / float(len(data.split.private))
 
 
 def new_client_model(config: FedConfig, data: FederatedData, partition_id: int) -> FeatureModel:
@@ -123,33 +114,15 @@ def local_round(
     if local.eval_clients:
         accuracy = evaluate(model, data.split.test, device="cpu").accuracy
     vector, clipped = np.zeros(0), 0.0
+    train_loss = report.losses[-1] if report.losses else float("nan")
     if contribute:
         vector, clipped = teacher_contribution(config, data, partition_id, model)
+        vector = np.concatenate([vector, stats_block(accuracy, train_loss, clipped)])
     return LocalResult(
         vector=vector,
         num_examples=len(train),
-        train_loss=report.losses[-1] if report.losses else float("nan"),
+        train_loss=train_loss,
         client_accuracy=accuracy,
         clipped_fraction=clipped,
         seconds=time.perf_counter() - start,
     )
-
-
-def teacher_contribution(
-    config: FedConfig, data: FederatedData, partition_id: int, model: FeatureModel
-) -> tuple[np.ndarray, float]:
-    """A client's contribution vector to the teacher sum, and the share of logits clipped.
-
-    Logits are clipped at ``±secagg-clip · T`` (the quantiser's range after the client's
-    temperature), then turned into the rule's weighted terms and scaled into [0, 1] weights.
-    """
-    logits = predict_logits(model, data.split.public.x, device="cpu").astype(np.float64)
-    bound = config.secagg.clip * config.teacher.temperature
-    clipped = float(np.mean(np.abs(logits) > bound))
-    contribution = client_contribution(
-        np.clip(logits, -bound, bound),  # (public, classes)
-        config=config.teacher,
-        label_counts=data.label_counts(partition_id),
-        num_samples=len(data.parts[partition_id]),
-    )
-    return contribution.to_vector() * contribution_scale(data), clipped

@@ -32,6 +32,7 @@ class RoundRecord:
     student_accuracy: float = math.nan
     teacher_accuracy: float = math.nan
     client_accuracy_mean: float = math.nan
+    client_train_loss: float = math.nan  # mean over the clients in the sum
     distill_loss: float = math.nan
     bytes_up: int = 0
     bytes_down: int = 0

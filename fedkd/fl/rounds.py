@@ -27,13 +27,13 @@ from fedkd.data import DataSplit
 from fedkd.distill import evaluate, train_supervised
 from fedkd.fl import keys
 from fedkd.fl.config import FedConfig
+from fedkd.fl.contribution import split_sum, vector_length
 from fedkd.fl.history import RoundRecord, RunRecorder
 from fedkd.fl.server_work import (
     distill_round,
     new_student,
     sample_clients,
     teacher_from_aggregate,
-    vector_length,
 )
 from fedkd.models import FeatureModel
 from fedkd.secagg import SecAggConfig, ServerState, majority_threshold
@@ -102,8 +102,7 @@ class TrainOutcome:
     """The train exchange and what the clients reported about themselves."""
 
     result: ExchangeResult
-    client_accuracy_mean: float
-    clipped_fraction: float
+    client_accuracy_mean: float  # from the replies' metrics (plaintext phases only)
 
 
 def _client_mean(result: ExchangeResult, name: str) -> float:
@@ -124,11 +123,7 @@ def train_phase(
         pid = reply.fields.get(keys.PARTITION_ID)
         if isinstance(pid, int) and not isinstance(pid, bool):
             fed.partitions[node] = pid
-    return TrainOutcome(
-        result,
-        _client_mean(result, keys.CLIENT_ACCURACY),
-        _client_mean(result, keys.CLIPPED),
-    )
+    return TrainOutcome(result, _client_mean(result, keys.CLIENT_ACCURACY))
 
 
 def fedkd_request(
@@ -234,8 +229,6 @@ def fedkd_round(
     record = RoundRecord(
         round=server_round,
         method="fedkd",
-        client_accuracy_mean=train.client_accuracy_mean,
-        clipped_fraction=train.clipped_fraction,
         bytes_up=sum(x.bytes_up for x in agg.exchanges),
         bytes_down=sum(x.bytes_down for x in agg.exchanges),
         seconds_train=train.result.seconds,
@@ -250,7 +243,12 @@ def fedkd_round(
         record.seconds = time.perf_counter() - start
         return record, None
     # --- teacher and distillation -------------------------------------------------------------
-    new_teacher = teacher_from_aggregate(agg.total, config, fed.split)
+    summed, clients = split_sum(agg.total, agg.survivors)
+    record.client_accuracy_mean = clients.accuracy_mean
+    record.client_train_loss = clients.train_loss_mean
+    record.clipped_fraction = clients.clipped_fraction
+    _warn_if_clipped(record, config)
+    new_teacher = teacher_from_aggregate(summed, config, fed.split)
     fed.recorder.save_teacher(server_round, new_teacher)
     distilled = distill_round(student, new_teacher, config, fed.split, server_round=server_round)
     record.teacher_accuracy = distilled.teacher_accuracy
@@ -259,6 +257,16 @@ def fedkd_round(
     record.seconds_distill = distilled.seconds
     record.seconds = time.perf_counter() - start
     return record, new_teacher
+
+
+def _warn_if_clipped(record: RoundRecord, config: FedConfig) -> None:
+    if record.clipped_fraction > 0.01:
+        log.warning(
+            "round %d: %.1f%% of public-set logits were clipped at +-%g*T; raise 'secagg-clip'",
+            record.round,
+            100 * record.clipped_fraction,
+            config.secagg.clip,
+        )
 
 
 def _log_dropouts(fed: Federation, failed: dict[int, str], server_round: int) -> None:

@@ -33,11 +33,6 @@ def new_student(config: FedConfig, split: DataSplit) -> FeatureModel:
     )
 
 
-def vector_length(split: DataSplit) -> int:
-    """Length of a teacher contribution: ``P * C`` weighted values plus ``C`` weights."""
-    return len(split.public) * split.num_classes + split.num_classes
-
-
 @dataclass(frozen=True)
 class DistillOutcome:
     """What one server distillation step produced."""
@@ -51,7 +46,7 @@ class DistillOutcome:
 
 
 def teacher_from_aggregate(summed: np.ndarray, config: FedConfig, split: DataSplit) -> np.ndarray:
-    """Turn the (securely) summed contributions into teacher logits on the public set."""
+    """Turn the (securely) summed teacher part of the contributions into teacher logits."""
     return teacher_from_sum(
         summed,
         num_public=len(split.public),

@@ -1,0 +1,87 @@
+"""The contribution vector a client sends to the (secure) sum, and how the sum is read.
+
+Layout, ``(P*C + C + len(STATS),)`` float64, every entry a sum over clients::
+
+    w ⊙ f(logits)   (P*C)   the teacher rule's weighted terms (fedkd.distill.teacher)
+    w               (C)     the per-class weights
+    stats           (4)     what the server needs about the clients only as a mean
+
+Putting the statistics inside the summed vector means a secure run shows the server nothing
+per client beyond participation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedkd.data import DataSplit
+from fedkd.distill import client_contribution, predict_logits
+from fedkd.fl.config import FedConfig
+from fedkd.fl.data import FederatedData
+from fedkd.models import FeatureModel
+
+STATS = ("accuracy_sum", "accuracy_count", "train_loss_sum", "clipped_sum")
+
+
+def vector_length(split: DataSplit) -> int:
+    """Length of a contribution: ``P * C`` weighted values, ``C`` weights, the client stats."""
+    return len(split.public) * split.num_classes + split.num_classes + len(STATS)
+
+
+def contribution_scale(data: FederatedData) -> float:
+    """Common factor applied to every client's vector so weights stay within [0, 1].
+
+    A client's per-class weight is at most its sample count, which is at most the pool size;
+    dividing by the (public) pool size bounds it by 1 and leaves every weighted mean unchanged.
+    """
+    return 1.0 / float(len(data.split.private))
+
+
+def stats_block(accuracy: float, train_loss: float, clipped: float) -> np.ndarray:
+    """The client's statistics as summable entries (a NaN accuracy counts as absent)."""
+    has_accuracy = bool(np.isfinite(accuracy))
+    loss = float(train_loss) if np.isfinite(train_loss) else 0.0
+    return np.array([accuracy if has_accuracy else 0.0, float(has_accuracy), loss, clipped])
+
+
+@dataclass(frozen=True)
+class ClientStats:
+    """Means over the clients whose contributions were summed."""
+
+    accuracy_mean: float  # NaN when no client evaluated
+    train_loss_mean: float
+    clipped_fraction: float
+
+
+def split_sum(total: np.ndarray, count: int) -> tuple[np.ndarray, ClientStats]:
+    """Separate a summed vector into the teacher part and the clients' mean statistics."""
+    teacher, stats = total[: -len(STATS)], total[-len(STATS) :]
+    accuracy_sum, accuracy_count, loss_sum, clipped_sum = (float(v) for v in stats)
+    means = ClientStats(
+        accuracy_sum / accuracy_count if accuracy_count >= 0.5 else float("nan"),
+        loss_sum / max(count, 1),
+        clipped_sum / max(count, 1),
+    )
+    return teacher, means
+
+
+def teacher_contribution(
+    config: FedConfig, data: FederatedData, partition_id: int, model: FeatureModel
+) -> tuple[np.ndarray, float]:
+    """A client's contribution vector to the teacher sum, and the share of logits clipped.
+
+    Logits are clipped at ``±secagg-clip · T`` (the quantiser's range after the client's
+    temperature), then turned into the rule's weighted terms and scaled into [0, 1] weights.
+    """
+    logits = predict_logits(model, data.split.public.x, device="cpu").astype(np.float64)
+    bound = config.secagg.clip * config.teacher.temperature
+    clipped = float(np.mean(np.abs(logits) > bound))
+    contribution = client_contribution(
+        np.clip(logits, -bound, bound),  # (public, classes)
+        config=config.teacher,
+        label_counts=data.label_counts(partition_id),
+        num_samples=len(data.parts[partition_id]),
+    )
+    return contribution.to_vector() * contribution_scale(data), clipped
