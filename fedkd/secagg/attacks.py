@@ -134,6 +134,10 @@ class ViewAttack(Attack):
     def _survivors(self, node: int, honest: tuple[int, ...], named: set[int]) -> tuple[int, ...]:
         return tuple(sorted(set(self.view(node, honest)) & named))
 
+    def dropped_view(self, node: int, survivors: tuple[int, ...], named: set[int]) -> set[int]:
+        """The dropped list ``node`` is told about (everyone named but not surviving)."""
+        return named - set(survivors)
+
     def rewrite(self, node: int, message: Envelope) -> Envelope:
         if message.kind == protocol.CONSISTENCY:
             honest = ConsistencyRequest.from_bytes(protocol.payload_of(message)).survivors
@@ -147,7 +151,7 @@ class ViewAttack(Attack):
         signers = tuple(sorted(w for w, (lst, _) in self.signed.items() if lst == survivors))
         forged = UnmaskRequest(
             survivors,
-            tuple(sorted(named - set(survivors))),
+            tuple(sorted(self.dropped_view(node, survivors, named))),
             signers,
             tuple(self.signed[w][1] for w in signers),
         )
@@ -218,100 +222,109 @@ def split_view_plan(n: int, threshold: int, group: Collection[int]) -> dict[int,
 
 
 class KeySubstitution(Attack):
-    """The target sees attacker keys for every peer; every peer sees attacker keys for it."""
+    """Show clients the attacker's keys in place of their peers' keys.
 
-    def __init__(self, inner: Transport, target: int) -> None:
+    ``pairs`` holds ``(viewer, peer)``: ``viewer`` is shown attacker keys as ``peer``'s. The
+    default, for a ``target``, is the full isolation: the target sees attacker keys for every
+    peer and every peer sees attacker keys for the target. The attacker decrypts every share
+    sent to one of its keys and re-encrypts what it can for the recipient, so the victims'
+    share decryption succeeds.
+    """
+
+    def __init__(
+        self,
+        inner: Transport,
+        target: int | None = None,
+        pairs: Collection[tuple[int, int]] | None = None,
+    ) -> None:
         super().__init__(inner)
         self.target = target
-        self.fake: dict[int, tuple[crypto.KeyPair, crypto.KeyPair]] = {}  # peer -> (cipher, mask)
+        self.pairs = None if pairs is None else {(int(u), int(v)) for u, v in pairs if u != v}
+        self.fake: dict[tuple[int, int], tuple[crypto.KeyPair, crypto.KeyPair]] = {}
 
-    def _fake_for(self, peer: int) -> AdvertisedKeys:
-        if peer not in self.fake:
-            self.fake[peer] = (crypto.generate_keypair(), crypto.generate_keypair())
-            for pair in self.fake[peer]:
-                self.observed.attacker_keys[pair.public] = pair.private
-        cipher, mask = self.fake[peer]
-        real = self.observed.advertised[peer]
-        return dataclasses.replace(real, cipher_public=cipher.public, mask_public=mask.public)
+    def faked(self, viewer: int, peer: int) -> bool:
+        """Whether ``viewer`` is shown attacker keys as ``peer``'s."""
+        if self.pairs is not None:
+            return (viewer, peer) in self.pairs
+        return viewer != peer and self.target in (viewer, peer)
+
+    def _fake(self, viewer: int, keys: AdvertisedKeys) -> AdvertisedKeys:
+        pair = (viewer, keys.node_id)
+        if pair not in self.fake:
+            self.fake[pair] = (crypto.generate_keypair(), crypto.generate_keypair())
+            for made in self.fake[pair]:
+                self.observed.attacker_keys[made.public] = made.private
+        cipher, mask = self.fake[pair]
+        return dataclasses.replace(keys, cipher_public=cipher.public, mask_public=mask.public)
 
     def rewrite(self, node: int, message: Envelope) -> Envelope:
         if message.kind == protocol.SHARE_KEYS:
             request = ShareKeysRequest.from_bytes(protocol.payload_of(message))
-            keys = tuple(self._swap(node, k) for k in request.keys)
+            keys = tuple(
+                self._fake(node, k) if self.faked(node, k.node_id) else k for k in request.keys
+            )
             return _envelope(message, ShareKeysRequest(keys).to_bytes())
-        if message.kind == protocol.MASKED_INPUT and node == self.target:
-            return _envelope(message, self._reseal_for_target(message).to_bytes())
+        if message.kind == protocol.MASKED_INPUT:
+            return _envelope(message, self._reseal(node, message).to_bytes())
         return message
 
-    def _swap(self, node: int, keys: AdvertisedKeys) -> AdvertisedKeys:
-        if keys.node_id not in self.observed.advertised or keys.node_id == node:
-            return keys
-        if node == self.target or keys.node_id == self.target:
-            return self._fake_for(keys.node_id if node == self.target else self.target)
-        return keys
-
-    def after(
-        self, sent: Mapping[int, Envelope], result: ExchangeResult, *, timeout: float, group: str
-    ) -> None:
-        sealed = self.observed.encrypted.get(self.target)
-        if protocol.SHARE_KEYS not in {m.kind for m in sent.values()} or sealed is None:
-            return
-        config = self.observed.config
-        assert config is not None
-        for holder, ciphertext in zip(sealed.recipients, sealed.ciphertexts, strict=True):
-            if holder not in self.fake:
-                continue
-            key = self._key(self.fake[holder][0], self.target, holder)
-            try:
-                plain = crypto.decrypt_share(
-                    key,
-                    ciphertext,
-                    context=config.key_context(),
-                    sender=self.target,
-                    recipient=holder,
-                )
-            except SecAggError:
-                continue
-            width = shamir.SHARE_BYTES
-            seed_share, key_share = plain[:width], plain[width:]
-            self.observed.steal(SEED, self.target, holder, shamir.share_from_bytes(seed_share))
-            self.observed.steal(KEY, self.target, holder, shamir.share_from_bytes(key_share))
-
-    def _reseal_for_target(self, message: Envelope) -> MaskedInputRequest:
-        """Peers encrypted to the attacker's key for the target: re-encrypt for the target."""
-        config = self.observed.config
-        assert config is not None and self.target in self.fake
-        request = MaskedInputRequest.from_bytes(protocol.payload_of(message))
-        context, target = config.key_context(), self.target
-        resealed = []
-        for sender, ciphertext in zip(request.senders, request.ciphertexts, strict=True):
-            if sender not in self.fake:
-                resealed.append(ciphertext)
-                continue
-            opened = crypto.decrypt_share(
-                self._key(self.fake[target][0], sender, target),
-                ciphertext,
-                context=context,
-                sender=sender,
-                recipient=target,
-            )
-            key = self._key(self.fake[sender][0], target, sender)
-            resealed.append(
-                crypto.encrypt_share(key, opened, context=context, sender=sender, recipient=target)
-            )
-        return MaskedInputRequest(request.senders, tuple(resealed))
-
-    def _key(self, fake: crypto.KeyPair, real_node: int, other: int) -> bytes:
-        config = self.observed.config
-        assert config is not None
-        secret = crypto.agree(fake.private, self.observed.advertised[real_node].cipher_public)
+    def _key(self, viewer: int, peer: int) -> bytes | None:
+        """The share key ``viewer`` derived for ``peer`` when ``peer``'s keys were faked."""
+        config, real = self.observed.config, self.observed.advertised.get(viewer)
+        if (viewer, peer) not in self.fake or config is None or real is None:
+            return None
+        secret = crypto.agree(self.fake[(viewer, peer)][0].private, real.cipher_public)
         return crypto.derive_key(
             secret,
             label=crypto.SHARE_KEY_LABEL,
             context=config.key_context(),
-            first=real_node,
-            second=other,
+            first=viewer,
+            second=peer,
         )
+
+    def _open(self, key: bytes, sealed: bytes, sender: int, recipient: int) -> bytes | None:
+        config = self.observed.config
+        assert config is not None
+        try:
+            return crypto.decrypt_share(
+                key, sealed, context=config.key_context(), sender=sender, recipient=recipient
+            )
+        except SecAggError:
+            return None
+
+    def after(
+        self, sent: Mapping[int, Envelope], result: ExchangeResult, *, timeout: float, group: str
+    ) -> None:
+        if protocol.SHARE_KEYS not in {m.kind for m in sent.values()}:
+            return
+        width = shamir.SHARE_BYTES
+        for sender, sealed in self.observed.encrypted.items():
+            for holder, ciphertext in zip(sealed.recipients, sealed.ciphertexts, strict=True):
+                key = self._key(sender, holder)
+                plain = None if key is None else self._open(key, ciphertext, sender, holder)
+                if plain is None or len(plain) != 2 * width:
+                    continue
+                self.observed.steal(SEED, sender, holder, shamir.share_from_bytes(plain[:width]))
+                self.observed.steal(KEY, sender, holder, shamir.share_from_bytes(plain[width:]))
+
+    def _reseal(self, node: int, message: Envelope) -> MaskedInputRequest:
+        """Re-encrypt for ``node`` what senders encrypted to attacker keys, where possible."""
+        config = self.observed.config
+        request = MaskedInputRequest.from_bytes(protocol.payload_of(message))
+        if config is None:
+            return request
+        resealed = []
+        for sender, ciphertext in zip(request.senders, request.ciphertexts, strict=True):
+            opened_with, sealed_with = self._key(sender, node), self._key(node, sender)
+            plain = (
+                None if opened_with is None else self._open(opened_with, ciphertext, sender, node)
+            )
+            if plain is not None and sealed_with is not None:
+                ciphertext = crypto.encrypt_share(
+                    sealed_with, plain, context=config.key_context(), sender=sender, recipient=node
+                )
+            resealed.append(ciphertext)
+        return MaskedInputRequest(request.senders, tuple(resealed))
 
 
 class ReplayUnderFreshRound(Attack):
@@ -381,3 +394,36 @@ def run_attack(
 
     sim = simulate(inputs, wrap=wrap, **options)
     return AttackRun(sim, made[0], assess(made[0].observed))
+
+
+class ArbitraryServer(ViewAttack, KeySubstitution):
+    """Any survivor/dropped lists per client and any key substitutions, as drawn by a caller.
+
+    ``survivors[node]`` and ``dropped[node]`` are the lists ``node`` is shown in the
+    consistency and unmask stages (missing: the honest ones); ``pairs`` as in
+    :class:`KeySubstitution`.
+    """
+
+    def __init__(
+        self,
+        inner: Transport,
+        survivors: Mapping[int, Collection[int]],
+        dropped: Mapping[int, Collection[int]],
+        pairs: Collection[tuple[int, int]] = (),
+    ) -> None:
+        ViewAttack.__init__(self, inner)
+        KeySubstitution.__init__(self, inner, pairs=pairs)
+        self.shown_survivors = {v: frozenset(s) for v, s in survivors.items()}
+        self.shown_dropped = {v: frozenset(s) for v, s in dropped.items()}
+
+    def view(self, node: int, survivors: tuple[int, ...]) -> Collection[int]:
+        return self.shown_survivors.get(node, survivors)
+
+    def dropped_view(self, node: int, survivors: tuple[int, ...], named: set[int]) -> set[int]:
+        default = named - set(survivors)
+        return set(self.shown_dropped.get(node, default))
+
+    def rewrite(self, node: int, message: Envelope) -> Envelope:
+        if message.kind in (protocol.CONSISTENCY, protocol.UNMASK):
+            return ViewAttack.rewrite(self, node, message)
+        return KeySubstitution.rewrite(self, node, message)
