@@ -79,19 +79,11 @@ def check_run_config(
         raise ValueError(
             f"unknown run config key '{unknown[0]}'; known keys: {', '.join(sorted(defaults))}"
         )
-    _preflight({**defaults, **overrides}, num_clients)
-
-
-def _preflight(run_config: Mapping[str, object], num_clients: int) -> None:
-    from fedkd.fl import config as fl_config
+    from fedkd.fl.config import preflight
 
     with warnings.catch_warnings():  # the ServerApp repeats risky-setting warnings in its log
         warnings.simplefilter("ignore")
-        check = getattr(fl_config, "preflight", None)
-        if check is None:  # shim until fedkd.fl.config.preflight lands: parse and range-check
-            fl_config.parse_run_config(run_config)
-            return
-        check(run_config, num_clients)
+        preflight({**defaults, **overrides}, num_clients)
 
 
 def toml_value(value: object) -> str:

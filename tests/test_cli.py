@@ -1,0 +1,102 @@
+"""The ``fedkd`` command: bad input fails at once with exit code 2, naming the key."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from experiments import compare
+from experiments.cli import main, parse_assignments, print_summary
+from experiments.run_config import PROJECT_ROOT
+
+
+def test_unknown_key_fails_fast_as_a_real_command() -> None:
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.cli", "run", "--set", "num-round=3"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    seconds = time.perf_counter() - start
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'num-round'" in lines[0] and "num-rounds" in lines[0]
+    assert "SuperLink" not in done.stdout  # nothing was started
+    assert seconds < 60, f"took {seconds:.1f} s"  # measured ~0.3 s; a loose bound for CI
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ("teacher-rule=median", "teacher-rule"),
+        ("model=transformer", "model"),
+        ("num-rounds=abc", "num-rounds"),
+        ("fraction=2.0", "fraction"),
+    ],
+)
+def test_bad_value_fails_before_anything_starts(
+    setting: str, named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "--set", setting]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no `flwr run` line: nothing started
+    message = captured.err.strip()
+    assert "\n" not in message and f"'{named}'" in message
+
+
+def test_missing_data_and_too_many_clients_are_caught_up_front(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nowhere = tmp_path / "nowhere"
+    assert main(["run", "--set", "dataset=idx", f"data-root={nowhere}"]) == 2
+    assert str(nowhere) in capsys.readouterr().err
+    assert main(["run", "--clients", "5000"]) == 2  # digits has ~1,000 private samples
+    assert "5000 clients" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--set", "no-equals-sign"]) == 2
+    assert "key=value" in capsys.readouterr().err
+    assert main(["run", "--clients", "0"]) == 2
+    assert main(["frobnicate"]) == 2
+    assert "unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+def test_parse_assignments_types() -> None:
+    parsed = parse_assignments(["a=1", "b=0.5", "c=true", "d=False", "e=cnn", "f=x=y", "g="])
+    assert parsed == {"a": 1, "b": 0.5, "c": True, "d": False, "e": "cnn", "f": "x=y", "g": ""}
+
+
+def test_compare_checks_every_method_first_and_never_reuses_a_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cmp"
+    assert compare.main(["--methods", "fedavg", "local", "--set", "lr=-1", "--out", str(out)]) == 2
+    assert "fedavg:" in capsys.readouterr().err and not out.exists()
+    first = compare.default_out()
+    time.sleep(1.1)
+    assert compare.default_out() != first and first.name.startswith("compare-")
+    assert first.parent == PROJECT_ROOT / "runs"
+
+
+def test_print_summary_tolerates_missing_values(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [
+        {"round": 1, "student_accuracy": 0.5, "teacher_accuracy": None, "survivors": 3},
+        {"round": 2, "student_accuracy": 0.75, "client_accuracy_mean": 0.6, "seconds": 2.5},
+    ]
+    (tmp_path / "history.json").write_text(json.dumps(rows))
+    print_summary(tmp_path)
+    table = capsys.readouterr().out.strip().splitlines()
+    assert table[0].split() == ["round", "student", "teacher", "clients", "surv", "sec"]
+    assert table[1].split() == ["1", "0.5000", "-", "-", "3", "-"]
+    assert table[2].split() == ["2", "0.7500", "-", "0.6000", "-", "2.5"]
