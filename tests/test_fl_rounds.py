@@ -123,3 +123,22 @@ def test_preflight_checks_the_data_and_the_clients(tmp_path: Path) -> None:
         preflight({"dataset": "idx", "data-root": str(tmp_path / "none")}, num_clients=2)
     with pytest.raises(ValueError, match="min-clients"):
         preflight({"min-clients": 5}, num_clients=3)
+
+
+def test_a_stopped_run_resumes_where_it_stopped(tmp_path: Path) -> None:
+    full = simulate(small(tmp_path, "full", **{"num-rounds": 3, "mode": "feddf"}), 3)
+    cut = simulate(small(tmp_path, "cut", **{"num-rounds": 2, "mode": "feddf"}), 3)
+    resumed = simulate(
+        small(tmp_path, "x", **{"num-rounds": 3, "mode": "feddf", "resume": str(cut.path)}), 3
+    )
+    assert resumed.path == cut.path and [r.round for r in resumed.rows] == [1, 2, 3]
+    # Per-round seeds: the resumed third round is the uninterrupted one's.
+    np.testing.assert_array_equal(
+        np.load(full.path / "teachers" / "round-003.npy"),
+        np.load(cut.path / "teachers" / "round-003.npy"),
+    )
+    assert resumed.rows[-1].student_accuracy == full.rows[-1].student_accuracy
+    with pytest.raises(ValueError, match="'alpha'"):
+        simulate(
+            small(tmp_path, "y", **{"num-rounds": 4, "alpha": 0.1, "resume": str(cut.path)}), 3
+        )

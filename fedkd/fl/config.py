@@ -119,6 +119,7 @@ class FedConfig:
     node_wait: float = 60.0
     out_dir: str = "runs"
     run_name: str = ""
+    resume: str = ""  # a run folder to continue from its last completed round
     data: DataConfig = field(default_factory=DataConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
     # The library's TeacherConfig() is the neutral rule (no label counts needed); a federated
@@ -185,6 +186,7 @@ RUN_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "node-wait": ("node_wait",),
     "out-dir": ("out_dir",),
     "run-name": ("run_name",),
+    "resume": ("resume",),
     "eval-clients": ("local", "eval_clients"),
 }
 

@@ -41,7 +41,12 @@ def open_run(run_config: Mapping[str, Any], num_clients: int) -> OpenRun:
     """Check everything (:func:`~fedkd.fl.config.preflight`), load the split, open the folder."""
     config = preflight(run_config, num_clients=num_clients)
     split = load_run_split(config)
-    recorder = RunRecorder(config.out_dir, config.run_name, config.to_dict())
+    if config.resume:
+        recorder = RunRecorder.reopen(config.resume)
+        _check_resumable(recorder.config, config.to_dict())
+        log.info("resuming %s after round %d", recorder.path, len(recorder.rows))
+    else:
+        recorder = RunRecorder(config.out_dir, config.run_name, config.to_dict())
     log.info(
         "%s (%s) on %s: %d private / %d public / %d test, %d clients, model %s, results in %s",
         config.method,
@@ -55,6 +60,21 @@ def open_run(run_config: Mapping[str, Any], num_clients: int) -> OpenRun:
         recorder.path,
     )
     return OpenRun(config, split, recorder)
+
+
+# What may differ between a run and its resumption: where it writes, how long it goes on.
+RESUMABLE_CHANGES = frozenset(
+    {"num-rounds", "resume", "out-dir", "run-name", "node-wait", "stage-timeout"}
+)
+
+
+def _check_resumable(saved: Mapping[str, Any], now: Mapping[str, Any]) -> None:
+    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
+    if changed:
+        raise ValueError(
+            "cannot resume: the run config differs from the stopped run's in "
+            + ", ".join(f"'{k}' ({saved.get(k)!r} -> {now[k]!r})" for k in changed)
+        )
 
 
 def run_method(run: OpenRun, transport: Transport, run_id: int) -> None:

@@ -84,6 +84,38 @@ class RunRecorder:
         self.rows: list[RoundRecord] = []
         self.write_json("config.json", config)
 
+    @classmethod
+    def reopen(cls, path: str | Path) -> RunRecorder:
+        """Continue a stopped run in its own folder: its config and completed rounds.
+
+        Raises
+        ------
+        ValueError
+            When ``path`` is not a run folder (no ``config.json``).
+        """
+        folder = Path(path)
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"'{folder}' is not a run folder (no config.json)")
+        recorder = cls.__new__(cls)
+        recorder.path, recorder.config = folder, json.loads((folder / "config.json").read_text())
+        history = folder / "history.json"
+        rows = json.loads(history.read_text()) if history.is_file() else []
+        nan_fields = {f.name for f in dataclasses.fields(RoundRecord) if f.type == "float"}
+        recorder.rows = []
+        for row in rows:
+            values: dict[str, Any] = {
+                k: math.nan if v is None and k in nan_fields else v for k, v in row.items()
+            }
+            recorder.rows.append(RoundRecord(**values))
+        (folder / "plots").mkdir(exist_ok=True)
+        return recorder
+
+    def last_teacher(self) -> np.ndarray | None:
+        """The teacher of the last completed round, when one was saved."""
+        done = [r.round for r in self.rows if r.status == "ok"]
+        target = self.path / "teachers" / f"round-{done[-1]:03d}.npy" if done else None
+        return None if target is None or not target.is_file() else np.load(target)
+
     def add(self, record: RoundRecord) -> None:
         """Append a round and rewrite ``history.json`` / ``history.csv``."""
         self.rows.append(record)

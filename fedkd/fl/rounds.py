@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from fedkd.data import DataSplit
 from fedkd.distill import evaluate, train_supervised
@@ -299,11 +300,29 @@ def _log_round(record: RoundRecord, num_rounds: int) -> None:
     log.info("%s: %s | %.1f s", head, " | ".join(parts), record.seconds)
 
 
+def resume_point(fed: Federation) -> tuple[int, FeatureModel]:
+    """The first round to run and the student to start it from (the checkpoint, if resumed).
+
+    Per-round randomness is seeded by (seed, round), so a resumed run samples and distills
+    as the uninterrupted one would. Clients keep nothing across Flower runs: a resumed FedMD
+    client starts from a fresh model (with its warm-up epochs), as in round 1.
+    """
+    student = _load_checkpoint(new_student(fed.config, fed.split), fed.recorder)
+    return len(fed.recorder.rows) + 1, student
+
+
+def _load_checkpoint(student: FeatureModel, recorder: RunRecorder) -> FeatureModel:
+    checkpoint = recorder.path / "student.pt"
+    if recorder.rows and checkpoint.is_file():
+        student.load_state_dict(torch.load(checkpoint, weights_only=True))
+    return student
+
+
 def run_fedkd(fed: Federation) -> None:
     """FedKD: clients' public-set logits -> (secure) sum -> teacher -> distilled student."""
-    student = new_student(fed.config, fed.split)
-    teacher: np.ndarray | None = None
-    for server_round in range(1, fed.config.num_rounds + 1):
+    first, student = resume_point(fed)
+    teacher = fed.recorder.last_teacher()
+    for server_round in range(first, fed.config.num_rounds + 1):
         record, new_teacher = fedkd_round(fed, student, teacher, server_round)
         teacher = teacher if new_teacher is None else new_teacher
         fed.recorder.add(record)
@@ -315,7 +334,7 @@ def run_fedkd(fed: Federation) -> None:
 def run_local(fed: Federation) -> None:
     """Local-only baseline: every client trains alone; we record their mean test accuracy."""
     nodes = fed.transport.nodes()
-    for server_round in range(1, fed.config.num_rounds + 1):
+    for server_round in range(len(fed.recorder.rows) + 1, fed.config.num_rounds + 1):
         start = time.perf_counter()
         request = Envelope(keys.TRAIN, {keys.ROUND: server_round, keys.PHASE: "local"})
         train = train_phase(fed, request, nodes, server_round)
@@ -340,9 +359,8 @@ def run_central(config: FedConfig, split: DataSplit, recorder: RunRecorder) -> N
 
     One "round" is ``local-epochs`` epochs, so the curve lines up with the federated ones.
     """
-    student = new_student(config, split)
-    local = config.local
-    for server_round in range(1, config.num_rounds + 1):
+    student, local = _load_checkpoint(new_student(config, split), recorder), config.local
+    for server_round in range(len(recorder.rows) + 1, config.num_rounds + 1):
         start = time.perf_counter()
         train_supervised(
             student,
