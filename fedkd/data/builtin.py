@@ -96,7 +96,11 @@ def make_synthetic(
 
 
 def load_synthetic(
-    *, data_root: str | Path | None = None, download: bool = False, seed: int = 0
+    *,
+    data_root: str | Path | None = None,
+    download: bool = False,
+    seed: int = 0,
+    num_samples: int = SYNTHETIC_NUM_SAMPLES,
 ) -> ArrayDataset:
     """Registry loader for ``"synthetic"``: :func:`make_synthetic` with its defaults.
 
@@ -108,10 +112,12 @@ def load_synthetic(
         Ignored.
     seed : int
         Seed of the generator.
+    num_samples : int
+        How many samples to generate (large federations need many).
 
     Returns
     -------
     ArrayDataset
         2,000 images ``(1, 8, 8)`` in 10 balanced classes.
     """
-    return make_synthetic(seed=seed)
+    return make_synthetic(num_samples=num_samples, seed=seed)

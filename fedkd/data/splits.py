@@ -102,6 +102,7 @@ def load_split(
     test: float | int = 0.2,
     data_root: str | Path | None = None,
     download: bool = False,
+    num_samples: int | None = None,
 ) -> DataSplit:
     """Load a registered dataset and split it into private, public and test sets.
 
@@ -124,6 +125,8 @@ def load_split(
         Folder the loader reads (``"idx"``: the IDX folder; torchvision sets: their root).
     download : bool
         Allow torchvision loaders to download missing files.
+    num_samples : int, optional
+        Size of a generated dataset (``"synthetic"`` only).
 
     Returns
     -------
@@ -141,7 +144,10 @@ def load_split(
         If the dataset's files are missing.
     """
     loader = get_loader(name)
-    data = loader(data_root=data_root, download=download, seed=seed)
+    if num_samples is not None and name != "synthetic":
+        raise ValueError(f"num_samples applies to the 'synthetic' dataset only, not {name!r}")
+    options = {} if num_samples is None else {"num_samples": num_samples}
+    data = loader(data_root=data_root, download=download, seed=seed, **options)
     if not isinstance(data, ArrayDataset):
         raise TypeError(f"loader for {name!r} returned {type(data).__name__}, not ArrayDataset")
     if len(data) == 0:

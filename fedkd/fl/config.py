@@ -42,6 +42,12 @@ class DataConfig:
     split_test: float = 0.2
     partitioner: str = "dirichlet"
     alpha: float = 0.5
+    synthetic_samples: int = 2000  # size of the generated 'synthetic' set
+
+    @property
+    def num_samples(self) -> int | None:
+        """What ``load_split`` generates: set for ``synthetic`` only."""
+        return self.synthetic_samples if self.dataset == "synthetic" else None
 
     def split_sizes(self) -> dict[str, float | int]:
         """Private/public/test sizes as ``load_split`` takes them (fraction or count)."""
@@ -156,6 +162,7 @@ RUN_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     **{k: _path("data", k.replace("-", "_")) for k in ("dataset", "data-root")},
     **{k: _path("data", k.replace("-", "_")) for k in ("split-private", "split-public")},
     **{k: _path("data", k.replace("-", "_")) for k in ("split-test", "partitioner", "alpha")},
+    "synthetic-samples": ("data", "synthetic_samples"),
     "model": ("local", "model"),
     "client-models": ("local", "client_models"),
     "local-epochs": ("local", "epochs"),
@@ -293,6 +300,7 @@ def _ranges(config: FedConfig) -> None:
         ("min-clients", config.min_clients >= 1, ">= 1"),
         ("fraction", 0.0 < config.fraction <= 1.0, "in (0, 1]"),
         ("alpha", config.data.alpha > 0, "> 0 (Dirichlet concentration)"),
+        ("synthetic-samples", config.data.synthetic_samples >= 10, ">= 10"),
         ("local-epochs", local.epochs >= 1, ">= 1"),
         ("batch-size", local.batch_size >= 1, ">= 1"),
         ("torch-threads", local.torch_threads >= 1, ">= 1"),

@@ -62,6 +62,7 @@ def _cached(
     partitioner: str,
     alpha: float,
     num_partitions: int,
+    num_samples: int | None,
 ) -> FederatedData:
     split = load_split(
         dataset,
@@ -70,6 +71,7 @@ def _cached(
         public=public,
         test=test,
         data_root=data_root or None,
+        num_samples=num_samples,
     )
     if num_partitions > len(split.private):
         raise ValueError(
@@ -95,6 +97,7 @@ def federated_data(config: FedConfig, num_partitions: int) -> FederatedData:
         data.partitioner,
         data.alpha,
         num_partitions,
+        data.num_samples,
     )
 
 
@@ -108,4 +111,5 @@ def load_run_split(config: FedConfig) -> DataSplit:
         public=sizes["public"],
         test=sizes["test"],
         data_root=config.data.data_root or None,
+        num_samples=config.data.num_samples,
     )
