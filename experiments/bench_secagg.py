@@ -2,8 +2,11 @@
 
 For every configuration (n clients, vector length d, dropout fraction) one run measures:
 
-* fedkd (``fedkd.secagg.driver.run_secagg``): mean per-client seconds, server seconds and
-  bytes per client, as reported by the driver;
+* fedkd (``fedkd.secagg.driver.run_secagg``) with identities and a roster -- signed round
+  keys, the consistency stage, per-share commitments: the protocol that holds against a
+  malicious server -- mean per-client seconds, server seconds and bytes per client, as
+  reported by the driver; and, in the same run, the same protocol without identities (the
+  curious-server mode, ``fedkd_noid_*``), so the cost of authentication is measured directly;
 * plaintext: numpy sum of the survivors' vectors (``(n_survivors, d)`` float64 array,
   ``sum(axis=0)``);
 * keystream: AES-256-CTR (``cryptography``) output of ``neighbours + 1`` masks of ``d``
@@ -146,23 +149,28 @@ def _fedkd(
     threshold: int,
     dropped: Sequence[int],
     settings: BenchSettings,
-) -> tuple[list[DriverResult], float]:
-    runs: list[DriverResult] = []
+) -> tuple[list[DriverResult], list[DriverResult]]:
+    """Runs with a roster and without identities, interleaved (same machine load for both)."""
+    runs: dict[bool, list[DriverResult]] = {True: [], False: []}
     spent = 0.0
-    while len(runs) < max(settings.repeat, 1) and (not runs or spent < settings.repeat_budget_s):
+    while len(runs[True]) < max(settings.repeat, 1) and (
+        not runs[True] or spent < settings.repeat_budget_s
+    ):
         start = time.perf_counter()
-        runs.append(
-            run_secagg(
-                inputs,
-                threshold=threshold,
-                neighbours=neighbours,
-                clip=settings.clip,
-                dropouts={Stage.MASKED_INPUT: dropped},
-                seed=settings.seed,
+        for roster in (True, False):
+            runs[roster].append(
+                run_secagg(
+                    inputs,
+                    threshold=threshold,
+                    neighbours=neighbours,
+                    clip=settings.clip,
+                    dropouts={Stage.MASKED_INPUT: dropped},
+                    seed=settings.seed,
+                    roster=roster,
+                )
             )
-        )
         spent += time.perf_counter() - start
-    return runs, spent
+    return runs[True], runs[False]
 
 
 def _median_run(runs: list[DriverResult]) -> DriverResult:
@@ -254,8 +262,10 @@ def bench_config(num: int, dim: int, dropout: float, settings: BenchSettings) ->
     threshold = majority_threshold(k)
     survivors = [i for i in range(num) if i not in set(dropped)]
 
-    runs, _ = _fedkd(inputs, neighbours, threshold, dropped, settings)
-    fed = _median_run(runs)
+    runs, plain_runs = _fedkd(inputs, neighbours, threshold, dropped, settings)
+    fed, noid = _median_run(runs), _median_run(plain_runs)
+    client_s = statistics.median(r.client_seconds["total"] for r in runs)
+    noid_client_s = statistics.median(r.client_seconds["total"] for r in plain_runs)
     exact_sum = np.sum(
         [np.clip(inputs[i], -settings.clip, settings.clip) for i in survivors], axis=0
     )
@@ -272,7 +282,11 @@ def bench_config(num: int, dim: int, dropout: float, settings: BenchSettings) ->
         "neighbours": k,
         "threshold": threshold,
         "fedkd_server_s": fed.server_seconds["total"],
-        "fedkd_client_s": fed.client_seconds["total"],
+        "fedkd_client_s": client_s,
+        "fedkd_noid_server_s": noid.server_seconds["total"],
+        "fedkd_noid_client_s": noid_client_s,
+        "identity_client_overhead": client_s / noid_client_s - 1.0,
+        "fedkd_noid_client_stages": noid.client_seconds,
         "fedkd_client_mask_s": fed.client_seconds.get(mask_stage, 0.0),
         "fedkd_server_stages": fed.server_seconds,
         "fedkd_client_stages": fed.client_seconds,
@@ -355,6 +369,8 @@ def _table_cells(row: dict[str, Any]) -> list[str]:
         flower(_fmt(row.get("flower_server_s"))),
         flower(_fmt(row.get("ratio_flower_over_fedkd_server")) + "x"),
         _fmt(row["fedkd_client_s"]),
+        _fmt(row["fedkd_noid_client_s"]),
+        f"{row['identity_client_overhead']:+.0%}",
         flower(_fmt(row.get("flower_client_s"))),
         _fmt(row["keystream_s"]),
         f"{_fmt(row['ratio_fedkd_client_over_keystream'])}x",
@@ -369,7 +385,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """Markdown table of the rows (times in seconds, bytes in MB, ratios as x)."""
     head = (
         "| n | d | drop | k / t | fedkd srv s | Flower srv s | Flower/fedkd srv | "
-        "fedkd cli s | Flower cli s | keystream s | fedkd cli/keystream | plaintext s | "
+        "fedkd cli s | no-id cli s | identity cost | Flower cli s | keystream s | "
+        "fedkd cli/keystream | plaintext s | "
         "fedkd srv/plaintext | fedkd MB up/down | Flower MB up/down |"
     )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
@@ -394,6 +411,9 @@ def _preamble(settings: BenchSettings, machine: dict[str, Any]) -> str:
             f"- both systems: {mode}, threshold t = strict majority of the k + 1 share holders, "
             f"clip = {settings.clip}",
             f"- {DROPOUT_NOTE}",
+            "- fedkd: with identities and a roster (signed keys, consistency stage, share "
+            "commitments); 'no-id' = the same run's protocol without identities "
+            "(curious-server mode); 'identity cost' = per-client fedkd / no-id - 1",
             "- fedkd: server and mean per-client seconds from fedkd.secagg.driver (all stages); "
             "Flower: its SecAggPlusWorkflow stages + secaggplus_mod per client "
             "(experiments/flower_secaggplus.py); 'est.' = Flower estimated from measured samples",
