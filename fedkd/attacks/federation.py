@@ -1,0 +1,198 @@
+"""A real in-process federation as an attacker sees it.
+
+The clients are the library's own (:func:`fedkd.fl.client.handle` with a
+:class:`~fedkd.fl.client.MemoryStore` each, as :func:`fedkd.fl.experiment.in_process_clients`
+builds them), the round is the library's own (:mod:`fedkd.fl.rounds`: ``fedkd_request``,
+``train_phase``, ``plaintext_sum``, ``secure_aggregate``). Two seams let an attacker in:
+
+* ``corrupt`` wraps the handler of chosen partitions: a *malicious client* changes what its
+  own node sends (in a secure round it rewrites its own pending contribution before masking);
+* :func:`observe_round` returns what the *server* holds after the aggregate: the sum (the
+  secure sum's output, or the plaintext sum) and, in plaintext, every client's vector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fedkd.fl import keys
+from fedkd.fl.client import MemoryStore, NodeInfo, handle
+from fedkd.fl.config import FedConfig
+from fedkd.fl.data import FederatedData, federated_data
+from fedkd.fl.experiment import FIRST_NODE_ID, open_run
+from fedkd.fl.rounds import (
+    Federation,
+    fedkd_request,
+    plaintext_sum,
+    secagg_round_config,
+    secure_aggregate,
+    train_phase,
+)
+from fedkd.fl.server_work import new_student
+from fedkd.secagg import ServerState
+from fedkd.transport import Envelope, Handler, InProcessTransport, Refusal
+
+HandlerWrap = Callable[[int, Handler, MemoryStore], Handler]
+"""``(partition id, honest handler, the node's own store) -> the handler the node runs``."""
+
+Poison = Callable[[np.ndarray], np.ndarray]
+"""Maps a client's honest teacher part ``(P*C + C,)`` to what it sends instead."""
+
+
+@dataclass
+class AttackedFederation:
+    """The federation, its clients' stores, and the data every party rebuilds."""
+
+    fed: Federation
+    transport: InProcessTransport
+    stores: dict[int, MemoryStore]
+    data: FederatedData
+    student: Any = None
+    node_of: dict[int, int] = field(default_factory=dict)  # partition id -> node id
+
+    @property
+    def config(self) -> FedConfig:
+        return self.fed.config
+
+    @property
+    def teacher_length(self) -> int:
+        """``P*C + C``: the teacher part of a contribution (statistics may follow it)."""
+        split = self.data.split
+        return len(split.public) * split.num_classes + split.num_classes
+
+
+def build_federation(
+    run_config: Mapping[str, Any],
+    num_clients: int,
+    *,
+    run_id: int = 0,
+    corrupt: Mapping[int, HandlerWrap] | None = None,
+    pinned_digest: str = "",
+) -> AttackedFederation:
+    """Open a run (results folder included) and build its ``num_clients`` library clients.
+
+    Parameters
+    ----------
+    run_config
+        The flat run config every node and the server parse.
+    num_clients
+        Clients (partitions).
+    run_id
+        The run id the clients and secure aggregation bind to.
+    corrupt
+        Partition id -> wrapper of that node's handler (malicious clients).
+    pinned_digest
+        Hex public-set digest every node's operator pins (``public-set-digest``).
+    """
+    run = open_run(run_config, num_clients)
+    stores: dict[int, MemoryStore] = {}
+    handlers: dict[int, Handler] = {}
+    for pid in range(num_clients):
+        node = NodeInfo(
+            FIRST_NODE_ID + pid, run_id, pid, num_clients, public_set_digest=pinned_digest
+        )
+        store = stores.setdefault(pid, MemoryStore())
+        honest = _honest(node, store, dict(run_config))
+        wrap = (corrupt or {}).get(pid)
+        handlers[node.node_id] = honest if wrap is None else wrap(pid, honest, store)
+    transport = InProcessTransport(handlers)
+    data = federated_data(run.config, num_clients)
+    fed = Federation(transport, run.config, run.split, run.recorder, run_id, data.public_digest)
+    return AttackedFederation(
+        fed,
+        transport,
+        stores,
+        data,
+        student=new_student(run.config, run.split),
+        node_of={pid: FIRST_NODE_ID + pid for pid in range(num_clients)},
+    )
+
+
+def _honest(node: NodeInfo, store: MemoryStore, run_config: dict[str, Any]) -> Handler:
+    return lambda request: handle(request, node, store, run_config)
+
+
+@dataclass(frozen=True)
+class RoundView:
+    """What the server holds after one round's aggregate."""
+
+    server_round: int
+    sampled: tuple[int, ...]  # partition ids asked
+    total: np.ndarray | None  # teacher part (P*C + C,) of the sum; None when the round failed
+    contributions: dict[int, np.ndarray]  # partition -> teacher part, plaintext rounds only
+    survivors: int
+    reason: str
+
+
+def observe_round(
+    af: AttackedFederation,
+    server_round: int,
+    partitions: list[int],
+    teacher: np.ndarray | None = None,
+) -> RoundView:
+    """Run one round's train and aggregate over ``partitions`` with the library's round code.
+
+    Secure when the run config says ``secagg=true``; then only the sum is available.
+    """
+    fed, length = af.fed, af.teacher_length
+    nodes = sorted(af.node_of[p] for p in partitions)
+    state = (
+        ServerState(secagg_round_config(fed, server_round, nodes))
+        if fed.config.secagg.enabled
+        else None
+    )
+    request = fedkd_request(fed, server_round, af.student, teacher, state)
+    train = train_phase(fed, request, nodes, server_round)
+    contributions: dict[int, np.ndarray] = {}
+    if state is None:
+        for node, reply in train.result.replies.items():
+            vector = reply.arrays.get(keys.CONTRIBUTION)
+            if vector is not None:
+                contributions[fed.partition_of(node)] = np.array(vector[:length])
+        agg = plaintext_sum(fed, train.result)
+    else:
+        agg = secure_aggregate(fed, state, train.result, server_round)
+    total = None if agg.total is None else np.array(agg.total[:length])
+    return RoundView(
+        server_round, tuple(sorted(partitions)), total, contributions, agg.survivors, agg.reason
+    )
+
+
+def poisoning_client(poison: Poison, length: int) -> HandlerWrap:
+    """A malicious client: the honest node, whose teacher part is replaced by ``poison(...)``.
+
+    In plaintext it rewrites its reply; in a secure round it rewrites its own pending
+    contribution (kept in its own store) before the masking stage reads it, so the masks are
+    honest and the server cannot tell. Statistics after the teacher part are left as they are.
+    """
+
+    def wrap(pid: int, honest: Handler, store: MemoryStore) -> Handler:
+        del pid
+
+        def node(request: Envelope) -> Envelope | Refusal:
+            reply = honest(request)
+            if request.kind != keys.TRAIN or isinstance(reply, Refusal):
+                return reply
+            if keys.CONTRIBUTION in reply.arrays:
+                reply.arrays[keys.CONTRIBUTION] = _replace(
+                    reply.arrays[keys.CONTRIBUTION], poison, length
+                )
+            pending = store.get(keys.STATE_PENDING)
+            if pending is not None:
+                pending.arrays["values"] = _replace(pending.arrays["values"], poison, length)
+                store.put(keys.STATE_PENDING, pending)
+            return reply
+
+        return node
+
+    return wrap
+
+
+def _replace(vector: np.ndarray, poison: Poison, length: int) -> np.ndarray:
+    out = np.array(vector, dtype=np.float64)
+    out[:length] = poison(out[:length].copy())
+    return out
