@@ -11,6 +11,7 @@ from __future__ import annotations
 from experiments.mode_cli import RESULTS_JSON_LINE, run_mode_cli
 from fedkd.modes.attribution import AttributionConfig, AttributionResult, run_attribution
 from fedkd.modes.common import format_table
+from fedkd.modes.stats import cell, interval
 
 
 def summary_table(result: AttributionResult) -> str:
@@ -18,17 +19,20 @@ def summary_table(result: AttributionResult) -> str:
     rows = [
         [
             "alone" if s.temperature is None else f"KD T={s.temperature:g}",
-            s.accuracy,
-            s.saliency_cosine,
-            s.ig_cosine,
+            cell(s.accuracy),
+            cell(s.saliency_cosine),
+            interval(s.saliency_cosine),
+            cell(s.ig_cosine),
+            interval(s.ig_cosine),
         ]
         for s in [*result.students, result.alone]
     ]
+    headers = ["student", "accuracy", "saliency_cos", "95% CI", "ig_cos", "95% CI"]
     return (
-        f"teacher accuracy: {result.teacher_accuracy:.4f}   "
+        f"teacher accuracy: {cell(result.teacher_accuracy)}   "
         f"explained images: {result.num_explained}   "
         f"IG completeness error: {result.ig_completeness_error:.4f}\n"
-        f"{format_table(['student', 'accuracy', 'saliency_cos', 'ig_cos'], rows)}"
+        f"{format_table(headers, rows)}"
     )
 
 

@@ -1,30 +1,59 @@
-"""``python -m experiments.compression``: teacher -> small student, alone vs KD vs KD + hint."""
+"""``python -m experiments.compression``: teacher -> small student through a transfer set."""
 
 from __future__ import annotations
 
 from experiments.mode_cli import run_mode_cli
 from fedkd.modes.common import format_table
 from fedkd.modes.compression import CompressionConfig, CompressionResult, run_compression
+from fedkd.modes.stats import cell, interval
 
 
 def summary_table(result: CompressionResult) -> str:
-    """The printed summary: one row per model, then the share of the gap closed."""
+    """The printed summary: one row per setting and method, then the footprints."""
     rows = [
-        [m.name, m.accuracy_mean, m.accuracy_std, m.parameters, m.size_bytes, m.latency_ms]
-        for m in (result.teacher, *result.students)
+        [
+            m.setting,
+            m.method,
+            cell(m.accuracy),
+            interval(m.accuracy),
+            cell(m.gain_over_alone),
+            interval(m.gain_over_alone),
+            cell(m.gap_closed),
+            interval(m.gap_closed),
+            cell(m.best_epoch),
+        ]
+        for m in result.methods
     ]
-    table = format_table(["model", "acc", "acc_std", "params", "bytes", "cpu_ms/batch"], rows)
-    return (
-        f"{table}\n"
-        f"gap closed by KD: {_share(result.kd_gap_closed)}, by KD+hint: "
-        f"{_share(result.kd_hint_gap_closed)}  (hint {result.hint_student_feature} -> "
-        f"{result.hint_teacher_feature}; {result.student_train_size} labelled examples per student)"
-        f"\ncompression x{result.compression_ratio:.1f} params, CPU speed-up x{result.speedup:.1f}"
+    headers = [
+        "setting",
+        "method",
+        "acc",
+        "acc 95% CI",
+        "gain",
+        "gain 95% CI",
+        "gap closed",
+        "gap 95% CI",
+        "best epoch",
+    ]
+    table = format_table(headers, rows)
+    prints = format_table(
+        ["model", "params", "bytes", "MFLOPs/batch", "cpu_ms/batch (1 thread)"],
+        [
+            [f.name, f.parameters, f.size_bytes, f.flops / 1e6, f.latency_ms]
+            for f in result.footprints
+        ],
     )
-
-
-def _share(value: float | None) -> str:
-    return "undefined (gap ~ 0)" if value is None else f"{value:.1%}"
+    labels = ", ".join(
+        f"{s}: {result.labelled[s]} labelled / {result.transfer_size[s]} transfer inputs"
+        for s in result.labelled
+    )
+    return (
+        f"teacher accuracy {cell(result.teacher_accuracy)} {interval(result.teacher_accuracy)}"
+        f"\n{table}\n{labels}; hint {result.hint_features[0]} -> {result.hint_features[1]}\n"
+        f"{prints}\ncompression x{result.compression_ratio:.1f} params, x{result.flop_ratio:.1f}"
+        f" FLOPs, CPU speed-up x{result.speedup:.1f} (identical-copy check "
+        f"{result.latency.control_ratio:.2f})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,29 +1,40 @@
-"""``python -m experiments.continual``: task A then B, fine-tuning vs LwF vs LwF + replay."""
+"""``python -m experiments.continual``: Split-MNIST, fine-tuning vs LwF vs replay (+ LwF)."""
 
 from __future__ import annotations
 
 from experiments.mode_cli import run_mode_cli
 from fedkd.modes.common import format_table
 from fedkd.modes.continual import ContinualConfig, ContinualResult, run_continual
+from fedkd.modes.stats import cell, interval
 
 
 def summary_table(result: ContinualResult) -> str:
-    """The printed summary: accuracies after task B and forgetting on A, one row per method."""
-    rows = [["(after task A)", result.after_a_accuracy_a, result.after_a_accuracy_b, "-", "-", "-"]]
-    rows += [
+    """The printed summary: average accuracy and forgetting per scenario and method."""
+    rows = [
         [
+            o.scenario,
             o.method,
-            o.accuracy_a,
-            o.accuracy_b,
-            o.accuracy_all,
-            o.task_aware_accuracy_a,
-            o.forgetting_a,
+            cell(o.average_accuracy),
+            interval(o.average_accuracy),
+            cell(o.forgetting),
+            interval(o.forgetting),
+            " ".join(f"{a.mean:.2f}" for a in o.final_task_accuracy),
+            result.published.get(f"{o.scenario}/{o.method}", "-"),
         ]
-        for o in result.after_b
+        for o in result.outcomes
     ]
-    return format_table(
-        ["method", "acc_A", "acc_B", "acc_all", "acc_A_task_aware", "forgetting_A"], rows
-    )
+    headers = [
+        "scenario",
+        "method",
+        "avg acc",
+        "95% CI",
+        "forgetting",
+        "95% CI",
+        "final acc per task",
+        "published avg acc",
+    ]
+    tasks = " | ".join(",".join(str(c) for c in t) for t in result.tasks)
+    return f"tasks: {tasks}\n{format_table(headers, rows)}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,16 +5,36 @@ from __future__ import annotations
 from experiments.mode_cli import run_mode_cli
 from fedkd.modes.common import format_table
 from fedkd.modes.probes import ProbesConfig, ProbesResult, run_probes
+from fedkd.modes.stats import cell, interval
 
 
 def summary_table(result: ProbesResult) -> str:
     """The printed summary: one row per (model, layer) with the probe's test accuracy."""
-    rows = [["input", "pixels", 0.0, "-", result.input_accuracy, "-"]]
+    rows = [
+        [
+            "input",
+            "pixels",
+            0.0,
+            "-",
+            cell(result.input_accuracy),
+            interval(result.input_accuracy),
+            "-",
+        ]
+    ]
     rows += [
-        [p.model, p.feature, p.depth, p.dim, p.accuracy, result.model_accuracies[p.model]]
+        [
+            p.model,
+            p.feature,
+            p.depth,
+            p.dim,
+            cell(p.accuracy),
+            interval(p.accuracy),
+            cell(result.model_accuracies[p.model]),
+        ]
         for p in result.probes
     ]
-    return format_table(["model", "feature", "depth", "dim", "probe_acc", "model_acc"], rows)
+    headers = ["model", "feature", "depth", "dim", "probe_acc", "95% CI", "model_acc"]
+    return format_table(headers, rows)
 
 
 def main(argv: list[str] | None = None) -> int:

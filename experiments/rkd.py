@@ -11,6 +11,7 @@ from __future__ import annotations
 from experiments.mode_cli import RESULTS_JSON_LINE, run_mode_cli
 from fedkd.modes.common import format_table
 from fedkd.modes.rkd import RkdConfig, RkdResult, run_rkd
+from fedkd.modes.stats import cell, interval
 
 
 def summary_table(result: RkdResult) -> str:
@@ -26,15 +27,18 @@ def summary_table(result: RkdResult) -> str:
     rows = [
         [
             r.name,
-            *[r.accuracy[t] for t in result.tasks],
-            r.distance_pearson,
-            r.distance_spearman,
+            *[cell(r.accuracy[t]) for t in result.tasks],
+            cell(r.distance_pearson),
+            cell(r.distance_spearman),
             r.parameters,
         ]
         for r in reports
     ]
     return (
         f"{format_table(headers, rows)}\ndistance structure on {result.num_structure} test samples"
+        f"; mean ± sample std over {result.teacher.distance_pearson.n} seeds; 95% CI of the RKD"
+        f" student's Spearman {interval(result.student_rkd.distance_spearman)}, task-only "
+        f"{interval(result.student_task.distance_spearman)}"
     )
 
 

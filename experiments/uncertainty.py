@@ -4,23 +4,24 @@ from __future__ import annotations
 
 from experiments.mode_cli import run_mode_cli
 from fedkd.modes.common import format_table
+from fedkd.modes.stats import cell, interval
 from fedkd.modes.uncertainty import UncertaintyConfig, UncertaintyResult, run_uncertainty
 
 
 def summary_table(result: UncertaintyResult) -> str:
-    """The printed summary: one row per predictor (calibration, entropy, mutual information)."""
+    """The printed summary: one row per predictor, paired differences, surviving claims."""
     rows = [
         [
             r.predictor,
-            r.accuracy,
-            r.ece,
-            r.nll,
-            r.brier,
+            cell(r.accuracy),
+            cell(r.ece),
+            interval(r.ece),
+            cell(r.nll),
+            cell(r.brier),
             r.entropy_clean,
             r.entropy_blended,
             r.mutual_information_clean,
             r.mutual_information_blended,
-            r.mutual_information_noise,
         ]
         for r in result.predictors
     ]
@@ -28,18 +29,24 @@ def summary_table(result: UncertaintyResult) -> str:
         "predictor",
         "acc",
         "ECE",
+        "ECE 95% CI",
         "NLL",
         "Brier",
         "H_clean",
         "H_blend",
         "MI_clean",
         "MI_blend",
-        "MI_noise",
     ]
-    temps = next(r.temperatures for r in result.predictors if r.predictor == "hard_ts")
+    diffs = [
+        [name, *(f"{d[m].mean:+.4f} {interval(d[m])}" for m in ("accuracy", "ece", "nll"))]
+        for name, d in result.versus_baseline.items()
+    ]
+    claims = "\n".join(f"  {c}" for c in result.claims) or "  none (every interval holds 0)"
     return (
-        f"{format_table(headers, rows)}\nteacher accuracy {result.teacher_accuracy:.4f}; "
-        f"fitted temperatures {', '.join(f'{t:.2f}' for t in temps)}"
+        f"teacher accuracy {cell(result.teacher_accuracy)}\n{format_table(headers, rows)}\n"
+        f"paired difference vs hard_ts (mean, 95% CI):\n"
+        f"{format_table(['predictor', 'accuracy', 'ECE', 'NLL'], diffs)}\n"
+        f"claims that survive the seeds:\n{claims}"
     )
 
 

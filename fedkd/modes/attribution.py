@@ -10,7 +10,9 @@ attribution of the true class logit is computed two ways:
   ``ig_steps`` points, summed over channels, signed).
 
 The mean cosine similarity between teacher and student maps, per temperature and method, is
-plotted against T; an image grid shows example maps.
+plotted against T; an image grid shows example maps. Every figure is a spread over ``seeds``
+(teacher retrained per seed; mean ± sample std, 95% t-interval). Teacher and students are trained
+by the shared recipe (``train_supervised`` / ``distill`` are :func:`fedkd.distill.recipe.fit`).
 
 The cnn models here default to ``norm="none"`` (conv layers with bias), not the registry's
 GroupNorm: a GroupNorm cnn has bias-free convs in front of each norm, so it is invariant to the
@@ -22,7 +24,7 @@ baseline is then flat except next to 0, and integrated gradients miss almost all
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +33,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fedkd.data import load_split
+from fedkd.data import DataSplit, load_split
 from fedkd.distill import distill, evaluate, resolve_device, train_supervised
 from fedkd.models import build_model
 from fedkd.modes.common import save_figure, seed_everything, write_results
+from fedkd.modes.stats import Spread, spread
 
 COMPLETENESS_WARNING = 0.1  # warn when IG misses more than this share of f(x) - f(baseline)
 
@@ -64,7 +67,8 @@ class AttributionConfig:
     ig_steps: int = field(default=30, metadata={"help": "integrated-gradients steps"})
     num_explain: int = field(default=300, metadata={"help": "test images explained"})
     num_examples: int = field(default=4, metadata={"help": "rows of the example grid"})
-    seed: int = 0
+    split_seed: int = field(default=0, metadata={"help": "seed of the data split"})
+    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "seeds (teacher too)"})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda or auto"})
 
 
@@ -72,17 +76,15 @@ class AttributionConfig:
 class StudentAlignment:
     """One student's accuracy and its attribution similarity to the teacher.
 
-    ``temperature`` is ``None`` for the student trained alone on hard labels. Similarities are the
-    mean (and standard deviation) over the explained test images of the per-image cosine
-    similarity of teacher and student maps.
+    ``temperature`` is ``None`` for the student trained alone on hard labels. Per seed, a
+    similarity is the mean over the explained test images of the per-image cosine similarity of
+    teacher and student maps; the spreads are over seeds.
     """
 
     temperature: float | None
-    accuracy: float
-    saliency_cosine: float
-    saliency_cosine_std: float
-    ig_cosine: float
-    ig_cosine_std: float
+    accuracy: Spread
+    saliency_cosine: Spread
+    ig_cosine: Spread
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class AttributionResult:
     ``sum_i |f(x_i) - f(0)|``: a check that the Riemann sum is fine enough (0 is exact).
     """
 
-    teacher_accuracy: float
+    teacher_accuracy: Spread
     students: list[StudentAlignment]
     alone: StudentAlignment
     num_explained: int
@@ -209,18 +211,22 @@ def _attribution_maps(
     return _Maps(np.concatenate(saliency), np.concatenate(ig), error)
 
 
-def _alignment(
-    temperature: float | None, accuracy: float, teacher: _Maps, student: _Maps
-) -> StudentAlignment:
+def _alignment(teacher: _Maps, student: _Maps) -> tuple[float, float]:
+    """Mean per-image cosine similarity of saliency and of IG maps."""
     sal = cosine_similarity_maps(teacher.saliency, student.saliency)
     ig = cosine_similarity_maps(teacher.ig, student.ig)
+    return float(sal.mean()), float(ig.mean())
+
+
+def _summarise(
+    temperature: float | None, runs: list[tuple[float, float, float]]
+) -> StudentAlignment:
+    """``runs``: per seed (accuracy, saliency cosine, IG cosine)."""
     return StudentAlignment(
         temperature,
-        accuracy,
-        float(sal.mean()),
-        float(sal.std()),
-        float(ig.mean()),
-        float(ig.std()),
+        spread([r[0] for r in runs]),
+        spread([r[1] for r in runs]),
+        spread([r[2] for r in runs]),
     )
 
 
@@ -233,13 +239,13 @@ def _plot_similarity(students: list[StudentAlignment], alone: StudentAlignment, 
     ):
         ax.plot(
             temps,
-            [getattr(s, key) for s in students],
+            [getattr(s, key).mean for s in students],
             marker="o",
             color=colour,
             label=f"{label} (KD)",
         )
         ax.axhline(
-            getattr(alone, key), color=colour, ls="--", lw=1, label=f"{label} (trained alone)"
+            getattr(alone, key).mean, color=colour, ls="--", lw=1, label=f"{label} (trained alone)"
         )
     ax.set_xscale("log", base=2)
     ax.set_xticks(temps, [f"{t:g}" for t in temps])
@@ -283,8 +289,94 @@ def _symmetric(m: np.ndarray) -> dict[str, float]:
     return {"vmin": -bound, "vmax": bound}
 
 
+def _kwargs(config: AttributionConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    teacher_kwargs: dict[str, Any] = {}
+    if config.teacher_model == "cnn":
+        teacher_kwargs = {"norm": config.cnn_norm}
+    student_kwargs: dict[str, Any] = {}
+    if config.student_model == "cnn":
+        student_kwargs = {
+            "channels": config.student_channels,
+            "hidden": config.student_hidden,
+            "norm": config.cnn_norm,
+        }
+    return teacher_kwargs, student_kwargs
+
+
+@dataclass
+class _SeedRun:
+    teacher_accuracy: float
+    completeness_error: float
+    alone: tuple[float, float, float]
+    students: list[tuple[float, float, float]]
+    teacher_maps: _Maps
+    student_maps: list[_Maps]
+
+
+def _run_seed(config: AttributionConfig, split: DataSplit, seed: int) -> _SeedRun:
+    device = resolve_device(config.device)
+    explain = split.test.subset(np.arange(min(config.num_explain, len(split.test))))
+    teacher_kwargs, student_kwargs = _kwargs(config)
+    shape, classes = split.input_shape, split.num_classes
+    budget: dict[str, Any] = {
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "device": device,
+        "seed": seed,
+    }
+    seed_everything(seed)
+    teacher = build_model(
+        config.teacher_model, input_shape=shape, num_classes=classes, **teacher_kwargs
+    )
+    train_supervised(teacher, split.private, **budget)
+    teacher_maps = _attribution_maps(
+        teacher, explain.x, explain.y, steps=config.ig_steps, device=device
+    )
+
+    def measure(student: nn.Module) -> tuple[tuple[float, float, float], _Maps]:
+        maps = _attribution_maps(
+            student, explain.x, explain.y, steps=config.ig_steps, device=device
+        )
+        accuracy = evaluate(student, split.test, device=device).accuracy
+        return (accuracy, *_alignment(teacher_maps, maps)), maps
+
+    def new_student() -> nn.Module:
+        seed_everything(seed + 1)  # every student starts from the same weights
+        return build_model(
+            config.student_model, input_shape=shape, num_classes=classes, **student_kwargs
+        )
+
+    alone_model = new_student()
+    train_supervised(alone_model, split.private, **budget)
+    alone, _ = measure(alone_model)
+    students, maps = [], []
+    for temperature in config.temperatures:
+        student = new_student()
+        distill(
+            student,
+            split.private.x,
+            teacher_model=teacher,
+            temperature=temperature,
+            labels=split.private.y,
+            hard_label_weight=config.hard_label_weight,
+            **budget,
+        )
+        values, student_maps = measure(student)
+        students.append(values)
+        maps.append(student_maps)
+    return _SeedRun(
+        evaluate(teacher, split.test, device=device).accuracy,
+        teacher_maps.ig_completeness_error,
+        alone,
+        students,
+        teacher_maps,
+        maps,
+    )
+
+
 def run_attribution(config: AttributionConfig, out_dir: str | Path) -> AttributionResult:
-    """Train teacher and students, compare their attribution maps per temperature.
+    """Train teacher and students per seed, compare their attribution maps per temperature.
 
     Parameters
     ----------
@@ -303,121 +395,47 @@ def run_attribution(config: AttributionConfig, out_dir: str | Path) -> Attributi
         raise ValueError(
             f"temperatures must be one or more positive values; got {config.temperatures}"
         )
+    if not config.seeds:
+        raise ValueError("seeds must list at least one seed")
     out = Path(out_dir)
-    device = resolve_device(config.device)
-    split = load_split(config.dataset, seed=config.seed, data_root=config.data_root)
-    train = split.private
-    explain = split.test.subset(np.arange(min(config.num_explain, len(split.test))))
-    teacher_kwargs: dict[str, Any] = {}
-    if config.teacher_model == "cnn":
-        teacher_kwargs = {"norm": config.cnn_norm}
-    student_kwargs: dict[str, Any] = {}
-    if config.student_model == "cnn":
-        student_kwargs = {
-            "channels": config.student_channels,
-            "hidden": config.student_hidden,
-            "norm": config.cnn_norm,
-        }
-
-    seed_everything(config.seed)
-    teacher = build_model(
-        config.teacher_model,
-        input_shape=split.input_shape,
-        num_classes=split.num_classes,
-        **teacher_kwargs,
-    )
-    train_supervised(
-        teacher,
-        train,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        device=device,
-        seed=config.seed,
-    )
-    teacher_accuracy = evaluate(teacher, split.test, device=device).accuracy
-    teacher_maps = _attribution_maps(
-        teacher, explain.x, explain.y, steps=config.ig_steps, device=device
-    )
-    if teacher_maps.ig_completeness_error > COMPLETENESS_WARNING:
-        warnings.warn(
-            f"integrated gradients miss {teacher_maps.ig_completeness_error:.0%} of "
-            "f(x) - f(0) on the teacher: raise ig_steps, or use a model that is not invariant "
-            "to the input's scale (a cnn with GroupNorm and no conv bias is; cnn_norm='none')",
-            stacklevel=2,
+    split = load_split(config.dataset, seed=config.split_seed, data_root=config.data_root)
+    runs = []
+    for seed in config.seeds:
+        runs.append(_run_seed(config, split, seed))
+        if runs[-1].completeness_error > COMPLETENESS_WARNING:
+            warnings.warn(
+                f"integrated gradients miss {runs[-1].completeness_error:.0%} of "
+                "f(x) - f(0) on the teacher: raise ig_steps, or use a model that is not "
+                "invariant to the input's scale (a cnn with GroupNorm and no conv bias is; "
+                "cnn_norm='none')",
+                stacklevel=2,
+            )
+        write_results(
+            out,
+            config,
+            {"stage": f"seed {seed}", "teacher_accuracy": [r.teacher_accuracy for r in runs]},
         )
-    progress: dict[str, object] = {"teacher_accuracy": teacher_accuracy, "students": []}
-    write_results(out, config, progress)
-
-    def new_student() -> nn.Module:
-        seed_everything(config.seed + 1)  # every student starts from the same weights
-        return build_model(
-            config.student_model,
-            input_shape=split.input_shape,
-            num_classes=split.num_classes,
-            **student_kwargs,
-        )
-
-    def measure(student: nn.Module, temperature: float | None) -> tuple[StudentAlignment, _Maps]:
-        maps = _attribution_maps(
-            student, explain.x, explain.y, steps=config.ig_steps, device=device
-        )
-        accuracy = evaluate(student, split.test, device=device).accuracy
-        return _alignment(temperature, accuracy, teacher_maps, maps), maps
-
-    alone_model = new_student()
-    train_supervised(
-        alone_model,
-        train,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        device=device,
-        seed=config.seed,
-    )
-    alone, _ = measure(alone_model, None)
-    progress["alone"] = asdict(alone)
-    write_results(out, config, progress)
-
-    students: list[StudentAlignment] = []
-    student_maps: list[_Maps] = []
-    for temperature in config.temperatures:
-        student = new_student()
-        distill(
-            student,
-            train.x,
-            teacher_model=teacher,
-            temperature=temperature,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            labels=train.y,
-            hard_label_weight=config.hard_label_weight,
-            device=device,
-            seed=config.seed,
-        )
-        alignment, maps = measure(student, temperature)
-        students.append(alignment)
-        student_maps.append(maps)
-        progress["students"] = [asdict(s) for s in students]
-        write_results(out, config, progress)
-
+    students = [
+        _summarise(t, [r.students[i] for r in runs]) for i, t in enumerate(config.temperatures)
+    ]
+    num_explained = len(runs[0].teacher_maps.saliency)
     result = AttributionResult(
-        teacher_accuracy,
+        spread([r.teacher_accuracy for r in runs]),
         students,
-        alone,
-        len(explain),
-        teacher_maps.ig_completeness_error,
+        _summarise(None, [r.alone for r in runs]),
+        num_explained,
+        max(r.completeness_error for r in runs),
         str(out),
     )
     write_results(out, config, result)
-    _plot_similarity(students, alone, out / "similarity_vs_temperature.png")
+    _plot_similarity(students, result.alone, out / "similarity_vs_temperature.png")
+    explain_x = split.test.x[:num_explained]
     _plot_grid(
-        explain.x,
-        teacher_maps,
-        student_maps,
+        explain_x,
+        runs[-1].teacher_maps,
+        runs[-1].student_maps,
         list(config.temperatures),
-        min(config.num_examples, len(explain)),
+        min(config.num_examples, num_explained),
         out / "attribution_maps.png",
     )
     return result

@@ -10,7 +10,6 @@ all need and nothing else:
 - :func:`to_jsonable` -- dataclasses / NumPy / paths -> JSON-ready values (NaN/inf -> ``None``).
 - :func:`stratified_subset` -- a seeded, class-balanced subset of an :class:`ArrayDataset`.
 - :func:`save_figure` -- save a matplotlib figure as PNG and close it (Agg backend).
-- :func:`cpu_latency_ms` -- median forward time of a model on one batch.
 - :func:`format_table` -- a plain-text table for the scripts' summaries.
 - :func:`add_config_arguments` / :func:`config_from_args` -- argparse flags from a config
   dataclass (one ``--flag-name`` per field; ``metadata={"help": ...}`` on a field is its help;
@@ -20,14 +19,11 @@ all need and nothing else:
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import math
 import os
 import random
-import statistics
-import time
 import types
 import typing
 from collections.abc import Sequence
@@ -42,7 +38,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
-from torch import nn  # noqa: E402
 
 from fedkd.data import ArrayDataset  # noqa: E402
 
@@ -50,7 +45,6 @@ __all__ = [
     "RESULTS_FILE",
     "add_config_arguments",
     "config_from_args",
-    "cpu_latency_ms",
     "format_table",
     "prepare_out_dir",
     "save_figure",
@@ -174,42 +168,6 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     fig.savefig(target, dpi=120)
     plt.close(fig)
     return target
-
-
-@torch.no_grad()
-def cpu_latency_ms(
-    model: nn.Module, example_batch: torch.Tensor, *, repeats: int = 20, warmup: int = 3
-) -> float:
-    """Median wall-clock milliseconds of one forward pass on the CPU.
-
-    Parameters
-    ----------
-    model : nn.Module
-        Model to time; a CPU copy in eval mode is timed, the model itself is left as it is.
-    example_batch : Tensor
-        Input batch, shape ``(B, C, H, W)``.
-    repeats : int
-        Timed forward passes; the median is returned.
-    warmup : int
-        Untimed passes first.
-
-    Returns
-    -------
-    float
-        Median milliseconds per batch.
-    """
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    model = copy.deepcopy(model).cpu().eval()
-    batch = example_batch.cpu()
-    for _ in range(warmup):
-        model(batch)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(batch)
-        times.append((time.perf_counter() - start) * 1000.0)
-    return float(statistics.median(times))
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -1,19 +1,25 @@
-"""Mode 1, compression: a large teacher distilled into a small student.
+"""Mode 1, compression: a large teacher distilled into a small student through a transfer set.
 
-On one split, a student of limited capacity is trained three ways on the same labelled examples:
-alone (hard labels), with Hinton KD (soft targets at ``T`` mixed with hard labels), and with KD
-plus a FitNets hint (an intermediate student feature regressed onto a teacher feature through a
-learned projection). Accuracy, parameters, serialized size and CPU latency are reported, with the
-share of the teacher-student gap that distillation closes. Students are averaged over seeds (each
-seed draws its own labelled subset and initialisation); the teacher is trained once.
+Hinton et al. (2015) distil on a *transfer set* -- the whole training set, or a larger unlabelled
+set -- not on the few examples a student has labels for. Two settings are run per seed:
 
-The training helpers (:func:`train_teacher`, :func:`train_alone`, :func:`train_kd`,
-:func:`train_kd_hint`) are reused by the probe and uncertainty modes.
+- ``hinton``: every private example is labelled and the transfer set is the training set;
+- ``low_label``: the students have ``low_label_size`` labels; the transfer set is the whole
+  private pool (``transfer_set``: ``labelled`` keeps only the labelled inputs, ``private+public``
+  adds the public split), its other rows unlabelled.
+
+In each, a student is trained ``alone`` (hard labels of the labelled rows), with Hinton KD at each
+temperature of ``temperatures`` (``(1 - alpha) KD_T + alpha CE``), and with KD plus a FitNets /
+TinyBERT-style hint (a student hidden state regressed onto a teacher hidden state through a
+learned projection). The teacher is retrained for every seed on all private labels. Every model
+stops early on one labelled validation slice held out from the private pool, so each method gets
+the budget its own convergence asks for. Reported with seeds: accuracy, the gain over ``alone``
+and the share of the teacher-student gap closed (mean ± sample std, 95% t-interval), and
+parameters, size, FLOPs and single-thread CPU latency (see :mod:`fedkd.modes.latency`).
 """
 
 from __future__ import annotations
 
-import statistics
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -22,33 +28,37 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from fedkd.data import ArrayDataset, DataSplit, load_split
-from fedkd.distill.losses import HintProjection, hint_loss, kd_loss
-from fedkd.distill.train import distill, evaluate, resolve_device, train_supervised
-from fedkd.models import FeatureModel, build_model, count_parameters, model_size_bytes
-from fedkd.modes.common import (
-    cpu_latency_ms,
-    prepare_out_dir,
-    save_figure,
-    seed_everything,
-    stratified_subset,
-    write_results,
+from fedkd.distill.recipe import FitConfig, TrainReport
+from fedkd.distill.train import evaluate
+from fedkd.models import FeatureModel, count_parameters, model_size_bytes
+from fedkd.modes.common import prepare_out_dir, save_figure, write_results
+from fedkd.modes.latency import LatencyReport, measure_latency
+from fedkd.modes.stats import Spread, spread
+from fedkd.modes.students import (
+    StudentMethod,
+    TransferSet,
+    make_transfer_set,
+    new_model,
+    split_validation,
+    teacher_fields_for,
+    train_student,
+    train_teacher,
 )
 
-STUDENT_METHODS = ("alone", "kd", "kd_hint")
+SETTINGS = ("hinton", "low_label")
 MIN_GAP = 0.005  # below this teacher-alone accuracy gap the "gap closed" share is undefined
 
 
 @dataclass(frozen=True)
 class CompressionConfig:
-    """Settings of the compression mode (defaults: ~1-2 minutes on ``digits``, 2 CPU cores)."""
+    """Settings of the compression mode (defaults: a few minutes on ``digits``, 2 CPU cores)."""
 
     dataset: str = field(default="digits", metadata={"help": "dataset name (fedkd.data)"})
     data_root: str | None = field(default=None, metadata={"help": "data folder (idx, torchvision)"})
     download: bool = field(default=False, metadata={"help": "allow torchvision downloads"})
-    split_seed: int = field(default=0, metadata={"help": "seed of the data split and teacher"})
+    split_seed: int = field(default=0, metadata={"help": "seed of the data split"})
     teacher_model: str = field(default="cnn", metadata={"help": "teacher registry name"})
     teacher_kwargs: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "teacher build kwargs, JSON"}
@@ -57,34 +67,60 @@ class CompressionConfig:
     student_kwargs: dict[str, Any] = field(
         default_factory=lambda: {"hidden": [32]}, metadata={"help": "student build kwargs, JSON"}
     )
-    teacher_epochs: int = field(default=15, metadata={"help": "teacher training epochs"})
-    student_epochs: int = field(default=150, metadata={"help": "epochs of each student"})
-    student_train_size: int | None = field(
-        default=200,
-        metadata={"help": "labelled private examples the students see (none: all private)"},
+    settings: tuple[str, ...] = field(default=SETTINGS, metadata={"help": f"among {SETTINGS}"})
+    low_label_size: int = field(default=200, metadata={"help": "labels in the low_label setting"})
+    transfer_set: str = field(
+        default="private", metadata={"help": "labelled | private | private+public"}
     )
-    batch_size: int = field(default=32, metadata={"help": "training batch size"})
-    teacher_lr: float = field(default=1e-3, metadata={"help": "Adam learning rate, teacher"})
-    lr: float = field(default=3e-3, metadata={"help": "Adam learning rate, students"})
-    temperature: float = field(default=4.0, metadata={"help": "KD temperature T"})
-    alpha: float = field(default=0.3, metadata={"help": "hard-label CE weight in the KD loss"})
+    temperatures: tuple[float, ...] = field(
+        default=(1.0, 4.0, 20.0), metadata={"help": "KD temperatures swept"}
+    )
+    alpha: float = field(default=0.1, metadata={"help": "hard-label CE weight in the KD loss"})
+    hint_temperature: float | None = field(
+        default=4.0, metadata={"help": "temperature of the KD + hint student (none: no hint)"}
+    )
     hint_weight: float = field(default=1.0, metadata={"help": "weight of the hint loss"})
-    hint_teacher_feature: str | None = field(
-        default=None, metadata={"help": "teacher feature for the hint (none: middle one)"}
-    )
+    hint_teacher_feature: str = field(default="fc", metadata={"help": "teacher hidden state"})
     hint_student_feature: str | None = field(
-        default=None, metadata={"help": "student feature guided by the hint (none: middle one)"}
+        default=None, metadata={"help": "student hidden state (none: its last one)"}
     )
-    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "student seeds"})
+    validation_size: int = field(default=150, metadata={"help": "held-out labelled slice"})
+    teacher_epochs: int = field(default=20, metadata={"help": "most teacher epochs"})
+    student_epochs: int = field(default=300, metadata={"help": "most epochs of a student"})
+    patience: int = field(default=20, metadata={"help": "epochs without a better val. score"})
+    batch_size: int = field(default=64, metadata={"help": "training batch size"})
+    teacher_lr: float = field(default=1e-3, metadata={"help": "Adam learning rate, teacher"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate, students"})
+    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "seeds (teacher too)"})
     latency_batch_size: int = field(default=256, metadata={"help": "batch size for latency"})
-    latency_repeats: int = field(default=20, metadata={"help": "timed repeats (median)"})
+    latency_repeats: int = field(default=30, metadata={"help": "timed rounds (median)"})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda or auto"})
+
+    def methods(self) -> list[StudentMethod]:
+        """``alone``, ``kd_T<t>`` per temperature and ``kd_hint_T<t>``."""
+        methods = [StudentMethod("alone")]
+        methods += [StudentMethod(f"kd_T{t:g}", temperature=t) for t in self.temperatures]
+        if self.hint_temperature is not None:
+            t = self.hint_temperature
+            methods.append(StudentMethod(f"kd_hint_T{t:g}", temperature=t, hint=True))
+        return methods
+
+    def teacher_fit(self, seed: int) -> FitConfig:
+        """Teacher optimisation settings."""
+        return FitConfig(
+            self.teacher_epochs, self.batch_size, self.teacher_lr, seed=seed, patience=self.patience
+        )
+
+    def student_fit(self, seed: int) -> FitConfig:
+        """Student optimisation settings (the most epochs; early stopping decides)."""
+        return FitConfig(
+            self.student_epochs, self.batch_size, self.lr, seed=seed, patience=self.patience
+        )
 
 
 def as_compression(config: Any, **overrides: Any) -> CompressionConfig:
     """The :class:`CompressionConfig` a mode's config stands for: every field the two share by
-    name is copied, ``overrides`` replace or add the rest (modes that train the same teacher
-    and students -- probes, uncertainty -- call this instead of restating each field)."""
+    name is copied, ``overrides`` replace or add the rest."""
     shared = {
         f.name: getattr(config, f.name)
         for f in fields(CompressionConfig)
@@ -94,191 +130,43 @@ def as_compression(config: Any, **overrides: Any) -> CompressionConfig:
 
 
 @dataclass
-class ModelSummary:
-    """Test accuracy (mean/std over seeds) and footprint of one model."""
+class MethodResult:
+    """One student method in one setting, over seeds."""
+
+    setting: str
+    method: str
+    temperature: float | None
+    accuracy: Spread
+    gain_over_alone: Spread
+    gap_closed: Spread | None
+    best_epoch: Spread
+
+
+@dataclass
+class Footprint:
+    """Size and cost of one model."""
 
     name: str
-    accuracy_mean: float
-    accuracy_std: float
-    accuracies: list[float]
     parameters: int
     size_bytes: int
+    flops: int
     latency_ms: float
 
 
 @dataclass
 class CompressionResult:
-    """Teacher and students, and how much of the teacher-student gap distillation closes.
+    """Teacher accuracy, every student method per setting, and the footprints."""
 
-    ``kd_gap_closed = (acc_kd - acc_alone) / (acc_teacher - acc_alone)`` on the seed means;
-    ``None`` when the gap is below ``MIN_GAP``.
-    """
-
-    teacher: ModelSummary
-    students: list[ModelSummary]
-    kd_gap_closed: float | None
-    kd_hint_gap_closed: float | None
+    teacher_accuracy: Spread
+    methods: list[MethodResult]
+    footprints: list[Footprint]
+    latency: LatencyReport
     compression_ratio: float
     speedup: float
-    hint_teacher_feature: str
-    hint_student_feature: str
-    student_train_size: int
-
-
-def train_teacher(
-    split: DataSplit,
-    *,
-    model_name: str,
-    model_kwargs: dict[str, Any],
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    device: str | None,
-) -> FeatureModel:
-    """Build and train a model with hard labels on the whole private set."""
-    seed_everything(seed)
-    teacher = build_model(
-        model_name, input_shape=split.input_shape, num_classes=split.num_classes, **model_kwargs
-    )
-    train_supervised(
-        teacher,
-        split.private,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        device=device,
-        seed=seed,
-    )
-    return teacher.eval()
-
-
-def _new_student(split: DataSplit, config: CompressionConfig, seed: int) -> FeatureModel:
-    seed_everything(seed)
-    return build_model(
-        config.student_model,
-        input_shape=split.input_shape,
-        num_classes=split.num_classes,
-        **config.student_kwargs,
-    )
-
-
-def train_alone(
-    split: DataSplit, data: ArrayDataset, config: CompressionConfig, seed: int
-) -> FeatureModel:
-    """A student trained on hard labels only."""
-    student = _new_student(split, config, seed)
-    train_supervised(
-        student,
-        data,
-        epochs=config.student_epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        device=config.device,
-        seed=seed,
-    )
-    return student.eval()
-
-
-def train_kd(
-    split: DataSplit,
-    data: ArrayDataset,
-    teacher: FeatureModel,
-    config: CompressionConfig,
-    seed: int,
-) -> FeatureModel:
-    """A student trained with ``(1 - alpha) * kd_loss + alpha * CE`` against ``teacher``."""
-    student = _new_student(split, config, seed)
-    distill(
-        student,
-        data.x,
-        teacher_model=teacher,
-        temperature=config.temperature,
-        epochs=config.student_epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        labels=data.y,
-        hard_label_weight=config.alpha,
-        device=config.device,
-        seed=seed,
-    )
-    return student.eval()
-
-
-def middle_feature(model: FeatureModel) -> str:
-    """The middle entry of ``model.feature_names`` (the default hint layer)."""
-    return model.feature_names[len(model.feature_names) // 2]
-
-
-def _check_feature(model: FeatureModel, name: str, role: str) -> None:
-    if name not in model.feature_names:
-        raise ValueError(
-            f"{role} feature {name!r} is not a feature of {type(model).__name__}; known: "
-            f"{', '.join(model.feature_names)}"
-        )
-
-
-def train_kd_hint(
-    split: DataSplit,
-    data: ArrayDataset,
-    teacher: FeatureModel,
-    config: CompressionConfig,
-    seed: int,
-) -> FeatureModel:
-    """A student trained with KD plus ``hint_weight * hint_loss`` on one feature pair."""
-    device = resolve_device(config.device)
-    student = _new_student(split, config, seed).to(device)
-    teacher = teacher.to(device).eval()
-    t_name = config.hint_teacher_feature or middle_feature(teacher)
-    s_name = config.hint_student_feature or middle_feature(student)
-    _check_feature(teacher, t_name, "hint_teacher")
-    _check_feature(student, s_name, "hint_student")
-    x_all = torch.tensor(data.x)  # copies: the dataset's arrays may be read-only
-    y_all = torch.tensor(data.y)
-    with torch.no_grad():
-        probe = x_all[:2].to(device)
-        t_shape = teacher.forward_features(probe)[t_name].shape[1:]
-        s_shape = student.forward_features(probe)[s_name].shape[1:]
-    projection = HintProjection(s_shape, t_shape).to(device)
-    params = list(student.parameters()) + list(projection.parameters())
-    optimizer = torch.optim.Adam(params, lr=config.lr)
-    generator = torch.Generator().manual_seed(seed)
-    student.train()
-    for _ in range(config.student_epochs):
-        order = torch.randperm(len(data), generator=generator)
-        for start in range(0, len(data), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            x, y = x_all[batch].to(device), y_all[batch].to(device)
-            with torch.no_grad():
-                t_out = teacher.forward_features(x)
-            s_out = student.forward_features(x)
-            loss = (1.0 - config.alpha) * kd_loss(
-                s_out["logits"], t_out["logits"], temperature=config.temperature
-            )
-            loss = loss + config.alpha * F.cross_entropy(s_out["logits"], y)
-            loss = loss + config.hint_weight * hint_loss(s_out[s_name], t_out[t_name], projection)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return student.eval()
-
-
-def train_student(
-    method: str,
-    split: DataSplit,
-    data: ArrayDataset,
-    teacher: FeatureModel,
-    config: CompressionConfig,
-    seed: int,
-) -> FeatureModel:
-    """Train one student by ``method``, one of ``STUDENT_METHODS``."""
-    if method == "alone":
-        return train_alone(split, data, config, seed)
-    if method == "kd":
-        return train_kd(split, data, teacher, config, seed)
-    if method == "kd_hint":
-        return train_kd_hint(split, data, teacher, config, seed)
-    raise ValueError(f"unknown student method {method!r}; known: {', '.join(STUDENT_METHODS)}")
+    flop_ratio: float
+    labelled: dict[str, int]
+    transfer_size: dict[str, int]
+    hint_features: tuple[str, str]
 
 
 def gap_closed(acc_method: float, acc_alone: float, acc_teacher: float) -> float | None:
@@ -294,136 +182,254 @@ def gap_closed(acc_method: float, acc_alone: float, acc_teacher: float) -> float
     return (acc_method - acc_alone) / gap
 
 
-def _summary(
-    name: str, model: FeatureModel, accuracies: list[float], batch: torch.Tensor, repeats: int
-) -> ModelSummary:
-    return ModelSummary(
-        name=name,
-        accuracy_mean=float(np.mean(accuracies)),
-        accuracy_std=float(np.std(accuracies)),
-        accuracies=accuracies,
-        parameters=count_parameters(model),
-        size_bytes=model_size_bytes(model),
-        latency_ms=cpu_latency_ms(model, batch, repeats=repeats),
+def _check(config: CompressionConfig) -> None:
+    if not config.seeds:
+        raise ValueError("seeds must list at least one seed")
+    unknown = [s for s in config.settings if s not in SETTINGS]
+    if unknown or not config.settings:
+        raise ValueError(f"unknown or no settings {unknown}; known: {', '.join(SETTINGS)}")
+    if not config.temperatures and config.hint_temperature is None:
+        raise ValueError("give at least one KD temperature or a hint_temperature")
+
+
+def check_hint_features(
+    student: FeatureModel, teacher: FeatureModel, config: CompressionConfig
+) -> tuple[str, str]:
+    student_name = config.hint_student_feature or student.feature_names[-1]
+    for model, name, role in (
+        (student, student_name, "hint_student"),
+        (teacher, config.hint_teacher_feature, "hint_teacher"),
+    ):
+        if name not in model.feature_names:
+            raise ValueError(
+                f"{role} feature {name!r} is not a feature of {type(model).__name__}; known: "
+                f"{', '.join(model.feature_names)}"
+            )
+    return student_name, config.hint_teacher_feature
+
+
+@dataclass
+class _Runs:
+    """Per-seed records: test accuracy and best epoch of every (setting, method)."""
+
+    teacher: list[float] = field(default_factory=list)
+    accuracy: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    epochs: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    labelled: dict[str, int] = field(default_factory=dict)
+    transfer: dict[str, int] = field(default_factory=dict)
+
+    def add(self, key: tuple[str, str], accuracy: float, epoch: int | None) -> None:
+        self.accuracy.setdefault(key, []).append(accuracy)
+        self.epochs.setdefault(key, []).append(float(epoch or 0))
+
+
+def fit_teacher(
+    split: DataSplit,
+    pool: ArrayDataset,
+    validation: ArrayDataset,
+    config: CompressionConfig,
+    seed: int,
+) -> FeatureModel:
+    """The seed's teacher, trained on every label of ``pool`` (early stopping on validation)."""
+    shape, classes = split.input_shape, split.num_classes
+    teacher = new_model(config.teacher_model, config.teacher_kwargs, shape, classes, seed)
+    train_teacher(teacher, pool, validation, config.teacher_fit(seed), config.device)
+    return teacher
+
+
+def fit_students(
+    teacher: FeatureModel,
+    transfer: TransferSet,
+    split: DataSplit,
+    validation: ArrayDataset,
+    config: CompressionConfig,
+    seed: int,
+) -> dict[str, tuple[FeatureModel, TrainReport]]:
+    """Every method of ``config`` on one transfer set, each from the same initial weights."""
+    shape, classes = split.input_shape, split.num_classes
+
+    def fresh() -> FeatureModel:
+        return new_model(config.student_model, config.student_kwargs, shape, classes, seed + 1)
+
+    features = check_hint_features(fresh(), teacher, config)
+    teacher_fields = teacher_fields_for(teacher, transfer, ["logits", features[1]], config.device)
+    students = {}
+    for method in config.methods():
+        student = fresh()
+        report = train_student(
+            method,
+            student,
+            transfer,
+            teacher_fields,
+            fit_config=config.student_fit(seed),
+            validation=validation,
+            alpha=config.alpha,
+            hint_weight=config.hint_weight,
+            hint_features=features,
+            device=config.device,
+        )
+        students[method.name] = (student, report)
+    return students
+
+
+def transfer_for(
+    setting: str, pool: ArrayDataset, split: DataSplit, config: CompressionConfig, seed: int
+) -> TransferSet:
+    """``hinton``: all of ``pool`` labelled; ``low_label``: ``low_label_size`` labels."""
+    if setting == "hinton":
+        return make_transfer_set(
+            pool, split.public, labelled_size=None, transfer="private", seed=seed
+        )
+    return make_transfer_set(
+        pool,
+        split.public,
+        labelled_size=config.low_label_size,
+        transfer=config.transfer_set,
+        seed=seed,
     )
 
 
-def _latency_batch(test: ArrayDataset, size: int) -> torch.Tensor:
-    reps = -(-size // len(test))  # ceil: repeat small test sets to fill the batch
-    return torch.tensor(np.concatenate([test.x] * reps)[:size])
+def _run_seed(
+    seed: int,
+    split: DataSplit,
+    pool: ArrayDataset,
+    validation: ArrayDataset,
+    config: CompressionConfig,
+    runs: _Runs,
+) -> tuple[FeatureModel, FeatureModel]:
+    teacher = fit_teacher(split, pool, validation, config, seed)
+    runs.teacher.append(evaluate(teacher, split.test, device=config.device).accuracy)
+    for setting in config.settings:
+        transfer = transfer_for(setting, pool, split, config, seed)
+        runs.labelled[setting], runs.transfer[setting] = transfer.num_labelled, len(transfer.x)
+        students = fit_students(teacher, transfer, split, validation, config, seed)
+        for name, (student, report) in students.items():
+            accuracy = evaluate(student, split.test, device=config.device).accuracy
+            runs.add((setting, name), accuracy, report.best_epoch)
+    return teacher, student
+
+
+def _gap_spread(runs: _Runs, key: tuple[str, str], alone: list[float]) -> Spread | None:
+    shares = [
+        gap_closed(m, a, t) for m, a, t in zip(runs.accuracy[key], alone, runs.teacher, strict=True)
+    ]
+    valid = [s for s in shares if s is not None]
+    return spread(valid) if len(valid) == len(shares) else None
+
+
+def _method_results(runs: _Runs, config: CompressionConfig) -> list[MethodResult]:
+    results = []
+    for setting in config.settings:
+        alone = runs.accuracy[(setting, "alone")]
+        for method in config.methods():
+            key = (setting, method.name)
+            accuracies = runs.accuracy[key]
+            results.append(
+                MethodResult(
+                    setting=setting,
+                    method=method.name,
+                    temperature=method.temperature,
+                    accuracy=spread(accuracies),
+                    gain_over_alone=spread([m - a for m, a in zip(accuracies, alone, strict=True)]),
+                    gap_closed=None if method.name == "alone" else _gap_spread(runs, key, alone),
+                    best_epoch=spread(runs.epochs[key]),
+                )
+            )
+    return results
+
+
+def _footprints(
+    teacher: FeatureModel, student: FeatureModel, split: DataSplit, config: CompressionConfig
+) -> tuple[list[Footprint], LatencyReport]:
+    reps = -(-config.latency_batch_size // len(split.test))  # repeat small test sets
+    batch = torch.from_numpy(np.concatenate([split.test.x] * reps)[: config.latency_batch_size])
+    latency = measure_latency(
+        {"teacher": teacher, "student": student}, batch, repeats=config.latency_repeats
+    )
+    prints = [
+        Footprint(
+            name, count_parameters(m), model_size_bytes(m), latency.flops[name], latency.ms[name]
+        )
+        for name, m in (("teacher", teacher), ("student", student))
+    ]
+    return prints, latency
 
 
 def _plot(result: CompressionResult, out_dir: Path) -> None:
-    models = [result.teacher, *result.students]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    xs = np.arange(len(models))
-    ax.bar(
-        xs,
-        [m.accuracy_mean for m in models],
-        yerr=[m.accuracy_std for m in models],
-        color=["tab:gray", "tab:red", "tab:blue", "tab:green"][: len(models)],
-        alpha=0.7,
+    fig, axes = plt.subplots(
+        1, len({m.setting for m in result.methods}), figsize=(11, 4), squeeze=False
     )
-    for x, m in zip(xs, models, strict=True):
-        ax.scatter([x] * len(m.accuracies), m.accuracies, color="black", s=12, zorder=3)
-    ax.set_xticks(xs, [m.name for m in models])
-    low = min(min(m.accuracies) for m in models)
-    ax.set_ylim(max(0.0, low - 0.1), 1.0)
-    ax.set_ylabel("test accuracy")
-    ax.set_title("Compression: teacher vs students (dots: seeds)")
-    save_figure(fig, out_dir / "accuracy.png")
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for m in models:
-        ax.scatter(
-            m.size_bytes,
-            m.accuracy_mean,
-            s=40 + 20 * m.latency_ms / max(x.latency_ms for x in models),
-            label=f"{m.name} ({m.latency_ms:.2f} ms/batch)",
+    for ax, setting in zip(axes[0], dict.fromkeys(m.setting for m in result.methods), strict=True):
+        rows = [m for m in result.methods if m.setting == setting]
+        xs = np.arange(len(rows))
+        ax.bar(
+            xs,
+            [m.accuracy.mean for m in rows],
+            yerr=[0.0 if m.accuracy.n < 2 else m.accuracy.std for m in rows],
+            alpha=0.7,
         )
-    ax.set_xscale("log")
-    ax.set_xlabel("serialized size (bytes)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("Accuracy vs size (marker area ~ CPU latency)")
-    ax.legend(fontsize=8)
-    save_figure(fig, out_dir / "tradeoff.png")
+        for x, m in zip(xs, rows, strict=True):
+            ax.scatter([x] * m.accuracy.n, m.accuracy.values, color="black", s=10, zorder=3)
+        ax.axhline(result.teacher_accuracy.mean, color="gray", ls="--", label="teacher")
+        ax.set_xticks(xs, [m.method for m in rows], rotation=30, fontsize=8)
+        low = min(min(m.accuracy.values) for m in rows)
+        ax.set_ylim(max(0.0, low - 0.05), 1.0)
+        ax.set_title(f"{setting} (dots: seeds)")
+        ax.set_ylabel("test accuracy")
+        ax.legend(fontsize=8)
+    save_figure(fig, out_dir / "accuracy.png")
 
 
 def run_compression(config: CompressionConfig, out_dir: str | Path) -> CompressionResult:
-    """Train teacher and students, write ``results.json`` and plots into ``out_dir``.
+    """Train teacher and students per seed and setting, write ``results.json`` and plots.
 
     Parameters
     ----------
     config : CompressionConfig
         Settings.
     out_dir : str or Path
-        Output folder; ``results.json``, ``accuracy.png`` and ``tradeoff.png`` go there.
+        Output folder; ``results.json`` and ``accuracy.png`` go there.
 
     Returns
     -------
     CompressionResult
-        Summaries of the teacher and the three students.
+        Accuracy spreads, gains and gap shares per setting and method; footprints.
     """
-    if not config.seeds:
-        raise ValueError("seeds must list at least one seed")
+    _check(config)
     out = prepare_out_dir(out_dir)
     split = load_split(
-        config.dataset,
-        seed=config.split_seed,
-        data_root=config.data_root,
-        download=config.download,
+        config.dataset, seed=config.split_seed, data_root=config.data_root, download=config.download
     )
-    # fail fast on a bad student name or kwargs, before the teacher is trained
-    _new_student(split, config, config.split_seed)
-    teacher = train_teacher(
-        split,
-        model_name=config.teacher_model,
-        model_kwargs=config.teacher_kwargs,
-        epochs=config.teacher_epochs,
-        batch_size=config.batch_size,
-        lr=config.teacher_lr,
-        seed=config.split_seed,
-        device=config.device,
+    pool, validation = split_validation(
+        split.private, config.validation_size, seed=config.split_seed
     )
-    teacher_acc = evaluate(teacher, split.test, device=config.device).accuracy
-    write_results(out, config, {"stage": "teacher", "teacher_accuracy": teacher_acc})
-
-    accuracies: dict[str, list[float]] = {m: [] for m in STUDENT_METHODS}
-    last: dict[str, FeatureModel] = {}
-    subset_size = len(split.private)
+    new_model(
+        config.student_model, config.student_kwargs, split.input_shape, split.num_classes, 0
+    )  # fail fast on a bad student name or kwargs, before the teacher is trained
+    runs = _Runs()
     for seed in config.seeds:
-        data = stratified_subset(split.private, config.student_train_size, seed=seed)
-        subset_size = len(data)
-        for method in STUDENT_METHODS:
-            student = train_student(method, split, data, teacher, config, seed)
-            accuracies[method].append(evaluate(student, split.test, device=config.device).accuracy)
-            last[method] = student
+        teacher, student = _run_seed(seed, split, pool, validation, config, runs)
         write_results(
             out,
             config,
             {
                 "stage": f"seed {seed}",
-                "teacher_accuracy": teacher_acc,
-                "student_accuracies": accuracies,
+                "teacher": runs.teacher,
+                "students": {f"{s}/{m}": v for (s, m), v in runs.accuracy.items()},
             },
         )
-
-    batch = _latency_batch(split.test, config.latency_batch_size)
-    teacher_summary = _summary("teacher", teacher, [teacher_acc], batch, config.latency_repeats)
-    students = [
-        _summary(m, last[m], accuracies[m], batch, config.latency_repeats) for m in STUDENT_METHODS
-    ]
-    alone, kd, kd_hint = (statistics.fmean(accuracies[m]) for m in STUDENT_METHODS)
+    prints, latency = _footprints(teacher, student, split, config)
     result = CompressionResult(
-        teacher=teacher_summary,
-        students=students,
-        kd_gap_closed=gap_closed(kd, alone, teacher_acc),
-        kd_hint_gap_closed=gap_closed(kd_hint, alone, teacher_acc),
-        compression_ratio=teacher_summary.parameters / students[0].parameters,
-        speedup=teacher_summary.latency_ms / students[0].latency_ms,
-        hint_teacher_feature=config.hint_teacher_feature or middle_feature(teacher),
-        hint_student_feature=config.hint_student_feature or middle_feature(last["alone"]),
-        student_train_size=subset_size,
+        teacher_accuracy=spread(runs.teacher),
+        methods=_method_results(runs, config),
+        footprints=prints,
+        latency=latency,
+        compression_ratio=prints[0].parameters / prints[1].parameters,
+        speedup=latency.speedup("teacher", "student"),
+        flop_ratio=latency.flop_ratio("teacher", "student"),
+        labelled=runs.labelled,
+        transfer_size=runs.transfer,
+        hint_features=check_hint_features(student, teacher, config),
     )
     write_results(out, config, result)
     _plot(result, out)

@@ -1,19 +1,29 @@
-"""Mode 3, continual learning: task A then task B, forgetting vs distillation from the past self.
+"""Mode 3, continual learning: a sequence of tasks, forgetting vs distillation from the past self.
 
-Class-incremental setting: one model with a single head over all classes is trained on task A
-(default classes 0-4), saved, then trained on task B (5-9) by one of:
+The default is Split-MNIST (five tasks of two digits each, the standard benchmark; on ``digits``
+the same split of its ten classes); ``--tasks 0,1,2,3,4 5,6,7,8,9`` gives task A then task B.
+One model with one output layer over all classes learns the tasks in order, in two scenarios
+(van de Ven, Tuytelaars & Tolias 2019):
 
-- ``finetune``: cross-entropy on task-B data only;
-- ``lwf``: Learning without Forgetting (Li & Hoiem 2016): cross-entropy on task-B data plus
-  ``lwf_weight * kd_loss`` between the new model's and the saved task-A model's logits
-  *restricted to the old classes*, on the new data;
-- ``lwf_replay``: the same on task-B data joined with a replay buffer of ``replay_size`` stored
-  task-A examples (stratified);
-- ``replay``: the buffer without distillation (optional, to separate the two effects).
+- ``task`` (task-incremental): the task is known, so the loss and the prediction of a sample are
+  restricted to its task's classes (a multi-head model as a mask over one shared layer);
+- ``class`` (class-incremental): no task identity, argmax over every class.
 
-Accuracy on A and B is measured after each task (argmax over all classes; ``task_aware``
-accuracies take the argmax within the task's classes), and forgetting on A is
-``acc_A(after A) - acc_A(after B)``. Results are averaged over seeds.
+Methods, each a list of loss terms over the shared recipe (:mod:`fedkd.distill.recipe`):
+
+- ``finetune``: cross-entropy on the current task only;
+- ``lwf``: Learning without Forgetting (Li & Hoiem 2016): plus ``lwf_weight * KD_T`` between the
+  model and its saved previous self on the current inputs, over the old classes (task scenario:
+  one KD term per old task head);
+- ``replay``: the current task joined with a buffer of ``replay_per_task`` stored examples of
+  every earlier task;
+- ``lwf_replay``: both.
+
+After each task every task's test accuracy is measured: the accuracy matrix ``R[i][j]``
+(accuracy on task ``j`` after training task ``i``), the average final accuracy ``mean_j R[T-1][j]``
+and the average forgetting ``mean_{j<T-1} max_{j<=i<T-1} R[i][j] - R[T-1][j]``, with seeds. Every
+method trains each task for the same fixed number of epochs, the protocol of the benchmark
+(early stopping on the current task would trade plasticity for forgetting, a different knob).
 """
 
 from __future__ import annotations
@@ -25,27 +35,34 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from fedkd.data import ArrayDataset, load_split
-from fedkd.distill.losses import kd_loss
-from fedkd.distill.train import predict_logits, resolve_device
-from fedkd.models import FeatureModel, build_model
-from fedkd.modes.common import (
-    prepare_out_dir,
-    save_figure,
-    seed_everything,
-    stratified_subset,
-    write_results,
-)
+from fedkd.distill.recipe import FitConfig, fit, predict_outputs, teacher_outputs
+from fedkd.distill.terms import CrossEntropy, LossTerm, SoftTargets
+from fedkd.models import FeatureModel
+from fedkd.modes.common import prepare_out_dir, save_figure, stratified_subset, write_results
+from fedkd.modes.stats import Spread, spread
+from fedkd.modes.students import new_model
 
-METHODS = ("finetune", "lwf", "lwf_replay", "replay")
+METHODS = ("finetune", "lwf", "replay", "lwf_replay")
+SCENARIOS = ("task", "class")
+SPLIT_MNIST = ("0,1", "2,3", "4,5", "6,7", "8,9")
+# Published Split-MNIST average accuracy after the last task (5 tasks, MLP):
+# class-incremental from Avalanche's continual-learning-baselines (tests/target_results.csv:
+# lwf 0.23); task-incremental and class-incremental fine-tuning / LwF from van de Ven et al.
+# (2019), "Three scenarios for continual learning", Table 4.
+PUBLISHED = {
+    "task/finetune": 0.8719,
+    "task/lwf": 0.9957,
+    "class/finetune": 0.1990,
+    "class/lwf": 0.2385,
+    "class/lwf (Avalanche)": 0.23,
+}
 
 
 @dataclass(frozen=True)
 class ContinualConfig:
-    """Settings of the continual-learning mode (defaults: about a minute on ``digits``)."""
+    """Settings of the continual-learning mode (defaults: a few minutes on ``digits``)."""
 
     dataset: str = field(default="digits", metadata={"help": "dataset name (fedkd.data)"})
     data_root: str | None = field(default=None, metadata={"help": "data folder (idx, torchvision)"})
@@ -53,48 +70,51 @@ class ContinualConfig:
     split_seed: int = field(default=0, metadata={"help": "seed of the data split"})
     model: str = field(default="mlp", metadata={"help": "model registry name"})
     model_kwargs: dict[str, Any] = field(
-        default_factory=dict, metadata={"help": "model build kwargs, JSON"}
+        default_factory=lambda: {"hidden": [100, 100]}, metadata={"help": "build kwargs, JSON"}
     )
-    task_a_classes: tuple[int, ...] = field(
-        default=(0, 1, 2, 3, 4), metadata={"help": "classes of task A"}
+    tasks: tuple[str, ...] = field(
+        default=SPLIT_MNIST, metadata={"help": "classes of each task, comma-separated"}
     )
-    task_b_classes: tuple[int, ...] = field(
-        default=(5, 6, 7, 8, 9), metadata={"help": "classes of task B"}
-    )
-    methods: tuple[str, ...] = field(
-        default=METHODS, metadata={"help": f"task-B methods among {METHODS}"}
-    )
-    epochs_a: int = field(default=20, metadata={"help": "epochs on task A"})
-    epochs_b: int = field(default=20, metadata={"help": "epochs on task B"})
+    scenarios: tuple[str, ...] = field(default=SCENARIOS, metadata={"help": "task | class"})
+    methods: tuple[str, ...] = field(default=METHODS, metadata={"help": f"among {METHODS}"})
+    epochs: int = field(default=10, metadata={"help": "epochs per task (every method)"})
     batch_size: int = field(default=64, metadata={"help": "training batch size"})
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
     temperature: float = field(default=2.0, metadata={"help": "LwF distillation temperature"})
-    lwf_weight: float = field(default=1.0, metadata={"help": "weight of the LwF loss"})
-    replay_size: int = field(default=50, metadata={"help": "task-A examples in the buffer"})
-    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "seeds averaged over"})
+    lwf_weight: float = field(default=1.0, metadata={"help": "weight of each LwF term"})
+    replay_per_task: int = field(default=50, metadata={"help": "stored examples per old task"})
+    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "seeds"})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda or auto"})
+
+    def task_classes(self) -> list[tuple[int, ...]]:
+        """The tasks as tuples of class indices."""
+        try:
+            return [tuple(int(c) for c in task.split(",")) for task in self.tasks]
+        except ValueError as error:
+            raise ValueError(f"tasks must be comma-separated class lists, got {self.tasks}") from (
+                error
+            )
 
 
 @dataclass
 class MethodOutcome:
-    """Accuracies after task B for one method, mean over seeds (``per_seed_forgetting`` kept)."""
+    """One method in one scenario: the accuracy matrix (seed mean) and its summaries."""
 
+    scenario: str
     method: str
-    accuracy_a: float
-    accuracy_b: float
-    accuracy_all: float
-    task_aware_accuracy_a: float
-    forgetting_a: float
-    per_seed_forgetting: list[float]
+    accuracy_matrix: list[list[float]]
+    average_accuracy: Spread
+    forgetting: Spread
+    final_task_accuracy: list[Spread]
 
 
 @dataclass
 class ContinualResult:
-    """Accuracies after task A (shared by all methods) and after task B per method."""
+    """Every (scenario, method) outcome and the published Split-MNIST figures beside them."""
 
-    after_a_accuracy_a: float
-    after_a_accuracy_b: float
-    after_b: list[MethodOutcome]
+    tasks: list[list[int]]
+    outcomes: list[MethodOutcome]
+    published: dict[str, float]
 
 
 def task_data(data: ArrayDataset, classes: tuple[int, ...]) -> ArrayDataset:
@@ -102,194 +122,180 @@ def task_data(data: ArrayDataset, classes: tuple[int, ...]) -> ArrayDataset:
     return data.subset(np.flatnonzero(np.isin(data.y, classes)))
 
 
-def train_task(
-    model: FeatureModel,
-    data: ArrayDataset,
-    config: ContinualConfig,
-    *,
-    epochs: int,
-    seed: int,
-    old_model: FeatureModel | None = None,
-) -> None:
-    """Adam + cross-entropy over all logits; with ``old_model``, plus LwF on the old classes.
-
-    The LwF term is ``lwf_weight * kd_loss(new[:, A], old[:, A], T)`` where ``A`` are the task-A
-    classes and ``old`` the frozen saved model's logits on the same batch.
-    """
-    device = resolve_device(config.device)
-    model.to(device).train()
-    if old_model is not None:
-        old_model.to(device).eval()
-    old_classes = torch.tensor(config.task_a_classes, device=device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    generator = torch.Generator().manual_seed(seed)
-    x_all, y_all = torch.tensor(data.x), torch.tensor(data.y)  # copies: inputs may be read-only
-    for _ in range(epochs):
-        order = torch.randperm(len(data), generator=generator)
-        for start in range(0, len(data), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            x, y = x_all[batch].to(device), y_all[batch].to(device)
-            logits = model(x)  # (B, num_classes)
-            loss = F.cross_entropy(logits, y)
-            if old_model is not None:
-                with torch.no_grad():
-                    old_logits = old_model(x)[:, old_classes]  # (B, |A|)
-                loss = loss + config.lwf_weight * kd_loss(
-                    logits[:, old_classes], old_logits, temperature=config.temperature
-                )
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    model.eval()
+def average_forgetting(matrix: np.ndarray) -> float:
+    """``mean_{j<T-1} max_{j<=i<T-1} R[i, j] - R[T-1, j]`` of a ``(T, T)`` accuracy matrix."""
+    last = matrix.shape[0] - 1
+    if last == 0:
+        return 0.0
+    return float(np.mean([matrix[j:last, j].max() - matrix[last, j] for j in range(last)]))
 
 
-def task_accuracy(
-    model: FeatureModel,
-    data: ArrayDataset,
-    classes: tuple[int, ...],
-    *,
-    device: str | None,
-    task_aware: bool = False,
-) -> float:
-    """Accuracy on ``data`` (argmax over all logits, or only over ``classes`` if task-aware)."""
-    logits = predict_logits(model, data.x, device=device)  # (N, num_classes)
-    if not task_aware:
-        return float(np.mean(logits.argmax(axis=1) == data.y))
-    allowed = np.asarray(classes)
-    return float(np.mean(allowed[logits[:, allowed].argmax(axis=1)] == data.y))
+def _masks(labels: np.ndarray, tasks: list[tuple[int, ...]], num_classes: int) -> np.ndarray:
+    """``(N, classes)`` booleans: each row's own task's classes."""
+    task_mask = np.zeros((len(tasks), num_classes), dtype=bool)
+    owner = np.zeros(num_classes, dtype=np.int64)
+    for index, classes in enumerate(tasks):
+        task_mask[index, list(classes)] = True
+        owner[list(classes)] = index
+    return task_mask[owner[labels]]
 
 
-def _check(config: ContinualConfig, num_classes: int) -> None:
-    unknown = [m for m in config.methods if m not in METHODS]
-    if unknown or not config.methods:
-        raise ValueError(f"unknown or no methods {unknown}; known: {', '.join(METHODS)}")
-    a, b = set(config.task_a_classes), set(config.task_b_classes)
-    if not a or not b or a & b or not a | b <= set(range(num_classes)):
+@dataclass
+class _Learner:
+    """One model learning the task sequence by one method in one scenario."""
+
+    model: FeatureModel
+    method: str
+    scenario: str
+    tasks: list[tuple[int, ...]]
+    num_classes: int
+    config: ContinualConfig
+    buffer: list[ArrayDataset] = field(default_factory=list)
+
+    def _terms(self, index: int) -> list[LossTerm]:
+        terms: list[LossTerm] = [
+            CrossEntropy(mask="class_mask" if self.scenario == "task" else None)
+        ]
+        if "lwf" not in self.method or index == 0:
+            return terms
+        old = self.tasks[:index]
+        groups = old if self.scenario == "task" else [tuple(c for t in old for c in t)]
+        return terms + [
+            SoftTargets(self.config.lwf_weight, temperature=self.config.temperature, classes=g)
+            for g in groups
+        ]
+
+    def learn(self, index: int, data: ArrayDataset, seed: int) -> None:
+        """Train on task ``index`` (plus the buffer for replay methods), then store examples."""
+        train = data
+        if "replay" in self.method and self.buffer:
+            train = ArrayDataset(
+                x=np.concatenate([data.x, *(b.x for b in self.buffer)]),
+                y=np.concatenate([data.y, *(b.y for b in self.buffer)]),
+            )
+        arrays = {"x": train.x, "labels": train.y}
+        if self.scenario == "task":
+            arrays["class_mask"] = _masks(train.y, self.tasks, self.num_classes)
+        if "lwf" in self.method and index > 0:  # the saved previous self, before this task
+            arrays.update(teacher_outputs(self.model, train.x, device=self.config.device))
+        config = self.config
+        fit_config = FitConfig(config.epochs, config.batch_size, config.lr, seed=seed)
+        fit(self.model, arrays, self._terms(index), fit_config, device=config.device)
+        self.buffer.append(stratified_subset(data, config.replay_per_task, seed=seed))
+
+    def accuracy(self, test: ArrayDataset, classes: tuple[int, ...]) -> float:
+        """Test accuracy on one task (task scenario: argmax within its classes)."""
+        logits = predict_outputs(self.model, test.x, ["logits"], device=self.config.device)
+        scores = logits["logits"]
+        if self.scenario == "task":
+            allowed = np.asarray(classes)
+            return float(np.mean(allowed[scores[:, allowed].argmax(axis=1)] == test.y))
+        return float(np.mean(scores.argmax(axis=1) == test.y))
+
+
+def _check(config: ContinualConfig, num_classes: int) -> list[tuple[int, ...]]:
+    tasks = config.task_classes()
+    flat = [c for task in tasks for c in task]
+    if len(tasks) < 2 or len(set(flat)) != len(flat) or not set(flat) <= set(range(num_classes)):
         raise ValueError(
-            "task_a_classes and task_b_classes must be non-empty, disjoint and within "
-            f"0..{num_classes - 1}; got {config.task_a_classes} and {config.task_b_classes}"
+            "tasks must be two or more disjoint, non-empty class lists within "
+            f"0..{num_classes - 1}; got {config.tasks}"
         )
+    for name, given, known in (
+        ("methods", config.methods, METHODS),
+        ("scenarios", config.scenarios, SCENARIOS),
+    ):
+        unknown = [g for g in given if g not in known]
+        if unknown or not given:
+            raise ValueError(f"unknown or no {name} {unknown}; known: {', '.join(known)}")
     if not config.seeds:
         raise ValueError("seeds must list at least one seed")
+    return tasks
+
+
+def _run_sequence(
+    learner: _Learner, train: list[ArrayDataset], test: list[ArrayDataset], seed: int
+) -> np.ndarray:
+    matrix = np.zeros((len(train), len(train)))
+    for i, data in enumerate(train):
+        learner.learn(i, data, seed=seed * 100 + i)
+        matrix[i] = [learner.accuracy(t, c) for t, c in zip(test, learner.tasks, strict=True)]
+    return matrix
+
+
+def _outcome(scenario: str, method: str, matrices: list[np.ndarray]) -> MethodOutcome:
+    stack = np.stack(matrices)  # (seeds, T, T)
+    return MethodOutcome(
+        scenario=scenario,
+        method=method,
+        accuracy_matrix=stack.mean(axis=0).tolist(),
+        average_accuracy=spread([m[-1].mean() for m in matrices]),
+        forgetting=spread([average_forgetting(m) for m in matrices]),
+        final_task_accuracy=[spread(stack[:, -1, j].tolist()) for j in range(stack.shape[1])],
+    )
 
 
 def _plot(result: ContinualResult, path: Path) -> None:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for outcome in result.after_b:
-        left.plot(
-            [0, 1],
-            [result.after_a_accuracy_a, outcome.accuracy_a],
-            marker="o",
-            label=outcome.method,
-        )
-    left.set_xticks([0, 1], ["after task A", "after task B"])
-    left.set_ylim(-0.02, 1.02)
-    left.set_ylabel("test accuracy on task A")
-    left.set_title("Task A accuracy (class-incremental)")
-    left.legend()
-    names = [o.method for o in result.after_b]
-    xs = np.arange(len(names))
-    width = 0.27
-    right.bar(xs - width, [o.accuracy_a for o in result.after_b], width, label="acc A")
-    right.bar(xs, [o.accuracy_b for o in result.after_b], width, label="acc B")
-    right.bar(xs + width, [o.forgetting_a for o in result.after_b], width, label="forgetting A")
-    right.set_xticks(xs, names)
-    right.set_ylim(0, 1.2)
-    right.set_title("After task B (mean over seeds)")
-    right.legend(loc="upper center", ncol=3, fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), squeeze=False)
+    for ax, scenario in zip(axes[0], SCENARIOS, strict=True):
+        rows = [o for o in result.outcomes if o.scenario == scenario]
+        xs = np.arange(len(rows))
+        for offset, key in ((-0.2, "average_accuracy"), (0.2, "forgetting")):
+            values = [getattr(o, key) for o in rows]
+            ax.bar(
+                xs + offset,
+                [v.mean for v in values],
+                0.4,
+                label=key.replace("_", " "),
+                yerr=[0.0 if v.n < 2 else v.std for v in values],
+            )
+        ax.set_xticks(xs, [o.method for o in rows])
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{scenario}-incremental ({len(result.tasks)} tasks)")
+        ax.legend(fontsize=8)
     save_figure(fig, path)
 
 
 def run_continual(config: ContinualConfig, out_dir: str | Path) -> ContinualResult:
-    """Train task A then task B with each method, write ``results.json`` and ``continual.png``.
+    """Learn the task sequence with each method in each scenario, write results and a plot.
 
     Parameters
     ----------
     config : ContinualConfig
         Settings.
     out_dir : str or Path
-        Output folder.
+        Output folder (``results.json``, ``continual.png``).
 
     Returns
     -------
     ContinualResult
-        Accuracies after each task and forgetting on task A per method.
+        Accuracy matrices, average accuracy and forgetting per scenario and method.
     """
     out = prepare_out_dir(out_dir)
     split = load_split(
         config.dataset, seed=config.split_seed, data_root=config.data_root, download=config.download
     )
-    _check(config, split.num_classes)
-    a_train, b_train = (
-        task_data(split.private, c) for c in (config.task_a_classes, config.task_b_classes)
-    )
-    a_test, b_test = (
-        task_data(split.test, c) for c in (config.task_a_classes, config.task_b_classes)
-    )
-    after_a: list[tuple[float, float]] = []
-    rows: dict[str, list[tuple[float, float, float, float]]] = {m: [] for m in config.methods}
-    for seed in config.seeds:
-        seed_everything(seed)
-        base = build_model(
-            config.model,
-            input_shape=split.input_shape,
-            num_classes=split.num_classes,
-            **config.model_kwargs,
-        )
-        train_task(base, a_train, config, epochs=config.epochs_a, seed=seed)
-        acc_a = task_accuracy(base, a_test, config.task_a_classes, device=config.device)
-        after_a.append(
-            (acc_a, task_accuracy(base, b_test, config.task_b_classes, device=config.device))
-        )
-        buffer = stratified_subset(a_train, config.replay_size, seed=seed)
+    tasks = _check(config, split.num_classes)
+    train = [task_data(split.private, c) for c in tasks]
+    test = [task_data(split.test, c) for c in tasks]
+    matrices: dict[tuple[str, str], list[np.ndarray]] = {}
+    outcomes: list[MethodOutcome] = []
+    for scenario in config.scenarios:
         for method in config.methods:
-            model = copy.deepcopy(base)
-            data = b_train
-            if method in ("lwf_replay", "replay"):
-                data = ArrayDataset(
-                    x=np.concatenate([b_train.x, buffer.x]), y=np.concatenate([b_train.y, buffer.y])
+            for seed in config.seeds:
+                model = new_model(
+                    config.model, config.model_kwargs, split.input_shape, split.num_classes, seed
                 )
-            old = base if method in ("lwf", "lwf_replay") else None
-            train_task(model, data, config, epochs=config.epochs_b, seed=seed + 1, old_model=old)
-            rows[method].append(
-                (
-                    task_accuracy(model, a_test, config.task_a_classes, device=config.device),
-                    task_accuracy(model, b_test, config.task_b_classes, device=config.device),
-                    task_accuracy(
-                        model, split.test, tuple(range(split.num_classes)), device=config.device
-                    ),
-                    task_accuracy(
-                        model, a_test, config.task_a_classes, device=config.device, task_aware=True
-                    ),
+                learner = _Learner(
+                    copy.deepcopy(model), method, scenario, tasks, split.num_classes, config
                 )
-            )
-        result = _summarise(after_a, rows)
-        write_results(out, config, result)
+                matrices.setdefault((scenario, method), []).append(
+                    _run_sequence(learner, train, test, seed)
+                )
+            outcomes.append(_outcome(scenario, method, matrices[(scenario, method)]))
+            result = ContinualResult([list(t) for t in tasks], outcomes, dict(PUBLISHED))
+            write_results(out, config, result)
+    result = ContinualResult([list(t) for t in tasks], outcomes, dict(PUBLISHED))
+    write_results(out, config, result)
     _plot(result, out / "continual.png")
     return result
-
-
-def _summarise(
-    after_a: list[tuple[float, float]], rows: dict[str, list[tuple[float, float, float, float]]]
-) -> ContinualResult:
-    acc_a_after_a = np.array([a for a, _ in after_a])
-    outcomes = []
-    for method, values in rows.items():
-        table = np.array(values)  # (seeds, 4): acc A, acc B, acc all, task-aware acc A
-        forgetting = acc_a_after_a[: len(table)] - table[:, 0]
-        outcomes.append(
-            MethodOutcome(
-                method=method,
-                accuracy_a=float(table[:, 0].mean()),
-                accuracy_b=float(table[:, 1].mean()),
-                accuracy_all=float(table[:, 2].mean()),
-                task_aware_accuracy_a=float(table[:, 3].mean()),
-                forgetting_a=float(forgetting.mean()),
-                per_seed_forgetting=forgetting.tolist(),
-            )
-        )
-    return ContinualResult(
-        after_a_accuracy_a=float(acc_a_after_a.mean()),
-        after_a_accuracy_b=float(np.mean([b for _, b in after_a])),
-        after_b=outcomes,
-    )

@@ -1,13 +1,15 @@
 """Mode 2, linear probes: how early a linearly separable representation appears.
 
-A teacher, a KD student and an alone-trained student (trained as in the compression mode) are
-frozen; for every hidden feature a linear classifier (standardised features, multinomial
-logistic regression) is fit on a small labelled slice of the private set (``probe_train_size``,
-default 100: with many labels even raw ``digits`` pixels are ~96% linearly separable, which hides
-differences between representations) and scored on the test set. Conv features are
-average-pooled so that no probe has more than ``max_probe_dim`` inputs. Depth is the layer's
-position divided by the number of hidden layers (1 = the last hidden layer), so models of
-different depth share one plot; a probe on the raw pixels is depth 0.
+Per seed, a teacher, a KD student and a student trained alone (trained as in the compression
+mode's ``low_label`` setting: ``low_label_size`` labels, the rest of the private pool an
+unlabelled transfer set, early stopping on a validation slice) are frozen; for every hidden
+feature a linear classifier (standardised features, multinomial logistic regression) is fit on a
+small labelled slice of the private set (``probe_train_size``, default 100: with many labels even
+raw ``digits`` pixels are ~96% linearly separable, which hides differences between
+representations) and scored on the test set. Conv features are average-pooled so that no probe
+has more than ``max_probe_dim`` inputs. Depth is the layer's position divided by the number of
+hidden layers (1 = the last hidden layer); a probe on the raw pixels is depth 0. Every accuracy is
+a spread over seeds.
 """
 
 from __future__ import annotations
@@ -34,20 +36,22 @@ from fedkd.modes.common import prepare_out_dir, save_figure, stratified_subset, 
 from fedkd.modes.compression import (
     CompressionConfig,
     as_compression,
-    train_alone,
-    train_kd,
-    train_teacher,
+    fit_students,
+    fit_teacher,
+    transfer_for,
 )
+from fedkd.modes.stats import Spread, spread
+from fedkd.modes.students import split_validation
 
 
 @dataclass(frozen=True)
 class ProbesConfig:
-    """Settings of the linear-probe mode (defaults: about a minute on ``digits``)."""
+    """Settings of the linear-probe mode (defaults: a few minutes on ``digits``)."""
 
     dataset: str = field(default="digits", metadata={"help": "dataset name (fedkd.data)"})
     data_root: str | None = field(default=None, metadata={"help": "data folder (idx, torchvision)"})
     download: bool = field(default=False, metadata={"help": "allow torchvision downloads"})
-    seed: int = field(default=0, metadata={"help": "seed of split, models and probes"})
+    split_seed: int = field(default=0, metadata={"help": "seed of the data split"})
     teacher_model: str = field(default="cnn", metadata={"help": "teacher registry name"})
     teacher_kwargs: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "teacher build kwargs, JSON"}
@@ -57,16 +61,19 @@ class ProbesConfig:
         default_factory=lambda: {"channels": [8, 16, 16], "hidden": 32},
         metadata={"help": "student build kwargs, JSON"},
     )
-    teacher_epochs: int = field(default=15, metadata={"help": "teacher training epochs"})
-    student_epochs: int = field(default=150, metadata={"help": "epochs of each student"})
-    student_train_size: int | None = field(
-        default=200, metadata={"help": "labelled examples the students see (none: all private)"}
+    low_label_size: int = field(default=200, metadata={"help": "labels the students see"})
+    transfer_set: str = field(
+        default="private", metadata={"help": "labelled | private | private+public"}
     )
-    batch_size: int = field(default=32, metadata={"help": "training batch size"})
-    teacher_lr: float = field(default=1e-3, metadata={"help": "Adam learning rate, teacher"})
-    lr: float = field(default=3e-3, metadata={"help": "Adam learning rate, students"})
     temperature: float = field(default=4.0, metadata={"help": "KD temperature T"})
-    alpha: float = field(default=0.3, metadata={"help": "hard-label CE weight in the KD loss"})
+    alpha: float = field(default=0.1, metadata={"help": "hard-label CE weight in the KD loss"})
+    validation_size: int = field(default=150, metadata={"help": "held-out labelled slice"})
+    teacher_epochs: int = field(default=20, metadata={"help": "most teacher epochs"})
+    student_epochs: int = field(default=200, metadata={"help": "most epochs of a student"})
+    patience: int = field(default=15, metadata={"help": "epochs without a better val. score"})
+    batch_size: int = field(default=64, metadata={"help": "training batch size"})
+    teacher_lr: float = field(default=1e-3, metadata={"help": "Adam learning rate, teacher"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate, students"})
     probe_train_size: int | None = field(
         default=100,
         metadata={"help": "labelled private examples the probes are fit on (none: all private)"},
@@ -76,30 +83,33 @@ class ProbesConfig:
     )
     probe_c: float = field(default=1.0, metadata={"help": "inverse L2 strength of the probes"})
     probe_max_iter: int = field(default=500, metadata={"help": "probe solver iterations"})
+    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "seeds"})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda or auto"})
 
     def compression(self) -> CompressionConfig:
-        """The equivalent compression settings used to train the three models."""
-        return as_compression(self, split_seed=self.seed, seeds=(self.seed,))
+        """The compression settings that train the three models (KD at one temperature)."""
+        return as_compression(
+            self, settings=("low_label",), temperatures=(self.temperature,), hint_temperature=None
+        )
 
 
 @dataclass
 class LayerProbe:
-    """Test accuracy of a linear probe on one hidden feature of one model."""
+    """Test accuracy of a linear probe on one hidden feature of one model, over seeds."""
 
     model: str
     feature: str
     depth: float
     dim: int
-    accuracy: float
+    accuracy: Spread
 
 
 @dataclass
 class ProbesResult:
-    """Probe accuracies per model and depth, the raw-pixel probe and each model's own accuracy."""
+    """Probe accuracies per model and depth, the raw-pixel probe and each model's accuracy."""
 
-    input_accuracy: float
-    model_accuracies: dict[str, float]
+    input_accuracy: Spread
+    model_accuracies: dict[str, Spread]
     probes: list[LayerProbe]
 
 
@@ -159,34 +169,28 @@ def probe_accuracy(
 
 
 def _probe_model(
-    name: str, model: FeatureModel, train: ArrayDataset, test: ArrayDataset, config: ProbesConfig
-) -> list[LayerProbe]:
+    model: FeatureModel, train: ArrayDataset, test: ArrayDataset, config: ProbesConfig, seed: int
+) -> dict[str, tuple[float, int]]:
+    """Probe accuracy and input width of every hidden feature of ``model``."""
     train_feats = extract_features(
         model, train.x, max_dim=config.max_probe_dim, device=config.device
     )
     test_feats = extract_features(model, test.x, max_dim=config.max_probe_dim, device=config.device)
-    probes = []
-    depth_count = len(model.feature_names)
-    for index, feature in enumerate(model.feature_names):
-        accuracy = probe_accuracy(
-            train_feats[feature],
-            train.y,
-            test_feats[feature],
-            test.y,
-            c=config.probe_c,
-            max_iter=config.probe_max_iter,
-            seed=config.seed,
+    return {
+        feature: (
+            probe_accuracy(
+                train_feats[feature],
+                train.y,
+                test_feats[feature],
+                test.y,
+                c=config.probe_c,
+                max_iter=config.probe_max_iter,
+                seed=seed,
+            ),
+            int(train_feats[feature].shape[1]),
         )
-        probes.append(
-            LayerProbe(
-                model=name,
-                feature=feature,
-                depth=(index + 1) / depth_count,
-                dim=int(train_feats[feature].shape[1]),
-                accuracy=accuracy,
-            )
-        )
-    return probes
+        for feature in model.feature_names
+    }
 
 
 def _plot(result: ProbesResult, path: Path) -> None:
@@ -194,12 +198,12 @@ def _plot(result: ProbesResult, path: Path) -> None:
     for name in result.model_accuracies:
         rows = [p for p in result.probes if p.model == name]
         depths = [0.0] + [p.depth for p in rows]
-        accs = [result.input_accuracy] + [p.accuracy for p in rows]
+        accs = [result.input_accuracy.mean] + [p.accuracy.mean for p in rows]
         (line,) = ax.plot(depths, accs, marker="o", label=name)
         for p in rows:
             ax.annotate(
                 p.feature,
-                (p.depth, p.accuracy),
+                (p.depth, p.accuracy.mean),
                 fontsize=7,
                 color=line.get_color(),
                 textcoords="offset points",
@@ -212,8 +216,28 @@ def _plot(result: ProbesResult, path: Path) -> None:
     save_figure(fig, path)
 
 
+def _seed_models(config: ProbesConfig, seed: int) -> tuple[dict[str, FeatureModel], Any]:
+    split = load_split(
+        config.dataset, seed=config.split_seed, data_root=config.data_root, download=config.download
+    )
+    train_cfg = config.compression()
+    pool, validation = split_validation(
+        split.private, config.validation_size, seed=config.split_seed
+    )
+    teacher = fit_teacher(split, pool, validation, train_cfg, seed)
+    transfer = transfer_for("low_label", pool, split, train_cfg, seed)
+    students = fit_students(teacher, transfer, split, validation, train_cfg, seed)
+    kd_name = train_cfg.methods()[1].name
+    models = {
+        "teacher": teacher,
+        "kd_student": students[kd_name][0],
+        "alone_student": students["alone"][0],
+    }
+    return models, split
+
+
 def run_probes(config: ProbesConfig, out_dir: str | Path) -> ProbesResult:
-    """Train teacher and students, probe every hidden layer, write results and the plot.
+    """Train teacher and students per seed, probe every hidden layer, write results and plot.
 
     Parameters
     ----------
@@ -225,48 +249,52 @@ def run_probes(config: ProbesConfig, out_dir: str | Path) -> ProbesResult:
     Returns
     -------
     ProbesResult
-        Probe accuracy per model and layer.
+        Probe accuracy per model and layer (spread over seeds).
     """
+    if not config.seeds:
+        raise ValueError("seeds must list at least one seed")
     out = prepare_out_dir(out_dir)
-    train_cfg = config.compression()
-    split = load_split(
-        config.dataset, seed=config.seed, data_root=config.data_root, download=config.download
-    )
-    teacher = train_teacher(
-        split,
-        model_name=config.teacher_model,
-        model_kwargs=config.teacher_kwargs,
-        epochs=config.teacher_epochs,
-        batch_size=config.batch_size,
-        lr=config.teacher_lr,
-        seed=config.seed,
-        device=config.device,
-    )
-    data = stratified_subset(split.private, config.student_train_size, seed=config.seed)
-    models = {
-        "teacher": teacher,
-        "kd_student": train_kd(split, data, teacher, train_cfg, config.seed),
-        "alone_student": train_alone(split, data, train_cfg, config.seed),
-    }
-    model_accuracies = {
-        name: evaluate(model, split.test, device=config.device).accuracy
-        for name, model in models.items()
-    }
-    probe_train = stratified_subset(split.private, config.probe_train_size, seed=config.seed + 1)
-    input_accuracy = probe_accuracy(
-        probe_train.x.reshape(len(probe_train), -1),
-        probe_train.y,
-        split.test.x.reshape(len(split.test), -1),
-        split.test.y,
-        c=config.probe_c,
-        max_iter=config.probe_max_iter,
-        seed=config.seed,
-    )
+    accuracies: dict[str, list[float]] = {}
+    probes: dict[tuple[str, str], list[tuple[float, int]]] = {}
+    pixels: list[float] = []
+    for seed in config.seeds:
+        models, split = _seed_models(config, seed)
+        probe_train = stratified_subset(split.private, config.probe_train_size, seed=seed + 1)
+        pixels.append(
+            probe_accuracy(
+                probe_train.x.reshape(len(probe_train), -1),
+                probe_train.y,
+                split.test.x.reshape(len(split.test), -1),
+                split.test.y,
+                c=config.probe_c,
+                max_iter=config.probe_max_iter,
+                seed=seed,
+            )
+        )
+        for name, model in models.items():
+            accuracies.setdefault(name, []).append(
+                evaluate(model, split.test, device=config.device).accuracy
+            )
+            for feature, value in _probe_model(
+                model, probe_train, split.test, config, seed
+            ).items():
+                probes.setdefault((name, feature), []).append(value)
+        write_results(out, config, {"stage": f"seed {seed}", "model_accuracies": accuracies})
+    depth_of = {name: models[name].feature_names for name in models}
     result = ProbesResult(
-        input_accuracy=input_accuracy, model_accuracies=model_accuracies, probes=[]
+        input_accuracy=spread(pixels),
+        model_accuracies={name: spread(values) for name, values in accuracies.items()},
+        probes=[
+            LayerProbe(
+                model=name,
+                feature=feature,
+                depth=(depth_of[name].index(feature) + 1) / len(depth_of[name]),
+                dim=values[0][1],
+                accuracy=spread([v[0] for v in values]),
+            )
+            for (name, feature), values in probes.items()
+        ],
     )
-    for name, model in models.items():
-        result.probes.extend(_probe_model(name, model, probe_train, split.test, config))
-        write_results(out, config, result)
+    write_results(out, config, result)
     _plot(result, out / "probes.png")
     return result

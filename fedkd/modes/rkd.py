@@ -8,16 +8,20 @@ losses plus the RKD distance and angle losses (Park et al. 2019) between its out
 teacher's, where an "output" is the concatenation of all head logits (``rkd_target="concat"``) or
 each head's logits separately (``"per_head"``).
 
-Reported: each task's test accuracy, and how well each student preserves the teacher's
-pairwise-distance structure: the Pearson and Spearman correlation between the teacher's and the
-student's pairwise Euclidean distances of concatenated outputs on test samples.
+Reported with seeds (the teacher retrained per seed; every model stops early on a validation
+slice scored on the first task): each task's test accuracy, and how well each student preserves
+the teacher's pairwise-distance structure -- the Pearson and Spearman correlation between the
+teacher's and the student's pairwise Euclidean distances of concatenated outputs on test samples.
+Training is the shared recipe (:mod:`fedkd.distill.recipe`): one cross-entropy term per head, plus
+a :class:`~fedkd.distill.terms.Relational` term for the RKD student.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -28,9 +32,13 @@ from scipy.stats import pearsonr, spearmanr
 from torch import Tensor, nn
 
 from fedkd.data import load_split
-from fedkd.distill import resolve_device, rkd_angle_loss, rkd_distance_loss
+from fedkd.distill import resolve_device
+from fedkd.distill.recipe import FitConfig, TrainReport, Validation, fit, teacher_outputs
+from fedkd.distill.terms import CrossEntropy, LossTerm, Relational
 from fedkd.models import build_model, count_parameters
 from fedkd.modes.common import save_figure, seed_everything, write_results
+from fedkd.modes.stats import Spread, spread
+from fedkd.modes.students import split_validation
 
 # A task maps class labels (N,) and the class count to (task labels (N,), task class count).
 TaskLabeller = Callable[[np.ndarray, int], tuple[np.ndarray, int]]
@@ -40,6 +48,7 @@ _TASKS: dict[str, TaskLabeller] = {
     "greater_than_4": lambda y, k: ((y > 4).astype(np.int64), 2),
 }
 RKD_TARGETS = ("concat", "per_head")
+MODELS = ("teacher", "student_task", "student_rkd")
 
 
 def register_task(name: str, labeller: TaskLabeller) -> None:
@@ -84,28 +93,30 @@ class RkdConfig:
     rkd_target: str = field(default="concat", metadata={"help": "concat | per_head"})
     distance_weight: float = field(default=1.0, metadata={"help": "RKD distance loss weight"})
     angle_weight: float = field(default=2.0, metadata={"help": "RKD angle loss weight"})
-    epochs: int = 15
+    epochs: int = field(default=60, metadata={"help": "most epochs of every model"})
+    patience: int = field(default=10, metadata={"help": "epochs without a better val. score"})
+    validation_size: int = field(default=150, metadata={"help": "held-out labelled slice"})
     batch_size: int = 64
     lr: float = 1e-3
     num_structure: int = field(default=500, metadata={"help": "test samples for distances"})
-    seed: int = 0
+    split_seed: int = field(default=0, metadata={"help": "seed of the data split"})
+    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "seeds (teacher too)"})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda or auto"})
 
 
 @dataclass(frozen=True)
 class MultiTaskReport:
-    """Test accuracy per task, size and distance-structure agreement with the teacher.
+    """Test accuracy per task, size and distance-structure agreement with the teacher, over seeds.
 
     ``distance_pearson`` / ``distance_spearman`` correlate the model's pairwise distances of
     concatenated outputs with the teacher's (1.0 for the teacher itself).
     """
 
     name: str
-    accuracy: dict[str, float]
+    accuracy: dict[str, Spread]
     parameters: int
-    distance_pearson: float
-    distance_spearman: float
-    final_loss: float
+    distance_pearson: Spread
+    distance_spearman: Spread
 
 
 @dataclass(frozen=True)
@@ -161,16 +172,21 @@ def _build(
     return MultiTaskNet(trunk, embedding, heads)
 
 
-def _rkd_terms(
-    student: dict[str, Tensor], teacher: dict[str, Tensor], target: str
-) -> tuple[Tensor, Tensor]:
-    if target == "concat":
-        s, t = concat_outputs(student), concat_outputs(teacher)
-        return rkd_distance_loss(s, t), rkd_angle_loss(s, t)
-    pairs = [(student[name], teacher[name]) for name in student]
-    distance = torch.stack([rkd_distance_loss(s, t) for s, t in pairs]).sum()
-    angle = torch.stack([rkd_angle_loss(s, t) for s, t in pairs]).sum()
-    return distance, angle
+def multitask_terms(
+    tasks: tuple[str, ...], config: RkdConfig, *, relational: bool
+) -> list[LossTerm]:
+    """One cross-entropy term per head (labels ``"labels:<task>"``), plus RKD when asked."""
+    terms: list[LossTerm] = [CrossEntropy(output=t, labels=f"labels:{t}") for t in tasks]
+    if relational:
+        terms.append(
+            Relational(
+                outputs=tasks,
+                distance_weight=config.distance_weight,
+                angle_weight=config.angle_weight,
+                per_output=config.rkd_target == "per_head",
+            )
+        )
+    return terms
 
 
 def train_multitask(
@@ -179,10 +195,11 @@ def train_multitask(
     labels: dict[str, np.ndarray],
     *,
     config: RkdConfig,
-    device: torch.device,
+    seed: int,
+    validation: tuple[np.ndarray, np.ndarray],
     teacher: MultiTaskNet | None = None,
-) -> list[float]:
-    """Train on the sum of the tasks' cross-entropies (+ weighted RKD losses with a teacher).
+) -> TrainReport:
+    """Train on the tasks' cross-entropies (+ the RKD term with a teacher) by the shared recipe.
 
     Parameters
     ----------
@@ -193,44 +210,35 @@ def train_multitask(
     labels : dict[str, np.ndarray]
         Labels ``(N,)`` of every head of ``model``.
     config : RkdConfig
-        Epochs, batch size, learning rate, RKD target and weights.
-    device : torch.device
-        Where to train.
+        Epochs, patience, batch size, learning rate, RKD target and weights.
+    seed : int
+        Seed of the shuffling.
+    validation : tuple of arrays
+        Inputs and labels of the first task, for early stopping.
     teacher : MultiTaskNet, optional
-        Frozen teacher; when given the RKD distance and angle losses are added (batches of
-        fewer than 3 samples get task losses only).
+        Fixed teacher; when given its outputs are matched by the RKD term.
 
     Returns
     -------
-    list[float]
-        Mean training loss of each epoch.
+    TrainReport
     """
-    model.to(device).train()
+    tasks = tuple(labels)
+    arrays = {"x": x, **{f"labels:{t}": v for t, v in labels.items()}}
     if teacher is not None:
-        teacher.to(device).eval()
-    inputs = torch.from_numpy(x)
-    targets = {name: torch.from_numpy(v) for name, v in labels.items()}
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
-    generator = torch.Generator().manual_seed(config.seed)
-    losses = []
-    for _ in range(config.epochs):
-        total, seen = 0.0, 0
-        for index in torch.randperm(len(inputs), generator=generator).split(config.batch_size):
-            xb = inputs[index].to(device)
-            outputs = model(xb)
-            loss = sum(F.cross_entropy(outputs[n], targets[n][index].to(device)) for n in targets)
-            if teacher is not None and len(index) >= 3:
-                with torch.no_grad():
-                    teacher_outputs = teacher(xb)
-                distance, angle = _rkd_terms(outputs, teacher_outputs, config.rkd_target)
-                loss = loss + config.distance_weight * distance + config.angle_weight * angle
-            optimiser.zero_grad()
-            loss.backward()  # type: ignore[union-attr]
-            optimiser.step()
-            total += float(loss.detach()) * len(index)  # type: ignore[union-attr]
-            seen += len(index)
-        losses.append(total / seen)
-    return losses
+        arrays.update(teacher_outputs(teacher, x, tasks, device=config.device))
+    fit_config = FitConfig(
+        config.epochs, config.batch_size, config.lr, seed=seed, patience=config.patience
+    )
+    report = fit(
+        model,
+        arrays,
+        multitask_terms(tasks, config, relational=teacher is not None),
+        fit_config,
+        device=config.device,
+        validation=Validation(validation[0], validation[1], output=tasks[0]),
+    )
+    model.eval()
+    return report
 
 
 @torch.no_grad()
@@ -240,30 +248,33 @@ def _predict(model: MultiTaskNet, x: np.ndarray, device: torch.device) -> dict[s
     return {n: torch.cat([c[n] for c in chunks]).float().cpu().numpy() for n in chunks[0]}
 
 
-def _report(
-    name: str,
+def _measure(
     model: MultiTaskNet,
     test_x: np.ndarray,
     test_labels: dict[str, np.ndarray],
     teacher_concat: np.ndarray | None,
     num_structure: int,
-    losses: list[float],
     device: torch.device,
-) -> tuple[MultiTaskReport, np.ndarray]:
+) -> tuple[dict[str, float], tuple[float, float], np.ndarray]:
+    """Per-task accuracy, distance correlations with the teacher and concatenated outputs."""
     outputs = _predict(model, test_x, device)
     accuracy = {n: float((outputs[n].argmax(1) == test_labels[n]).mean()) for n in outputs}
     concat = np.concatenate(list(outputs.values()), axis=1)[:num_structure]
     reference = concat if teacher_concat is None else teacher_concat
-    pearson, spearman = distance_correlation(reference, concat)
-    report = MultiTaskReport(
+    return accuracy, distance_correlation(reference, concat), concat
+
+
+def _summarise(
+    name: str, model: MultiTaskNet, runs: list[tuple[dict[str, float], tuple[float, float]]]
+) -> MultiTaskReport:
+    tasks = list(runs[0][0])
+    return MultiTaskReport(
         name,
-        accuracy,
+        {t: spread([r[0][t] for r in runs]) for t in tasks},
         count_parameters(model),
-        pearson,
-        spearman,
-        losses[-1] if losses else float("nan"),
+        spread([r[1][0] for r in runs]),
+        spread([r[1][1] for r in runs]),
     )
-    return report, concat
 
 
 def _plot_accuracy(reports: list[MultiTaskReport], tasks: list[str], path: Path) -> None:
@@ -271,7 +282,7 @@ def _plot_accuracy(reports: list[MultiTaskReport], tasks: list[str], path: Path)
     width = 0.8 / len(reports)
     for i, report in enumerate(reports):
         positions = np.arange(len(tasks)) + (i - (len(reports) - 1) / 2) * width
-        ax.bar(positions, [report.accuracy[t] for t in tasks], width, label=report.name)
+        ax.bar(positions, [report.accuracy[t].mean for t in tasks], width, label=report.name)
     ax.set_xticks(np.arange(len(tasks)), tasks)
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1.05)
@@ -292,8 +303,8 @@ def _plot_structure(
         ds = pdist(outputs.astype(np.float64))
         ax.scatter(dt[keep] / dt.mean(), ds[keep] / ds.mean(), s=2, alpha=0.3)
         ax.set_title(
-            f"{report.name}: pearson {report.distance_pearson:.3f}, "
-            f"spearman {report.distance_spearman:.3f}",
+            f"{report.name}: pearson {report.distance_pearson.mean:.3f}, "
+            f"spearman {report.distance_spearman.mean:.3f}",
             fontsize=8,
         )
         ax.set_xlabel("teacher pairwise distance / mean")
@@ -301,8 +312,62 @@ def _plot_structure(
     save_figure(fig, path)
 
 
+def _run_seed(
+    seed: int,
+    config: RkdConfig,
+    data: dict[str, Any],
+    device: torch.device,
+) -> tuple[dict[str, tuple[dict[str, float], tuple[float, float]]], dict[str, Any]]:
+    seed_everything(seed)
+    teacher = _build(config, student=False, input_shape=data["shape"], heads=data["heads"])
+    train_multitask(
+        teacher, data["x"], data["labels"], config=config, seed=seed, validation=data["validation"]
+    )
+    t_acc, t_corr, t_concat = _measure(
+        teacher, data["test_x"], data["test_labels"], None, data["num_structure"], device
+    )
+    runs = {"teacher": (t_acc, t_corr)}
+    extras: dict[str, Any] = {"teacher": teacher, "teacher_concat": t_concat}
+    for name, with_teacher in (("student_task", None), ("student_rkd", teacher)):
+        seed_everything(seed + 1)  # both students start from the same weights
+        student = _build(config, student=True, input_shape=data["shape"], heads=data["heads"])
+        train_multitask(
+            student,
+            data["x"],
+            data["labels"],
+            config=config,
+            seed=seed,
+            validation=data["validation"],
+            teacher=with_teacher,
+        )
+        acc, corr, concat = _measure(
+            student, data["test_x"], data["test_labels"], t_concat, data["num_structure"], device
+        )
+        runs[name] = (acc, corr)
+        extras[name], extras[f"{name}_concat"] = student, concat
+    return runs, extras
+
+
+def _data(config: RkdConfig) -> dict[str, Any]:
+    split = load_split(config.dataset, seed=config.split_seed, data_root=config.data_root)
+    pool, validation = split_validation(
+        split.private, config.validation_size, seed=config.split_seed
+    )
+    first = config.tasks[0]
+    return {
+        "shape": split.input_shape,
+        "heads": {n: _labeller(n)(pool.y[:1], split.num_classes)[1] for n in config.tasks},
+        "x": pool.x,
+        "labels": task_labels(config.tasks, pool.y, split.num_classes),
+        "validation": (validation.x, task_labels((first,), validation.y, split.num_classes)[first]),
+        "test_x": split.test.x,
+        "test_labels": task_labels(config.tasks, split.test.y, split.num_classes),
+        "num_structure": min(config.num_structure, len(split.test)),
+    }
+
+
 def run_rkd(config: RkdConfig, out_dir: str | Path) -> RkdResult:
-    """Train the multi-task teacher and both students; compare accuracy and distance structure.
+    """Train the multi-task teacher and both students per seed; compare accuracy and structure.
 
     Parameters
     ----------
@@ -314,66 +379,31 @@ def run_rkd(config: RkdConfig, out_dir: str | Path) -> RkdResult:
     Returns
     -------
     RkdResult
-        Per-task accuracies and distance-structure correlations of teacher and students.
+        Per-task accuracies and distance-structure correlations, spread over seeds.
     """
     if config.rkd_target not in RKD_TARGETS:
         raise ValueError(f"unknown rkd_target {config.rkd_target!r}; known: {RKD_TARGETS}")
     if not config.tasks:
         raise ValueError(f"tasks must name at least one of {available_tasks()}")
+    if not config.seeds:
+        raise ValueError("seeds must list at least one seed")
     out = Path(out_dir)
     device = resolve_device(config.device)
-    split = load_split(config.dataset, seed=config.seed, data_root=config.data_root)
-    heads = {
-        name: _labeller(name)(split.private.y[:1], split.num_classes)[1] for name in config.tasks
-    }
-    train_labels = task_labels(config.tasks, split.private.y, split.num_classes)
-    test_labels = task_labels(config.tasks, split.test.y, split.num_classes)
-    num_structure = min(config.num_structure, len(split.test))
-
-    seed_everything(config.seed)
-    teacher = _build(config, student=False, input_shape=split.input_shape, heads=heads)
-    losses = train_multitask(teacher, split.private.x, train_labels, config=config, device=device)
-    teacher_report, teacher_concat = _report(
-        "teacher", teacher, split.test.x, test_labels, None, num_structure, losses, device
-    )
-    progress: dict[str, object] = {"tasks": list(config.tasks), "teacher": asdict(teacher_report)}
-    write_results(out, config, progress)
-
-    students: list[tuple[MultiTaskReport, np.ndarray]] = []
-    for name, with_teacher in (("student_task", None), ("student_rkd", teacher)):
-        seed_everything(config.seed + 1)  # both students start from the same weights
-        student = _build(config, student=True, input_shape=split.input_shape, heads=heads)
-        losses = train_multitask(
-            student,
-            split.private.x,
-            train_labels,
-            config=config,
-            device=device,
-            teacher=with_teacher,
-        )
-        students.append(
-            _report(
-                name,
-                student,
-                split.test.x,
-                test_labels,
-                teacher_concat,
-                num_structure,
-                losses,
-                device,
-            )
-        )
-        progress[name] = asdict(students[-1][0])
-        write_results(out, config, progress)
-
-    result = RkdResult(
-        list(config.tasks), teacher_report, students[0][0], students[1][0], num_structure, str(out)
-    )
+    data = _data(config)
+    runs: dict[str, list[tuple[dict[str, float], tuple[float, float]]]] = {}
+    for seed in config.seeds:
+        seed_runs, extras = _run_seed(seed, config, data, device)
+        for name, value in seed_runs.items():
+            runs.setdefault(name, []).append(value)
+        write_results(out, config, {"stage": f"seed {seed}", "runs": runs})
+    reports = [_summarise(name, extras[name], runs[name]) for name in MODELS]
+    teacher, task, rkd = reports
+    result = RkdResult(list(config.tasks), teacher, task, rkd, data["num_structure"], str(out))
     write_results(out, config, result)
-    _plot_accuracy(
-        [teacher_report, students[0][0], students[1][0]],
-        list(config.tasks),
-        out / "task_accuracy.png",
+    _plot_accuracy(reports, list(config.tasks), out / "task_accuracy.png")
+    _plot_structure(
+        extras["teacher_concat"],
+        [(reports[i], extras[f"{n}_concat"]) for i, n in enumerate(MODELS) if i > 0],
+        out / "distance_structure.png",
     )
-    _plot_structure(teacher_concat, students, out / "distance_structure.png")
     return result

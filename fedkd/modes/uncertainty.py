@@ -1,20 +1,23 @@
 """Mode 5, uncertainty: calibration, aleatoric and epistemic uncertainty of distilled students.
 
-Three predictors are compared, each as a small ensemble of students trained as in the
-compression mode: one member per seed, each seed drawing its own labelled subset of the private
-set (minus a validation slice), shared by that seed's hard-label and KD student:
+A fair comparison: per seed, one labelled subset of ``label_budget`` private examples is drawn
+and *every* model learns from those labels only -- the teacher too -- so the KD student holds no
+label the hard-label student lacks (by default it also sees the same inputs:
+``transfer_set="labelled"``; ``private`` adds the rest of the pool unlabelled). Predictors, each
+a small ensemble with one member per seed:
 
 - ``hard``: students trained on hard labels;
-- ``hard_ts``: the same students with temperature scaling (Guo et al. 2017), one temperature per
-  student fit by NLL on a held-out validation slice of the private set (log-spaced grid);
-- ``kd``: students distilled from the teacher (soft targets at ``T`` mixed with hard labels).
+- ``hard_ts``: the same with temperature scaling (Guo et al. 2017), one temperature per student
+  fit by NLL on the held-out validation slice (log-spaced grid);
+- ``kd``: students distilled from the teacher (soft targets at ``T`` mixed with hard labels);
+- ``kd_ts``: the KD students with their own fitted temperature.
 
-Per predictor: accuracy, ECE, NLL and Brier on the test set (mean over the ensemble members);
-aleatoric uncertainty as the mean predictive entropy on clean test inputs vs ambiguous ones,
-made by blending two test images of different classes with weights 0.5; epistemic uncertainty as
-the ensemble's mutual information ``H(mean p) - mean H(p)`` (and the mean variance of the
-members' probabilities) on clean, blended and uniform-noise inputs. A reliability diagram pools
-the members' test predictions.
+Per predictor: accuracy, ECE, NLL and Brier on the test set (spread over members), and paired
+per-seed differences against ``hard_ts`` with 95% t-intervals: a claim such as "KD calibrates
+better than temperature scaling" is made only when its interval excludes 0. Aleatoric
+uncertainty is the mean predictive entropy on clean test inputs vs ambiguous ones (two test
+images of different classes blended 0.5/0.5); epistemic uncertainty is the ensemble's mutual
+information ``H(mean p) - mean H(p)`` on clean, blended and uniform-noise inputs.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from fedkd.data import ArrayDataset, load_split
 from fedkd.distill.train import predict_logits
@@ -38,27 +40,30 @@ from fedkd.metrics import (
     reliability_bins,
     softmax,
 )
-from fedkd.modes.common import prepare_out_dir, save_figure, stratified_subset, write_results
+from fedkd.modes.common import prepare_out_dir, save_figure, write_results
 from fedkd.modes.compression import (
     CompressionConfig,
     as_compression,
-    train_alone,
-    train_kd,
-    train_teacher,
+    fit_students,
+    fit_teacher,
+    transfer_for,
 )
+from fedkd.modes.stats import Spread, paired_difference, spread
+from fedkd.modes.students import split_validation
 
-PREDICTORS = ("hard", "hard_ts", "kd")
+PREDICTORS = ("hard", "hard_ts", "kd", "kd_ts")
+BASELINE = "hard_ts"
 TEMPERATURE_GRID = np.logspace(-1.5, 1.5, 301)  # 0.03 .. 31.6
 
 
 @dataclass(frozen=True)
 class UncertaintyConfig:
-    """Settings of the uncertainty mode (defaults: about a minute on ``digits``)."""
+    """Settings of the uncertainty mode (defaults: a few minutes on ``digits``)."""
 
     dataset: str = field(default="digits", metadata={"help": "dataset name (fedkd.data)"})
     data_root: str | None = field(default=None, metadata={"help": "data folder (idx, torchvision)"})
     download: bool = field(default=False, metadata={"help": "allow torchvision downloads"})
-    split_seed: int = field(default=0, metadata={"help": "seed of the split and teacher"})
+    split_seed: int = field(default=0, metadata={"help": "seed of the split"})
     teacher_model: str = field(default="cnn", metadata={"help": "teacher registry name"})
     teacher_kwargs: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "teacher build kwargs, JSON"}
@@ -67,29 +72,40 @@ class UncertaintyConfig:
     student_kwargs: dict[str, Any] = field(
         default_factory=lambda: {"hidden": [64]}, metadata={"help": "student build kwargs, JSON"}
     )
-    teacher_epochs: int = field(default=15, metadata={"help": "teacher training epochs"})
-    student_epochs: int = field(default=150, metadata={"help": "epochs of each student"})
-    student_train_size: int | None = field(
-        default=300, metadata={"help": "labelled examples the students see (none: all)"}
+    label_budget: int = field(
+        default=300, metadata={"help": "labelled examples every model (teacher too) sees"}
+    )
+    transfer_set: str = field(
+        default="labelled", metadata={"help": "KD inputs: labelled | private | private+public"}
     )
     validation_size: int = field(
-        default=200, metadata={"help": "held-out private examples for temperature scaling"}
+        default=200, metadata={"help": "held-out slice: early stopping and temperature fits"}
     )
-    batch_size: int = field(default=32, metadata={"help": "training batch size"})
+    teacher_epochs: int = field(default=100, metadata={"help": "most teacher epochs"})
+    student_epochs: int = field(default=300, metadata={"help": "most epochs of a student"})
+    patience: int = field(default=20, metadata={"help": "epochs without a better val. score"})
+    batch_size: int = field(default=64, metadata={"help": "training batch size"})
     teacher_lr: float = field(default=1e-3, metadata={"help": "Adam learning rate, teacher"})
-    lr: float = field(default=3e-3, metadata={"help": "Adam learning rate, students"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate, students"})
     temperature: float = field(default=4.0, metadata={"help": "KD temperature T"})
-    alpha: float = field(default=0.3, metadata={"help": "hard-label CE weight in the KD loss"})
+    alpha: float = field(default=0.1, metadata={"help": "hard-label CE weight in the KD loss"})
     ensemble_seeds: tuple[int, ...] = field(
-        default=(0, 1, 2), metadata={"help": "one student per seed (epistemic ensemble)"}
+        default=(0, 1, 2), metadata={"help": "one member per seed (epistemic ensemble)"}
     )
     blend_pairs: int = field(default=500, metadata={"help": "blended two-class test inputs"})
     n_bins: int = field(default=15, metadata={"help": "confidence bins (ECE, diagram)"})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda or auto"})
 
     def compression(self) -> CompressionConfig:
-        """The equivalent compression settings used to train teacher and students."""
-        return as_compression(self, seeds=self.ensemble_seeds)
+        """The compression settings that train teacher and students."""
+        return as_compression(
+            self,
+            seeds=self.ensemble_seeds,
+            settings=("low_label",),
+            low_label_size=self.label_budget,
+            temperatures=(self.temperature,),
+            hint_temperature=None,
+        )
 
 
 @dataclass
@@ -97,10 +113,10 @@ class PredictorReport:
     """Calibration (member means) and uncertainty of one predictor's ensemble."""
 
     predictor: str
-    accuracy: float
-    ece: float
-    nll: float
-    brier: float
+    accuracy: Spread
+    ece: Spread
+    nll: Spread
+    brier: Spread
     temperatures: list[float]
     entropy_clean: float
     entropy_blended: float
@@ -116,8 +132,10 @@ class PredictorReport:
 class UncertaintyResult:
     """Teacher accuracy and one report per predictor."""
 
-    teacher_accuracy: float
+    teacher_accuracy: Spread
     predictors: list[PredictorReport]
+    versus_baseline: dict[str, dict[str, Spread]]
+    claims: list[str]
 
 
 @dataclass(frozen=True)
@@ -154,17 +172,6 @@ def mutual_information(member_probs: np.ndarray) -> float:
     return float(np.mean(np.maximum(entropy(mean_probs) - member_entropy, 0.0)))
 
 
-def _split_validation(
-    data: ArrayDataset, size: int, *, seed: int
-) -> tuple[ArrayDataset, ArrayDataset]:
-    if not 0 < size < len(data):
-        raise ValueError(f"validation_size must lie in [1, {len(data) - 1}], got {size}")
-    rest, val = train_test_split(
-        np.arange(len(data)), test_size=size, stratify=data.y, random_state=seed
-    )
-    return data.subset(np.sort(rest)), data.subset(np.sort(val))
-
-
 def _report(
     name: str,
     members: list[dict[str, np.ndarray]],
@@ -177,14 +184,12 @@ def _report(
     stacked = {key: np.stack([m[key] for m in members]) for key in members[0]}  # (M, N, C)
     return PredictorReport(
         predictor=name,
-        accuracy=float(np.mean([accuracy(p, labels) for p in stacked["clean"]])),
-        ece=float(
-            np.mean(
-                [expected_calibration_error(p, labels, n_bins=n_bins) for p in stacked["clean"]]
-            )
+        accuracy=spread([accuracy(p, labels) for p in stacked["clean"]]),
+        ece=spread(
+            [expected_calibration_error(p, labels, n_bins=n_bins) for p in stacked["clean"]]
         ),
-        nll=float(np.mean([negative_log_likelihood(p, labels) for p in stacked["clean"]])),
-        brier=float(np.mean([brier_score(p, labels) for p in stacked["clean"]])),
+        nll=spread([negative_log_likelihood(p, labels) for p in stacked["clean"]]),
+        brier=spread([brier_score(p, labels) for p in stacked["clean"]]),
         temperatures=temperatures,
         entropy_clean=float(np.mean([entropy(p).mean() for p in stacked["clean"]])),
         entropy_blended=float(np.mean([entropy(p).mean() for p in stacked["blended"]])),
@@ -247,8 +252,51 @@ def _plot_uncertainty(result: UncertaintyResult, path: Path) -> None:
     save_figure(fig, path)
 
 
+METRICS = ("accuracy", "ece", "nll", "brier")
+
+
+def compare(reports: list[PredictorReport]) -> tuple[dict[str, dict[str, Spread]], list[str]]:
+    """Paired per-seed differences of every predictor against ``hard_ts``, and the claims whose
+    95% interval excludes 0 (lower ECE/NLL/Brier is better, higher accuracy)."""
+    base = next(r for r in reports if r.predictor == BASELINE)
+    differences: dict[str, dict[str, Spread]] = {}
+    claims = []
+    for report in reports:
+        if report.predictor == BASELINE:
+            continue
+        differences[report.predictor] = {}
+        for metric in METRICS:
+            diff = paired_difference(getattr(report, metric).values, getattr(base, metric).values)
+            differences[report.predictor][metric] = diff
+            if diff.excludes(0.0):
+                better = (diff.mean > 0) == (metric == "accuracy")
+                claims.append(
+                    f"{report.predictor} {'better' if better else 'worse'} than {BASELINE} on "
+                    f"{metric} (difference {diff.mean:+.4f}, 95% CI {diff.ci_low:+.4f}.."
+                    f"{diff.ci_high:+.4f})"
+                )
+    return differences, claims
+
+
+def _members(
+    student: Any, validation: ArrayDataset, inputs: ProbeInputs, device: str | None
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float]:
+    """Softmax outputs at T=1 and at the temperature fitted on ``validation``."""
+    logits = {
+        key: predict_logits(student, x, device=device)
+        for key, x in (
+            ("clean", inputs.clean.x),
+            ("blended", inputs.blended),
+            ("noise", inputs.noise),
+        )
+    }
+    fitted = fit_temperature(predict_logits(student, validation.x, device=device), validation.y)
+    raw = {key: softmax(v) for key, v in logits.items()}
+    return raw, {key: softmax(v, fitted) for key, v in logits.items()}, fitted
+
+
 def run_uncertainty(config: UncertaintyConfig, out_dir: str | Path) -> UncertaintyResult:
-    """Train teacher and student ensembles, measure calibration and uncertainty, write outputs.
+    """Train teachers and student ensembles on equal label budgets, measure calibration.
 
     Parameters
     ----------
@@ -260,7 +308,7 @@ def run_uncertainty(config: UncertaintyConfig, out_dir: str | Path) -> Uncertain
     Returns
     -------
     UncertaintyResult
-        One report per predictor (``hard``, ``hard_ts``, ``kd``).
+        One report per predictor, paired differences against ``hard_ts`` and surviving claims.
     """
     if not config.ensemble_seeds:
         raise ValueError("ensemble_seeds must list at least one seed")
@@ -269,21 +317,7 @@ def run_uncertainty(config: UncertaintyConfig, out_dir: str | Path) -> Uncertain
         config.dataset, seed=config.split_seed, data_root=config.data_root, download=config.download
     )
     train_cfg = config.compression()
-    teacher = train_teacher(
-        split,
-        model_name=config.teacher_model,
-        model_kwargs=config.teacher_kwargs,
-        epochs=config.teacher_epochs,
-        batch_size=config.batch_size,
-        lr=config.teacher_lr,
-        seed=config.split_seed,
-        device=config.device,
-    )
-    teacher_acc = accuracy(
-        predict_logits(teacher, split.test.x, device=config.device), split.test.y
-    )
-    write_results(out, config, {"stage": "teacher", "teacher_accuracy": teacher_acc})
-    pool, validation = _split_validation(
+    pool, validation = split_validation(
         split.private, config.validation_size, seed=config.split_seed
     )
     rng = np.random.default_rng(config.split_seed)
@@ -294,43 +328,32 @@ def run_uncertainty(config: UncertaintyConfig, out_dir: str | Path) -> Uncertain
     )
     members: dict[str, list[dict[str, np.ndarray]]] = {p: [] for p in PREDICTORS}
     temperatures: dict[str, list[float]] = {p: [] for p in PREDICTORS}
+    teacher_accs = []
     for seed in config.ensemble_seeds:
-        data = stratified_subset(pool, config.student_train_size, seed=seed)
-        students = {
-            "hard": train_alone(split, data, train_cfg, seed),
-            "kd": train_kd(split, data, teacher, train_cfg, seed),
-        }
-        for name, student in students.items():
-            logits = {
-                key: predict_logits(student, x, device=config.device)
-                for key, x in (
-                    ("clean", inputs.clean.x),
-                    ("blended", inputs.blended),
-                    ("noise", inputs.noise),
-                )
-            }
-            members[name].append({key: softmax(v) for key, v in logits.items()})
+        transfer = transfer_for("low_label", pool, split, train_cfg, seed)
+        teacher = fit_teacher(split, transfer.labelled(), validation, train_cfg, seed)
+        teacher_accs.append(
+            accuracy(predict_logits(teacher, split.test.x, device=config.device), split.test.y)
+        )
+        students = fit_students(teacher, transfer, split, validation, train_cfg, seed)
+        for name, method in (("hard", "alone"), ("kd", train_cfg.methods()[1].name)):
+            raw, scaled, fitted = _members(students[method][0], validation, inputs, config.device)
+            members[name].append(raw)
+            members[f"{name}_ts"].append(scaled)
             temperatures[name].append(1.0)
-            if name == "hard":
-                val_logits = predict_logits(student, validation.x, device=config.device)
-                fitted = fit_temperature(val_logits, validation.y)
-                members["hard_ts"].append({k: softmax(v, fitted) for k, v in logits.items()})
-                temperatures["hard_ts"].append(fitted)
+            temperatures[f"{name}_ts"].append(fitted)
         write_results(
             out,
             config,
             {
                 "stage": f"seed {seed}",
-                "teacher_accuracy": teacher_acc,
+                "teacher_accuracy": teacher_accs,
                 "temperatures": temperatures,
             },
         )
-    result = UncertaintyResult(
-        teacher_accuracy=teacher_acc,
-        predictors=[
-            _report(p, members[p], temperatures[p], inputs, config.n_bins) for p in PREDICTORS
-        ],
-    )
+    reports = [_report(p, members[p], temperatures[p], inputs, config.n_bins) for p in PREDICTORS]
+    differences, claims = compare(reports)
+    result = UncertaintyResult(spread(teacher_accs), reports, differences, claims)
     write_results(out, config, result)
     pooled = {p: np.concatenate([m["clean"] for m in members[p]]) for p in PREDICTORS}
     pooled_labels = np.tile(split.test.y, len(config.ensemble_seeds))
