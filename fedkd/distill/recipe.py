@@ -74,6 +74,8 @@ class FitConfig:
 
     ``epochs`` is the most epochs run; with a validation slice and ``patience`` the run stops
     after ``patience`` epochs without a better validation score and keeps the best weights.
+    ``min_epoch_samples`` makes an epoch of a small set repeat it (fresh shuffles) up to that
+    many samples, so that patience means a comparable number of steps for every data size.
     """
 
     epochs: int = 5
@@ -83,6 +85,7 @@ class FitConfig:
     optimizer: str = "adam"
     seed: int = 0
     patience: int | None = None
+    min_epoch_samples: int = 0
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
@@ -268,7 +271,9 @@ def fit(
     for epoch in range(1, config.epochs + 1):
         total = torch.zeros((), device=resolved)
         seen = 0
-        for batch in staged.batches(config.batch_size, generator):
+        for batch in staged.batches(
+            config.batch_size, generator, min_samples=config.min_epoch_samples
+        ):
             rows = batch["x"].shape[0]
             if rows == 1 and staged.num_samples > 1:
                 # A lone trailing sample breaks BatchNorm in train mode on 1x1 feature maps

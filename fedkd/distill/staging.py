@@ -121,13 +121,20 @@ class Staged:
         }
 
     def batches(
-        self, batch_size: int, generator: torch.Generator | None = None
+        self, batch_size: int, generator: torch.Generator | None = None, *, min_samples: int = 0
     ) -> Iterator[dict[str, Tensor]]:
-        """Every sample once, in batches; shuffled with ``generator`` when given."""
+        """Every sample once, in batches; shuffled with ``generator`` when given.
+
+        With ``min_samples`` the pass repeats (fresh shuffles) until at least that many samples
+        were served, so a small set's "epoch" is as long as a large one's.
+        """
         if generator is None:
             order = torch.arange(self.num_samples)
         else:
-            order = torch.randperm(self.num_samples, generator=generator)
+            repeats = max(1, -(-min_samples // self.num_samples))
+            order = torch.cat(
+                [torch.randperm(self.num_samples, generator=generator) for _ in range(repeats)]
+            )
         for start in range(0, self.num_samples, batch_size):
             yield self.batch(order[start : start + batch_size])
 

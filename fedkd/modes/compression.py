@@ -86,8 +86,11 @@ class CompressionConfig:
     )
     validation_size: int = field(default=150, metadata={"help": "held-out labelled slice"})
     teacher_epochs: int = field(default=20, metadata={"help": "most teacher epochs"})
-    student_epochs: int = field(default=300, metadata={"help": "most epochs of a student"})
-    patience: int = field(default=20, metadata={"help": "epochs without a better val. score"})
+    student_epochs: int = field(default=100, metadata={"help": "most epochs of a student"})
+    patience: int = field(default=10, metadata={"help": "epochs without a better val. score"})
+    epoch_samples: int = field(
+        default=2000, metadata={"help": "a smaller set repeats to this many samples per epoch"}
+    )
     batch_size: int = field(default=64, metadata={"help": "training batch size"})
     teacher_lr: float = field(default=1e-3, metadata={"help": "Adam learning rate, teacher"})
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate, students"})
@@ -108,13 +111,23 @@ class CompressionConfig:
     def teacher_fit(self, seed: int) -> FitConfig:
         """Teacher optimisation settings."""
         return FitConfig(
-            self.teacher_epochs, self.batch_size, self.teacher_lr, seed=seed, patience=self.patience
+            self.teacher_epochs,
+            self.batch_size,
+            self.teacher_lr,
+            seed=seed,
+            patience=self.patience,
+            min_epoch_samples=self.epoch_samples,
         )
 
     def student_fit(self, seed: int) -> FitConfig:
         """Student optimisation settings (the most epochs; early stopping decides)."""
         return FitConfig(
-            self.student_epochs, self.batch_size, self.lr, seed=seed, patience=self.patience
+            self.student_epochs,
+            self.batch_size,
+            self.lr,
+            seed=seed,
+            patience=self.patience,
+            min_epoch_samples=self.epoch_samples,
         )
 
 
