@@ -16,6 +16,11 @@ attacks of issue 9 (and of the attack study, issue 10):
   fresh round id without the target; the difference of the two sums is the target's input;
 * :class:`ArbitraryServer` -- per-client survivor/dropped lists and key substitutions drawn
   freely (the property tests draw them with hypothesis).
+
+:func:`run_attack` simulates one round under an attack and assesses the leak; the attack study
+(issue 10) runs these against fedkd with a roster, fedkd without one, and Flower's SecAgg+.
+The base wrapper is in :mod:`fedkd.secagg.attack_base`, key substitution in
+:mod:`fedkd.secagg.key_substitution`.
 """
 
 from __future__ import annotations
@@ -26,94 +31,33 @@ from typing import Any
 
 import numpy as np
 
-from fedkd.secagg import crypto, protocol, shamir
+from fedkd.secagg import protocol
+from fedkd.secagg.attack_base import Attack, unmask_lists, with_payload
 from fedkd.secagg.config import SecAggConfig
 from fedkd.secagg.driver import Simulation, simulate
 from fedkd.secagg.errors import SecAggError
-from fedkd.secagg.leakage import KEY, SEED, Leak, Observation, assess, recover_sum
+from fedkd.secagg.key_substitution import KeySubstitution
+from fedkd.secagg.leakage import Leak, assess, recover_sum
 from fedkd.secagg.server import ServerState
 from fedkd.secagg.wire import (
-    AdvertisedKeys,
-    AdvertiseRequest,
     ConsistencyReply,
     ConsistencyRequest,
-    EncryptedShares,
-    MaskedInputRequest,
-    ShareKeysRequest,
-    UnmaskReply,
     UnmaskRequest,
 )
 from fedkd.transport import Envelope, ExchangeResult, Transport
 
-
-class Attack:
-    """Base wrapper: records an :class:`Observation`; subclasses rewrite requests."""
-
-    def __init__(self, inner: Transport) -> None:
-        self.inner = inner
-        self.observed = Observation()
-
-    def nodes(self) -> list[int]:
-        return self.inner.nodes()
-
-    def exchange(
-        self, requests: Mapping[int, Envelope], *, timeout: float, group: str = ""
-    ) -> ExchangeResult:
-        sent = {node: self.rewrite(node, message) for node, message in requests.items()}
-        self.record_requests(sent)
-        result = self.inner.exchange(sent, timeout=timeout, group=group)
-        self.record_replies(sent, result)
-        self.after(sent, result, timeout=timeout, group=group)
-        return result
-
-    # -- hooks ---------------------------------------------------------------------------
-    def rewrite(self, node: int, message: Envelope) -> Envelope:
-        """The request ``node`` actually receives (the honest one by default)."""
-        return message
-
-    def after(
-        self, sent: Mapping[int, Envelope], result: ExchangeResult, *, timeout: float, group: str
-    ) -> None:
-        """Runs after each exchange (follow-up exchanges, rewriting replies)."""
-
-    # -- recording -----------------------------------------------------------------------
-    def record_requests(self, sent: Mapping[int, Envelope]) -> None:
-        obs = self.observed
-        for node, message in sent.items():
-            try:
-                payload = protocol.payload_of(message)
-                if message.kind == protocol.ADVERTISE and obs.config is None:
-                    obs.config = AdvertiseRequest.from_bytes(payload).config
-                elif message.kind == protocol.SHARE_KEYS:
-                    keys = ShareKeysRequest.from_bytes(payload).keys
-                    obs.shown[node] = {k.node_id: k for k in keys if k.node_id != node}
-                elif message.kind == protocol.MASKED_INPUT:
-                    obs.routed[node] = MaskedInputRequest.from_bytes(payload).senders
-            except (SecAggError, KeyError):
-                continue
-
-    def record_replies(self, sent: Mapping[int, Envelope], result: ExchangeResult) -> None:
-        obs = self.observed
-        for node, reply in result.replies.items():
-            try:
-                if reply.kind == protocol.ADVERTISE:
-                    obs.advertised[node] = AdvertisedKeys.from_bytes(protocol.payload_of(reply))
-                elif reply.kind == protocol.SHARE_KEYS:
-                    obs.encrypted[node] = EncryptedShares.from_bytes(protocol.payload_of(reply))
-                elif reply.kind == protocol.MASKED_INPUT:
-                    obs.masked[node] = np.asarray(reply.arrays[protocol.MASKED], dtype=np.uint64)
-                elif reply.kind == protocol.UNMASK:
-                    obs.revealed[node] = UnmaskReply.from_bytes(protocol.payload_of(reply))
-            except (SecAggError, KeyError, TypeError, ValueError):
-                continue
-
-
-def _unmask_lists(message: Envelope) -> UnmaskRequest:
-    return UnmaskRequest.from_bytes(protocol.payload_of(message))
-
-
-def _envelope(message: Envelope, payload: bytes) -> Envelope:
-    return Envelope(message.kind, {**message.fields, protocol.PAYLOAD: payload})
+__all__ = [
+    "ArbitraryServer",
+    "Attack",
+    "AttackRun",
+    "KeySubstitution",
+    "NeighbourhoodLie",
+    "ReplayUnderFreshRound",
+    "SplitViews",
+    "ViewAttack",
+    "run_attack",
+    "split_view_plan",
+]
 
 
 class ViewAttack(Attack):
@@ -142,10 +86,10 @@ class ViewAttack(Attack):
         if message.kind == protocol.CONSISTENCY:
             honest = ConsistencyRequest.from_bytes(protocol.payload_of(message)).survivors
             shown = ConsistencyRequest(self._survivors(node, honest, set(honest)))
-            return _envelope(message, shown.to_bytes())
+            return with_payload(message, shown.to_bytes())
         if message.kind != protocol.UNMASK:
             return message
-        request = _unmask_lists(message)
+        request = unmask_lists(message)
         named = set(request.survivors) | set(request.dropped)
         survivors = self._survivors(node, request.survivors, named)
         signers = tuple(sorted(w for w, (lst, _) in self.signed.items() if lst == survivors))
@@ -155,7 +99,7 @@ class ViewAttack(Attack):
             signers,
             tuple(self.signed[w][1] for w in signers),
         )
-        return _envelope(message, forged.to_bytes())
+        return with_payload(message, forged.to_bytes())
 
     def record_replies(self, sent: Mapping[int, Envelope], result: ExchangeResult) -> None:
         super().record_replies(sent, result)
@@ -219,112 +163,6 @@ def split_view_plan(n: int, threshold: int, group: Collection[int]) -> dict[int,
     if max(load) > n - threshold:
         return None
     return {v: views[i] for v, i in assignment.items()}
-
-
-class KeySubstitution(Attack):
-    """Show clients the attacker's keys in place of their peers' keys.
-
-    ``pairs`` holds ``(viewer, peer)``: ``viewer`` is shown attacker keys as ``peer``'s. The
-    default, for a ``target``, is the full isolation: the target sees attacker keys for every
-    peer and every peer sees attacker keys for the target. The attacker decrypts every share
-    sent to one of its keys and re-encrypts what it can for the recipient, so the victims'
-    share decryption succeeds.
-    """
-
-    def __init__(
-        self,
-        inner: Transport,
-        target: int | None = None,
-        pairs: Collection[tuple[int, int]] | None = None,
-    ) -> None:
-        super().__init__(inner)
-        self.target = target
-        self.pairs = None if pairs is None else {(int(u), int(v)) for u, v in pairs if u != v}
-        self.fake: dict[tuple[int, int], tuple[crypto.KeyPair, crypto.KeyPair]] = {}
-
-    def faked(self, viewer: int, peer: int) -> bool:
-        """Whether ``viewer`` is shown attacker keys as ``peer``'s."""
-        if self.pairs is not None:
-            return (viewer, peer) in self.pairs
-        return viewer != peer and self.target in (viewer, peer)
-
-    def _fake(self, viewer: int, keys: AdvertisedKeys) -> AdvertisedKeys:
-        pair = (viewer, keys.node_id)
-        if pair not in self.fake:
-            self.fake[pair] = (crypto.generate_keypair(), crypto.generate_keypair())
-            for made in self.fake[pair]:
-                self.observed.attacker_keys[made.public] = made.private
-        cipher, mask = self.fake[pair]
-        return dataclasses.replace(keys, cipher_public=cipher.public, mask_public=mask.public)
-
-    def rewrite(self, node: int, message: Envelope) -> Envelope:
-        if message.kind == protocol.SHARE_KEYS:
-            request = ShareKeysRequest.from_bytes(protocol.payload_of(message))
-            keys = tuple(
-                self._fake(node, k) if self.faked(node, k.node_id) else k for k in request.keys
-            )
-            return _envelope(message, ShareKeysRequest(keys).to_bytes())
-        if message.kind == protocol.MASKED_INPUT:
-            return _envelope(message, self._reseal(node, message).to_bytes())
-        return message
-
-    def _key(self, viewer: int, peer: int) -> bytes | None:
-        """The share key ``viewer`` derived for ``peer`` when ``peer``'s keys were faked."""
-        config, real = self.observed.config, self.observed.advertised.get(viewer)
-        if (viewer, peer) not in self.fake or config is None or real is None:
-            return None
-        secret = crypto.agree(self.fake[(viewer, peer)][0].private, real.cipher_public)
-        return crypto.derive_key(
-            secret,
-            label=crypto.SHARE_KEY_LABEL,
-            context=config.key_context(),
-            first=viewer,
-            second=peer,
-        )
-
-    def _open(self, key: bytes, sealed: bytes, sender: int, recipient: int) -> bytes | None:
-        config = self.observed.config
-        assert config is not None
-        try:
-            return crypto.decrypt_share(
-                key, sealed, context=config.key_context(), sender=sender, recipient=recipient
-            )
-        except SecAggError:
-            return None
-
-    def after(
-        self, sent: Mapping[int, Envelope], result: ExchangeResult, *, timeout: float, group: str
-    ) -> None:
-        if protocol.SHARE_KEYS not in {m.kind for m in sent.values()}:
-            return
-        width = shamir.SHARE_BYTES
-        for sender, sealed in self.observed.encrypted.items():
-            for holder, ciphertext in zip(sealed.recipients, sealed.ciphertexts, strict=True):
-                key = self._key(sender, holder)
-                plain = None if key is None else self._open(key, ciphertext, sender, holder)
-                if plain is None or len(plain) != 2 * width:
-                    continue
-                self.observed.steal(SEED, sender, holder, shamir.share_from_bytes(plain[:width]))
-                self.observed.steal(KEY, sender, holder, shamir.share_from_bytes(plain[width:]))
-
-    def _reseal(self, node: int, message: Envelope) -> MaskedInputRequest:
-        """Re-encrypt for ``node`` what senders encrypted to attacker keys, where possible."""
-        config = self.observed.config
-        request = MaskedInputRequest.from_bytes(protocol.payload_of(message))
-        if config is None:
-            return request
-        resealed = []
-        for sender, ciphertext in zip(request.senders, request.ciphertexts, strict=True):
-            opened_with, sealed_with = self._key(sender, node), self._key(node, sender)
-            plain = (
-                None if opened_with is None else self._open(opened_with, ciphertext, sender, node)
-            )
-            if plain is not None and sealed_with is not None:
-                ciphertext = crypto.encrypt_share(
-                    sealed_with, plain, context=config.key_context(), sender=sender, recipient=node
-                )
-            resealed.append(ciphertext)
-        return MaskedInputRequest(request.senders, tuple(resealed))
 
 
 class ReplayUnderFreshRound(Attack):

@@ -171,7 +171,12 @@ def _check_advertised(state: ClientState, keys: tuple[AdvertisedKeys, ...]) -> N
             "participant list than this client (config digests differ)"
         )
     if state.roster is not None:
-        refused = auth.check_advertised(state.roster, keys)
+        # The keys this client uses (its share holders') must be signed by their roster
+        # identity. Other clients' names only serve to count consistency signatures, which
+        # are checked against the roster themselves, by distinct name.
+        holders = config.holders_of(state.node_id)
+        used = [k for k in keys if k.node_id in holders and k.node_id != state.node_id]
+        refused = auth.check_advertised(state.roster, [own, *used])
         if refused:
             node, reason = min(refused.items())
             raise AuthenticationFailure(f"refused the advertised keys: {reason}")

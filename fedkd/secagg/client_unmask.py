@@ -104,11 +104,19 @@ def _check_certificate(state: ClientState, request: UnmaskRequest) -> None:
             "the unmask request's survivor list differs from the set this client signed"
         )
     message = auth.survivors_message(config, state.signed)
-    members, valid = set(state.signed), set()
+    members, own = set(state.signed), state.identities.get(state.node_id)
+    valid = {own}  # this client signed the set itself; other signers count by distinct name
     for signer, signature in zip(request.signers, request.signatures, strict=True):
+        if len(valid) >= config.consistency_quorum:
+            break
         name = state.identities.get(signer)
-        if signer in members and name is not None and roster.verifies(name, message, signature):
-            valid.add(signer)
+        if (
+            signer in members
+            and name is not None
+            and name not in valid
+            and roster.verifies(name, message, signature)
+        ):
+            valid.add(name)
     if len(valid) < config.consistency_quorum:
         raise TooFewSurvivors(
             f"only {len(valid)} valid signatures of the survivor set by its members, fewer "

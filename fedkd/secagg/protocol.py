@@ -244,7 +244,10 @@ def secure_sum(
     transport
         Carries the exchanges.
     state
-        The server's state for this round (its config names the participants).
+        The server's state for this round: its config names the participants and the trust
+        mode (``config.roster_digest``); for a roster round pass ``ServerState(config,
+        roster=roster)`` so clients with bad keys or signatures are dropped before relaying
+        (without it the clients still refuse them, but one bad client then fails the round).
     timeout
         Seconds per exchange.
     advertised
@@ -279,7 +282,11 @@ def serve_stage(
     """Answer one stage's request on the client side.
 
     ``values`` is the client's contribution, needed (only) for the masked-input stage.
-    Refusals propagate as :class:`~fedkd.secagg.errors.RefusedRequest`.
+    The trust mode and the freshness checks come from ``state``: build it as
+    ``ClientState(node_id, identity=..., roster=..., expected_run=..., expected_round=...)``
+    (identity and roster: the malicious-server mode; expected run/round: what the caller
+    knows the current run and round to be). Refusals propagate as
+    :class:`~fedkd.secagg.errors.RefusedRequest`.
     """
     payload = payload_of(request)
     kind = request.kind
