@@ -18,6 +18,7 @@ from fedkd.distill import evaluate
 from fedkd.fl import keys
 from fedkd.fl.config import FedConfig
 from fedkd.fl.history import RoundRecord, RunRecorder
+from fedkd.fl.rounds import FIRST_ROUND_TIMEOUT
 from fedkd.fl.server_work import new_student
 from server.grid_transport import content_bytes
 
@@ -93,7 +94,7 @@ def run_fedavg(grid: Grid, config: FedConfig, split: DataSplit, recorder: RunRec
         grid=grid,
         initial_arrays=ArrayRecord(student.state_dict()),
         num_rounds=config.num_rounds,
-        timeout=config.stage_timeout,
+        timeout=config.stage_timeout or FIRST_ROUND_TIMEOUT,  # Flower's strategy: one fixed
         train_config=ConfigRecord({keys.PHASE: "fedavg"}),
         evaluate_fn=evaluate_round,
     )

@@ -142,3 +142,23 @@ def test_a_stopped_run_resumes_where_it_stopped(tmp_path: Path) -> None:
         simulate(
             small(tmp_path, "y", **{"num-rounds": 4, "alpha": 0.1, "resume": str(cut.path)}), 3
         )
+
+
+def test_a_request_past_its_deadline_is_dropped_not_trained(tmp_path: Path) -> None:
+    from fedkd.fl.client import MemoryStore, NodeInfo, handle
+    from fedkd.transport import Refusal
+
+    node, config = NodeInfo(1, 0, 0, 2), small(tmp_path, "late", secagg=False)
+    late = Envelope("train", {"round": 1, "phase": "fedkd", "deadline": 1.0})
+    reply = handle(late, node, MemoryStore(), config)
+    assert isinstance(reply, Refusal) and "deadline passed" in reply.reason
+
+
+def test_auto_deadline_follows_the_measured_train_time(tmp_path: Path) -> None:
+    run = open_run(small(tmp_path, "auto"), 4)
+    fed = Federation(in_process_clients({}, 4), run.config, run.split, run.recorder, 1, b"\0" * 32)
+    assert run.config.stage_timeout == 0 and fed.timeout() == 1800.0
+    fed.last_train_seconds = 40.0
+    assert fed.timeout() == 120.0
+    fed.last_train_seconds = 1.0
+    assert fed.timeout() == 60.0

@@ -14,6 +14,7 @@ state, the pending contribution) goes through a :class:`NodeStore`: Flower's
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -48,6 +49,13 @@ FAULT_STAGE = {
 
 class BadRequest(ValueError):
     """The server's message is malformed (missing field or array, wrong shape, NaN...)."""
+
+
+CLOCK_SLACK = 5.0  # seconds of clock difference tolerated between server and client
+
+
+class LateRequest(ValueError):
+    """The request arrived after its deadline: the server no longer waits for the answer."""
 
 
 class PlaintextRefused(RefusedRequest):
@@ -128,8 +136,13 @@ def handle(
         # Small models on few cores: one intra-op thread per process avoids oversubscription.
         torch.set_num_threads(config.local.torch_threads)
         server_round = _round(request)
+        deadline = request.fields.get(keys.DEADLINE)
         inject_fault(
-            config, FAULT_STAGE.get(request.kind, request.kind), server_round, node.partition_id
+            config,
+            FAULT_STAGE.get(request.kind, request.kind),
+            server_round,
+            node.partition_id,
+            deadline=deadline if isinstance(deadline, float) else None,
         )
         if request.kind == keys.TRAIN:
             return train(request, node, store, config, server_round)
@@ -227,6 +240,12 @@ def train(
     """Local training; then the teacher contribution (FedKD) or the weights (FedAvg)."""
     if keys.ROUND not in request.fields and keys.FLOWER_ROUND not in request.fields:
         raise BadRequest(f"train message has no '{keys.ROUND}' in its 'config' record")
+    deadline = request.fields.get(keys.DEADLINE)
+    if isinstance(deadline, float) and time.time() > deadline + CLOCK_SLACK:
+        raise LateRequest(
+            f"the round's deadline passed {time.time() - deadline:.0f} s before this client "
+            "could start; not training"
+        )
     phase = _phase(request, config)
     secure = keys.SECAGG_CONFIG in request.fields
     if phase == "fedavg" and node.require_secagg:

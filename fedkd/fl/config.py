@@ -121,7 +121,7 @@ class FedConfig:
     fraction: float = 1.0
     min_clients: int = 2
     seed: int = 0
-    stage_timeout: float = 120.0
+    stage_timeout: float = 0.0  # seconds per exchange; 0 = from the measured work (auto)
     node_wait: float = 60.0
     out_dir: str = "runs"
     run_name: str = ""
@@ -315,7 +315,7 @@ def _ranges(config: FedConfig) -> None:
         ("secagg-neighbours", secagg.neighbours >= 0, ">= 0 (0: full SecAgg)"),
         ("secagg-clip", secagg.clip > 0, "> 0"),
         ("fault-prob", 0.0 <= config.faults.prob <= 1.0, "in [0, 1]"),
-        ("stage-timeout", config.stage_timeout > 0, "> 0 seconds"),
+        ("stage-timeout", config.stage_timeout >= 0, ">= 0 seconds (0: automatic)"),
         ("node-wait", config.node_wait >= 0, ">= 0 seconds"),
     )
     for key, ok, accepted in checks:

@@ -25,12 +25,26 @@ def fault_hits(config: FedConfig, stage: str, server_round: int, partition_id: i
     return draw < config.faults.prob
 
 
-def inject_fault(config: FedConfig, stage: str, server_round: int, partition_id: int) -> None:
-    """Crash (raise) or stall past the server's stage timeout when the fault knob says so."""
+def inject_fault(
+    config: FedConfig,
+    stage: str,
+    server_round: int,
+    partition_id: int,
+    *,
+    deadline: float | None = None,
+) -> None:
+    """Crash (raise) or stall past the server's deadline when the fault knob says so.
+
+    The stall lasts past ``deadline`` (wall-clock seconds) when the request carries one, else
+    past ``stage-timeout`` (or a minute when that is automatic).
+    """
     if not fault_hits(config, stage, server_round, partition_id):
         return
     if config.faults.kind == "timeout":
-        time.sleep(config.stage_timeout + 2.0)
+        wait = config.stage_timeout if config.stage_timeout > 0 else 60.0
+        if deadline is not None:
+            wait = max(0.0, deadline - time.time())
+        time.sleep(wait + 2.0)
         return
     raise InjectedFault(
         f"injected crash of partition {partition_id} at stage '{stage}' of round {server_round}"

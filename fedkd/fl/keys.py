@@ -17,6 +17,7 @@ CONTRIBUTION = "contribution"  # plaintext path: a client's teacher contribution
 ROUND = "round"  # the train round (Flower's FedAvg strategy says "server-round")
 FLOWER_ROUND = "server-round"
 PHASE = "phase"  # which method the round belongs to: fedkd, fedavg, local
+DEADLINE = "deadline"  # wall-clock time (epoch seconds) after which the server no longer waits
 SECAGG_CONFIG = (
     "secagg-config"  # encoded fedkd.secagg config for this round (stage 1 rides on train)
 )

@@ -43,6 +43,7 @@ from fedkd.secagg.wire import AdvertiseRequest
 from fedkd.transport import Envelope, ExchangeResult, Transport, broadcast
 
 log = logging.getLogger("fedkd.server")
+FIRST_ROUND_TIMEOUT, MIN_AUTO_TIMEOUT = 1800.0, 60.0  # seconds, for stage-timeout = 0 (auto)
 
 
 @dataclass
@@ -56,10 +57,21 @@ class Federation:
     run_id: int
     public_digest: bytes
     partitions: dict[int, int] = field(default_factory=dict)  # node -> partition id, learned
+    last_train_seconds: float | None = None  # the previous train exchange, for auto deadlines
+
+    def timeout(self) -> float:
+        """Seconds an exchange may take: ``stage-timeout``, or (0 = auto) a deadline from the
+        measured work: generous for the first train exchange (warm-up epochs, start-up), then
+        three times the last train exchange, never under a minute."""
+        if self.config.stage_timeout > 0:
+            return self.config.stage_timeout
+        if self.last_train_seconds is None:
+            return FIRST_ROUND_TIMEOUT
+        return max(MIN_AUTO_TIMEOUT, 3.0 * self.last_train_seconds)
 
     def exchange(self, requests: dict[int, Envelope], server_round: int) -> ExchangeResult:
         return self.transport.exchange(
-            requests, timeout=self.config.stage_timeout, group=f"round-{server_round}"
+            requests, timeout=self.timeout(), group=f"round-{server_round}"
         )
 
     def partition_of(self, node: int) -> int:
@@ -118,8 +130,14 @@ def _client_mean(result: ExchangeResult, name: str) -> float:
 def train_phase(
     fed: Federation, request: Envelope, nodes: list[int], server_round: int
 ) -> TrainOutcome:
-    """Send the train request to ``nodes``; learn their partition ids; average their metrics."""
+    """Send the train request to ``nodes``; learn their partition ids; average their metrics.
+
+    The request carries its deadline (wall-clock seconds): a client that receives it late --
+    queued behind a slow one -- drops the work instead of making the next round wait.
+    """
+    request.fields[keys.DEADLINE] = time.time() + fed.timeout()
     result = fed.exchange(broadcast(nodes, request), server_round)
+    fed.last_train_seconds = result.seconds
     for node, reply in result.replies.items():
         pid = reply.fields.get(keys.PARTITION_ID)
         if isinstance(pid, int) and not isinstance(pid, bool):
@@ -187,7 +205,7 @@ def secure_aggregate(
     outcome = secure_sum(
         fed.transport,
         state,
-        timeout=fed.config.stage_timeout,
+        timeout=fed.timeout(),
         advertised=train,
         group=f"round-{server_round}",
     )
