@@ -56,6 +56,8 @@ RAY_TIP_FILTER = "ignore::FutureWarning:ray._private.worker"
 _RUN_ID = re.compile(r"Successfully started run (\d+)")
 _RESULTS_AT_START = re.compile(r"results in (/\S+)")
 EXIT_FAILED, EXIT_TIMEOUT = 1, 124
+SUPERLINK_TOO_SLOW = "Failed to start local SuperLink within"
+SUPERLINK_ATTEMPTS = 3
 
 
 def free_ports(count: int) -> list[int]:
@@ -132,7 +134,8 @@ class LaunchResult:
     cause
         One line saying why the run did not complete (``""`` when it did).
     flwr_home
-        The launch's Flower home: removed after a completed run, kept (logs) otherwise.
+        The launch's Flower home; a temporary one is kept (its logs) only after a failure
+        or a timeout.
     ports
         The local SuperLink's HTTP and Control API ports.
     """
@@ -190,7 +193,7 @@ class _Stream:
             self.results = Path(line.split(RESULT_MARKER, 1)[1].strip())
         elif self.results is None and (match := _RESULTS_AT_START.search(line)):
             self.results = Path(match.group(1))
-        if self.echo and not FLOWER_NOISE.search(line):
+        if self.echo and line.strip() and not FLOWER_NOISE.search(line):
             print(line, end="" if line.endswith("\n") else "\n", flush=True)
 
 
@@ -262,8 +265,8 @@ def flwr_run(
                 result = _interrupted(stop.signum, env, link, stream)
     finally:
         _shutdown(link)
-    if result.ok and flwr_home is None:
-        shutil.rmtree(link.flwr_home, ignore_errors=True)
+    if flwr_home is None and result.returncode not in (EXIT_FAILED, EXIT_TIMEOUT):
+        shutil.rmtree(link.flwr_home, ignore_errors=True)  # kept only to explain a failure
     return result
 
 
@@ -275,6 +278,36 @@ def _run_and_judge(
     app_dir: Path,
     timeout: float | None,
 ) -> LaunchResult:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for attempt in range(1, SUPERLINK_ATTEMPTS + 1):
+        seen = len(stream.lines)
+        if _stream_flwr_run(command, env, stream, app_dir, deadline):
+            return _timed_out(timeout or 0.0, env, link, stream)
+        slow_start = any(SUPERLINK_TOO_SLOW in line for line in stream.lines[seen:])
+        if stream.run_id is not None or not slow_start or attempt == SUPERLINK_ATTEMPTS:
+            break
+        # Flower gives its SuperLink 15 s to come up, too little on a busy machine
+        print("the local SuperLink was slow to start (busy machine): trying again", flush=True)
+    if stream.run_id is None:
+        cause = failure_cause(RunStatus("not started"), stream.lines, link.log_file)
+        return _result(EXIT_FAILED, stream, link, "not started", cause)
+    status = wait_for_status(stream.run_id, env)
+    if status.completed and stream.results is not None:
+        return _result(0, stream, link, status.status, "")
+    cause = failure_cause(status, stream.lines, link.log_file)
+    if status.completed:
+        cause = "the run completed but the ServerApp reported no results folder"
+    return _result(EXIT_FAILED, stream, link, status.status, cause)
+
+
+def _stream_flwr_run(
+    command: list[str],
+    env: Mapping[str, str],
+    stream: _Stream,
+    app_dir: Path,
+    deadline: float | None,
+) -> bool:
+    """Run ``flwr run --stream`` to its end, feeding its output; True if the deadline hit."""
     process = subprocess.Popen(
         command,
         cwd=app_dir,
@@ -286,27 +319,16 @@ def _run_and_judge(
         start_new_session=True,  # Ctrl-C reaches us only; we stop the run ourselves
     )
     assert process.stdout is not None
-    deadline = None if timeout is None else time.monotonic() + timeout
     try:
         for line in process.stdout:
             stream.feed(line)
             if deadline is not None and time.monotonic() > deadline:
-                return _timed_out(timeout or 0.0, env, link, stream)
-        process.wait()
+                return True
+        return False
     finally:
         if process.poll() is None:
             process.kill()
         process.wait()
-    if stream.run_id is None:
-        cause = failure_cause(RunStatus("not started"), stream.lines, link.log_file)
-        return _result(EXIT_FAILED, stream, link, "not started", cause)
-    status = wait_for_status(stream.run_id, env)
-    if status.completed and stream.results is not None:
-        return _result(0, stream, link, status.status, "")
-    cause = failure_cause(status, stream.lines, link.log_file)
-    if status.completed:
-        cause = "the run completed but the ServerApp reported no results folder"
-    return _result(EXIT_FAILED, stream, link, status.status, cause)
 
 
 def _timed_out(

@@ -133,10 +133,12 @@ def test_a_failed_run_exits_non_zero_with_its_cause(
         num_supernodes=2,
         echo=False,
         timeout=300,
+        flwr_home=tmp_path / "flwr-home",
     )
     assert result.returncode == 1 and result.status == "finished:failed"
     assert str(nowhere) in result.cause and "\n" not in result.cause
-    assert result.flwr_home is not None and result.flwr_home.exists()  # logs kept
+    assert result.flwr_home == tmp_path / "flwr-home"
+    assert (result.flwr_home / "local-superlink" / "superlink.log").exists()  # logs kept
     assert _marked(mark) == [], [command_line(pid) for pid in _marked(mark)]
 
 
