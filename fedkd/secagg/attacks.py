@@ -69,7 +69,8 @@ class ViewAttack(Attack):
 
     def __init__(self, inner: Transport) -> None:
         super().__init__(inner)
-        self.signed: dict[int, tuple[tuple[int, ...], bytes]] = {}  # node -> (list, signature)
+        # node -> (the list it signed, its signature, its tags by recipient)
+        self.signed: dict[int, tuple[tuple[int, ...], bytes, dict[int, bytes]]] = {}
 
     def view(self, node: int, survivors: tuple[int, ...]) -> Collection[int]:
         """The survivors ``node`` is told about (the honest list by default)."""
@@ -92,12 +93,15 @@ class ViewAttack(Attack):
         request = unmask_lists(message)
         named = set(request.survivors) | set(request.dropped)
         survivors = self._survivors(node, request.survivors, named)
-        signers = tuple(sorted(w for w, (lst, _) in self.signed.items() if lst == survivors))
+        same = sorted(w for w, (lst, _, _) in self.signed.items() if lst == survivors)
+        taggers = tuple(w for w in same if node in self.signed[w][2])
         forged = UnmaskRequest(
             survivors,
             tuple(sorted(self.dropped_view(node, survivors, named))),
-            signers,
-            tuple(self.signed[w][1] for w in signers),
+            tuple(same),
+            tuple(self.signed[w][1] for w in same),
+            taggers,
+            tuple(self.signed[w][2][node] for w in taggers),
         )
         return with_payload(message, forged.to_bytes())
 
@@ -108,10 +112,11 @@ class ViewAttack(Attack):
                 continue
             try:
                 shown = ConsistencyRequest.from_bytes(protocol.payload_of(sent[node]))
-                signature = ConsistencyReply.from_bytes(protocol.payload_of(reply)).signature
+                signed = ConsistencyReply.from_bytes(protocol.payload_of(reply))
             except (SecAggError, KeyError):
                 continue
-            self.signed[node] = (tuple(sorted(shown.survivors)), signature)
+            tags = dict(zip(signed.recipients, signed.tags, strict=True))
+            self.signed[node] = (tuple(sorted(shown.survivors)), signed.signature, tags)
 
 
 class NeighbourhoodLie(ViewAttack):

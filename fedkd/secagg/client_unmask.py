@@ -3,10 +3,11 @@
 Consistency (Bonawitz et al. 2017, round 3): the server names the clients whose masked inputs
 it holds; the client checks the set and signs it, once per round. Unmask: the client answers
 only for the set it signed, and only when the server relays at least
-``config.consistency_quorum`` valid signatures of that same set by its members. Every honest
-client signs one set per round and the quorum is a strict majority of the participants, so
-no two different survivor sets can both be certified: a server cannot show different
-clients different lists (split views) to collect both kinds of shares of some client.
+``config.consistency_quorum`` valid signatures of that same set by its members (a share
+holder's HMAC tag, keyed by the pair's authenticated share key, counts as its signature).
+Every honest client signs one set per round and the quorum is a strict majority of the
+participants, so no two different survivor sets can both be certified: a server cannot show
+different clients different lists (split views) to collect both kinds of shares of a client.
 
 Both modes check per neighbourhood (SecAgg+): a client listed as dropped refuses (it did
 send its masked input), and so does a client with fewer than ``threshold`` of its own share
@@ -14,6 +15,8 @@ holders among the survivors.
 """
 
 from __future__ import annotations
+
+import hmac
 
 from fedkd.secagg import auth, shamir
 from fedkd.secagg.client import _expect_stage, _refusals
@@ -93,7 +96,9 @@ def client_consistency(state: ClientState, request: ConsistencyRequest) -> Consi
             )
         state.signed, state.stage = survivors, Stage.CONSISTENCY
         message = auth.survivors_message(config, survivors)
-        return ConsistencyReply(state.node_id, state.identity.sign(message))
+        peers = tuple(v for v in sorted(state.share_keys) if v in set(survivors))
+        tags = tuple(auth.survivors_tag(state.share_keys[v], message) for v in peers)
+        return ConsistencyReply(state.node_id, state.identity.sign(message), peers, tags)
 
 
 def _check_certificate(state: ClientState, request: UnmaskRequest) -> None:
@@ -106,6 +111,15 @@ def _check_certificate(state: ClientState, request: UnmaskRequest) -> None:
     message = auth.survivors_message(config, state.signed)
     members, own = set(state.signed), state.identities.get(state.node_id)
     valid = {own}  # this client signed the set itself; other signers count by distinct name
+    for tagger, tag in zip(request.taggers, request.tags, strict=True):
+        key, name = state.share_keys.get(tagger), state.identities.get(tagger)
+        if (
+            tagger in members
+            and key is not None
+            and name is not None
+            and hmac.compare_digest(auth.survivors_tag(key, message), tag)
+        ):
+            valid.add(name)
     for signer, signature in zip(request.signers, request.signatures, strict=True):
         if len(valid) >= config.consistency_quorum:
             break

@@ -102,7 +102,7 @@ def payload_of(message: Envelope) -> bytes:
 
 def payload_limit(config: SecAggConfig, kind: str) -> int:
     """Largest reply payload (bytes) an honest client sends in stage ``kind``."""
-    per_holder = {SHARE_KEYS: 256, UNMASK: 64}.get(kind, 0)
+    per_holder = {SHARE_KEYS: 256, CONSISTENCY: 64, UNMASK: 64}.get(kind, 0)
     return 4096 + per_holder * (config.neighbours + 1)
 
 
@@ -205,12 +205,12 @@ class _Run:
         return self.decode(MASKED_INPUT, result, _masked_of)
 
     # ---------------------------------------------------------------- stage 3b: consistency
-    def consistency(self, masked: dict[int, MaskedInput]) -> UnmaskRequest:
+    def consistency(self, masked: dict[int, MaskedInput]) -> dict[int, UnmaskRequest]:
         request = self.server(
             MASKED_INPUT, lambda: server_collect_masked(self.state, list(masked.values()))
         )
         if not self.state.config.authenticated:
-            return request
+            return {node: request for node in request.survivors}
         check = server_consistency_request(self.state)
         message = stage_envelope(CONSISTENCY, check.to_bytes(), self.state.config.round)
         result = self.send(CONSISTENCY, broadcast(list(check.survivors), message))
@@ -222,9 +222,14 @@ class _Run:
         )
 
     # ---------------------------------------------------------------- stage 4: unmask
-    def unmask(self, request: UnmaskRequest) -> AggregateResult:
-        message = stage_envelope(UNMASK, request.to_bytes(), self.state.config.round)
-        result = self.send(UNMASK, broadcast(list(request.survivors), message))
+    def unmask(self, requests: dict[int, UnmaskRequest]) -> AggregateResult:
+        round_ = self.state.config.round
+        encoded: dict[bytes, Envelope] = {}  # one envelope per distinct request
+        messages = {}
+        for node, request in requests.items():
+            payload = request.to_bytes()
+            messages[node] = encoded.setdefault(payload, stage_envelope(UNMASK, payload, round_))
+        result = self.send(UNMASK, messages)
         revealed = self.decode(UNMASK, result, lambda n, m: UnmaskReply.from_bytes(payload_of(m)))
         return self.server(UNMASK, lambda: server_unmask(self.state, list(revealed.values())))
 

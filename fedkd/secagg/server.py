@@ -197,11 +197,17 @@ def server_consistency_request(state: ServerState) -> ConsistencyRequest:
 
 def server_collect_signatures(
     state: ServerState, replies: Sequence[ConsistencyReply]
-) -> UnmaskRequest:
-    """Stage 3b -> 4: relay the survivors' signatures of the survivor set.
+) -> dict[int, UnmaskRequest]:
+    """Stage 3b -> 4: relay the survivors' signatures (and tags) of the survivor set.
 
     A signature that does not verify (checked when the server holds the roster) is not
-    relayed; its signer stays a survivor (its masked input is in the sum).
+    relayed, nor are its signer's tags; its signer stays a survivor (its masked input is in
+    the sum).
+
+    Returns
+    -------
+    dict[int, UnmaskRequest]
+        One request per survivor: the lists, every signature, and the tags addressed to it.
 
     Raises
     ------
@@ -218,12 +224,26 @@ def server_collect_signatures(
             continue  # not a survivor, or a second signature: nothing to relay
         if state.roster is None or state.roster.verifies(keys.identity, message, reply.signature):
             state.signatures[node] = reply.signature
+            for recipient, tag in zip(reply.recipients, reply.tags, strict=True):
+                if recipient in members:
+                    state.tags.setdefault(recipient, {})[node] = tag
     if len(state.signatures) < config.consistency_quorum:
         raise ProtocolAbort(
             f"only {len(state.signatures)} clients signed the survivor set, fewer than the "
             f"quorum {config.consistency_quorum}; no honest client would unmask"
         )
     signers = tuple(sorted(state.signatures))
-    return UnmaskRequest(
-        state.survivors, state.dropped, signers, tuple(state.signatures[v] for v in signers)
-    )
+    signatures = tuple(state.signatures[v] for v in signers)
+    requests = {}
+    for node in state.survivors:
+        tags = state.tags.get(node, {})
+        taggers = tuple(sorted(tags))
+        requests[node] = UnmaskRequest(
+            state.survivors,
+            state.dropped,
+            signers,
+            signatures,
+            taggers,
+            tuple(tags[v] for v in taggers),
+        )
+    return requests

@@ -35,6 +35,9 @@ class ServerState:
         Clients of U2 whose masked input did not arrive.
     signatures : dict[int, bytes]
         Consistency-stage signatures of the survivor set, by signer.
+    tags : dict[int, dict[int, bytes]]
+        Consistency-stage HMAC tags, ``recipient -> {signer: tag}`` (relayed, not checkable
+        by the server).
     self_mask_shares, key_shares : dict[int, dict[int, int]]
         Shares received in stage 4: ``owner -> {holder: share}``.
     rejected : dict[int, str]
@@ -53,6 +56,7 @@ class ServerState:
     survivors: tuple[int, ...] = ()
     dropped: tuple[int, ...] = ()
     signatures: dict[int, bytes] = field(default_factory=dict)
+    tags: dict[int, dict[int, bytes]] = field(default_factory=dict)
     self_mask_shares: dict[int, dict[int, int]] = field(default_factory=dict)
     key_shares: dict[int, dict[int, int]] = field(default_factory=dict)
     rejected: dict[int, str] = field(default_factory=dict)

@@ -276,13 +276,16 @@ class UnmaskRequest(_Message):
     """Server -> client, stage 4: who sent a masked input (survivors) and who did not (dropped).
 
     With a roster, ``signers``/``signatures`` relay the consistency-stage signatures of the
-    survivor set (empty without a roster).
+    survivor set, and ``taggers``/``tags`` the tags addressed to this client (empty without
+    a roster).
     """
 
     survivors: tuple[int, ...]
     dropped: tuple[int, ...]
     signers: tuple[int, ...] = ()
     signatures: tuple[bytes, ...] = ()
+    taggers: tuple[int, ...] = ()
+    tags: tuple[bytes, ...] = ()
     KIND = "unmask_request"
 
     def _body(self) -> Fields:
@@ -291,14 +294,18 @@ class UnmaskRequest(_Message):
             "dropped": list(self.dropped),
             "signers": list(self.signers),
             "signatures": list(self.signatures),
+            "taggers": list(self.taggers),
+            "tags": list(self.tags),
         }
 
     @classmethod
     def _from_body(cls, fields: Mapping[str, FieldValue]) -> UnmaskRequest:
         signers, signatures = _ints(fields, "signers"), _bytes_list(fields, "signatures")
-        if len(signers) != len(signatures):
-            raise WireFormatError("unmask_request: signers and signatures differ in length")
-        return cls(_ints(fields, "survivors"), _ints(fields, "dropped"), signers, signatures)
+        taggers, tags = _ints(fields, "taggers"), _bytes_list(fields, "tags")
+        if len(signers) != len(signatures) or len(taggers) != len(tags):
+            raise WireFormatError("unmask_request: signers/taggers and their values differ")
+        lists = _ints(fields, "survivors"), _ints(fields, "dropped")
+        return cls(*lists, signers, signatures, taggers, tags)
 
 
 @dataclass(frozen=True)
@@ -318,18 +325,33 @@ class ConsistencyRequest(_Message):
 
 @dataclass(frozen=True)
 class ConsistencyReply(_Message):
-    """Client -> server, stage 3b: the client's signature of the survivor set."""
+    """Client -> server, stage 3b: the client's signature of the survivor set.
+
+    ``tags[i]`` is an HMAC of the same set for ``recipients[i]``, keyed by the pairwise share
+    key the two derived in stage 2 (authenticated by the signed keys): a share holder checks a
+    tag in microseconds where a signature costs an Ed25519 verification.
+    """
 
     node_id: int
     signature: bytes
+    recipients: tuple[int, ...] = ()
+    tags: tuple[bytes, ...] = ()
     KIND = "consistency_reply"
 
     def _body(self) -> Fields:
-        return {"node_id": self.node_id, "signature": self.signature}
+        return {
+            "node_id": self.node_id,
+            "signature": self.signature,
+            "recipients": list(self.recipients),
+            "tags": list(self.tags),
+        }
 
     @classmethod
     def _from_body(cls, fields: Mapping[str, FieldValue]) -> ConsistencyReply:
-        return cls(get_int(fields, "node_id"), get_bytes(fields, "signature"))
+        recipients, tags = _ints(fields, "recipients"), _bytes_list(fields, "tags")
+        if len(recipients) != len(tags):
+            raise WireFormatError("consistency_reply: recipients and tags differ in length")
+        return cls(get_int(fields, "node_id"), get_bytes(fields, "signature"), recipients, tags)
 
 
 @dataclass(frozen=True)
