@@ -66,3 +66,20 @@ def test_roster_and_identity_files_fail_clearly(tmp_path: Path) -> None:
         read_identity(other / "0.identity.json", read_roster(tmp_path / "roster.json"))
     with pytest.raises(ConfigError, match="is not a fedkd-identity/v1 file"):
         read_identity(tmp_path / "roster.json")
+
+
+def test_simulated_identities_are_per_run_and_the_roster_digest_binds_every_key() -> None:
+    from fedkd.secagg.identity import Roster, simulated_identities
+
+    seed = b"s" * 16
+    first = simulated_identities(seed, 1, ["0", "1"])
+    assert simulated_identities(seed, 1, ["0", "1"]) == first
+    other_run = simulated_identities(seed, 2, ["0", "1"])
+    assert other_run["0"].public_key != first["0"].public_key
+    roster = Roster.of(first.values())
+    assert Roster.of(other_run.values()).digest() != roster.digest()
+    assert Roster(dict(roster.keys)).digest() == roster.digest()
+    with pytest.raises(ConfigError, match="at least 16 bytes"):
+        simulated_identities(b"short", 1, ["0"])
+    with pytest.raises(ConfigError, match="two identities are named"):
+        Roster.of([first["0"], first["0"]])
