@@ -135,7 +135,7 @@ class Staged:
             order = torch.cat(
                 [torch.randperm(self.num_samples, generator=generator) for _ in range(repeats)]
             )
-        for start in range(0, self.num_samples, batch_size):
+        for start in range(0, len(order), batch_size):
             yield self.batch(order[start : start + batch_size])
 
 
