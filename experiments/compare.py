@@ -38,14 +38,20 @@ def default_out() -> Path:
     return PROJECT_ROOT / "runs" / time.strftime("compare-%Y%m%d-%H%M%S")
 
 
+def _values(history: list[dict[str, object]], key: str) -> list[float]:
+    """The numeric values of ``key`` over the rounds (skipped rounds have none)."""
+    found = (row.get(key) for row in history)
+    return [float(v) for v in found if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
 def _final(history: list[dict[str, object]], key: str) -> float:
-    values = [row[key] for row in history if isinstance(row.get(key), (int, float))]
-    return float(values[-1]) if values else math.nan
+    values = _values(history, key)
+    return values[-1] if values else math.nan
 
 
 def _best(history: list[dict[str, object]], key: str) -> float:
-    values = [row[key] for row in history if isinstance(row.get(key), (int, float))]
-    return float(max(values)) if values else math.nan
+    values = _values(history, key)
+    return max(values) if values else math.nan
 
 
 def headline(method: str, history: list[dict[str, object]]) -> tuple[float, float]:

@@ -54,6 +54,7 @@ FLOWER_NOISE = re.compile(
 # behaviour (clients without a GPU share see no GPU), so the tip asks nothing of the user.
 RAY_TIP_FILTER = "ignore::FutureWarning:ray._private.worker"
 _RUN_ID = re.compile(r"Successfully started run (\d+)")
+_EMPTY = re.compile(r"\s*(?:\x1b\[[0-9;]*m)*(?:INFO\s*)?(?:\x1b\[[0-9;]*m)*\s*:?\s*")  # "INFO :"
 _RESULTS_AT_START = re.compile(r"results in (/\S+)")
 EXIT_FAILED, EXIT_TIMEOUT = 1, 124
 SUPERLINK_TOO_SLOW = "Failed to start local SuperLink within"
@@ -193,7 +194,7 @@ class _Stream:
             self.results = Path(line.split(RESULT_MARKER, 1)[1].strip())
         elif self.results is None and (match := _RESULTS_AT_START.search(line)):
             self.results = Path(match.group(1))
-        if self.echo and line.strip() and not FLOWER_NOISE.search(line):
+        if self.echo and not _EMPTY.fullmatch(line) and not FLOWER_NOISE.search(line):
             print(line, end="" if line.endswith("\n") else "\n", flush=True)
 
 
