@@ -126,6 +126,7 @@ class RoundView:
     contributions: dict[int, np.ndarray]  # partition -> teacher part, plaintext rounds only
     survivors: int
     reason: str
+    failed: dict[int, str] = field(default_factory=dict)  # node -> why it dropped out
 
 
 def observe_round(
@@ -158,7 +159,13 @@ def observe_round(
         agg = secure_aggregate(fed, state, train.result, server_round)
     total = None if agg.total is None else np.array(agg.total[:length])
     return RoundView(
-        server_round, tuple(sorted(partitions)), total, contributions, agg.survivors, agg.reason
+        server_round,
+        tuple(sorted(partitions)),
+        total,
+        contributions,
+        agg.survivors,
+        agg.reason,
+        dict(agg.failed),
     )
 
 
@@ -196,3 +203,39 @@ def _replace(vector: np.ndarray, poison: Poison, length: int) -> np.ndarray:
     out = np.array(vector, dtype=np.float64)
     out[:length] = poison(out[:length].copy())
     return out
+
+
+def contribution_on(
+    af: AttackedFederation, model: Any, inputs: np.ndarray, labels: np.ndarray, device: str = "cpu"
+) -> np.ndarray:
+    """The teacher part a client with ``model`` and training ``labels`` sends for ``inputs``.
+
+    The client's own steps (``fedkd.fl`` client work): logits, clipped at ``±clip·T``, the
+    teacher rule's weighted terms, scaled by ``1 / pool size``.
+    """
+    from fedkd.distill import client_contribution, predict_logits
+
+    config, split = af.config, af.data.split
+    logits = predict_logits(model, inputs, device=device).astype(np.float64)
+    bound = config.secagg.clip * config.teacher.temperature
+    contribution = client_contribution(
+        np.clip(logits, -bound, bound),
+        config=config.teacher,
+        label_counts=np.bincount(labels, minlength=split.num_classes),
+        num_samples=len(labels),
+    )
+    return contribution.to_vector() / float(len(split.private))
+
+
+def client_model(af: AttackedFederation, partition_id: int) -> Any:
+    """A client's own (FedMD) model, as its node stored it after its last round."""
+    import torch
+
+    from fedkd.fl.client_work import new_client_model
+
+    saved = af.stores[partition_id].get(keys.STATE_MODEL)
+    if saved is None:
+        raise RuntimeError(f"client {partition_id} kept no model (is the run in FedMD mode?)")
+    model = new_client_model(af.config, af.data, partition_id)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in saved.arrays.items()})
+    return model
