@@ -1,0 +1,1 @@
+"""Runnable privacy and attack studies: ``python -m experiments.attacks.<study>``."""

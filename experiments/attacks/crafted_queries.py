@@ -1,0 +1,18 @@
+"""``fedkd attack crafted-queries``: see :mod:`fedkd.attacks.crafted_queries`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from experiments.attacks.common import run_study
+from fedkd.attacks import crafted_queries as study
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the study; exit 0 done, 1 failed, 2 bad arguments."""
+    return run_study("crafted-queries", (study.__doc__ or "").split("\n")[0], study.run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
