@@ -196,3 +196,54 @@ def test_curious_client_refuses_an_authenticated_round_and_vice_versa() -> None:
     fresh = ClientState(0, identity=node.identity, roster=node.roster)
     with pytest.raises(ConfigMismatch, match="asks for an unauthenticated round"):
         protocol.serve_stage(fresh, downgrade)
+
+
+def test_key_tags_replace_signature_checks_and_never_widen_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Holders' keys are checked by their HMAC tag; without (or with a wrong) tag, by signature."""
+    calls: list[str] = []
+    verifies = Roster.verifies
+
+    def counting(self: Roster, name: str, message: bytes, signature: bytes) -> bool:
+        calls.append(name)
+        return verifies(self, name, message, signature)
+
+    monkeypatch.setattr(Roster, "verifies", counting)
+    honest = simulate(INPUTS, threshold=4, roster=True, server_roster=False)
+    assert honest.outcome.result is not None
+    assert calls == []  # every key by tag, every consistency signature by tag (full SecAgg)
+    assert all(len(node.state.pair_keys) == N - 1 for node in honest.nodes.values())
+
+    def strip(inner: Transport) -> Transport:
+        return TagRewriter(inner, lambda tags: bytes(len(tags)))
+
+    stripped = simulate(INPUTS, threshold=4, roster=True, server_roster=False, wrap=strip)
+    assert stripped.outcome.result is not None  # signatures still authenticate the keys
+    assert len(calls) >= N * (N - 1)
+    np.testing.assert_array_equal(
+        stripped.outcome.result.quantized_sum, honest.outcome.result.quantized_sum
+    )
+
+
+class TagRewriter:
+    """Rewrites the key tags of share-keys requests (a server playing with tags)."""
+
+    def __init__(self, inner: Transport, rewrite: Callable[[bytes], bytes]) -> None:
+        self.inner, self.rewrite = inner, rewrite
+
+    def nodes(self) -> list[int]:
+        return self.inner.nodes()
+
+    def exchange(
+        self, requests: Mapping[int, Envelope], *, timeout: float, group: str = ""
+    ) -> ExchangeResult:
+        out = {}
+        for node, message in requests.items():
+            tags = message.fields.get(protocol.TAGS)
+            if isinstance(tags, bytes):
+                message = Envelope(
+                    message.kind, {**message.fields, protocol.TAGS: self.rewrite(tags)}
+                )
+            out[node] = message
+        return self.inner.exchange(out, timeout=timeout, group=group)

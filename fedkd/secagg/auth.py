@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from fedkd.secagg.config import SecAggConfig
 from fedkd.secagg.identity import Roster
@@ -85,16 +85,19 @@ def verify_keys(roster: Roster, keys: AdvertisedKeys) -> str | None:
     return None
 
 
-def check_advertised(roster: Roster, keys: Iterable[AdvertisedKeys]) -> dict[int, str]:
+def check_advertised(
+    roster: Roster, keys: Iterable[AdvertisedKeys], trusted: Collection[int] = ()
+) -> dict[int, str]:
     """Clients of ``keys`` whose advertisement must be refused, with the reason.
 
     Unsigned, unknown or forged identities fail; of two nodes claiming one identity, the
-    second (in list order) fails.
+    second (in list order) fails. Nodes in ``trusted`` were authenticated otherwise (a tag
+    under a static pair key): their signature is not verified again.
     """
     refused: dict[int, str] = {}
     claimed: dict[str, int] = {}
     for entry in keys:
-        reason = verify_keys(roster, entry)
+        reason = None if entry.node_id in trusted else verify_keys(roster, entry)
         if reason is None and entry.identity in claimed:
             first = claimed[entry.identity]
             reason = f"clients {first} and {entry.node_id} both claim identity {entry.identity!r}"

@@ -9,15 +9,14 @@ its self-mask share (peer survived) or its key share (peer dropped), never both.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
 
-from fedkd.secagg import auth, crypto, shamir
+from fedkd.secagg import auth, client_auth, crypto, shamir
 from fedkd.secagg.client_state import ClientState, HeldShares
 from fedkd.secagg.config import SecAggConfig
 from fedkd.secagg.errors import (
@@ -109,10 +108,7 @@ def client_advertise(state: ClientState, request: AdvertiseRequest) -> Advertise
     state.peer_keys, state.advertised, state.held, state.share_senders = {}, (), {}, ()
     state.share_keys, state.identities, state.signed = {}, {}, ()
     keys = AdvertisedKeys(state.node_id, cipher.public, mask.public, config.digest())
-    if state.identity is None:
-        return keys
-    signed = dataclasses.replace(keys, identity=state.identity.name)
-    return dataclasses.replace(signed, signature=state.identity.sign(auth.keys_message(signed)))
+    return keys if state.identity is None else client_auth.sign_keys(state, keys)
 
 
 def _check_fresh(state: ClientState, config: SecAggConfig) -> None:
@@ -148,7 +144,9 @@ def _check_fresh(state: ClientState, config: SecAggConfig) -> None:
         )
 
 
-def _check_advertised(state: ClientState, keys: tuple[AdvertisedKeys, ...]) -> None:
+def _check_advertised(
+    state: ClientState, keys: tuple[AdvertisedKeys, ...], tags: dict[int, bytes]
+) -> None:
     config = state.config
     assert config is not None
     ids = [k.node_id for k in keys]
@@ -171,15 +169,12 @@ def _check_advertised(state: ClientState, keys: tuple[AdvertisedKeys, ...]) -> N
             "participant list than this client (config digests differ)"
         )
     if state.roster is not None:
-        # The keys this client uses (its share holders') must be signed by their roster
-        # identity. Other clients' names only serve to count consistency signatures, which
-        # are checked against the roster themselves, by distinct name.
+        # The keys this client uses (its share holders') must be signed (or tagged) by their
+        # roster identity. Other clients' names only serve to count consistency signatures,
+        # which are checked against the roster themselves, by distinct name.
         holders = config.holders_of(state.node_id)
         used = [k for k in keys if k.node_id in holders and k.node_id != state.node_id]
-        refused = auth.check_advertised(state.roster, [own, *used])
-        if refused:
-            node, reason = min(refused.items())
-            raise AuthenticationFailure(f"refused the advertised keys: {reason}")
+        client_auth.check_peers(state, own, used, tags)
         state.identities = {k.node_id: k.identity for k in keys}
     publics = [k.cipher_public for k in keys] + [k.mask_public for k in keys]
     if len(set(publics)) != len(publics) or any(len(p) != 32 for p in publics):
@@ -190,8 +185,14 @@ def _check_advertised(state: ClientState, keys: tuple[AdvertisedKeys, ...]) -> N
         )
 
 
-def client_share_keys(state: ClientState, request: ShareKeysRequest) -> EncryptedShares:
+def client_share_keys(
+    state: ClientState, request: ShareKeysRequest, tags: Sequence[bytes] = ()
+) -> EncryptedShares:
     """Stage 2: check the advertised keys, then share ``b`` and ``s_sk`` with the neighbours.
+
+    ``tags`` (optional, aligned with ``request.keys``) are the peers' HMAC tags addressed to
+    this client (:mod:`fedkd.secagg.client_auth`); a key without a valid tag is checked by
+    its signature instead.
 
     Returns
     -------
@@ -209,7 +210,9 @@ def client_share_keys(state: ClientState, request: ShareKeysRequest) -> Encrypte
         _expect_stage(state, Stage.ADVERTISE, "share-keys")
         config = state.config
         assert config is not None
-        _check_advertised(state, request.keys)
+        aligned = len(tags) == len(request.keys)
+        by_tag = {k.node_id: t for k, t in zip(request.keys, tags, strict=True)} if aligned else {}
+        _check_advertised(state, request.keys, by_tag)
         by_id = {k.node_id: k for k in request.keys}
         holders = sorted(v for v in config.holders_of(state.node_id) if v in by_id)
         if len(holders) < config.threshold:

@@ -83,6 +83,8 @@ class ClientState:
         Roster names of the clients whose signed keys this client accepted this round.
     signed : tuple[int, ...]
         The survivor set this client signed in the consistency stage of this round.
+    pair_keys : dict[str, bytes]
+        Static keys shared with other roster members (derived once, kept across rounds).
     """
 
     node_id: int
@@ -105,6 +107,7 @@ class ClientState:
     expected_round: int | None = None
     identities: dict[int, str] = field(default_factory=dict)
     signed: tuple[int, ...] = ()
+    pair_keys: dict[str, bytes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if (self.identity is None) != (self.roster is None):
@@ -170,6 +173,8 @@ def encode_client_state(state: ClientState) -> bytes:
         "identity_nodes": sorted(state.identities),
         "identity_names": [state.identities[v].encode() for v in sorted(state.identities)],
         "signed": list(state.signed),
+        "pair_names": [n.encode() for n in sorted(state.pair_keys)],
+        "pair_keys": [state.pair_keys[n] for n in sorted(state.pair_keys)],
     }
     return encode_fields(fields)
 
@@ -223,4 +228,11 @@ def decode_client_state(data: bytes) -> ClientState:
         expected_round=round_,
         identities=dict(zip(get_ints(f, "identity_nodes"), names, strict=True)),
         signed=tuple(get_ints(f, "signed")),
+        pair_keys=dict(
+            zip(
+                (n.decode() for n in get_bytes_list(f, "pair_names")),
+                get_bytes_list(f, "pair_keys"),
+                strict=True,
+            )
+        ),
     )

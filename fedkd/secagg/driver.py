@@ -193,9 +193,13 @@ def _config(
 
 
 def _states(
-    n: int, roster: bool, run_id: int, round: int, fresh: bool
+    n: int, roster: bool, run_id: int, round: int, fresh: bool, warm: bool = False
 ) -> tuple[dict[int, ClientState], Roster | None]:
-    """Client states of ``n`` nodes; with ``roster``, simulated identities named ``'0'..``."""
+    """Client states of ``n`` nodes; with ``roster``, simulated identities named ``'0'..``.
+
+    ``warm`` derives each client's static pair keys beforehand, as a client that already
+    took part in an earlier round (of any run) holds them.
+    """
     identities = simulated_identities(SIMULATION_SEED, run_id, [str(v) for v in range(n)])
     members = Roster.of(identities.values()) if roster else None
     states = {}
@@ -207,6 +211,11 @@ def _states(
             expected_run=run_id if fresh else None,
             expected_round=round if fresh else None,
         )
+        identity = states[v].identity
+        if warm and identity is not None and members is not None:
+            for name in members.keys:
+                if name != identity.name:
+                    states[v].pair_keys[name] = identity.pair_key(members, name)
     return states, members
 
 
@@ -239,6 +248,7 @@ def simulate(
     roster: bool = False,
     fresh: bool = True,
     server_roster: bool = True,
+    warm: bool = False,
 ) -> Simulation:
     """Run one round over honest in-process nodes, the transport optionally wrapped by an attacker.
 
@@ -246,14 +256,15 @@ def simulate(
     one the server uses (e.g. an attack of :mod:`fedkd.secagg.attacks`). ``roster`` gives every
     client a simulated identity and the roster (the malicious-server mode; the out-of-band
     step is simulated by deriving both from :data:`SIMULATION_SEED`), ``server_roster`` hands
-    the server the roster too, and ``fresh`` tells each client the run and round it is in (as
+    the server the roster too, ``warm`` lets the clients start with the static pair keys an
+    earlier round left them, and ``fresh`` tells each client the run and round it is in (as
     the federated client does from the train message). Nothing is raised because of
     refusals or aborts: they are in the returned :class:`Simulation`.
     """
     n = len(inputs)
     d = int(np.shape(inputs[0])[0]) if n else 0
     k = n - 1 if neighbours is None else neighbours
-    states, members = _states(n, roster, run_id, round, fresh)
+    states, members = _states(n, roster, run_id, round, fresh, warm)
     config = _config(n, d, k, threshold, clip, bits, run_id, round, seed, members)
     leaves: dict[int, Stage] = {}
     for stage in Stage:  # in protocol order: a client leaves at the first stage that lists it
@@ -280,6 +291,7 @@ def run_secagg(
     round: int = 1,
     seed: int = 0,
     roster: bool = False,
+    warm: bool = False,
 ) -> DriverResult:
     """Run one secure-aggregation round in process.
 
@@ -301,6 +313,9 @@ def run_secagg(
         Round identity; ``seed`` seeds the public graph order and the public-set digest.
     roster : bool
         Simulated identities and a roster (signatures and the consistency stage included).
+    warm : bool
+        With ``roster``: clients already hold their static pair keys (any round after a
+        client's first); otherwise each derives them in this round.
 
     Returns
     -------
@@ -327,6 +342,7 @@ def run_secagg(
         round=round,
         seed=seed,
         roster=roster,
+        warm=warm,
     )
     refusals = sim.refusals()
     if refusals:

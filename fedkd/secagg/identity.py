@@ -28,7 +28,10 @@ from functools import cached_property
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedkd.secagg.errors import ConfigError
 
@@ -39,6 +42,22 @@ SIGNATURE_BYTES = 64
 NO_ROSTER = bytes(32)  # roster digest of a round without identities (curious-server mode)
 _ROSTER_LABEL = b"fedkd-secagg/roster/v1"
 _SIMULATION_LABEL = b"fedkd-secagg/simulated-identity/v1"
+_PAIR_LABEL = b"fedkd-secagg/identity-pair-key/v1"
+_P25519 = 2**255 - 19
+
+
+def montgomery_public(ed25519_public: bytes) -> bytes:
+    """The X25519 public key of an Ed25519 public key (u = (1 + y) / (1 - y) mod p).
+
+    The same birational map as libsodium's ``crypto_sign_ed25519_pk_to_curve25519``; with
+    :meth:`Identity.agreement_key` it gives every pair of roster members a static shared key
+    without a second key in the roster.
+    """
+    y = int.from_bytes(ed25519_public, "little") & ((1 << 255) - 1)
+    if y >= _P25519 or (1 - y) % _P25519 == 0:
+        raise ConfigError("not a valid Ed25519 public key (no Montgomery form)")
+    u = (1 + y) * pow((1 - y) % _P25519, -1, _P25519) % _P25519
+    return u.to_bytes(32, "little")
 
 
 def _check_name(name: object) -> str:
@@ -84,6 +103,22 @@ class Identity:
     def sign(self, message: bytes) -> bytes:
         """64-byte Ed25519 signature of ``message``."""
         return self._key.sign(message)
+
+    @cached_property
+    def agreement_key(self) -> X25519PrivateKey:
+        """The X25519 private key of this identity (the Ed25519 scalar, as libsodium maps it)."""
+        digest = hashes.Hash(hashes.SHA512())
+        digest.update(self.private_key)
+        return X25519PrivateKey.from_private_bytes(digest.finalize()[:32])
+
+    def pair_key(self, roster: Roster, peer: str) -> bytes:
+        """Static 32-byte key shared with roster member ``peer`` (same value on both sides)."""
+        secret = self.agreement_key.exchange(
+            X25519PublicKey.from_public_bytes(montgomery_public(roster.keys[peer]))
+        )
+        low, high = sorted((self.name.encode("utf-8"), peer.encode("utf-8")))
+        info = _PAIR_LABEL + roster.digest() + len(low).to_bytes(4, "big") + low + high
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,16 @@ def _reconstruct(obs: Observation, what: str) -> dict[int, bytes]:
     return secrets
 
 
+def _same(a: AdvertisedKeys | None, b: AdvertisedKeys | None) -> bool:
+    """Whether two advertisements carry the same public keys (signatures and tags aside)."""
+    return (
+        a is not None
+        and b is not None
+        and (a.node_id, a.cipher_public, a.mask_public)
+        == (b.node_id, b.cipher_public, b.mask_public)
+    )
+
+
 def _term_seed(obs: Observation, keys: dict[int, bytes], owner: int, peer: int) -> bytes | None:
     """The seed of the mask term ``owner`` added for ``peer``, if the attacker can compute it."""
     config = obs.config
@@ -126,7 +136,7 @@ def _term_seed(obs: Observation, keys: dict[int, bytes], owner: int, peer: int) 
         secret = crypto.agree(keys[owner], used.mask_public)
     elif used.mask_public in obs.attacker_keys:
         secret = crypto.agree(obs.attacker_keys[used.mask_public], own_public)
-    elif peer in keys and peer in obs.advertised and used == obs.advertised[peer]:
+    elif peer in keys and _same(used, obs.advertised.get(peer)):
         secret = crypto.agree(keys[peer], own_public)
     else:
         return None
@@ -145,8 +155,8 @@ def _cancels(obs: Observation, owner: int, peer: int) -> bool:
     return (
         real_owner is not None
         and real_peer is not None
-        and obs.shown.get(owner, {}).get(peer) == real_peer
-        and obs.shown.get(peer, {}).get(owner) == real_owner
+        and _same(obs.shown.get(owner, {}).get(peer), real_peer)
+        and _same(obs.shown.get(peer, {}).get(owner), real_owner)
         and owner in obs.routed.get(peer, ())
         and peer in obs.routed.get(owner, ())
     )

@@ -42,6 +42,7 @@ from fedkd.secagg.server import (
     server_collect_signatures,
     server_consistency_request,
     server_route_shares,
+    server_route_tags,
     server_unmask,
 )
 from fedkd.secagg.wire import (
@@ -68,6 +69,7 @@ STAGES = (ADVERTISE, SHARE_KEYS, MASKED_INPUT, CONSISTENCY, UNMASK)
 PAYLOAD = "payload"  # field: an encoded stage message
 MASKED = "masked"  # array: a client's masked, quantised vector (uint64)
 ROUND = "round"  # field: the train round the stage belongs to
+TAGS = "tags"  # field (share keys, roster rounds): the peers' 32-byte key tags for this node
 
 _M = TypeVar("_M")
 
@@ -102,6 +104,8 @@ def payload_of(message: Envelope) -> bytes:
 
 def payload_limit(config: SecAggConfig, kind: str) -> int:
     """Largest reply payload (bytes) an honest client sends in stage ``kind``."""
+    if kind == ADVERTISE:  # tags for every roster member: bounded, not by the round's size
+        return 1 << 20
     per_holder = {SHARE_KEYS: 256, CONSISTENCY: 64, UNMASK: 64}.get(kind, 0)
     return 4096 + per_holder * (config.neighbours + 1)
 
@@ -186,7 +190,12 @@ class _Run:
             ADVERTISE, lambda: server_collect_keys(self.state, list(advertised.values()))
         )
         message = stage_envelope(SHARE_KEYS, request.to_bytes(), self.state.config.round)
-        result = self.send(SHARE_KEYS, broadcast(sorted(advertised), message))
+        nodes = sorted(self.state.advertised)
+        requests = broadcast(nodes, message)
+        if self.state.config.authenticated:
+            tags = self.server(ADVERTISE, lambda: server_route_tags(self.state, request))
+            requests = {v: Envelope(SHARE_KEYS, {**message.fields, TAGS: tags[v]}) for v in nodes}
+        result = self.send(SHARE_KEYS, requests)
         return self.decode(
             SHARE_KEYS, result, lambda n, m: EncryptedShares.from_bytes(payload_of(m))
         )
@@ -281,6 +290,13 @@ def secure_sum(
     return run.outcome
 
 
+def _tags(request: Envelope) -> tuple[bytes, ...]:
+    raw = request.fields.get(TAGS, b"")
+    if not isinstance(raw, bytes) or len(raw) % 32:
+        return ()
+    return tuple(raw[i : i + 32] for i in range(0, len(raw), 32))
+
+
 def serve_stage(
     state: ClientState, request: Envelope, values: np.ndarray | None = None
 ) -> Envelope:
@@ -298,7 +314,8 @@ def serve_stage(
     if kind == ADVERTISE:
         reply: bytes = client_advertise(state, AdvertiseRequest.from_bytes(payload)).to_bytes()
     elif kind == SHARE_KEYS:
-        reply = client_share_keys(state, ShareKeysRequest.from_bytes(payload)).to_bytes()
+        keys = ShareKeysRequest.from_bytes(payload)
+        reply = client_share_keys(state, keys, _tags(request)).to_bytes()
     elif kind == MASKED_INPUT:
         if values is None:
             raise ProtocolAbort("no contribution to mask on this node")

@@ -41,6 +41,7 @@ __all__ = [
     "server_collect_signatures",
     "server_consistency_request",
     "server_route_shares",
+    "server_route_tags",
     "server_unmask",
 ]
 
@@ -105,6 +106,21 @@ def server_collect_keys(state: ServerState, replies: Sequence[AdvertisedKeys]) -
             del state.advertised[node]
     _require_neighbourhoods(state.config, set(state.advertised), "advertise")
     return ShareKeysRequest(tuple(state.advertised[v] for v in sorted(state.advertised)))
+
+
+def server_route_tags(state: ServerState, request: ShareKeysRequest) -> dict[int, bytes]:
+    """Per recipient, the tags its peers addressed to it, aligned with ``request.keys``.
+
+    Each value is the concatenation of 32-byte tags (zeros where a peer sent none); the
+    recipient checks them and falls back to signatures (:mod:`fedkd.secagg.client_auth`).
+    """
+    by_owner = [dict(zip(k.tag_names, k.tags, strict=True)) for k in request.keys]
+    missing = bytes(32)
+    routed = {}
+    for keys in request.keys:
+        name = state.advertised[keys.node_id].identity
+        routed[keys.node_id] = b"".join(tags.get(name, missing) for tags in by_owner)
+    return routed
 
 
 def _shares_problem(state: ServerState, reply: EncryptedShares) -> str | None:

@@ -125,6 +125,8 @@ class AdvertisedKeys(_Message):
     config_digest: bytes
     identity: str = ""
     signature: bytes = b""
+    tag_names: tuple[str, ...] = ()  # roster members the keys are tagged for
+    tags: tuple[bytes, ...] = ()  # HMAC tags, one per name (fedkd.secagg.client_auth)
     KIND = "advertised_keys"
 
     def _body(self) -> Fields:
@@ -135,10 +137,19 @@ class AdvertisedKeys(_Message):
             "config_digest": self.config_digest,
             "identity": self.identity,
             "signature": self.signature,
+            "tag_names": [n.encode("utf-8") for n in self.tag_names],
+            "tags": list(self.tags),
         }
 
     @classmethod
     def _from_body(cls, fields: Mapping[str, FieldValue]) -> AdvertisedKeys:
+        names, tags = _bytes_list(fields, "tag_names"), _bytes_list(fields, "tags")
+        if len(names) != len(tags):
+            raise WireFormatError("advertised_keys: tag names and tags differ in length")
+        try:
+            tag_names = tuple(n.decode("utf-8") for n in names)
+        except UnicodeDecodeError:
+            raise WireFormatError("advertised_keys: a tag name is not UTF-8") from None
         return cls(
             get_int(fields, "node_id"),
             get_bytes(fields, "cipher_public"),
@@ -146,7 +157,16 @@ class AdvertisedKeys(_Message):
             get_bytes(fields, "config_digest"),
             get_str(fields, "identity"),
             get_bytes(fields, "signature"),
+            tag_names,
+            tags,
         )
+
+    def tag_for(self, name: str) -> bytes | None:
+        """The tag addressed to roster member ``name``, if any."""
+        for tag_name, tag in zip(self.tag_names, self.tags, strict=True):
+            if tag_name == name:
+                return tag
+        return None
 
 
 @dataclass(frozen=True)
