@@ -83,3 +83,19 @@ def test_simulated_identities_are_per_run_and_the_roster_digest_binds_every_key(
         simulated_identities(b"short", 1, ["0"])
     with pytest.raises(ConfigError, match="two identities are named"):
         Roster.of([first["0"], first["0"]])
+
+
+def test_static_pair_keys_agree_and_the_montgomery_map_matches_x25519() -> None:
+    from fedkd.secagg.identity import Identity, Roster, montgomery_public
+
+    a, b, c = (Identity.generate(n) for n in "abc")
+    roster = Roster.of([a, b, c])
+    for identity in (a, b, c):
+        raw = identity.agreement_key.public_key().public_bytes_raw()
+        assert raw == montgomery_public(identity.public_key)
+    assert a.pair_key(roster, "b") == b.pair_key(roster, "a")
+    assert a.pair_key(roster, "b") != a.pair_key(roster, "c")
+    other = Roster.of([a, b])  # the key is bound to the roster it was derived under
+    assert a.pair_key(other, "b") != a.pair_key(roster, "b")
+    with pytest.raises(ConfigError, match="no Montgomery form"):
+        montgomery_public((1).to_bytes(32, "little"))
