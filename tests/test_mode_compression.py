@@ -1,4 +1,4 @@
-"""End-to-end sanity of the compression mode on tiny data (1-2 epochs)."""
+"""The compression mode: transfer sets, the T sweep, hints, gap closed with seeds."""
 
 from __future__ import annotations
 
@@ -6,55 +6,67 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from experiments import compression as script
+from fedkd.data import ArrayDataset
+from fedkd.distill.terms import UNLABELLED
 from fedkd.modes.common import RESULTS_FILE, add_config_arguments, config_from_args
-from fedkd.modes.compression import STUDENT_METHODS, CompressionConfig, gap_closed, run_compression
+from fedkd.modes.compression import CompressionConfig, gap_closed, run_compression
+from fedkd.modes.students import make_transfer_set
 
 TINY_FLAGS = [
-    "--dataset",
-    "synthetic",
-    "--teacher-epochs",
-    "1",
-    "--student-epochs",
-    "1",
-    "--student-train-size",
-    "60",
-    "--seeds",
-    "0",
-    "1",
-    "--latency-repeats",
-    "2",
-    "--latency-batch-size",
-    "16",
-    "--student-kwargs",
-    '{"hidden": [8]}',
-    "--teacher-kwargs",
-    '{"channels": [8, 16], "hidden": 16}',
-]
+    "--dataset", "synthetic", "--teacher-epochs", "1", "--student-epochs", "2",
+    "--low-label-size", "30", "--validation-size", "40", "--temperatures", "1", "4",
+    "--seeds", "0", "1", "--latency-repeats", "2", "--latency-batch-size", "16",
+    "--epoch-samples", "0", "--student-kwargs", '{"hidden": [8]}',
+    "--teacher-kwargs", '{"channels": [8, 16], "hidden": 16}',
+]  # fmt: skip
 
 
 def test_cli_writes_results_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert script.main([*TINY_FLAGS, "--out-dir", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
-    assert "kd_hint" in printed and "gap closed" in printed
-    payload = json.loads((tmp_path / RESULTS_FILE).read_text())
-    config, results = payload["config"], payload["results"]
-    assert config["seeds"] == [0, 1] and config["student_kwargs"] == {"hidden": [8]}
-    assert [s["name"] for s in results["students"]] == list(STUDENT_METHODS)
-    for model in [results["teacher"], *results["students"]]:
-        assert 0.0 <= model["accuracy_mean"] <= 1.0
-        assert all(0.0 <= a <= 1.0 for a in model["accuracies"])
-        assert model["parameters"] > 0 and model["size_bytes"] > 0 and model["latency_ms"] > 0
-    assert len(results["students"][0]["accuracies"]) == 2
-    assert results["teacher"]["parameters"] > results["students"][0]["parameters"]
-    assert results["compression_ratio"] > 1.0
-    assert results["hint_teacher_feature"] == "conv2" and results["hint_student_feature"] == "fc1"
-    for key in ("kd_gap_closed", "kd_hint_gap_closed"):
-        assert results[key] is None or isinstance(results[key], float)
+    assert "kd_hint_T4" in printed and "gap closed" in printed and "identical-copy" in printed
+    results = json.loads((tmp_path / RESULTS_FILE).read_text())["results"]
+    names = [(m["setting"], m["method"]) for m in results["methods"]]
+    methods = ["alone", "kd_T1", "kd_T4", "kd_hint_T4"]
+    assert names == [(s, m) for s in ("hinton", "low_label") for m in methods]
+    for m in results["methods"]:
+        acc = m["accuracy"]
+        assert acc["n"] == 2 and len(acc["values"]) == 2
+        assert acc["ci_low"] <= acc["mean"] <= acc["ci_high"]
+        assert acc["std"] == pytest.approx(float(np.std(acc["values"], ddof=1)))
+        assert 1 <= m["best_epoch"]["mean"] <= 2
+    alone = [m for m in results["methods"] if m["method"] == "alone"]
+    assert all(m["gain_over_alone"]["mean"] == 0.0 and m["gap_closed"] is None for m in alone)
+    assert results["labelled"] == {"hinton": results["transfer_size"]["hinton"], "low_label": 30}
+    assert results["transfer_size"]["low_label"] == results["transfer_size"]["hinton"]
+    assert results["hint_features"] == ["fc1", "fc"]
+    teacher, student = results["footprints"]
+    assert teacher["parameters"] > student["parameters"] and teacher["flops"] > student["flops"]
+    assert results["latency"]["control_ratio"] > 0
     assert (tmp_path / "accuracy.png").stat().st_size > 0
-    assert (tmp_path / "tradeoff.png").stat().st_size > 0
+
+
+def test_transfer_sets_label_a_stratified_subset() -> None:
+    pool = ArrayDataset(
+        x=np.random.rand(100, 1, 2, 2).astype(np.float32), y=np.repeat(np.arange(5), 20)
+    )
+    public = ArrayDataset(x=np.random.rand(30, 1, 2, 2).astype(np.float32), y=np.zeros(30, int))
+    low = make_transfer_set(pool, public, labelled_size=10, transfer="private", seed=0)
+    assert len(low.x) == 100 and low.num_labelled == 10
+    assert np.bincount(low.labelled().y).tolist() == [2] * 5
+    assert np.all((low.labels == UNLABELLED) | (low.labels == pool.y))
+    both = make_transfer_set(pool, public, labelled_size=10, transfer="private+public", seed=0)
+    assert len(both.x) == 130 and both.num_labelled == 10
+    only = make_transfer_set(pool, public, labelled_size=10, transfer="labelled", seed=0)
+    assert len(only.x) == 10 and only.num_labelled == 10
+    full = make_transfer_set(pool, public, labelled_size=None, transfer="private", seed=0)
+    assert full.num_labelled == 100
+    with pytest.raises(ValueError, match="transfer set"):
+        make_transfer_set(pool, public, labelled_size=10, transfer="public", seed=0)
 
 
 def test_gap_closed_share_and_guard() -> None:
@@ -64,17 +76,16 @@ def test_gap_closed_share_and_guard() -> None:
         assert gap_closed(0.9, 0.9, 0.901) is None
 
 
-def test_unknown_hint_feature_is_named(tmp_path: Path) -> None:
+def test_unknown_hint_feature_and_setting_are_named(tmp_path: Path) -> None:
     config = CompressionConfig(
-        dataset="synthetic",
-        teacher_epochs=0,
-        student_epochs=0,
-        seeds=(0,),
-        hint_student_feature="conv9",
+        dataset="synthetic", teacher_epochs=0, student_epochs=0, seeds=(0,),
+        hint_student_feature="conv9", validation_size=40,
         teacher_kwargs={"channels": [4], "hidden": 4},
-    )
+    )  # fmt: skip
     with pytest.raises(ValueError, match="conv9.*fc1"):
         run_compression(config, tmp_path)
+    with pytest.raises(ValueError, match="settings"):
+        run_compression(CompressionConfig(dataset="synthetic", settings=("big",)), tmp_path)
 
 
 def test_cli_reports_bad_model_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -87,22 +98,13 @@ def test_flags_map_onto_the_config() -> None:
     parser = argparse.ArgumentParser()
     add_config_arguments(parser, CompressionConfig)
     args = parser.parse_args(
-        [
-            "--student-train-size",
-            "none",
-            "--seeds",
-            "3",
-            "4",
-            "--download",
-            "--teacher-kwargs",
-            '{"channels": [4]}',
-            "--alpha",
-            "0.5",
-        ]
-    )
+        ["--hint-temperature", "none", "--seeds", "3", "4", "--download", "--teacher-kwargs",
+         '{"channels": [4]}', "--alpha", "0.5", "--temperatures", "2", "8"]
+    )  # fmt: skip
     config = config_from_args(CompressionConfig, args)
-    assert config.student_train_size is None and config.seeds == (3, 4) and config.download
+    assert config.hint_temperature is None and config.seeds == (3, 4) and config.download
     assert config.teacher_kwargs == {"channels": [4]} and config.alpha == 0.5
-    assert config.temperature == CompressionConfig().temperature  # untouched default
+    assert [m.name for m in config.methods()] == ["alone", "kd_T2", "kd_T8"]
+    assert config.low_label_size == CompressionConfig().low_label_size  # untouched default
     with pytest.raises(SystemExit):
         parser.parse_args(["--teacher-kwargs", "[1, 2]"])  # not a JSON object
