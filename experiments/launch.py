@@ -361,7 +361,8 @@ def _result(
 
 def _shutdown(link: LocalSuperLink) -> None:
     """Terminate every process of the launch (SIGTERM, then SIGKILL), signals held off."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in held}
     try:
         for _ in range(3):  # again, for anything started while the first ones were stopping
             pids = tagged_processes(LAUNCH_TAG, link.tag)
@@ -369,7 +370,8 @@ def _shutdown(link: LocalSuperLink) -> None:
                 break
             terminate(pids)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def report(result: LaunchResult, *, label: str = "run") -> None:
