@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from experiments.run_config import parse_assignments
 from fedkd.attacks import StudyOptions, StudyResult, write_study
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -24,6 +25,13 @@ def parser(study: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one repetition per seed")
     p.add_argument("--out", type=Path, default=DEFAULT_ROOT / study, help="results folder")
     p.add_argument("--quick", action="store_true", help="smallest sizes that show the effect")
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="run-config overrides for every run of the study (e.g. model=mlp)",
+    )
     return p
 
 
@@ -35,6 +43,7 @@ def options(args: argparse.Namespace) -> StudyOptions:
         seeds=tuple(args.seeds),
         out=args.out,
         quick=args.quick,
+        overrides=parse_assignments(args.set),
     )
 
 

@@ -28,6 +28,8 @@ class StudyOptions:
         The study's results folder (``results.json``, ``table.md``, PNGs).
     quick
         Smallest sizes that still show the effect (tests).
+    overrides
+        Run-config keys applied to every run of the study, last (``--set key=value``).
     """
 
     dataset: str = "digits"
@@ -35,12 +37,16 @@ class StudyOptions:
     seeds: tuple[int, ...] = (0,)
     out: Path = Path("runs/attacks")
     quick: bool = False
+    overrides: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.seeds:
             raise ValueError("at least one seed is needed (--seeds 0 1 ...)")
         if self.dataset == "idx" and not self.data_root:
             raise ValueError("--dataset idx needs --data-root (the folder of the IDX files)")
+        unknown = sorted(set(self.overrides) - set(FedConfig().to_dict()))
+        if unknown:
+            raise ValueError(f"unknown run-config key(s) {', '.join(unknown)} in --set")
 
 
 @dataclass
@@ -69,6 +75,7 @@ def run_config(options: StudyOptions, seed: int, name: str, **overrides: Any) ->
         "device": "auto",
     }
     config.update(overrides)
+    config.update(options.overrides)
     return config
 
 

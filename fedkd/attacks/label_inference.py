@@ -54,9 +54,9 @@ class Sizes:
 
 
 def sizes(options: StudyOptions) -> Sizes:
-    """Default: 20 clients (groups of 2..20), 24 rounds; ``quick``: 6 clients, 8 rounds."""
+    """Default: 20 clients (groups of 2..20), 24 rounds; ``quick``: 6 clients, 12 rounds."""
     if options.quick:
-        return Sizes(6, 8, 6, (1, 2, 3, 6))
+        return Sizes(6, 12, 6, (1, 2, 3, 6))
     return Sizes(20, 24, 20, (1, 2, 3, 5, 10, 15, 20))
 
 
