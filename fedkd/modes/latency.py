@@ -48,8 +48,13 @@ def count_flops(model: nn.Module, batch: torch.Tensor) -> int:
     """FLOPs of one forward pass of ``model`` (eval mode, CPU copy) on ``batch``."""
     clone = copy.deepcopy(model).cpu().eval()
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        clone(batch.cpu())
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel is not counted
+    try:
+        with torch.no_grad(), counter:
+            clone(batch.cpu())
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     return int(counter.get_total_flops())
 
 
