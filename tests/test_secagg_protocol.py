@@ -44,9 +44,8 @@ def _outcome(
     """Oracle: does an honest round succeed, and who survives (sent a masked input)?"""
     t, gone = config.threshold, set()
     present = {}
-    for stage in Stage:
-        if stage is not Stage.CONSISTENCY or roster:  # no consistency stage without a roster
-            gone |= drops[stage]
+    for stage in Stage:  # without a roster, a client leaving at consistency is gone at unmask
+        gone |= drops[stage]
         present[stage] = {v for v in config.participants if v not in gone}
     u1, u2, u3 = present[Stage.ADVERTISE], present[Stage.SHARE], present[Stage.MASKED_INPUT]
 

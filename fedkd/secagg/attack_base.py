@@ -29,11 +29,13 @@ class Attack:
         self.observed = Observation()
 
     def nodes(self) -> list[int]:
+        """The wrapped transport's nodes."""
         return self.inner.nodes()
 
     def exchange(
         self, requests: Mapping[int, Envelope], *, timeout: float, group: str = ""
     ) -> ExchangeResult:
+        """Rewrite each request, deliver, record what went out and came back, then ``after``."""
         sent = {node: self.rewrite(node, message) for node, message in requests.items()}
         self.record_requests(sent)
         result = self.inner.exchange(sent, timeout=timeout, group=group)
@@ -53,6 +55,7 @@ class Attack:
 
     # -- recording -----------------------------------------------------------------------
     def record_requests(self, sent: Mapping[int, Envelope]) -> None:
+        """Note the config, the keys each client was shown and the shares routed to it."""
         obs = self.observed
         for node, message in sent.items():
             try:
@@ -68,6 +71,7 @@ class Attack:
                 continue
 
     def record_replies(self, sent: Mapping[int, Envelope], result: ExchangeResult) -> None:
+        """Note every parseable reply: keys, encrypted shares, masked inputs, revealed shares."""
         obs = self.observed
         for node, reply in result.replies.items():
             try:

@@ -146,7 +146,11 @@ class DriverResult:
 
 
 class _Node:
-    """An honest client holding one input, vanishing at the stage its plan says."""
+    """An honest client holding one input, vanishing at the stage its plan says.
+
+    It is gone for that stage and every later one (a round without a roster has no
+    consistency stage: a client planned to leave there is gone at unmask).
+    """
 
     def __init__(self, state: ClientState, values: np.ndarray, leaves_at: Stage | None) -> None:
         self.state = state
@@ -154,8 +158,14 @@ class _Node:
         self.refusals: list[RefusedRequest] = []
 
     def __call__(self, request: Envelope) -> Envelope | Refusal:
-        stage = STAGE_OF_KIND.get(request.kind)
-        if self.gone or (stage is not None and stage == self.leaves_at):
+        stage, order = STAGE_OF_KIND.get(request.kind), list(Stage)
+        if (
+            stage is not None
+            and self.leaves_at is not None
+            and order.index(stage) >= order.index(self.leaves_at)
+        ):
+            self.gone = True
+        if self.gone:
             self.gone = True
             raise ConnectionError("client dropped out")
         try:
@@ -347,7 +357,11 @@ def run_secagg(
     refusals = sim.refusals()
     if refusals:
         raise refusals[0]
-    outcome, n = sim.outcome, len(inputs)
+    return _driver_result(sim, len(inputs))
+
+
+def _driver_result(sim: Simulation, n: int) -> DriverResult:
+    outcome = sim.outcome
     if outcome.result is None:
         raise ProtocolAbort(outcome.reason.removeprefix("secure aggregation aborted: "))
     result = outcome.result
