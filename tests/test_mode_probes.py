@@ -21,8 +21,13 @@ def test_cli_probes_every_layer(tmp_path: Path, capsys: pytest.CaptureFixture[st
         "1",
         "--student-epochs",
         "1",
-        "--student-train-size",
+        "--low-label-size",
         "60",
+        "--validation-size",
+        "40",
+        "--seeds",
+        "0",
+        "1",
         "--probe-train-size",
         "60",
         "--probe-max-iter",
@@ -49,11 +54,11 @@ def test_cli_probes_every_layer(tmp_path: Path, capsys: pytest.CaptureFixture[st
     ]
     assert len(probes) == 9
     for probe in probes:
-        assert 0.0 <= probe["accuracy"] <= 1.0
+        assert 0.0 <= probe["accuracy"]["mean"] <= 1.0 and probe["accuracy"]["n"] == 2
         assert 0.0 < probe["depth"] <= 1.0
         assert 0 < probe["dim"] <= 64
-    assert 0.0 <= results["input_accuracy"] <= 1.0
-    assert all(0.0 <= a <= 1.0 for a in results["model_accuracies"].values())
+    assert 0.0 <= results["input_accuracy"]["mean"] <= 1.0
+    assert all(0.0 <= a["mean"] <= 1.0 for a in results["model_accuracies"].values())
     assert (tmp_path / "probes.png").stat().st_size > 0
 
 

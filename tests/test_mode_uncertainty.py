@@ -13,9 +13,12 @@ from experiments import uncertainty as script
 from fedkd.data import ArrayDataset
 from fedkd.metrics import negative_log_likelihood, softmax
 from fedkd.modes.common import RESULTS_FILE
+from fedkd.modes.stats import spread
 from fedkd.modes.uncertainty import (
     PREDICTORS,
+    PredictorReport,
     blend_pairs,
+    compare,
     fit_temperature,
     mutual_information,
 )
@@ -31,7 +34,7 @@ def test_cli_reports_calibration_and_uncertainty(
         "1",
         "--student-epochs",
         "1",
-        "--student-train-size",
+        "--label-budget",
         "60",
         "--validation-size",
         "50",
@@ -46,22 +49,28 @@ def test_cli_reports_calibration_and_uncertainty(
         str(tmp_path),
     ]
     assert script.main(flags) == 0
-    assert "hard_ts" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "kd_ts" in printed and "claims that survive" in printed
     results = json.loads((tmp_path / RESULTS_FILE).read_text())["results"]
-    reports = results["predictors"]
-    assert [r["predictor"] for r in reports] == list(PREDICTORS)
+    reports = {r["predictor"]: r for r in results["predictors"]}
+    assert list(reports) == list(PREDICTORS)
     log_classes = math.log(10)
-    for report in reports:
-        assert 0.0 <= report["accuracy"] <= 1.0 and 0.0 <= report["ensemble_accuracy"] <= 1.0
-        assert 0.0 <= report["ece"] <= 1.0
-        assert report["nll"] >= 0.0 and 0.0 <= report["brier"] <= 2.0
+    for report in reports.values():
+        assert report["accuracy"]["n"] == 2 and 0.0 <= report["ensemble_accuracy"] <= 1.0
+        assert 0.0 <= report["ece"]["mean"] <= 1.0
+        assert report["nll"]["mean"] >= 0.0 and 0.0 <= report["brier"]["mean"] <= 2.0
         for key in ("clean", "blended", "noise"):
             assert 0.0 <= report[f"entropy_{key}"] <= log_classes + 1e-9
             assert 0.0 <= report[f"mutual_information_{key}"] <= log_classes + 1e-9
         assert len(report["temperatures"]) == 2
-    assert all(t > 0 for t in reports[1]["temperatures"])
-    assert reports[0]["accuracy"] == pytest.approx(reports[1]["accuracy"])  # scaling keeps argmax
-    assert reports[1]["nll"] <= reports[0]["nll"] + 0.05  # fit on validation, scored on test
+    for name in ("hard", "kd"):  # scaling keeps the argmax of the same students
+        assert reports[name]["accuracy"]["values"] == reports[f"{name}_ts"]["accuracy"]["values"]
+        assert all(t > 0 for t in reports[f"{name}_ts"]["temperatures"])
+    diffs = results["versus_baseline"]
+    assert set(diffs) == {"hard", "kd", "kd_ts"}
+    expected = np.subtract(reports["kd_ts"]["ece"]["values"], reports["hard_ts"]["ece"]["values"])
+    np.testing.assert_allclose(diffs["kd_ts"]["ece"]["values"], expected)
+    assert isinstance(results["claims"], list)
     assert (tmp_path / "reliability.png").stat().st_size > 0
     assert (tmp_path / "uncertainty.png").stat().st_size > 0
 
@@ -92,3 +101,18 @@ def test_mutual_information_zero_for_agreeing_members() -> None:
     assert mutual_information(np.stack([probs, probs])) == pytest.approx(0.0, abs=1e-12)
     disagree = np.stack([np.eye(3)[[0, 1]], np.eye(3)[[1, 0]]]) * 0.98 + 0.02 / 3
     assert mutual_information(disagree) > 0.5
+
+
+def _report(name: str, ece: list[float]) -> PredictorReport:
+    same = spread([0.9, 0.9, 0.9])
+    return PredictorReport(name, same, spread(ece), same, same, [1.0] * 3, *[0.0] * 7, 0.9)
+
+
+def test_claims_need_an_interval_that_excludes_zero() -> None:
+    base = _report("hard_ts", [0.05, 0.06, 0.07])
+    clear = _report("kd_ts", [0.02, 0.03, 0.04])  # 0.03 lower on every seed
+    noisy = _report("kd", [0.02, 0.09, 0.05])
+    diffs, claims = compare([base, clear, noisy])
+    assert diffs["kd_ts"]["ece"].mean == pytest.approx(-0.03)
+    assert claims == [c for c in claims if c.startswith("kd_ts better than hard_ts on ece")]
+    assert len(claims) == 1
