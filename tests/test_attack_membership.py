@@ -36,6 +36,7 @@ def test_lira_refuses_samples_without_out_shadows() -> None:
         lira(np.zeros(3), np.zeros((2, 3)), np.ones((2, 3), bool), online=False)
 
 
+@pytest.mark.slow
 def test_both_attacks_find_members_of_a_real_overfit_client(tmp_path: Path) -> None:
     options = StudyOptions(out=tmp_path, overrides=TINY)
     figures = mi.one_seed(options, 0, mi.Sizes(clients=2, rounds=1, shadows=8))

@@ -8,8 +8,8 @@ secure round it changes its pending contribution before its honest encoder clips
 Attacks on a client's teacher part ``t = concat(w ⊙ p, w)`` (``p`` its probabilities):
 
 * ``sign-flip``: ``-t``;
-* ``scaled-swap`` (scaling to the clip range): classes ``a`` and ``b`` swapped, weights and
-  values scaled so the largest entry sits at the clip bound -- its vote outweighs everyone;
+* ``scaled-swap`` (scaling to the clip range): its probabilities with classes ``a`` and ``b``
+  swapped, sent with every weight at the clip bound -- its vote outweighs everyone's;
 * ``label-swap`` (targeted, bounded): classes ``a`` and ``b`` swapped, honest weights --
   a contribution no check on the sum can tell from an honest one;
 * ``noise``: uniform noise over the clip range.
@@ -74,9 +74,17 @@ def poison(name: str, shape: Shape, seed: int) -> Callable[[np.ndarray], np.ndar
         weights[[a, b]] = weights[[b, a]]
         return np.concatenate([values.reshape(-1), weights])
 
+    def scaled(t: np.ndarray) -> np.ndarray:  # the swapped opinion at full clip weight
+        values, weights = t[: p * c].reshape(p, c), t[p * c :]
+        ok = weights > 0
+        probs = np.where(ok[None, :], values / np.where(ok, weights, 1.0)[None, :], 1.0 / c)
+        a, b = SWAP
+        probs[:, [a, b]] = probs[:, [b, a]]
+        return np.concatenate([shape.clip * probs.reshape(-1), np.full(c, shape.clip)])
+
     attacks: dict[str, Callable[[np.ndarray], np.ndarray]] = {
         "sign-flip": lambda t: -t,
-        "scaled-swap": lambda t: swapped(t) * shape.clip / max(float(np.abs(t).max()), 1e-12),
+        "scaled-swap": scaled,
         "label-swap": swapped,
         "noise": lambda t: rng.uniform(-shape.clip, shape.clip, size=t.shape),
     }
