@@ -288,10 +288,12 @@ def fit_students(
 def transfer_for(
     setting: str, pool: ArrayDataset, split: DataSplit, config: CompressionConfig, seed: int
 ) -> TransferSet:
-    """``hinton``: all of ``pool`` labelled; ``low_label``: ``low_label_size`` labels."""
-    if setting == "hinton":
+    """``hinton``: all of ``pool`` labelled; ``low_label``: ``low_label_size`` labels; both
+    with the unlabelled inputs ``config.transfer_set`` adds."""
+    if setting == "hinton":  # every pool label; "private+public" adds unlabelled inputs
+        transfer = "private+public" if config.transfer_set == "private+public" else "private"
         return make_transfer_set(
-            pool, split.public, labelled_size=None, transfer="private", seed=seed
+            pool, split.public, labelled_size=None, transfer=transfer, seed=seed
         )
     return make_transfer_set(
         pool,
