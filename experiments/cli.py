@@ -24,6 +24,7 @@ from experiments.launch import flwr_run, report
 from experiments.run_config import (
     PROJECT_ROOT,
     absolute_paths,
+    app_run_config,
     check_run_config,
     parse_assignments,
 )
@@ -31,6 +32,8 @@ from experiments.run_config import (
 __all__ = ["main", "parse_assignments", "print_summary", "run_main"]
 
 EXIT_USAGE = 2
+DEFAULT_CLIENTS = 10
+LAUNCH_FILE = "launch.json"
 MODULES = {
     "compare": "experiments.compare",
     "bench-secagg": "experiments.bench_secagg",
@@ -54,7 +57,20 @@ def run_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 completed, 1 failed, 2 bad config (nothing started), "
         "124 timed out, 130/143 interrupted",
     )
-    parser.add_argument("--clients", type=int, default=10, help="simulated SuperNodes")
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=None,
+        help="simulated SuperNodes (default 10; with --resume, the stopped run's number)",
+    )
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_FOLDER",
+        help="continue a stopped run (e.g. runs/fedkd-fedmd-20261201-224713) from its last "
+        "completed round, with its config; --set may change num-rounds",
+    )
     parser.add_argument(
         "--set",
         nargs="*",
@@ -88,16 +104,20 @@ def run_main(argv: list[str]) -> int:
     """``fedkd run``: validate the config, run it, report; returns the exit code."""
     args = run_parser().parse_args(argv)
     try:
-        if args.clients < 1:
-            raise ValueError(f"--clients must be >= 1, got {args.clients}")
         overrides = absolute_paths({"out-dir": args.out, **parse_assignments(args.set)})
-        check_run_config(overrides, args.clients, args.app.resolve())
+        clients = args.clients
+        if args.resume is not None:
+            overrides, clients = resume_overrides(args.resume, overrides, clients, args.app)
+        clients = DEFAULT_CLIENTS if clients is None else clients
+        if clients < 1:
+            raise ValueError(f"--clients must be >= 1, got {clients}")
+        check_run_config(overrides, clients, args.app.resolve())
     except ValueError as error:
         print(f"fedkd run: {error}", file=sys.stderr)
         return EXIT_USAGE
     result = flwr_run(
         overrides,
-        num_supernodes=args.clients,
+        num_supernodes=clients,
         federation_config=args.federation,
         echo=not args.quiet,
         timeout=args.timeout,
@@ -105,9 +125,48 @@ def run_main(argv: list[str]) -> int:
         app_dir=args.app.resolve(),
     )
     if result.results is not None:
+        record_launch(result.results, clients, args.federation)
         print_summary(result.results)
     report(result)
     return result.returncode
+
+
+def record_launch(folder: Path, clients: int, federation: list[str]) -> None:
+    """Write ``launch.json`` (clients, federation config) so ``--resume`` can repeat them."""
+    if folder.is_dir():
+        payload = {"clients": clients, "federation": federation}
+        (folder / LAUNCH_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def resume_overrides(
+    folder: Path, overrides: dict[str, object], clients: int | None, app_dir: Path
+) -> tuple[dict[str, object], int | None]:
+    """The stopped run's own config (``config.json``) with ``resume`` set and the user's
+    ``--set`` values on top, and its number of clients (from ``launch.json`` when recorded).
+
+    Raises
+    ------
+    ValueError
+        When ``folder`` is not a run folder, or ``--clients`` differs from the stopped run's.
+    """
+    folder = folder.resolve()
+    saved_config = folder / "config.json"
+    if not saved_config.is_file():
+        raise ValueError(f"--resume {folder}: not a run folder (no config.json)")
+    known = app_run_config(app_dir.resolve())
+    saved = {k: v for k, v in json.loads(saved_config.read_text()).items() if k in known}
+    given = {k: v for k, v in overrides.items() if k != "out-dir"}
+    merged = {**saved, **given, "resume": str(folder)}
+    launch = folder / LAUNCH_FILE
+    if launch.is_file():
+        recorded = int(json.loads(launch.read_text())["clients"])
+        if clients is not None and clients != recorded:
+            raise ValueError(
+                f"--resume: the stopped run had {recorded} clients; resume it with "
+                f"--clients {recorded} (partitions depend on it)"
+            )
+        clients = recorded
+    return merged, clients
 
 
 def print_summary(folder: Path) -> None:

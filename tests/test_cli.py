@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from experiments import compare
-from experiments.cli import main, parse_assignments, print_summary
+from experiments.cli import main, parse_assignments, print_summary, resume_overrides
 from experiments.run_config import PROJECT_ROOT
+
+APP = PROJECT_ROOT
 
 
 def test_unknown_key_fails_fast_as_a_real_command() -> None:
@@ -100,3 +102,25 @@ def test_print_summary_tolerates_missing_values(
     assert table[0].split() == ["round", "student", "teacher", "clients", "surv", "sec"]
     assert table[1].split() == ["1", "0.5000", "-", "-", "3", "-"]
     assert table[2].split() == ["2", "0.7500", "-", "0.6000", "-", "2.5"]
+
+
+def test_resume_repeats_the_stopped_runs_config_and_clients(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "--resume", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    saved = {"method": "fedavg", "num-rounds": 4, "alpha": 0.1, "out-dir": "/x", "gone-key": 1}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    (tmp_path / "launch.json").write_text(json.dumps({"clients": 3, "federation": []}))
+    merged, clients = resume_overrides(tmp_path, {"out-dir": "/y", "num-rounds": 8}, None, APP)
+    assert clients == 3 and "gone-key" not in merged  # keys the app no longer has are dropped
+    assert merged == {
+        "method": "fedavg",
+        "num-rounds": 8,
+        "alpha": 0.1,
+        "out-dir": "/x",
+        "resume": str(tmp_path.resolve()),
+    }
+    with pytest.raises(ValueError, match="--clients 3"):
+        resume_overrides(tmp_path, {}, 5, APP)
+    assert main(["run", "--resume", str(tmp_path), "--clients", "5"]) == 2
