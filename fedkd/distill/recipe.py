@@ -215,6 +215,49 @@ class _BestWeights:
         return self.patience is not None and epoch - (self.epoch or 0) >= self.patience
 
 
+class _Loop:
+    """One epoch of the recipe: seeded shuffled batches, the summed terms, one optimiser step."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        staged: Staged,
+        terms: Sequence[LossTerm],
+        config: FitConfig,
+        optimizer: torch.optim.Optimizer,
+        precision: Precision,
+    ) -> None:
+        self.model, self.staged, self.terms, self.config = model, staged, terms, config
+        self.optimizer, self.precision = optimizer, precision
+        self.scaler = torch.amp.GradScaler("cuda", enabled=precision.use_scaler)
+        self.generator = torch.Generator().manual_seed(config.seed)
+
+    def epoch(self) -> tuple[float, int]:
+        """Run one epoch; return the mean loss and the samples seen."""
+        device = self.staged.device
+        total = torch.zeros((), device=device)
+        seen = 0
+        for batch in self.staged.batches(
+            self.config.batch_size, self.generator, min_samples=self.config.min_epoch_samples
+        ):
+            rows = batch["x"].shape[0]
+            if rows == 1 and self.staged.num_samples > 1:
+                # A lone trailing sample breaks BatchNorm in train mode on 1x1 feature maps
+                # (resnet18/mobilenet on 8x8 inputs); it is seen again next epoch.
+                continue
+            with autocast(device, self.precision):
+                outputs = model_outputs(self.model, batch["x"])
+            step = Step({k: v.float() for k, v in outputs.items()}, batch)
+            loss = torch.stack([term.weight * term(step) for term in self.terms]).sum()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            total += loss.detach() * rows
+            seen += rows
+        return float(total) / max(seen, 1), seen
+
+
 def fit(
     model: nn.Module,
     arrays: dict[str, np.ndarray],
@@ -264,33 +307,13 @@ def fit(
         lr=config.lr,
         weight_decay=config.weight_decay,
     )
-    scaler = torch.amp.GradScaler("cuda", enabled=precision.use_scaler)
-    generator = torch.Generator().manual_seed(config.seed)
     report = TrainReport(epochs=0, device=str(resolved))
     best = _BestWeights(config.patience)
+    loop = _Loop(model, staged, terms, config, optimizer, precision)
     for epoch in range(1, config.epochs + 1):
-        total = torch.zeros((), device=resolved)
-        seen = 0
-        for batch in staged.batches(
-            config.batch_size, generator, min_samples=config.min_epoch_samples
-        ):
-            rows = batch["x"].shape[0]
-            if rows == 1 and staged.num_samples > 1:
-                # A lone trailing sample breaks BatchNorm in train mode on 1x1 feature maps
-                # (resnet18/mobilenet on 8x8 inputs); it is seen again next epoch.
-                continue
-            with autocast(resolved, precision):
-                outputs = model_outputs(model, batch["x"])
-            step = Step({k: v.float() for k, v in outputs.items()}, batch)
-            loss = torch.stack([term.weight * term(step) for term in terms]).sum()
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total += loss.detach() * rows
-            seen += rows
+        loss, seen = loop.epoch()
         report.epochs = epoch
-        report.losses.append(float(total) / max(seen, 1))
+        report.losses.append(loss)
         metrics: dict[str, float] = {}
         stop = False
         if validation is not None:
@@ -299,7 +322,7 @@ def fit(
             metrics["val_acc"] = score
             stop = best.update(model, score, epoch)
         if progress is not None:
-            progress.step(loss=report.losses[-1], samples=seen, **metrics)
+            progress.step(loss=loss, samples=seen, **metrics)
         if stop:
             break
     if best.state is not None:

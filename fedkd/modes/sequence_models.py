@@ -95,6 +95,23 @@ class _TokenEncoder(nn.Module):
         """Residual feed-forward block on ``(B, L, d)`` tokens."""
         return self.ffn_norm(h + self.ffn(h))
 
+    def _pool(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Pooled ``(B, d)`` representation and pooling weights ``(B, L)``."""
+        raise NotImplementedError
+
+    def forward_features(self, x: Tensor) -> dict[str, Tensor]:
+        """``{"pooling": (B, L) weights (head-averaged for the teacher), "logits": (B, K)}``."""
+        pooled, weights = self._pool(x)
+        return {"pooling": weights, "logits": self.head(pooled)}
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(B, K)`` of sequences ``(B, 1, L, F)``."""
+        return self.head(self._pool(x)[0])
+
+    def pooling_weights(self, x: Tensor) -> Tensor:
+        """Pooling weights ``(B, L)`` over the tokens."""
+        return self._pool(x)[1]
+
 
 class DynamicAttentionEncoder(_TokenEncoder):
     """Teacher: self-attention block + pooling with a query computed from the sequence."""
@@ -117,19 +134,6 @@ class DynamicAttentionEncoder(_TokenEncoder):
         query = self.query(h.mean(dim=1, keepdim=True))  # (B, 1, d): depends on the input
         pooled, weights = self.pool_attn(query, h, h)  # (B, 1, d), (B, 1, L)
         return pooled.squeeze(1), weights.squeeze(1)
-
-    def forward_features(self, x: Tensor) -> dict[str, Tensor]:
-        """``{"pooling": (B, L) weights averaged over heads, "logits": (B, K)}``."""
-        pooled, weights = self._pool(x)
-        return {"pooling": weights, "logits": self.head(pooled)}
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits ``(B, K)`` of sequences ``(B, 1, L, F)``."""
-        return self.head(self._pool(x)[0])
-
-    def pooling_weights(self, x: Tensor) -> Tensor:
-        """Attention weights ``(B, L)`` of the pooling step (averaged over heads)."""
-        return self._pool(x)[1]
 
 
 class _ContextScores(nn.Module):
@@ -175,16 +179,3 @@ class FixedContextEncoder(_TokenEncoder):
         h = self.feed_forward(self.tokens(x))  # (B, L, d)
         weights = self.scores(h).softmax(dim=-1)  # (B, L)
         return (weights.unsqueeze(-1) * h).sum(dim=1), weights  # (B, d), (B, L)
-
-    def forward_features(self, x: Tensor) -> dict[str, Tensor]:
-        """``{"pooling": (B, L) weights, "logits": (B, K)}``."""
-        pooled, weights = self._pool(x)
-        return {"pooling": weights, "logits": self.head(pooled)}
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits ``(B, K)`` of sequences ``(B, 1, L, F)``."""
-        return self.head(self._pool(x)[0])
-
-    def pooling_weights(self, x: Tensor) -> Tensor:
-        """Pooling weights ``(B, L)`` over the tokens."""
-        return self._pool(x)[1]
