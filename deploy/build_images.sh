@@ -129,7 +129,9 @@ build_app_image() {
         --build-arg BASE_IMAGE="$FLOWER_PREFIX/superexec:$FLWR_VERSION" \
         --build-arg PIP_INSTALL_OPTIONS="--no-index --find-links http://127.0.0.1:$WHEEL_PORT/" \
         --build-arg TORCH_REQUIREMENTS="$TORCH_REQUIREMENTS" \
-        -t "$APP_IMAGE" - >/dev/null
+        --label org.fedkd.build=app -t "$APP_IMAGE" - >/dev/null
+  # The previous app image, untagged by this build, is of no further use.
+  docker image prune -f --filter label=org.fedkd.build=app >/dev/null
   log "$APP_IMAGE ready in $(seconds_since "$start") s"
 }
 

@@ -45,9 +45,11 @@ CONNECTION = "fedkd-docker"
 LINK_PORT = 18000  # the SuperLink; SuperNode i gets LINK_PORT + 94 + i (as 8000 -> 9094)
 APP_UID = 49999  # user `app` in Flower's images
 _RUN_ID = re.compile(r"Successfully started run (\d+)")
+# Small local work; a generous stage deadline, since in a deployment every message starts a
+# fresh ClientApp process (Python, torch, fedkd, data) and CI machines are shared.
 DEFAULT_RUN_CONFIG = (
     "num-rounds={rounds} local-epochs=1 warmup-epochs=0 distill-epochs=1 secagg=true "
-    'min-clients=3 out-dir="/app/runs" run-name="compose"'
+    'min-clients=3 stage-timeout=600 out-dir="/app/runs" run-name="compose"'
 )
 
 
@@ -66,7 +68,7 @@ class StackResult:
     log_dir
         ``flwr-run.log`` and ``compose.log`` (every container's output).
     up_seconds
-        ``docker-compose up`` until the SuperLink accepts connections.
+        From ``docker-compose up`` until the SuperLink accepts connections.
     run_seconds
         ``flwr run`` from submission to the end of its log stream.
     total_seconds
@@ -290,9 +292,10 @@ def run_stack(*, tls: bool, work_dir: Path, rounds: int = 2, timeout: float = 90
     files = [stack]
     _compose(files, env, "down", "-v", "--remove-orphans")  # leftovers of an aborted run
     try:
+        up_start = time.perf_counter()
         _compose(files, env, "up", "-d", "--no-build")
         _wait_for_port(LINK_PORT, patience=120)
-        up_seconds = time.perf_counter() - start
+        up_seconds = time.perf_counter() - up_start
         flower_env = _flower_env(work_dir, ca_cert)
         run_start = time.perf_counter()
         run = _flwr(

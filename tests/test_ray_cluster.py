@@ -199,6 +199,7 @@ def test_simulation_runs_clients_on_both_nodes_of_a_ray_cluster(
     assert history[0]["status"] == "ok" and history[0]["survivors"] == 4
 
     placement = _probe(ray_cluster)
+    print(f"ray cluster placement: {placement}")
     assert placement["nodes"] == ["head", "worker"], placement
     # one 1-CPU ClientAppActor per node, and each ran client work (train/query messages)
     assert placement["actors"] == {"head": 1, "worker": 1}, placement
