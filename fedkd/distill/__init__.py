@@ -1,4 +1,9 @@
-"""Knowledge distillation: losses, ensemble-teacher rules and training loops."""
+"""Knowledge distillation: losses, ensemble-teacher rules and the training recipe.
+
+:func:`fit` (:mod:`fedkd.distill.recipe`) is the one training loop: a sum of loss terms
+(:mod:`fedkd.distill.terms`) with validation-based early stopping; :func:`train_supervised` and
+:func:`distill` are two recipes over it.
+"""
 
 from fedkd.distill.losses import (
     HintProjection,
@@ -9,6 +14,13 @@ from fedkd.distill.losses import (
     rkd_angle_loss,
     rkd_distance_loss,
     soft_target_ce,
+)
+from fedkd.distill.recipe import (
+    FitConfig,
+    Validation,
+    fit,
+    predict_outputs,
+    teacher_outputs,
 )
 from fedkd.distill.teacher import (
     TEACHER_RULES,
@@ -22,6 +34,17 @@ from fedkd.distill.teacher import (
     register_teacher_rule,
     teacher_from_sum,
 )
+from fedkd.distill.terms import (
+    AttentionTransfer,
+    CrossEntropy,
+    DistributionMatch,
+    Hint,
+    LossTerm,
+    Relational,
+    SoftTargets,
+    hint_term,
+    kd_mix,
+)
 from fedkd.distill.train import (
     EvalReport,
     TrainReport,
@@ -34,12 +57,21 @@ from fedkd.distill.train import (
 
 __all__ = [
     "TEACHER_RULES",
+    "AttentionTransfer",
     "Contribution",
+    "CrossEntropy",
+    "DistributionMatch",
     "EvalReport",
+    "FitConfig",
+    "Hint",
     "HintProjection",
+    "LossTerm",
+    "Relational",
+    "SoftTargets",
     "TeacherConfig",
     "TeacherRule",
     "TrainReport",
+    "Validation",
     "attention_transfer_loss",
     "available_teacher_rules",
     "check_temperature",
@@ -47,15 +79,20 @@ __all__ = [
     "distill",
     "ensemble_teacher",
     "evaluate",
+    "fit",
     "get_teacher_rule",
     "hint_loss",
+    "hint_term",
     "kd_loss",
+    "kd_mix",
     "predict_logits",
+    "predict_outputs",
     "register_teacher_rule",
     "resolve_device",
     "rkd_angle_loss",
     "rkd_distance_loss",
     "soft_target_ce",
     "teacher_from_sum",
+    "teacher_outputs",
     "train_supervised",
 ]
