@@ -1,7 +1,8 @@
 """``fedkd attack all``: every study at its defaults, one markdown report with tables and plots.
 
 Each study writes its own folder under ``--out`` (``runs/attacks`` by default); the report
-``report.md`` there links their plots and repeats their tables and answers. A study that
+``report.md`` there links their plots and repeats their tables and answers. With ``--only``
+the other studies' earlier results in ``--out`` (if any) stay in the report. A study that
 fails is reported as failed (with its error) and the others still run; the exit code is 1
 when any failed.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import sys
 import time
 import traceback
@@ -19,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from experiments.attacks.common import DEFAULT_ROOT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, options
-from fedkd.attacks import StudyOptions, StudyResult, write_study
+from fedkd.attacks import StudyOptions, StudyResult, read_study, write_study
 
 ORDER = ("secagg-isolation", "label-inference", "membership", "byzantine", "crafted-queries")
 
@@ -37,12 +39,11 @@ def report(results: dict[str, StudyResult | str], seconds: dict[str, float], roo
         "|---|---|---|---|",
     ]
     for study, result in results.items():
+        took = "earlier run" if math.isnan(seconds[study]) else f"{seconds[study]:.0f}"
         if isinstance(result, str):
-            lines.append(
-                f"| {study} | | FAILED: {result.splitlines()[-1]} | {seconds[study]:.0f} |"
-            )
+            lines.append(f"| {study} | | FAILED: {result.splitlines()[-1]} | {took} |")
         else:
-            lines.append(f"| {study} | {result.question} | see below | {seconds[study]:.0f} |")
+            lines.append(f"| {study} | {result.question} | see below | {took} |")
     for study, result in results.items():
         lines += ["", f"## {study}", ""]
         if isinstance(result, str):
@@ -79,7 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR)
     results: dict[str, StudyResult | str] = {}
     seconds: dict[str, float] = {}
-    for study in [s for s in ORDER if s in args.only]:
+    for study in ORDER:
+        if study not in args.only:  # keep an earlier run's results in the report
+            if (args.out / study / "results.json").exists():
+                results[study], seconds[study] = read_study(args.out / study), math.nan
+            continue
         opts = StudyOptions(
             base.dataset, base.data_root, base.seeds, args.out / study, base.quick, base.overrides
         )

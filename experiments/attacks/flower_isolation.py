@@ -1,4 +1,4 @@
-"""Isolation attacks against Flower 1.42's own SecAgg+ (``SecAggPlusWorkflow`` + ``secaggplus_mod``).
+"""Isolation attacks against Flower 1.42's own SecAgg+ (SecAggPlusWorkflow, secaggplus_mod).
 
 The clients run Flower's real ``secaggplus_mod``; the server runs Flower's real workflow stage
 methods (the harness of :mod:`experiments.flower_secaggplus`). The attacker is a ``Grid``

@@ -6,6 +6,12 @@ scripts in ``experiments/attacks/`` parse arguments and write the results folder
 wrap the real round (:mod:`fedkd.attacks.federation`): they never copy it.
 """
 
-from fedkd.attacks.common import StudyOptions, StudyResult, markdown_table, write_study
+from fedkd.attacks.common import (
+    StudyOptions,
+    StudyResult,
+    markdown_table,
+    read_study,
+    write_study,
+)
 
-__all__ = ["StudyOptions", "StudyResult", "markdown_table", "write_study"]
+__all__ = ["StudyOptions", "StudyResult", "markdown_table", "read_study", "write_study"]

@@ -133,9 +133,24 @@ def write_study(result: StudyResult, out: Path) -> Path:
         "question": result.question,
         "threat_model": result.threat_model,
         "answer": result.answer,
+        "table": result.table,
         "plots": result.plots,
         "results": result.results,
     }
     (out / "results.json").write_text(json.dumps(_jsonable(record), indent=2) + "\n")
     (out / "table.md").write_text(f"## {result.name}\n\n{result.table}\n{result.answer}\n")
     return out
+
+
+def read_study(out: Path) -> StudyResult:
+    """A study's result back from the ``results.json`` :func:`write_study` wrote in ``out``."""
+    record = json.loads((out / "results.json").read_text())
+    return StudyResult(
+        name=record["study"],
+        question=record["question"],
+        threat_model=record["threat_model"],
+        results=record["results"],
+        table=record["table"],
+        answer=record["answer"],
+        plots=list(record["plots"]),
+    )

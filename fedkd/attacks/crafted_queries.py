@@ -36,7 +36,7 @@ from fedkd.attacks.federation import (
     contribution_on,
     observe_round,
 )
-from fedkd.attacks.mia import roc
+from fedkd.attacks.mia import label_matched, roc
 from fedkd.attacks.plots import line_plot
 
 TARGET = 0
@@ -139,15 +139,7 @@ def records(fed: Federation, size: Sizes, seed: int) -> tuple[np.ndarray, np.nda
     """
     rng = np.random.default_rng([seed, 11])
     shard, test = fed.af.data.client_train(TARGET), fed.af.data.split.test
-    pool = {c: list(rng.permutation(np.flatnonzero(test.y == c))) for c in np.unique(test.y)}
-    chosen: list[int] = []
-    outsiders: list[int] = []
-    for i in rng.permutation(len(shard)):
-        free = pool.get(int(shard.y[i]), [])
-        if free and len(chosen) < size.records:
-            chosen.append(i)
-            outsiders.append(free.pop())
-    m, o = np.array(chosen, dtype=np.int64), np.array(outsiders, dtype=np.int64)
+    m, o = label_matched(shard.y, test.y, rng, size.records)
     x = np.concatenate([shard.x[m], test.x[o]])
     y = np.concatenate([shard.y[m], test.y[o]])
     return x, y, np.r_[np.ones(len(m), bool), np.zeros(len(o), bool)]

@@ -6,7 +6,8 @@ data from the same distribution. Targets: (a) a client's local model of a real f
 (FedMD: the client's own model, trained on its shard), (b) the run's distilled student,
 which saw a client's records only through the public-set logits.
 
-Population: the target client's shard (members) and as many test samples (non-members).
+Population: records of the target client's shard (members) and as many test records with
+the same labels (non-members; matching keeps the client's label prior out of the scores).
 Shadow models are trained on random halves of that population with the client's recipe,
 each sample IN exactly half of them. For the student, each shadow client model is put in
 the target's place in the federation (the other clients' real contributions of the last
@@ -26,7 +27,7 @@ import torch
 
 from fedkd.attacks.common import StudyOptions, StudyResult, markdown_table, run_config
 from fedkd.attacks.federation import AttackedFederation, build_federation, observe_round
-from fedkd.attacks.mia import Roc, confidences, lira, log_likelihood_of_true, roc
+from fedkd.attacks.mia import Roc, confidences, label_matched, lira, log_likelihood_of_true, roc
 from fedkd.attacks.plots import roc_plot
 from fedkd.data import ArrayDataset
 from fedkd.distill import client_contribution, distill, resolve_device, train_supervised
@@ -90,16 +91,13 @@ def client_model(af: AttackedFederation) -> FeatureModel:
 
 
 def population(af: AttackedFederation, seed: int) -> tuple[ArrayDataset, np.ndarray]:
-    """The target's shard (members) and as many unseen test samples (non-members)."""
-    members = af.data.client_train(TARGET)
-    test = af.data.split.test
-    rng = np.random.default_rng([seed, 3])
-    pick = rng.choice(len(test), size=min(len(members), len(test)), replace=False)
-    outsiders = test.subset(pick)
+    """Records of the target's shard (members) and label-matched unseen test records."""
+    shard, test = af.data.client_train(TARGET), af.data.split.test
+    m, o = label_matched(shard.y, test.y, np.random.default_rng([seed, 3]), len(shard))
     data = ArrayDataset(
-        np.concatenate([members.x, outsiders.x]), np.concatenate([members.y, outsiders.y])
+        np.concatenate([shard.x[m], test.x[o]]), np.concatenate([shard.y[m], test.y[o]])
     )
-    return data, np.r_[np.ones(len(members), bool), np.zeros(len(outsiders), bool)]
+    return data, np.r_[np.ones(len(m), bool), np.zeros(len(o), bool)]
 
 
 def in_masks(count: int, shadows: int, seed: int) -> np.ndarray:

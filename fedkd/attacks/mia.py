@@ -119,3 +119,25 @@ def roc(scores: np.ndarray, members: np.ndarray) -> Roc:
         tpr=tpr,
         negatives=int((~labels).sum()),
     )
+
+
+def label_matched(
+    member_labels: np.ndarray, pool_labels: np.ndarray, rng: np.random.Generator, limit: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indexes of up to ``limit`` members and as many non-members with the same labels.
+
+    Matching keeps a client's label prior out of a membership score: against a model
+    trained on skewed labels, unmatched non-members would be "detected" by their class alone.
+    """
+    free = {
+        int(c): list(rng.permutation(np.flatnonzero(pool_labels == c)))
+        for c in np.unique(pool_labels)
+    }
+    members: list[int] = []
+    outsiders: list[int] = []
+    for i in rng.permutation(len(member_labels)):
+        stock = free.get(int(member_labels[i]), [])
+        if stock and len(members) < limit:
+            members.append(int(i))
+            outsiders.append(int(stock.pop()))
+    return np.array(members, dtype=np.int64), np.array(outsiders, dtype=np.int64)
