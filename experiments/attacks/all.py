@@ -27,6 +27,9 @@ ORDER = ("secagg-isolation", "label-inference", "membership", "byzantine", "craf
 
 
 def _module(study: str) -> str:
+    """Where a study's ``run`` lives (secagg-isolation's Flower column needs experiments/)."""
+    if study == "secagg-isolation":
+        return "experiments.attacks.secagg_isolation"
     return "fedkd.attacks." + study.replace("-", "_")
 
 
