@@ -59,6 +59,7 @@ _RESULTS_AT_START = re.compile(r"results in (/\S+)")
 EXIT_FAILED, EXIT_TIMEOUT = 1, 124
 SUPERLINK_TOO_SLOW = "Failed to start local SuperLink within"
 SUPERLINK_ATTEMPTS = 3
+CPUS_PER_CLIENT = 1  # simulated clients per core: one (torch-threads defaults to 1 per client)
 
 
 def free_ports(count: int) -> list[int]:
@@ -204,9 +205,16 @@ def flwr_command(
     federation_config: Sequence[str] = (),
     app_dir: Path = PROJECT_ROOT,
 ) -> list[str]:
-    """``flwr run <app> --stream`` with run-config and federation-config overrides."""
+    """``flwr run <app> --stream`` with run-config and federation-config overrides.
+
+    Unless told otherwise, each simulated client gets one CPU (Flower's default is two, which
+    on a 2-core machine runs one client at a time and leaves a core idle).
+    """
     command = [str(BIN_DIR / "flwr"), "run", str(app_dir), "--stream"]
-    fed = " ".join([f"num-supernodes={num_supernodes}", *federation_config])
+    settings = list(federation_config)
+    if not any(item.startswith("client-resources-num-cpus=") for item in settings):
+        settings.append(f"client-resources-num-cpus={CPUS_PER_CLIENT}")
+    fed = " ".join([f"num-supernodes={num_supernodes}", *settings])
     command += ["--federation-config", fed]
     overrides = " ".join(f"{key}={toml_value(value)}" for key, value in run_config.items())
     return command + (["--run-config", overrides] if overrides else [])

@@ -195,3 +195,14 @@ def test_sigint_mid_run_stops_every_process_and_keeps_the_results(tmp_path: Path
     time.sleep(1)
     assert _marked(mark) == [], [command_line(pid) for pid in _marked(mark)]
     assert [path for path in tmp_path.iterdir() if path.is_dir()]  # the results folder stays
+
+
+def test_one_cpu_per_simulated_client_unless_told_otherwise() -> None:
+    default = flwr_command({}, 4)
+    assert default[default.index("--federation-config") + 1] == (
+        "num-supernodes=4 client-resources-num-cpus=1"
+    )
+    chosen = flwr_command({}, 4, ["client-resources-num-cpus=2"])
+    assert chosen[chosen.index("--federation-config") + 1] == (
+        "num-supernodes=4 client-resources-num-cpus=2"
+    )
