@@ -57,3 +57,16 @@ def test_flwr_run_secure_and_plaintext(tmp_path: Path) -> None:
             np.load(plain.results / "teachers" / name),
             atol=1e-5,
         )
+    # The same round as library code in this process (no Flower, no Ray): the same teachers
+    # and the same student, so what the in-process tests check is what Flower runs.
+    from fedkd.fl.config import FedConfig
+    from fedkd.fl.experiment import simulate
+
+    library = simulate({**FedConfig().to_dict(), **common, "run-name": "library"}, 4)
+    for name in ("round-001.npy", "round-002.npy"):
+        np.testing.assert_allclose(
+            np.load(library.path / "teachers" / name),
+            np.load(secure.results / "teachers" / name),
+            atol=1e-6,
+        )
+    assert library.rows[-1].student_accuracy == history[-1]["student_accuracy"]
