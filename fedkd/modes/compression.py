@@ -38,6 +38,7 @@ from fedkd.modes.latency import LatencyReport, measure_latency
 from fedkd.modes.stats import Spread, spread
 from fedkd.modes.students import (
     StudentMethod,
+    TeacherStudentSettings,
     TransferSet,
     make_transfer_set,
     new_model,
@@ -52,21 +53,9 @@ MIN_GAP = 0.005  # below this teacher-alone accuracy gap the "gap closed" share 
 
 
 @dataclass(frozen=True)
-class CompressionConfig:
+class CompressionConfig(TeacherStudentSettings):
     """Settings of the compression mode (defaults: a few minutes on ``digits``, 2 CPU cores)."""
 
-    dataset: str = field(default="digits", metadata={"help": "dataset name (fedkd.data)"})
-    data_root: str | None = field(default=None, metadata={"help": "data folder (idx, torchvision)"})
-    download: bool = field(default=False, metadata={"help": "allow torchvision downloads"})
-    split_seed: int = field(default=0, metadata={"help": "seed of the data split"})
-    teacher_model: str = field(default="cnn", metadata={"help": "teacher registry name"})
-    teacher_kwargs: dict[str, Any] = field(
-        default_factory=dict, metadata={"help": "teacher build kwargs, JSON"}
-    )
-    student_model: str = field(default="mlp", metadata={"help": "student registry name"})
-    student_kwargs: dict[str, Any] = field(
-        default_factory=lambda: {"hidden": [32]}, metadata={"help": "student build kwargs, JSON"}
-    )
     settings: tuple[str, ...] = field(default=SETTINGS, metadata={"help": f"among {SETTINGS}"})
     low_label_size: int = field(default=200, metadata={"help": "labels in the low_label setting"})
     transfer_set: str = field(
@@ -75,7 +64,6 @@ class CompressionConfig:
     temperatures: tuple[float, ...] = field(
         default=(1.0, 4.0, 20.0), metadata={"help": "KD temperatures swept"}
     )
-    alpha: float = field(default=0.1, metadata={"help": "hard-label CE weight in the KD loss"})
     hint_temperature: float | None = field(
         default=4.0, metadata={"help": "temperature of the KD + hint student (none: no hint)"}
     )
@@ -84,20 +72,9 @@ class CompressionConfig:
     hint_student_feature: str | None = field(
         default=None, metadata={"help": "student hidden state (none: its last one)"}
     )
-    validation_size: int = field(default=150, metadata={"help": "held-out labelled slice"})
-    teacher_epochs: int = field(default=20, metadata={"help": "most teacher epochs"})
-    student_epochs: int = field(default=100, metadata={"help": "most epochs of a student"})
-    patience: int = field(default=10, metadata={"help": "epochs without a better val. score"})
-    epoch_samples: int = field(
-        default=2000, metadata={"help": "a smaller set repeats to this many samples per epoch"}
-    )
-    batch_size: int = field(default=64, metadata={"help": "training batch size"})
-    teacher_lr: float = field(default=1e-3, metadata={"help": "Adam learning rate, teacher"})
-    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate, students"})
     seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "seeds (teacher too)"})
     latency_batch_size: int = field(default=256, metadata={"help": "batch size for latency"})
     latency_repeats: int = field(default=30, metadata={"help": "timed rounds (median)"})
-    device: str | None = field(default=None, metadata={"help": "cpu, cuda or auto"})
 
     def methods(self) -> list[StudentMethod]:
         """``alone``, ``kd_T<t>`` per temperature and ``kd_hint_T<t>``."""

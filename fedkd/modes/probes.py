@@ -41,21 +41,13 @@ from fedkd.modes.compression import (
     transfer_for,
 )
 from fedkd.modes.stats import Spread, spread
-from fedkd.modes.students import split_validation
+from fedkd.modes.students import TeacherStudentSettings, split_validation
 
 
 @dataclass(frozen=True)
-class ProbesConfig:
+class ProbesConfig(TeacherStudentSettings):
     """Settings of the linear-probe mode (defaults: a few minutes on ``digits``)."""
 
-    dataset: str = field(default="digits", metadata={"help": "dataset name (fedkd.data)"})
-    data_root: str | None = field(default=None, metadata={"help": "data folder (idx, torchvision)"})
-    download: bool = field(default=False, metadata={"help": "allow torchvision downloads"})
-    split_seed: int = field(default=0, metadata={"help": "seed of the data split"})
-    teacher_model: str = field(default="cnn", metadata={"help": "teacher registry name"})
-    teacher_kwargs: dict[str, Any] = field(
-        default_factory=dict, metadata={"help": "teacher build kwargs, JSON"}
-    )
     student_model: str = field(default="cnn", metadata={"help": "student registry name"})
     student_kwargs: dict[str, Any] = field(
         default_factory=lambda: {"channels": [8, 16, 16], "hidden": 32},
@@ -66,14 +58,6 @@ class ProbesConfig:
         default="private", metadata={"help": "labelled | private | private+public"}
     )
     temperature: float = field(default=4.0, metadata={"help": "KD temperature T"})
-    alpha: float = field(default=0.1, metadata={"help": "hard-label CE weight in the KD loss"})
-    validation_size: int = field(default=150, metadata={"help": "held-out labelled slice"})
-    teacher_epochs: int = field(default=20, metadata={"help": "most teacher epochs"})
-    student_epochs: int = field(default=200, metadata={"help": "most epochs of a student"})
-    patience: int = field(default=15, metadata={"help": "epochs without a better val. score"})
-    batch_size: int = field(default=64, metadata={"help": "training batch size"})
-    teacher_lr: float = field(default=1e-3, metadata={"help": "Adam learning rate, teacher"})
-    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate, students"})
     probe_train_size: int | None = field(
         default=100,
         metadata={"help": "labelled private examples the probes are fit on (none: all private)"},
@@ -84,7 +68,6 @@ class ProbesConfig:
     probe_c: float = field(default=1.0, metadata={"help": "inverse L2 strength of the probes"})
     probe_max_iter: int = field(default=500, metadata={"help": "probe solver iterations"})
     seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "seeds"})
-    device: str | None = field(default=None, metadata={"help": "cpu, cuda or auto"})
 
     def compression(self) -> CompressionConfig:
         """The compression settings that train the three models (KD at one temperature)."""

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,37 @@ from fedkd.models import FeatureModel, build_model
 from fedkd.modes.common import seed_everything
 
 TRANSFER_SETS = ("labelled", "private", "private+public")
+
+
+@dataclass(frozen=True)
+class TeacherStudentSettings:
+    """Data, models and training budget shared by the modes that compare a teacher and students
+    (compression, probes, uncertainty); each mode's config extends it."""
+
+    dataset: str = field(default="digits", metadata={"help": "dataset name (fedkd.data)"})
+    data_root: str | None = field(default=None, metadata={"help": "data folder (idx, torchvision)"})
+    download: bool = field(default=False, metadata={"help": "allow torchvision downloads"})
+    split_seed: int = field(default=0, metadata={"help": "seed of the data split"})
+    teacher_model: str = field(default="cnn", metadata={"help": "teacher registry name"})
+    teacher_kwargs: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "teacher build kwargs, JSON"}
+    )
+    student_model: str = field(default="mlp", metadata={"help": "student registry name"})
+    student_kwargs: dict[str, Any] = field(
+        default_factory=lambda: {"hidden": [32]}, metadata={"help": "student build kwargs, JSON"}
+    )
+    validation_size: int = field(default=150, metadata={"help": "held-out labelled slice"})
+    teacher_epochs: int = field(default=20, metadata={"help": "most teacher epochs"})
+    student_epochs: int = field(default=100, metadata={"help": "most epochs of a student"})
+    patience: int = field(default=10, metadata={"help": "epochs without a better val. score"})
+    epoch_samples: int = field(
+        default=2000, metadata={"help": "a smaller set repeats to this many samples per epoch"}
+    )
+    batch_size: int = field(default=64, metadata={"help": "training batch size"})
+    teacher_lr: float = field(default=1e-3, metadata={"help": "Adam learning rate, teacher"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate, students"})
+    alpha: float = field(default=0.1, metadata={"help": "hard-label CE weight in the KD loss"})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda or auto"})
 
 
 @dataclass(frozen=True)

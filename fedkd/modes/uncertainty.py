@@ -49,7 +49,7 @@ from fedkd.modes.compression import (
     transfer_for,
 )
 from fedkd.modes.stats import Spread, paired_difference, spread
-from fedkd.modes.students import split_validation
+from fedkd.modes.students import TeacherStudentSettings, split_validation
 
 PREDICTORS = ("hard", "hard_ts", "kd", "kd_ts")
 BASELINE = "hard_ts"
@@ -57,18 +57,9 @@ TEMPERATURE_GRID = np.logspace(-1.5, 1.5, 301)  # 0.03 .. 31.6
 
 
 @dataclass(frozen=True)
-class UncertaintyConfig:
+class UncertaintyConfig(TeacherStudentSettings):
     """Settings of the uncertainty mode (defaults: a few minutes on ``digits``)."""
 
-    dataset: str = field(default="digits", metadata={"help": "dataset name (fedkd.data)"})
-    data_root: str | None = field(default=None, metadata={"help": "data folder (idx, torchvision)"})
-    download: bool = field(default=False, metadata={"help": "allow torchvision downloads"})
-    split_seed: int = field(default=0, metadata={"help": "seed of the split"})
-    teacher_model: str = field(default="cnn", metadata={"help": "teacher registry name"})
-    teacher_kwargs: dict[str, Any] = field(
-        default_factory=dict, metadata={"help": "teacher build kwargs, JSON"}
-    )
-    student_model: str = field(default="mlp", metadata={"help": "student registry name"})
     student_kwargs: dict[str, Any] = field(
         default_factory=lambda: {"hidden": [64]}, metadata={"help": "student build kwargs, JSON"}
     )
@@ -81,20 +72,12 @@ class UncertaintyConfig:
     validation_size: int = field(
         default=200, metadata={"help": "held-out slice: early stopping and temperature fits"}
     )
-    teacher_epochs: int = field(default=100, metadata={"help": "most teacher epochs"})
-    student_epochs: int = field(default=300, metadata={"help": "most epochs of a student"})
-    patience: int = field(default=20, metadata={"help": "epochs without a better val. score"})
-    batch_size: int = field(default=64, metadata={"help": "training batch size"})
-    teacher_lr: float = field(default=1e-3, metadata={"help": "Adam learning rate, teacher"})
-    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate, students"})
     temperature: float = field(default=4.0, metadata={"help": "KD temperature T"})
-    alpha: float = field(default=0.1, metadata={"help": "hard-label CE weight in the KD loss"})
     ensemble_seeds: tuple[int, ...] = field(
         default=(0, 1, 2), metadata={"help": "one member per seed (epistemic ensemble)"}
     )
     blend_pairs: int = field(default=500, metadata={"help": "blended two-class test inputs"})
     n_bins: int = field(default=15, metadata={"help": "confidence bins (ECE, diagram)"})
-    device: str | None = field(default=None, metadata={"help": "cpu, cuda or auto"})
 
     def compression(self) -> CompressionConfig:
         """The compression settings that train teacher and students."""
