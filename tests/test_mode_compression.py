@@ -13,7 +13,12 @@ from experiments import compression as script
 from fedkd.data import ArrayDataset
 from fedkd.distill.terms import UNLABELLED
 from fedkd.modes.common import RESULTS_FILE, add_config_arguments, config_from_args
-from fedkd.modes.compression import CompressionConfig, gap_closed, run_compression
+from fedkd.modes.compression import (
+    CompressionConfig,
+    gap_closed,
+    resolve_teacher,
+    run_compression,
+)
 from fedkd.modes.students import make_transfer_set
 
 TINY_FLAGS = [
@@ -108,3 +113,9 @@ def test_flags_map_onto_the_config() -> None:
     assert config.low_label_size == CompressionConfig().low_label_size  # untouched default
     with pytest.raises(SystemExit):
         parser.parse_args(["--teacher-kwargs", "[1, 2]"])  # not a JSON object
+
+
+def test_auto_teacher_is_the_larger_resnet_only_on_a_gpu() -> None:
+    assert resolve_teacher("auto", "cpu") == "cnn"
+    assert resolve_teacher("mobilenet_v2", "cpu") == "mobilenet_v2"
+    assert CompressionConfig().teacher_model == "auto"

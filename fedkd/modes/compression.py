@@ -31,7 +31,7 @@ import torch
 
 from fedkd.data import ArrayDataset, DataSplit, load_split
 from fedkd.distill.recipe import FitConfig, TrainReport
-from fedkd.distill.train import evaluate
+from fedkd.distill.train import evaluate, resolve_device
 from fedkd.models import FeatureModel, count_parameters, model_size_bytes
 from fedkd.modes.common import prepare_out_dir, save_figure, write_results
 from fedkd.modes.latency import LatencyReport, measure_latency
@@ -56,6 +56,9 @@ MIN_GAP = 0.005  # below this teacher-alone accuracy gap the "gap closed" share 
 class CompressionConfig(TeacherStudentSettings):
     """Settings of the compression mode (defaults: a few minutes on ``digits``, 2 CPU cores)."""
 
+    teacher_model: str = field(
+        default="auto", metadata={"help": "teacher registry name (auto: resnet18 on a GPU, cnn)"}
+    )
     settings: tuple[str, ...] = field(default=SETTINGS, metadata={"help": f"among {SETTINGS}"})
     low_label_size: int = field(default=200, metadata={"help": "labels in the low_label setting"})
     transfer_set: str = field(
@@ -213,6 +216,13 @@ class _Runs:
         self.epochs.setdefault(key, []).append(float(epoch or 0))
 
 
+def resolve_teacher(name: str, device: str | None) -> str:
+    """``"auto"``: the larger ``resnet18`` when training runs on a GPU, else ``cnn``."""
+    if name != "auto":
+        return name
+    return "resnet18" if resolve_device(device).type == "cuda" else "cnn"
+
+
 def fit_teacher(
     split: DataSplit,
     pool: ArrayDataset,
@@ -222,7 +232,13 @@ def fit_teacher(
 ) -> FeatureModel:
     """The seed's teacher, trained on every label of ``pool`` (early stopping on validation)."""
     shape, classes = split.input_shape, split.num_classes
-    teacher = new_model(config.teacher_model, config.teacher_kwargs, shape, classes, seed)
+    teacher = new_model(
+        resolve_teacher(config.teacher_model, config.device),
+        config.teacher_kwargs,
+        shape,
+        classes,
+        seed,
+    )
     train_teacher(teacher, pool, validation, config.teacher_fit(seed), config.device)
     return teacher
 
