@@ -168,9 +168,9 @@ def membership_auc(fed: Federation, size: Sizes, seed: int) -> dict[str, dict[in
     """AUC of the crafted-query membership score, per query kind and clients in the sum.
 
     ``raw``: the logit of the answer's mean probability of ``y*``. ``calibrated``: minus the
-    same for the clients outside the target's group (a round without the target shows the
-    server that sum): they never saw ``x*``, so they measure how hard ``x*`` is, as LiRA's
-    OUT models do.
+    same for every client but the target (a round without the target shows the server that
+    sum): they never saw ``x*``, so they measure how hard ``x*`` is, as LiRA's OUT models do.
+    When the group is the whole federation this is differencing two rounds' sums.
     """
     x, y, members = records(fed, size, seed)
     rng = np.random.default_rng([seed, 7])
@@ -185,9 +185,8 @@ def membership_auc(fed: Federation, size: Sizes, seed: int) -> dict[str, dict[in
         )
         for n in size.group_sizes:
             group = [TARGET, *rng.choice(others, size=n - 1, replace=False).tolist()]
-            rest = [k for k in range(size.clients) if k not in group] or others
             score = _logit_of_label(answers(fed, flat, group).reshape(len(x), size.copies, -1), y)
-            ref = _logit_of_label(answers(fed, flat, rest).reshape(len(x), size.copies, -1), y)
+            ref = _logit_of_label(answers(fed, flat, others).reshape(len(x), size.copies, -1), y)
             raw[n] = roc(score, members).auc
             calibrated[n] = roc(score - ref, members).auc
     return out
@@ -261,16 +260,18 @@ def _report(
         else ""
     )
     single, near, nearest = (auc[f"{q}, calibrated"] for q in (QUERIES[1], QUERIES[2], QUERIES[0]))
+    raw_sum = auc[f"{QUERIES[1]}, raw"][-1]
+    n = size.group_sizes[-1]
     answer = (
         f"The pin stopped {len(refused)} of 3 public-set swaps: pinned nodes refuse a secure "
         f"round on another public set, unpinned nodes answer it{loophole}. Once the server may "
         f"choose the public set, a single repeated guessed record gives (calibrated) membership "
-        f"AUC {single[0]:.3f} against one client in plaintext and {single[-1]:.3f} through a "
-        f"secure sum of {size.group_sizes[-1]}; near-copies {near[0]:.3f} / {near[-1]:.3f}; the "
-        f"honest public set's nearest sample {nearest[0]:.3f} / {nearest[-1]:.3f} (non-members are "
-        f"label-matched). Out-of-distribution (uniform-noise) probes give a client's label "
-        f"histogram at TV {probes['ood probes']:.3f} (honest public set "
-        f"{probes['honest public set']:.3f}, uniform guess {probes['uniform']:.3f})."
+        f"AUC {single[0]:.3f} against one client in plaintext (near-copies {near[0]:.3f}, the "
+        f"honest public set's nearest sample {nearest[0]:.3f}; non-members label-matched). A "
+        f"secure sum of {n} alone gives AUC {raw_sum:.3f}; with a second round without the "
+        f"target (differencing) {single[-1]:.3f} again. Out-of-distribution (uniform-noise) "
+        f"probes give a client's label histogram at TV {probes['ood probes']:.3f} (honest "
+        f"public set {probes['honest public set']:.3f}, uniform guess {probes['uniform']:.3f})."
     )
     return StudyResult(
         name="crafted-queries",
