@@ -13,6 +13,7 @@ builds them), the round is the library's own (:mod:`fedkd.fl.rounds`: ``fedkd_re
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,7 @@ from fedkd.fl import keys
 from fedkd.fl.client import MemoryStore, NodeInfo, handle
 from fedkd.fl.config import FedConfig
 from fedkd.fl.data import FederatedData, federated_data
-from fedkd.fl.experiment import FIRST_NODE_ID, open_run
+from fedkd.fl.experiment import FIRST_NODE_ID, OpenRun, open_run
 from fedkd.fl.rounds import (
     Federation,
     fedkd_request,
@@ -101,7 +102,7 @@ def build_federation(
         handlers[node.node_id] = honest if wrap is None else wrap(pid, honest, store)
     transport = InProcessTransport(handlers)
     data = federated_data(run.config, num_clients)
-    fed = Federation(transport, run.config, run.split, run.recorder, run_id, data.public_digest)
+    fed = _federation(run, transport, run_id, data.public_digest)
     return AttackedFederation(
         fed,
         transport,
@@ -110,6 +111,27 @@ def build_federation(
         student=new_student(run.config, run.split),
         node_of={pid: FIRST_NODE_ID + pid for pid in range(num_clients)},
     )
+
+
+def _federation(
+    run: OpenRun, transport: InProcessTransport, run_id: int, digest: bytes
+) -> Federation:
+    """The server's side as :func:`fedkd.fl.experiment.run_method` builds it.
+
+    When the round checks identities (a ``roster`` field on :class:`Federation`, the run's
+    roster setting), the server gets the roster as ``run_method`` gives it.
+    """
+    extra: dict[str, Any] = {}
+    config = run.config
+    fields = {f.name for f in dataclasses.fields(Federation)}
+    if "roster" in fields and config.method == "fedkd" and config.secagg.enabled:
+        from fedkd.fl.identities import server_roster
+
+        setting = getattr(config.secagg, "roster", "")
+        extra["roster"] = server_roster(
+            setting, run_id=run_id, num_partitions=len(transport.nodes())
+        )
+    return Federation(transport, config, run.split, run.recorder, run_id, digest, **extra)
 
 
 def _honest(node: NodeInfo, store: MemoryStore, run_config: dict[str, Any]) -> Handler:
