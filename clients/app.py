@@ -59,5 +59,5 @@ def serve(message: Message, context: Context) -> Message:
 
 
 app.train()(serve)
-for _stage in (protocol.SHARE_KEYS, protocol.MASKED_INPUT, protocol.UNMASK):
+for _stage in (protocol.SHARE_KEYS, protocol.MASKED_INPUT, protocol.CONSISTENCY, protocol.UNMASK):
     app.query(_stage)(serve)

@@ -162,3 +162,30 @@ def test_auto_deadline_follows_the_measured_train_time(tmp_path: Path) -> None:
     assert fed.timeout() == 120.0
     fed.last_train_seconds = 1.0
     assert fed.timeout() == 60.0
+
+
+@pytest.mark.parametrize("roster", ["", "simulated"])
+def test_key_substitution_through_the_federated_round(tmp_path: Path, roster: str) -> None:
+    """The attacker's own keys shown in place of one client's peers' (and the other way round):
+    without a roster the round completes and the server holds that client's exact input; with
+    the (default) roster no client answers past share keys and nothing is exposed."""
+    from fedkd.fl.experiment import FIRST_NODE_ID
+    from fedkd.secagg.key_substitution import KeySubstitution
+    from fedkd.secagg.leakage import assess
+
+    box: list[KeySubstitution] = []
+
+    def attack(transport: Transport) -> Transport:
+        box.append(KeySubstitution(transport, target=FIRST_NODE_ID))
+        return box[0]
+
+    config = small(tmp_path, f"k{roster}", **{"num-rounds": 1, "secagg-roster": roster})
+    recorder = simulate(config, 5, wrap=attack)
+    observed = box[0].observed
+    assert observed.config is not None
+    leak = assess(observed)
+    if roster:
+        assert recorder.rows[0].status == "skipped" and not leak.groups
+    else:
+        assert recorder.rows[0].status == "ok"  # the curious-server protocol does not notice
+        assert leak.smallest == (FIRST_NODE_ID,)  # ... and the target's input is exposed

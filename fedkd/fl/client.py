@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -27,6 +27,7 @@ from fedkd.fl.client_work import LocalResult, local_round, new_client_model
 from fedkd.fl.config import FedConfig, parse_run_config
 from fedkd.fl.data import FederatedData, federated_data
 from fedkd.fl.faults import inject_fault
+from fedkd.fl.identities import client_identity
 from fedkd.models import FeatureModel
 from fedkd.secagg import (
     ClientState,
@@ -43,6 +44,7 @@ FAULT_STAGE = {
     keys.TRAIN: "train",
     secagg.SHARE_KEYS: "share",
     secagg.MASKED_INPUT: "mask",
+    secagg.CONSISTENCY: "consistency",
     secagg.UNMASK: "unmask",
 }
 
@@ -97,6 +99,7 @@ class NodeInfo:
     run_id: int
     partition_id: int
     num_partitions: int
+    node_config: Mapping[str, Any] = field(default_factory=dict)  # the operator's settings
     require_secagg: bool = False  # the operator's word: nothing in the clear, whatever the run
     public_set_digest: str = ""  # hex SHA-256 the operator pins ("" = trust the run config)
 
@@ -119,6 +122,7 @@ class NodeInfo:
             run_id=run_id,
             partition_id=partition_id,
             num_partitions=num_partitions,
+            node_config=dict(node_config),
             require_secagg=flag in ("true", "1"),
             public_set_digest=str(node_config.get(keys.NODE_PUBLIC_DIGEST, "")).lower(),
         )
@@ -288,7 +292,8 @@ def train(
     if phase == "fedavg":
         reply.arrays.update(weights_arrays(model))
     elif advertise is not None:
-        state = _load_state(store) or ClientState(node_id=node.node_id)
+        state = _load_state(store) or _new_state(node, config)
+        state.expected_run, state.expected_round = node.run_id, server_round
         try:
             stage = secagg.serve_stage(state, advertise)
         finally:
@@ -322,6 +327,18 @@ def _check_secagg_request(
             "this node's pinned public-set digest differs from the public set the run loads"
         )
     return secagg.stage_envelope(secagg.ADVERTISE, payload, server_round)
+
+
+def _new_state(node: NodeInfo, config: FedConfig) -> ClientState:
+    """A node's first secure-aggregation state, with its identity when the run has a roster."""
+    identity, roster = client_identity(
+        config.secagg.roster,
+        node.node_config,
+        run_id=node.run_id,
+        partition_id=node.partition_id,
+        num_partitions=node.num_partitions,
+    )
+    return ClientState(node_id=node.node_id, identity=identity, roster=roster)
 
 
 def _load_state(store: NodeStore) -> ClientState | None:

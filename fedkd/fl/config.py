@@ -27,7 +27,7 @@ MODES = ("feddf", "fedmd")
 PARTITIONERS = ("iid", "dirichlet", "shard", "pathological")
 OPTIMIZERS = ("adam", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
-FAULT_STAGES = ("none", "train", "share", "mask", "unmask")
+FAULT_STAGES = ("none", "train", "share", "mask", "consistency", "unmask")
 FAULT_KINDS = ("crash", "timeout")
 
 
@@ -100,6 +100,7 @@ class SecAggSettings:
     threshold: float = 0.66  # share of each client's share holders that must survive
     neighbours: int = 0  # 0 = full SecAgg, k > 0 = SecAgg+ graph with k neighbours
     clip: float = 32.0  # |logit / T| clipped here before quantisation
+    roster: str = "simulated"  # "" curious server, "simulated", or a roster.json (fedkd keys)
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,7 @@ RUN_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "secagg-threshold": ("secagg", "threshold"),
     "secagg-neighbours": ("secagg", "neighbours"),
     "secagg-clip": ("secagg", "clip"),
+    "secagg-roster": ("secagg", "roster"),
     "fault-stage": ("faults", "stage"),
     "fault-prob": ("faults", "prob"),
     "fault-kind": ("faults", "kind"),

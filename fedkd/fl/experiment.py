@@ -20,6 +20,7 @@ from fedkd.fl.client import MemoryStore, NodeInfo, handle
 from fedkd.fl.config import FedConfig, preflight
 from fedkd.fl.data import load_run_split, public_digest
 from fedkd.fl.history import RunRecorder
+from fedkd.fl.identities import server_roster
 from fedkd.fl.rounds import METHODS, Federation, run_central
 from fedkd.transport import Envelope, InProcessTransport, Refusal, Transport
 
@@ -85,8 +86,13 @@ def run_method(run: OpenRun, transport: Transport, run_id: int) -> None:
         return
     if config.method not in METHODS:
         raise ValueError(f"method {config.method!r} needs Flower's strategy; use the ServerApp")
+    roster = None
+    if config.method == "fedkd" and config.secagg.enabled:
+        roster = server_roster(
+            config.secagg.roster, run_id=run_id, num_partitions=len(transport.nodes())
+        )
     federation = Federation(
-        transport, config, run.split, run.recorder, run_id, public_digest(run.split)
+        transport, config, run.split, run.recorder, run_id, public_digest(run.split), roster=roster
     )
     METHODS[config.method](federation)
 

@@ -35,6 +35,8 @@ NODE_PARTITION_ID = "partition-id"
 NODE_NUM_PARTITIONS = "num-partitions"
 NODE_REQUIRE_SECAGG = "require-secagg"  # a node refuses anything in the clear when true
 NODE_PUBLIC_DIGEST = "public-set-digest"  # hex SHA-256 of the public set the operator accepts
+NODE_SECAGG_IDENTITY = "secagg-identity"  # path of this node's identity file (fedkd keys)
+NODE_SECAGG_ROSTER = "secagg-roster"  # path of the operator's copy of the roster
 
 # Keys of the per-node store (state that outlives one message).
 STATE_MODEL = "local-model"

@@ -38,6 +38,7 @@ from fedkd.fl.server_work import (
 )
 from fedkd.models import FeatureModel
 from fedkd.secagg import SecAggConfig, ServerState, majority_threshold
+from fedkd.secagg.identity import NO_ROSTER, Roster
 from fedkd.secagg.protocol import secure_sum
 from fedkd.secagg.wire import AdvertiseRequest
 from fedkd.transport import Envelope, ExchangeResult, Transport, broadcast
@@ -58,6 +59,7 @@ class Federation:
     public_digest: bytes
     partitions: dict[int, int] = field(default_factory=dict)  # node -> partition id, learned
     last_train_seconds: float | None = None  # the previous train exchange, for auto deadlines
+    roster: Roster | None = None  # secure aggregation's roster (None: curious-server mode)
 
     def timeout(self) -> float:
         """Seconds an exchange may take: ``stage-timeout``, or (0 = auto) a deadline from the
@@ -106,6 +108,7 @@ def secagg_round_config(
         bits=quantization_bits(n),
         public_set_digest=fed.public_digest,
         graph_seed=fed.config.seed,
+        roster_digest=NO_ROSTER if fed.roster is None else fed.roster.digest(),
     )
 
 
@@ -233,7 +236,7 @@ def fedkd_round(
     )
     # --- train (+ advertise keys) -------------------------------------------------------
     state = (
-        ServerState(secagg_round_config(fed, server_round, sampled))
+        ServerState(secagg_round_config(fed, server_round, sampled), roster=fed.roster)
         if config.secagg.enabled
         else None
     )

@@ -59,6 +59,10 @@ class Attack:
         obs = self.observed
         for node, message in sent.items():
             try:
+                riding = message.fields.get(protocol.RIDING)
+                if isinstance(riding, bytes) and obs.config is None:  # stage 1 on a train message
+                    obs.config = AdvertiseRequest.from_bytes(riding).config
+                    continue
                 payload = protocol.payload_of(message)
                 if message.kind == protocol.ADVERTISE and obs.config is None:
                     obs.config = AdvertiseRequest.from_bytes(payload).config
@@ -75,7 +79,7 @@ class Attack:
         obs = self.observed
         for node, reply in result.replies.items():
             try:
-                if reply.kind == protocol.ADVERTISE:
+                if reply.kind == protocol.ADVERTISE or protocol.RIDING in sent[node].fields:
                     obs.advertised[node] = AdvertisedKeys.from_bytes(protocol.payload_of(reply))
                 elif reply.kind == protocol.SHARE_KEYS:
                     obs.encrypted[node] = EncryptedShares.from_bytes(protocol.payload_of(reply))

@@ -69,6 +69,7 @@ STAGES = (ADVERTISE, SHARE_KEYS, MASKED_INPUT, CONSISTENCY, UNMASK)
 PAYLOAD = "payload"  # field: an encoded stage message
 MASKED = "masked"  # array: a client's masked, quantised vector (uint64)
 ROUND = "round"  # field: the train round the stage belongs to
+RIDING = "secagg-config"  # field: stage 1's request riding on another message (the train one)
 TAGS = "tags"  # field (share keys, roster rounds): the peers' 32-byte key tags for this node
 
 _M = TypeVar("_M")
