@@ -26,7 +26,8 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check fedkd clients server experiments tests
-	$(BIN)/mypy fedkd
+	$(BIN)/ruff format --check fedkd clients server experiments tests
+	$(BIN)/mypy fedkd clients server experiments
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis
