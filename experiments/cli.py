@@ -37,6 +37,10 @@ LAUNCH_FILE = "launch.json"
 MODULES = {
     "compare": "experiments.compare",
     "bench-secagg": "experiments.bench_secagg",
+    "bench-round": "experiments.bench_round",
+    "keys": "experiments.keys",
+    "attack": "experiments.attacks.cli",
+    "deploy-local": "experiments.deploy_local",
     "compression": "experiments.compression",
     "probes": "experiments.probes",
     "continual": "experiments.continual",

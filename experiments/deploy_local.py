@@ -213,6 +213,7 @@ def deploy_local(
     *,
     port: int = DEFAULT_PORT,
     tls: bool = False,
+    keys: bool = False,
     work_dir: Path | None = None,
     app_dir: Path = PROJECT_ROOT,
     timeout: float | None = None,
@@ -234,6 +235,11 @@ def deploy_local(
         The SuperLink's HTTP port (Fleet, Control and Runtime API).
     tls
         Serve HTTPS with a freshly generated CA and certificate (in ``<work_dir>/certs``).
+    keys
+        Secure aggregation against a malicious server with real identities: ``fedkd keys``
+        writes one identity per SuperNode and the roster into ``<work_dir>/keys``; each
+        SuperNode gets its own identity and its copy of the roster through its node config
+        (never from the server), the ServerApp the roster through ``secagg-roster``.
     work_dir
         Flower homes, logs, certificates and (by default) results; a new temporary folder
         when ``None``.
@@ -287,6 +293,19 @@ def deploy_local(
     if "out-dir" not in given:
         overrides.append(f"out-dir={_toml_string(str(work_dir / 'runs'))}")
 
+    node_keys = [""] * num_supernodes
+    if keys:
+        from experiments.keys import ROSTER_FILE, create_keys, identity_file
+
+        folder = work_dir / "keys"
+        create_keys([str(i) for i in range(num_supernodes)], folder, force=True)
+        overrides.append(f"secagg-roster={_toml_string(str(folder / ROSTER_FILE))}")
+        node_keys = [
+            f" secagg-identity={_toml_string(str(identity_file(folder, str(i))))}"
+            f" secagg-roster={_toml_string(str(folder / ROSTER_FILE))}"
+            for i in range(num_supernodes)
+        ]
+
     cli_env = env_for("cli")
     write_flower_config(Path(cli_env["FLWR_HOME"]), address, ca_cert=ca_cert)
     flwr_command = [str(BIN_DIR / "flwr"), "run", str(app_dir), CONNECTION_NAME, "--stream"]
@@ -334,7 +353,7 @@ def deploy_local(
                         "--port",
                         str(port + 1 + index),
                         "--node-config",
-                        f"partition-id={index} num-partitions={num_supernodes}",
+                        f"partition-id={index} num-partitions={num_supernodes}" + node_keys[index],
                     ],
                     env_for(f"supernode-{index}"),
                 )
@@ -454,6 +473,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--tls", action="store_true", help="HTTPS with a generated CA")
     parser.add_argument(
+        "--keys",
+        action="store_true",
+        help="real identities: fedkd keys for every SuperNode, passed in its node config",
+    )
+    parser.add_argument(
         "--run-config",
         action="append",
         default=[],
@@ -475,6 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.run_config,
             port=args.port,
             tls=args.tls,
+            keys=args.keys,
             work_dir=args.work_dir,
             timeout=args.timeout,
             echo=not args.quiet,

@@ -50,11 +50,16 @@ def test_loopback_deployment_secure_round(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_loopback_deployment_with_tls(tmp_path: Path) -> None:
+def test_loopback_deployment_with_tls_and_fedkd_keys(tmp_path: Path) -> None:
+    """TLS, and identities from ``fedkd keys``: each SuperNode holds its own identity file and
+    its copy of the roster (node config), the ServerApp the roster (run config)."""
     result = deploy_local(
-        3, SMALL_RUN, port=19095, tls=True, work_dir=tmp_path, timeout=600, echo=False
+        3, SMALL_RUN, port=19095, tls=True, keys=True, work_dir=tmp_path, timeout=600, echo=False
     )
     _assert_completed(result, tmp_path)
+    config = json.loads((result.results / "config.json").read_text())
+    assert config["secagg-roster"] == str(tmp_path / "keys" / "roster.json")
+    assert "secagg-identity=" in (result.log_dir / "supernode-2.log").read_text()
     assert "https://127.0.0.1:19095" in (result.log_dir / "superlink.log").read_text()
     assert "--root-certificates" in (result.log_dir / "supernode-0.log").read_text()
 
