@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, Message
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 
 from clients import codec
 from clients.app import app as client_app
@@ -133,6 +133,57 @@ def test_malformed_plaintext_contributions_are_dropped(tmp_path: Path) -> None:
     _, history, _ = run_app(tmp_path, num_rounds=1, secagg=False, grid_kwargs={"tamper": tamper})
     (row,) = history
     assert row["status"] == "ok" and row["survivors"] == 2 and row["dropped"] == [0, 1]
+
+
+BAD_REPLIES = {
+    "empty masked input": lambda r: r.content.__setitem__(protocol.MASKED, ArrayRecord([])),
+    "config record as masked input": lambda r: r.content.__setitem__(
+        protocol.MASKED, ConfigRecord({"x": 1})
+    ),
+    "float masked vector": lambda r: r.content.__setitem__(
+        protocol.MASKED, ArrayRecord([np.zeros(3, dtype=np.float64)])
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(BAD_REPLIES))
+def test_one_malformed_secure_reply_is_a_dropout_not_a_crash(tmp_path: Path, damage: str) -> None:
+    """A client answering the masked-input stage with garbage drops out; the round completes
+    with the other five (threshold 4 of 6), and the ServerApp never raises."""
+
+    def tamper(reply: Message) -> Message:
+        if reply.metadata.src_node_id == 1017 and protocol.MASKED in reply.content:
+            BAD_REPLIES[damage](reply)
+        return reply
+
+    _, history, _ = run_app(tmp_path, nodes=6, num_rounds=1, grid_kwargs={"tamper": tamper})
+    (row,) = history
+    assert row["status"] == "ok" and row["survivors"] == 5 and row["dropped"] == [1], row
+
+
+def test_train_replies_without_partition_or_with_odd_metrics_do_not_crash(tmp_path: Path) -> None:
+    def tamper(reply: Message) -> Message:
+        train = reply.metadata.message_type == keys.TRAIN and codec.METRICS in reply.content
+        if train and reply.metadata.src_node_id == 1000:  # no partition id, a list-valued metric
+            reply.content[codec.METRICS] = MetricRecord({"junk": [1.0, 2.0]})
+        return reply
+
+    _, history, _ = run_app(tmp_path, nodes=4, num_rounds=1, grid_kwargs={"tamper": tamper})
+    (row,) = history
+    assert row["status"] == "ok" and row["survivors"] == 4
+
+
+def test_a_node_that_requires_secagg_never_answers_in_the_clear(tmp_path: Path) -> None:
+    from clients.app import REFUSED
+    from tests.flower_harness import InProcessGrid
+
+    config = run_config(tmp_path, method="fedavg")
+    grid = InProcessGrid(client_app, config, 2)
+    for context in grid.contexts.values():
+        context.node_config["require-secagg"] = "true"
+    server_app(grid, server_context(config))
+    assert grid.replies and all(r.has_error() and r.error.code == REFUSED for r in grid.replies)
+    assert all(codec.WEIGHTS not in (r.content if r.has_content() else {}) for r in grid.replies)
 
 
 @pytest.mark.parametrize("method", ["fedavg", "local", "central"])

@@ -252,8 +252,11 @@ def train(
         )
     phase = _phase(request, config)
     secure = keys.SECAGG_CONFIG in request.fields
-    if phase == "fedavg" and node.require_secagg:
-        raise PlaintextRefused("this node requires secure aggregation; it never sends weights")
+    if phase in ("fedavg", "local") and node.require_secagg:
+        raise PlaintextRefused(
+            f"this node requires secure aggregation; a {phase} round would send its weights "
+            "or its statistics in the clear"
+        )
     if phase == "fedkd" and not secure and (config.secagg.enabled or node.require_secagg):
         # A server that drops the secure-aggregation config would get our logits in the clear.
         raise PlaintextRefused(
