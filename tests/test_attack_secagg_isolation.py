@@ -22,8 +22,9 @@ def test_roster_refuses_every_attack_and_curious_mode_leaks_exactly(tmp_path: Pa
     for name in ("split views", "key substitution"):  # the attacks are real
         assert curious[name]["verdict"] == "recovered"
         assert curious[name]["relative_error"] < 1e-6
-    flower = seed0["overlapping survivor/dropped lists"]["Flower SecAgg+"]
-    assert flower["verdict"] == "recovered" and flower["relative_error"] < 1e-4
+    for name in ("overlapping survivor/dropped lists", "key substitution"):
+        flower = seed0[name]["Flower SecAgg+"]
+        assert flower["verdict"] == "recovered" and flower["relative_error"] < 1e-4, name
     assert seed0["overlapping survivor/dropped lists"]["fedkd, no roster"]["verdict"] == "refused"
 
 

@@ -13,7 +13,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from experiments.attacks.common import run_study
-from experiments.attacks.flower_isolation import overlapping_lists, replay_difference
+from experiments.attacks.flower_isolation import (
+    key_substitution,
+    overlapping_lists,
+    replay_difference,
+)
 from experiments.flower_secaggplus import run_flower_exact
 from fedkd.attacks import StudyOptions, StudyResult
 from fedkd.attacks import secagg_isolation as study
@@ -38,6 +42,7 @@ def flower(name: str, vectors: list[np.ndarray], threshold: int, clip: float) ->
     attacks = {
         "overlapping survivor/dropped lists": overlapping_lists,
         "replay under a fresh round id": replay_difference,
+        "key substitution": key_substitution,
     }
     if name not in attacks:
         return None
