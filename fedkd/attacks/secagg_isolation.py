@@ -204,5 +204,5 @@ def _answer(first: dict[str, dict[str, dict[str, object]]]) -> str:
         f"({', '.join(ours) or 'none'}). Without a roster: {', '.join(curious) or 'none'}. "
         f"Flower's SecAgg+ ({len(ran)} attacks run against its real code): "
         f"{', '.join(theirs) or 'none'} recovered the target's input"
-        f"{'; fedkd refuses ' + ', '.join(flower_only) if flower_only else ''}."
+        f"{'; fedkd with a roster refuses ' + ', '.join(flower_only) if flower_only else ''}."
     )
