@@ -50,8 +50,8 @@ def summary_table(result: CompressionResult) -> str:
     return (
         f"teacher accuracy {cell(result.teacher_accuracy)} {interval(result.teacher_accuracy)}"
         f"\n{table}\n{labels}; hint {result.hint_features[0]} -> {result.hint_features[1]}\n"
-        f"{prints}\nteacher/student: x{result.compression_ratio:.2f} params, x{result.flop_ratio:.2f}"
-        f" FLOPs, CPU speed-up x{result.speedup:.2f} (identical-copy check "
+        f"{prints}\nteacher/student: x{result.compression_ratio:.2f} params, "
+        f"x{result.flop_ratio:.2f} FLOPs, CPU speed-up x{result.speedup:.2f} (identical-copy check "
         f"{result.latency.control_ratio:.2f})"
     )
 
