@@ -13,7 +13,8 @@ from the same initial weights over the shared recipe (:mod:`fedkd.distill.recipe
 - ``kd_attention``: plus ``attention_weight * KL(teacher pooling || student pooling)``, the
   teacher's head-averaged pooling attention matched by the student's context pooling.
 
-Every model stops early on a labelled validation slice. Reported with seeds (teacher retrained
+Every model stops early on a labelled validation slice (an epoch of the few labelled sequences
+is repeated up to ``epoch_samples``, so patience means as many steps as for the full set). Reported with seeds (teacher retrained
 per seed): accuracy, the gain over ``alone``, the accuracy kept, and the speed-up as the median of
 interleaved single-thread CPU timings with an identical-copy control, beside the FLOP ratio.
 """
@@ -69,6 +70,9 @@ class AttentionConfig:
     validation_size: int = field(default=150, metadata={"help": "held-out labelled slice"})
     epochs: int = field(default=200, metadata={"help": "most epochs of every model"})
     patience: int = field(default=15, metadata={"help": "epochs without a better val. score"})
+    epoch_samples: int = field(
+        default=2000, metadata={"help": "a smaller set repeats to this many samples per epoch"}
+    )
     batch_size: int = 64
     lr: float = 2e-3
     timing_batch_size: int = field(default=256, metadata={"help": "batch size for latency"})
@@ -135,7 +139,12 @@ def _fit(
     seed: int,
 ) -> None:
     fit_config = FitConfig(
-        config.epochs, config.batch_size, config.lr, seed=seed, patience=config.patience
+        config.epochs,
+        config.batch_size,
+        config.lr,
+        seed=seed,
+        patience=config.patience,
+        min_epoch_samples=config.epoch_samples,
     )
     fit(
         model,
