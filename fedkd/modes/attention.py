@@ -14,9 +14,10 @@ from the same initial weights over the shared recipe (:mod:`fedkd.distill.recipe
   teacher's head-averaged pooling attention matched by the student's context pooling.
 
 Every model stops early on a labelled validation slice (an epoch of the few labelled sequences
-is repeated up to ``epoch_samples``, so patience means as many steps as for the full set). Reported with seeds (teacher retrained
-per seed): accuracy, the gain over ``alone``, the accuracy kept, and the speed-up as the median of
-interleaved single-thread CPU timings with an identical-copy control, beside the FLOP ratio.
+is repeated up to ``epoch_samples``, so patience means as many steps as for the full set).
+Reported with seeds (teacher retrained per seed): accuracy, the gain over ``alone``, the accuracy
+kept, and the speed-up as the median of interleaved single-thread CPU timings with an
+identical-copy control, beside the FLOP ratio.
 """
 
 from __future__ import annotations
