@@ -26,7 +26,7 @@ from fedkd.fl import keys
 from fedkd.fl.client_work import LocalResult, local_round, new_client_model
 from fedkd.fl.config import FedConfig, parse_run_config
 from fedkd.fl.data import FederatedData, federated_data
-from fedkd.fl.faults import inject_fault
+from fedkd.fl.faults import InjectedFault, inject_fault
 from fedkd.fl.identities import client_identity
 from fedkd.models import FeatureModel
 from fedkd.secagg import (
@@ -53,6 +53,7 @@ class BadRequest(ValueError):
     """The server's message is malformed (missing field or array, wrong shape, NaN...)."""
 
 
+CRASHED = 500  # error code of an injected crash
 CLOCK_SLACK = 5.0  # seconds of clock difference tolerated between server and client
 
 
@@ -133,7 +134,8 @@ def handle(
 ) -> Envelope | Refusal:
     """Answer one request; a malformed or refused request gets a :class:`Refusal`.
 
-    An injected fault (``fault-stage``) raises, as a crashing client would.
+    An injected crash (``fault-kind=crash``) answers as a crashed ClientApp does -- an error
+    reply, code :data:`CRASHED` -- without the traceback a real exception would print.
     """
     try:
         config = parse_run_config(run_config)
@@ -150,9 +152,11 @@ def handle(
         )
         if request.kind == keys.TRAIN:
             return train(request, node, store, config, server_round)
-        if request.kind in FAULT_STAGE:
+        if request.kind in secagg.STAGES:
             return secure_stage(request, store)
         raise BadRequest(f"unknown message kind {request.kind!r}")
+    except InjectedFault as crash:
+        return Refusal(CRASHED, str(crash))
     except SecAggError as refusal:
         return Refusal(REFUSED, f"secagg {request.kind} refused: {refusal}")
     except (ValueError, KeyError, TypeError) as problem:  # BadRequest included
