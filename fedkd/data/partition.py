@@ -203,8 +203,7 @@ def partition(
     ------
     ValueError
         If the method is unknown, an argument is out of range, or the partitioner cannot
-        build the partitions (for ``"dirichlet"``: some partition stays empty even when
-        one sample is the minimum; use a larger ``alpha`` or fewer partitions).
+        build the partitions (``"dirichlet"``: a partition stays empty at minimum size 1).
 
     Warns
     -----
@@ -226,13 +225,10 @@ def partition(
 
     order = np.random.default_rng(seed).permutation(len(labels))
     pool = Dataset.from_dict({_LABEL: labels[order].tolist(), _INDEX: order.tolist()})
-    options: dict[str, Any] = {
-        "alpha": alpha,
-        "seed": seed,
-        "pool_size": len(labels),
-        "shards_per_partition": shards_per_partition,
-        "classes_per_partition": classes_per_partition,
-    }
+    options: dict[str, Any] = dict(
+        alpha=alpha, seed=seed, pool_size=len(labels), shards_per_partition=shards_per_partition
+    )
+    options["classes_per_partition"] = classes_per_partition
     if method == "dirichlet":
         parts = _dirichlet_parts(pool, int(num_partitions), options)
     else:

@@ -93,6 +93,21 @@ def stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return np.argsort(keys, kind="stable").astype(np.int64)
 
 
+def _check_loaded(name: str, data: object) -> None:
+    """What every loader must return: a non-empty dataset, pixels in [0, 1], labels >= 0."""
+    if not isinstance(data, ArrayDataset):
+        raise TypeError(f"loader for {name!r} returned {type(data).__name__}, not ArrayDataset")
+    if len(data) == 0:
+        raise ValueError(f"dataset {name!r} is empty")
+    if data.x.min() < 0.0 or data.x.max() > 1.0:
+        raise ValueError(
+            f"dataset {name!r} has pixel values in [{data.x.min()}, {data.x.max()}]; "
+            f"loaders must scale images to [0, 1]"
+        )
+    if data.y.min() < 0:
+        raise ValueError(f"dataset {name!r} has negative labels (min {data.y.min()})")
+
+
 def load_split(
     name: str = "digits",
     *,
@@ -148,17 +163,7 @@ def load_split(
         raise ValueError(f"num_samples applies to the 'synthetic' dataset only, not {name!r}")
     options = {} if num_samples is None else {"num_samples": num_samples}
     data = loader(data_root=data_root, download=download, seed=seed, **options)
-    if not isinstance(data, ArrayDataset):
-        raise TypeError(f"loader for {name!r} returned {type(data).__name__}, not ArrayDataset")
-    if len(data) == 0:
-        raise ValueError(f"dataset {name!r} is empty")
-    if data.x.min() < 0.0 or data.x.max() > 1.0:
-        raise ValueError(
-            f"dataset {name!r} has pixel values in [{data.x.min()}, {data.x.max()}]; "
-            f"loaders must scale images to [0, 1]"
-        )
-    if data.y.min() < 0:
-        raise ValueError(f"dataset {name!r} has negative labels (min {data.y.min()})")
+    _check_loaded(name, data)
     counts = resolve_split_sizes(
         {"private": private, "public": public, "test": test}, available=len(data)
     )
