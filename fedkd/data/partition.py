@@ -208,8 +208,7 @@ def partition(
     Warns
     -----
     UserWarning
-        When ``"dirichlet"`` had to lower its minimum partition size (see
-        :func:`dirichlet_min_partition_sizes`), or when samples were left in no partition.
+        When ``"dirichlet"`` lowered its minimum size, or samples were left in no partition.
     """
     labels = np.asarray(labels)
     _check_arguments(
