@@ -226,6 +226,38 @@ def test_key_tags_replace_signature_checks_and_never_widen_them(
     )
 
 
+def test_a_large_roster_sends_no_tags_and_checks_every_key_by_signature(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past TAG_ROSTER_LIMIT members a client tags nobody (tags would grow with the roster,
+    not with the round); every holder's keys are then verified by signature, the sum is exact,
+    and a key-substituting server is still refused."""
+    from fedkd.secagg import client_auth
+    from fedkd.secagg.key_substitution import KeySubstitution
+    from fedkd.secagg.leakage import assess
+
+    honest = simulate(INPUTS, threshold=4, roster=True)
+    monkeypatch.setattr(client_auth, "TAG_ROSTER_LIMIT", N - 1)
+    calls: list[str] = []
+    verifies = Roster.verifies
+    monkeypatch.setattr(
+        Roster, "verifies", lambda self, *a: calls.append(a[0]) or verifies(self, *a)
+    )
+    untagged = simulate(INPUTS, threshold=4, roster=True)
+    assert untagged.outcome.result is not None and len(calls) >= N * (N - 1)
+    np.testing.assert_array_equal(
+        untagged.outcome.result.quantized_sum, honest.outcome.result.quantized_sum
+    )
+    box: list[KeySubstitution] = []
+
+    def attack(inner: Transport) -> Transport:
+        box.append(KeySubstitution(inner, target=0))
+        return box[0]
+
+    attacked = simulate(INPUTS, threshold=4, roster=True, wrap=attack)
+    assert attacked.outcome.result is None and not assess(box[0].observed).groups
+
+
 class TagRewriter:
     """Rewrites the key tags of share-keys requests (a server playing with tags)."""
 

@@ -37,11 +37,19 @@ def _pair_key(state: ClientState, peer: str) -> bytes:
     return key
 
 
+# Tags save each share holder an Ed25519 verification, but cost one tag (and, once, one X25519)
+# per roster member, and travel to every participant: past this roster size the keys are
+# checked by signature alone (10,000 members would mean 320 kB of tags per client per round).
+TAG_ROSTER_LIMIT = 256
+
+
 def sign_keys(state: ClientState, keys: AdvertisedKeys) -> AdvertisedKeys:
-    """``keys`` with this client's identity, signature and a tag for every roster member."""
+    """``keys`` with this client's identity, signature and a tag for every roster member
+    (none past :data:`TAG_ROSTER_LIMIT` members)."""
     assert state.identity is not None and state.roster is not None
     named = dataclasses.replace(keys, identity=state.identity.name)
-    peers = tuple(n for n in state.roster.keys if n != state.identity.name)
+    large = len(state.roster.keys) > TAG_ROSTER_LIMIT
+    peers = () if large else tuple(n for n in state.roster.keys if n != state.identity.name)
     return dataclasses.replace(
         named,
         signature=state.identity.sign(auth.keys_message(named)),
