@@ -18,6 +18,7 @@ Run config ``secagg-roster`` picks the trust model of secure aggregation:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,13 @@ SIMULATED = "simulated"
 _SIMULATION_SECRET = b"fedkd simulated out-of-band identities v1"
 
 
-def _names(num_partitions: int) -> list[str]:
-    return [str(p) for p in range(num_partitions)]
+@functools.lru_cache(maxsize=4)
+def _simulated(run_id: int, num_partitions: int) -> tuple[dict[str, Identity], Roster]:
+    """The run's simulated identities and roster, built once per process (a simulated client
+    process serves many clients; 10,000 public keys take seconds to derive)."""
+    names = [str(p) for p in range(num_partitions)]
+    identities = simulated_identities(_SIMULATION_SECRET, run_id, names)
+    return identities, Roster.of(identities.values())
 
 
 def server_roster(setting: str, *, run_id: int, num_partitions: int) -> Roster | None:
@@ -39,8 +45,7 @@ def server_roster(setting: str, *, run_id: int, num_partitions: int) -> Roster |
     if not setting:
         return None
     if setting == SIMULATED:
-        identities = simulated_identities(_SIMULATION_SECRET, run_id, _names(num_partitions))
-        return Roster.of(identities.values())
+        return _simulated(run_id, num_partitions)[1]
     return read_roster(Path(setting))
 
 
@@ -71,8 +76,8 @@ def client_identity(
     if not setting:
         return None, None
     if setting == SIMULATED:
-        identities = simulated_identities(_SIMULATION_SECRET, run_id, _names(num_partitions))
-        return identities[str(partition_id)], Roster.of(identities.values())
+        identities, roster = _simulated(run_id, num_partitions)
+        return identities[str(partition_id)], roster
     raise ValueError(
         "the run uses a roster file, but this node has no identity: start the SuperNode with "
         "--node-config \"secagg-identity=<file> secagg-roster=<file>\" (files from 'fedkd keys')"
