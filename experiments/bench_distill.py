@@ -28,7 +28,7 @@ from fedkd.models import build_model
 
 
 def _settings(cuda: bool) -> list[tuple[str, str, bool | None]]:
-    rows = [("cpu", "cpu", False)]
+    rows: list[tuple[str, str, bool | None]] = [("cpu", "cpu", False)]
     if cuda:
         rows += [("cuda fp32", "cuda", False), ("cuda amp", "cuda", None)]
     return rows
