@@ -149,8 +149,9 @@ def queries(fed: Federation, x: np.ndarray, how: str, copies: int, seed: int) ->
     """The public set the server sends for each record: ``(records, copies, ...)``."""
     if how == QUERIES[0]:  # the best an honest public set offers: the nearest public sample
         public = fed.af.data.split.public.x
-        flat = public.reshape(len(public), -1)
-        d = ((x.reshape(len(x), -1)[:, None, :] - flat[None, :, :]) ** 2).sum(axis=2)
+        flat = public.reshape(len(public), -1).astype(np.float64)
+        rows = x.reshape(len(x), -1).astype(np.float64)
+        d = (rows**2).sum(1)[:, None] - 2 * rows @ flat.T + (flat**2).sum(1)[None, :]
         return np.repeat(public[d.argmin(axis=1)][:, None], copies, axis=1)
     repeated = np.repeat(x[:, None], copies, axis=1)
     if how == QUERIES[1]:
