@@ -16,7 +16,7 @@ import pytest
 from fedkd.secagg import ServerState, auth, protocol
 from fedkd.secagg.client_state import ClientState, decode_client_state, encode_client_state
 from fedkd.secagg.driver import SIMULATION_SEED, simulate
-from fedkd.secagg.errors import ConfigError, ConfigMismatch
+from fedkd.secagg.errors import ConfigError, ConfigMismatch, SecAggError
 from fedkd.secagg.identity import Identity, Roster, simulated_identities
 from fedkd.secagg.quantize import Quantizer
 from fedkd.secagg.wire import AdvertisedKeys, AdvertiseRequest, UnmaskReply
@@ -279,3 +279,16 @@ class TagRewriter:
                 )
             out[node] = message
         return self.inner.exchange(out, timeout=timeout, group=group)
+
+
+def test_a_state_saved_without_its_roster_needs_the_same_roster_back() -> None:
+    identities = simulated_identities(SIMULATION_SEED, 1, ["a", "b", "c"])
+    roster = Roster.of(identities.values())
+    state = ClientState(3, identity=identities["a"], roster=roster)
+    slim = encode_client_state(state, with_roster=False)
+    assert len(slim) < len(encode_client_state(state))
+    assert decode_client_state(slim, roster=roster).roster == roster
+    other = Roster.of(simulated_identities(SIMULATION_SEED, 2, ["a", "b", "c"]).values())
+    for wrong in (None, other):
+        with pytest.raises(SecAggError, match="without its roster"):
+            decode_client_state(slim, roster=wrong)

@@ -37,6 +37,7 @@ from fedkd.secagg import (
 )
 from fedkd.secagg import protocol as secagg
 from fedkd.secagg.errors import ConfigMismatch, RefusedRequest, ReplayedRequest
+from fedkd.secagg.identity import Identity, Roster
 from fedkd.secagg.wire import AdvertiseRequest
 from fedkd.transport import BAD_REQUEST, REFUSED, Envelope, Refusal
 
@@ -153,7 +154,7 @@ def handle(
         if request.kind == keys.TRAIN:
             return train(request, node, store, config, server_round)
         if request.kind in secagg.STAGES:
-            return secure_stage(request, store)
+            return secure_stage(request, store, node, config)
         raise BadRequest(f"unknown message kind {request.kind!r}")
     except InjectedFault as crash:
         return Refusal(CRASHED, str(crash))
@@ -299,7 +300,7 @@ def train(
     if phase == "fedavg":
         reply.arrays.update(weights_arrays(model))
     elif advertise is not None:
-        state = _load_state(store) or _new_state(node, config)
+        state = _load_state(store, node, config) or _new_state(node, config)
         state.expected_run, state.expected_round = node.run_id, server_round
         try:
             stage = secagg.serve_stage(state, advertise)
@@ -336,35 +337,42 @@ def _check_secagg_request(
     return secagg.stage_envelope(secagg.ADVERTISE, payload, server_round)
 
 
-def _new_state(node: NodeInfo, config: FedConfig) -> ClientState:
-    """A node's first secure-aggregation state, with its identity when the run has a roster."""
-    identity, roster = client_identity(
+def _trust(node: NodeInfo, config: FedConfig) -> tuple[Identity | None, Roster | None]:
+    return client_identity(
         config.secagg.roster,
         node.node_config,
         run_id=node.run_id,
         partition_id=node.partition_id,
         num_partitions=node.num_partitions,
     )
+
+
+def _new_state(node: NodeInfo, config: FedConfig) -> ClientState:
+    """A node's first secure-aggregation state, with its identity when the run has a roster."""
+    identity, roster = _trust(node, config)
     return ClientState(node_id=node.node_id, identity=identity, roster=roster)
 
 
-def _load_state(store: NodeStore) -> ClientState | None:
+def _load_state(store: NodeStore, node: NodeInfo, config: FedConfig) -> ClientState | None:
+    """The node's saved state; the roster, saved by digest only, comes from the node's own."""
     saved = store.get(keys.STATE_SECAGG)
     if saved is None:
         return None
-    return decode_client_state(bytes(saved.fields[secagg.PAYLOAD]))  # type: ignore[arg-type]
+    payload = bytes(saved.fields[secagg.PAYLOAD])  # type: ignore[arg-type]
+    return decode_client_state(payload, roster=_trust(node, config)[1])
 
 
 def _save_state(store: NodeStore, state: ClientState) -> None:
-    store.put(
-        keys.STATE_SECAGG, Envelope(keys.STATE_SECAGG, {secagg.PAYLOAD: encode_client_state(state)})
-    )
+    payload = encode_client_state(state, with_roster=False)
+    store.put(keys.STATE_SECAGG, Envelope(keys.STATE_SECAGG, {secagg.PAYLOAD: payload}))
 
 
-def secure_stage(request: Envelope, store: NodeStore) -> Envelope:
+def secure_stage(
+    request: Envelope, store: NodeStore, node: NodeInfo, config: FedConfig
+) -> Envelope:
     """Stages 2-4 of secure aggregation; the state is saved back however the stage ends (a
     refusal marks the round spent, and the node must remember that for the next message)."""
-    state = _load_state(store)
+    state = _load_state(store, node, config)
     if state is None:
         raise BadRequest("no secure-aggregation round in progress on this node")
     values = None

@@ -130,13 +130,17 @@ class ClientState:
         return None if self.config is None else (self.config.run_id, self.config.round)
 
 
-def encode_client_state(state: ClientState) -> bytes:
+def encode_client_state(state: ClientState, *, with_roster: bool = True) -> bytes:
     """Serialise a client state (secrets included: keep the bytes on the client).
 
     Parameters
     ----------
     state : ClientState
         The state to persist.
+    with_roster : bool
+        Include the roster; ``False`` stores its digest only (the node holds the roster
+        anyway, and a large one would dominate every saved state), and
+        :func:`decode_client_state` then needs it back.
 
     Returns
     -------
@@ -145,6 +149,7 @@ def encode_client_state(state: ClientState) -> bytes:
     """
     spent = sorted(state.spent_rounds)
     owners = sorted(state.held)
+    roster = state.roster if with_roster else None
     fields: Fields = {
         "node_id": state.node_id,
         "spent_runs": [r for r, _ in spent],
@@ -167,8 +172,9 @@ def encode_client_state(state: ClientState) -> bytes:
         "clipped_fraction": float(state.clipped_fraction),
         "identity_name": "" if state.identity is None else state.identity.name,
         "identity_key": b"" if state.identity is None else state.identity.private_key,
-        "roster_names": [] if state.roster is None else [n.encode() for n in state.roster.keys],
-        "roster_keys": [] if state.roster is None else list(state.roster.keys.values()),
+        "roster_names": [n.encode() for n in roster.keys] if roster else [],
+        "roster_keys": list(roster.keys.values()) if roster else [],
+        "roster_digest": b"" if state.roster is None else state.roster.digest(),
         "expected": [_optional(state.expected_run), _optional(state.expected_round)],
         "identity_nodes": sorted(state.identities),
         "identity_names": [state.identities[v].encode() for v in sorted(state.identities)],
@@ -183,16 +189,26 @@ def _optional(value: int | None) -> int:
     return -1 if value is None else value
 
 
-def _trust(f: Fields) -> tuple[Identity | None, Roster | None]:
+def _trust(f: Fields, roster: Roster | None) -> tuple[Identity | None, Roster | None]:
     name, names = get_str(f, "identity_name"), get_bytes_list(f, "roster_names")
     if not name:
         return None, None
-    keys = dict(zip((n.decode() for n in names), get_bytes_list(f, "roster_keys"), strict=True))
-    return Identity(name, get_bytes(f, "identity_key")), Roster(keys)
+    if names:
+        keys = dict(zip((n.decode() for n in names), get_bytes_list(f, "roster_keys"), strict=True))
+        roster = Roster(keys)
+    if roster is None or roster.digest() != get_bytes(f, "roster_digest"):
+        raise WireFormatError(
+            "client state was saved without its roster: decode it with the same roster"
+        )
+    return Identity(name, get_bytes(f, "identity_key")), roster
 
 
-def decode_client_state(data: bytes) -> ClientState:
-    """Restore a :class:`ClientState` written by :func:`encode_client_state`."""
+def decode_client_state(data: bytes, *, roster: Roster | None = None) -> ClientState:
+    """Restore a :class:`ClientState` written by :func:`encode_client_state`.
+
+    ``roster`` is needed (and checked against the saved digest) when the state was saved
+    ``with_roster=False``.
+    """
     f = decode_fields(data)
     config = None
     if get_int(f, "has_config"):
@@ -204,7 +220,7 @@ def decode_client_state(data: bytes) -> ClientState:
         raise WireFormatError("client state: owner and share columns differ in length")
     stage = get_str(f, "stage")
     peers = ShareKeysRequest.from_bytes(get_bytes(f, "peer_keys")).keys
-    identity, roster = _trust(f)
+    identity, roster = _trust(f, roster)
     run, round_ = (None if v < 0 else v for v in get_ints(f, "expected"))
     names = [n.decode() for n in get_bytes_list(f, "identity_names")]
     return ClientState(
