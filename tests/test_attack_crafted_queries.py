@@ -14,13 +14,13 @@ from fedkd.distill import predict_logits
 TINY = {"model": "mlp", "warmup-epochs": 3, "local-epochs": 1, "distill-epochs": 1}
 
 
-def test_the_pin_refuses_another_public_set_only_in_secure_rounds(tmp_path: Path) -> None:
+def test_the_pin_refuses_another_public_set_in_every_round(tmp_path: Path) -> None:
     rows = cq.pin_table(StudyOptions(out=tmp_path, overrides=TINY), seed=0)
     answered = {(r["public set"], r["secagg"], r["pinned"]): r["answered"] for r in rows}
     assert answered[("the run's own", True, True)]
     assert not answered[("another split", True, True)]  # the pin at work
     assert answered[("another split", True, False)]  # without a pin nothing notices
-    assert answered[("another split", False, True)]  # plaintext: the pin is not consulted
+    assert not answered[("another split", False, True)]  # plaintext rounds too
     refused = next(r for r in rows if not r["answered"])
     assert "pinned public-set digest" in str(refused["why"])
 

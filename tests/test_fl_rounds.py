@@ -189,3 +189,14 @@ def test_key_substitution_through_the_federated_round(tmp_path: Path, roster: st
     else:
         assert recorder.rows[0].status == "ok"  # the curious-server protocol does not notice
         assert leak.smallest == (FIRST_NODE_ID,)  # ... and the target's input is exposed
+
+
+def test_a_pinned_node_refuses_another_public_set_in_plaintext_rounds_too(tmp_path: Path) -> None:
+    from fedkd.fl.client import MemoryStore, NodeInfo, handle
+    from fedkd.transport import Refusal
+
+    config = small(tmp_path, "pin", secagg=False)
+    pinned = NodeInfo(1, 0, 0, 2, public_set_digest="00" * 32)
+    request = Envelope("train", {"round": 1, "phase": "fedkd"})
+    reply = handle(request, pinned, MemoryStore(), config)
+    assert isinstance(reply, Refusal) and "pinned public-set digest" in reply.reason

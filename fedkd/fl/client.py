@@ -269,6 +269,12 @@ def train(
             "train message carries no secure-aggregation config; not sending logits in clear"
         )
     data = federated_data(config, node.num_partitions)
+    if node.public_set_digest and node.public_set_digest != data.public_digest.hex():
+        # Whatever the phase: answering on a public set the operator did not accept would let
+        # a server that picks the public set query this node's model (crafted queries).
+        raise ConfigMismatch(
+            "this node's pinned public-set digest differs from the public set the run loads"
+        )
     advertise = _check_secagg_request(request, node, data, server_round) if secure else None
     model, fresh = _model(request, store, config, data, node.partition_id, phase)
     teacher = None
@@ -330,10 +336,6 @@ def _check_secagg_request(
         )
     if config.public_set_digest != data.public_digest:
         raise ConfigMismatch("the aggregation config names another public set than this node's")
-    if node.public_set_digest and node.public_set_digest != data.public_digest.hex():
-        raise ConfigMismatch(
-            "this node's pinned public-set digest differs from the public set the run loads"
-        )
     return secagg.stage_envelope(secagg.ADVERTISE, payload, server_round)
 
 
