@@ -20,6 +20,7 @@ The terms, each the paper's loss (the maths is in :mod:`fedkd.distill.losses`):
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -72,7 +73,7 @@ class Step:
 
 
 @dataclass
-class LossTerm:
+class LossTerm(abc.ABC):
     """Base of the terms: a ``weight`` and the learned modules trained with the student."""
 
     weight: float = 1.0
@@ -85,8 +86,9 @@ class LossTerm:
         """Batch fields the term reads (checked before training starts)."""
         return set()
 
+    @abc.abstractmethod
     def __call__(self, step: Step) -> Tensor:
-        raise NotImplementedError
+        """The term's loss on one step's batch (the loop multiplies it by ``weight``)."""
 
 
 def _columns(logits: Tensor, classes: tuple[int, ...] | None) -> Tensor:

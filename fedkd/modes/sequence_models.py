@@ -19,6 +19,7 @@ weights are what the attention-matching loss term compares.
 
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass
 
@@ -74,7 +75,7 @@ def image_rows_to_sequences(
     return SequenceData(ArrayDataset(x=seqs[:, None], y=data.y), offsets)
 
 
-class _TokenEncoder(nn.Module):
+class _TokenEncoder(nn.Module, abc.ABC):
     """Shared parts: token embedding + learned positions, feed-forward block, head."""
 
     def __init__(self, *, seq_len: int, features: int, d_model: int, num_classes: int) -> None:
@@ -95,9 +96,9 @@ class _TokenEncoder(nn.Module):
         """Residual feed-forward block on ``(B, L, d)`` tokens."""
         return self.ffn_norm(h + self.ffn(h))
 
+    @abc.abstractmethod
     def _pool(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Pooled ``(B, d)`` representation and pooling weights ``(B, L)``."""
-        raise NotImplementedError
 
     def forward_features(self, x: Tensor) -> dict[str, Tensor]:
         """``{"pooling": (B, L) weights (head-averaged for the teacher), "logits": (B, K)}``."""
