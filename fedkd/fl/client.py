@@ -372,7 +372,7 @@ def _save_state(store: NodeStore, state: ClientState) -> None:
 def secure_stage(
     request: Envelope, store: NodeStore, node: NodeInfo, config: FedConfig
 ) -> Envelope:
-    """Stages 2-4 of secure aggregation; the state is saved back however the stage ends (a
+    """The later secure-aggregation stages; the state is saved back however the stage ends (a
     refusal marks the round spent, and the node must remember that for the next message)."""
     state = _load_state(store, node, config)
     if state is None:

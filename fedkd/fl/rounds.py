@@ -4,7 +4,7 @@ A FedKD round reads like the protocol::
 
     sample clients
     train            (+ secure-aggregation stage 1: advertise keys, on the same message)
-    aggregate        secure sum of the contributions (stages 2-4), or a plaintext sum
+    aggregate        secure sum (share keys, masked input, consistency, unmask), or plaintext
     teacher          the summed contributions -> ensemble-teacher logits on the public set
     distill          the student on the public set against the teacher
     record           one RoundRecord, history, teacher and checkpoint written at once
@@ -204,7 +204,7 @@ def plaintext_sum(fed: Federation, train: ExchangeResult) -> AggregateOutcome:
 def secure_aggregate(
     fed: Federation, state: ServerState, train: ExchangeResult, server_round: int
 ) -> AggregateOutcome:
-    """Stages 2-4 of secure aggregation; stage 1's replies rode on the train exchange."""
+    """The stages after advertise (with a roster: consistency too); stage 1 rode on train."""
     outcome = secure_sum(
         fed.transport,
         state,
