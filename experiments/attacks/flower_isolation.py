@@ -72,7 +72,26 @@ from experiments.flower_secaggplus import (
 )
 
 
-class OverlappingListsGrid(InProcessGrid):
+class _AttackGrid(InProcessGrid):
+    """A grid whose server rewrites each message it sends and reads each reply it gets."""
+
+    def _deliver(self, messages: Iterable[Message]) -> list[Message]:
+        sent = list(messages)
+        for message in sent:
+            self._rewrite(message)
+        replies = super()._deliver(sent)
+        for reply in replies:
+            self._read(reply, _stage_of_reply(sent, reply))
+        return replies
+
+    def _rewrite(self, message: Message) -> None:
+        """Change ``message`` in place before it is delivered (default: nothing)."""
+
+    def _read(self, reply: Message, stage: str) -> None:
+        """Note (or change) ``reply`` of ``stage`` (default: nothing)."""
+
+
+class OverlappingListsGrid(_AttackGrid):
     """A grid whose server lists ``target`` as active and dead in every unmask request."""
 
     def __init__(self, handlers: dict, target: int) -> None:  # type: ignore[type-arg]
@@ -83,15 +102,6 @@ class OverlappingListsGrid(InProcessGrid):
         self.masked: list[np.ndarray] | None = None
         self.seed_shares: list[bytes] = []
         self.key_shares: list[bytes] = []
-
-    def _deliver(self, messages: Iterable[Message]) -> list[Message]:
-        sent = list(messages)
-        for message in sent:
-            self._rewrite(message)
-        replies = super()._deliver(sent)
-        for reply in replies:
-            self._read(reply, _stage_of_reply(sent, reply))
-        return replies
 
     def _rewrite(self, message: Message) -> None:
         cfg = message.content.config_records[RECORD_KEY_CONFIGS]
@@ -145,7 +155,7 @@ class OverlappingListsGrid(InProcessGrid):
         return dequantize(values, clip, QUANTIZATION_RANGE)[0]
 
 
-class KeySubstitutionGrid(InProcessGrid):
+class KeySubstitutionGrid(_AttackGrid):
     """A grid whose server stands between the target and each neighbour with its own keys."""
 
     def __init__(self, handlers: dict, target: int) -> None:  # type: ignore[type-arg]
@@ -157,15 +167,6 @@ class KeySubstitutionGrid(InProcessGrid):
         self.seed_shares: list[bytes] = []
         self.masked: list[np.ndarray] | None = None
         self.sources: list[int] = []
-
-    def _deliver(self, messages: Iterable[Message]) -> list[Message]:
-        sent = list(messages)
-        for message in sent:
-            self._rewrite(message)
-        replies = super()._deliver(sent)
-        for reply in replies:
-            self._relay(reply, _stage_of_reply(sent, reply))
-        return replies
 
     @staticmethod
     def _pair() -> tuple:
@@ -192,7 +193,7 @@ class KeySubstitutionGrid(InProcessGrid):
     def _key(self, fake: tuple, nid: int) -> bytes:
         return generate_shared_key(fake[1], bytes_to_public_key(self.real[nid][1]))
 
-    def _relay(self, reply: Message, stage: str) -> None:
+    def _read(self, reply: Message, stage: str) -> None:
         if reply.has_error():
             return
         cfg, src = reply.content.config_records[RECORD_KEY_CONFIGS], reply.metadata.src_node_id
