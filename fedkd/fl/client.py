@@ -14,6 +14,7 @@ state, the pending contribution) goes through a :class:`NodeStore`: Flower's
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -139,7 +140,7 @@ def handle(
     reply, code :data:`CRASHED` -- without the traceback a real exception would print.
     """
     try:
-        config = parse_run_config(run_config)
+        config = _config(run_config)
         # Small models on few cores: one intra-op thread per process avoids oversubscription.
         torch.set_num_threads(config.local.torch_threads)
         server_round = _round(request)
@@ -162,6 +163,20 @@ def handle(
         return Refusal(REFUSED, f"secagg {request.kind} refused: {refusal}")
     except (ValueError, KeyError, TypeError) as problem:  # BadRequest included
         return Refusal(BAD_REQUEST, f"bad {request.kind} request: {problem}")
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(items: tuple[tuple[str, Any], ...]) -> FedConfig:
+    return parse_run_config(dict(items))
+
+
+def _config(run_config: Mapping[str, Any]) -> FedConfig:
+    """The run config, parsed once per process (every message of a run carries the same)."""
+    items = tuple(sorted(run_config.items()))
+    try:
+        return _parsed(items)
+    except TypeError:  # an unhashable value: parse it uncached, and let it be refused there
+        return parse_run_config(run_config)
 
 
 def _round(request: Envelope) -> int:

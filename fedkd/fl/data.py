@@ -51,20 +51,26 @@ def public_digest(split: DataSplit) -> bytes:
     return hashlib.sha256(np.ascontiguousarray(split.public.x).tobytes()).digest()
 
 
+SplitKey = tuple[str, str, int, float | int, float | int, float | int, int | None]
+
+
+def _split_key(config: FedConfig) -> SplitKey:
+    data, sizes = config.data, config.data.split_sizes()
+    return (
+        data.dataset,
+        data.data_root,
+        config.seed,
+        sizes["private"],
+        sizes["public"],
+        sizes["test"],
+        data.num_samples,
+    )
+
+
 @functools.lru_cache(maxsize=4)
-def _cached(
-    dataset: str,
-    data_root: str,
-    seed: int,
-    private: float | int,
-    public: float | int,
-    test: float | int,
-    partitioner: str,
-    alpha: float,
-    num_partitions: int,
-    num_samples: int | None,
-) -> FederatedData:
-    split = load_split(
+def _split(key: SplitKey) -> DataSplit:
+    dataset, data_root, seed, private, public, test, num_samples = key
+    return load_split(
         dataset,
         seed=seed,
         private=private,
@@ -73,6 +79,11 @@ def _cached(
         data_root=data_root or None,
         num_samples=num_samples,
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _cached(key: SplitKey, partitioner: str, alpha: float, num_partitions: int) -> FederatedData:
+    split, dataset, seed = _split(key), key[0], key[2]
     if num_partitions > len(split.private):
         raise ValueError(
             f"{num_partitions} partitions but the private pool of '{dataset}' holds only "
@@ -86,30 +97,10 @@ def _cached(
 
 def federated_data(config: FedConfig, num_partitions: int) -> FederatedData:
     """Load (once per process) the split and partitions a run config describes."""
-    data, sizes = config.data, config.data.split_sizes()
-    return _cached(
-        data.dataset,
-        data.data_root,
-        config.seed,
-        sizes["private"],
-        sizes["public"],
-        sizes["test"],
-        data.partitioner,
-        data.alpha,
-        num_partitions,
-        data.num_samples,
-    )
+    return _cached(_split_key(config), config.data.partitioner, config.data.alpha, num_partitions)
 
 
 def load_run_split(config: FedConfig) -> DataSplit:
-    """The split alone (server side, centralized baseline): no partitioning needed."""
-    sizes = config.data.split_sizes()
-    return load_split(
-        config.data.dataset,
-        seed=config.seed,
-        private=sizes["private"],
-        public=sizes["public"],
-        test=sizes["test"],
-        data_root=config.data.data_root or None,
-        num_samples=config.data.num_samples,
-    )
+    """The split alone (server side, centralized baseline), loaded once per process: the
+    preflight check, the run and its clients in one process share it (read-only)."""
+    return _split(_split_key(config))
