@@ -2,7 +2,8 @@
 
 Methods: ``fedkd`` (the default; secure aggregation on), ``local`` (each client alone) and
 ``central`` (no clients) are library code (``fedkd.fl.experiment``) over a
-:class:`GridTransport`; ``fedavg`` is Flower's own FedAvg strategy (``server/baselines.py``).
+:class:`GridTransport`; ``fedavg`` and ``fedprox`` are Flower's own FedAvg and FedProx
+strategies (``server/baselines.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedkd.fl.config import parse_run_config
 from fedkd.fl.experiment import open_run, run_method
-from server.baselines import run_fedavg
+from server.baselines import run_fedavg, run_fedprox
 from server.grid_transport import GridTransport, wait_for_nodes
 
 app = ServerApp()
@@ -47,6 +48,8 @@ def main(grid: Grid, context: Context) -> None:
     start = time.perf_counter()
     if config.method == "fedavg":
         run_fedavg(grid, run.config, run.split, run.recorder)
+    elif config.method == "fedprox":
+        run_fedprox(grid, run.config, run.split, run.recorder)
     else:
         run_method(run, GridTransport(grid), context.run_id)
     run.recorder.finish(config.method, seconds=time.perf_counter() - start)

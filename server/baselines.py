@@ -1,4 +1,5 @@
-"""FedAvg baseline: Flower's own strategy, on the same clients, data and student as FedKD."""
+"""FedAvg and FedProx baselines: Flower's own strategies, on the same clients, data and student
+as FedKD."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Iterable
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedAvg, FedProx
 
 from clients import codec
 from fedkd.data import DataSplit
@@ -28,6 +29,8 @@ log = logging.getLogger("fedkd.server")
 class RecordingFedAvg(FedAvg):
     """Flower's FedAvg, plus a per-round row in our history (one hook overridden)."""
 
+    method = "fedavg"  # the history's method column and the clients' phase
+
     def __init__(self, recorder: RunRecorder, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.recorder = recorder
@@ -41,7 +44,7 @@ class RecordingFedAvg(FedAvg):
         messages = list(super().configure_train(server_round, arrays, config, grid))
         self.pending[server_round] = RoundRecord(
             round=server_round,
-            method="fedavg",
+            method=self.method,
             sampled=len(messages),
             bytes_down=sum(content_bytes(m.content) for m in messages),
         )
@@ -66,28 +69,56 @@ class RecordingFedAvg(FedAvg):
         return super().aggregate_train(server_round, replies)
 
 
+class RecordingFedProx(RecordingFedAvg, FedProx):
+    """Flower's FedProx (FedAvg that sends ``proximal-mu`` in every train config), recorded
+    the same way; the clients add the proximal term (``fedkd.fl.fedprox``)."""
+
+    method = "fedprox"
+
+
 def run_fedavg(grid: Grid, config: FedConfig, split: DataSplit, recorder: RunRecorder) -> None:
     """FedAvg over the same clients, data and student architecture as FedKD."""
+    _run_strategy(grid, config, split, recorder, RecordingFedAvg(recorder, **_sampling(config)))
+
+
+def run_fedprox(grid: Grid, config: FedConfig, split: DataSplit, recorder: RunRecorder) -> None:
+    """FedProx (``proximal-mu``) over the same clients, data and student as FedAvg."""
+    strategy = RecordingFedProx(recorder, proximal_mu=config.local.proximal_mu, **_sampling(config))
+    _run_strategy(grid, config, split, recorder, strategy)
+
+
+def _sampling(config: FedConfig) -> dict[str, object]:
+    """Flower's sampling arguments from our config (no federated evaluation round)."""
+    return {
+        "fraction_train": config.fraction,
+        "fraction_evaluate": 0.0,
+        "min_train_nodes": config.min_clients,
+        "min_available_nodes": config.min_clients,
+    }
+
+
+def _run_strategy(
+    grid: Grid,
+    config: FedConfig,
+    split: DataSplit,
+    recorder: RunRecorder,
+    strategy: RecordingFedAvg,
+) -> None:
+    """Run a recording weights-averaging strategy; the server evaluates the global model."""
     student = new_student(config, split)
-    strategy = RecordingFedAvg(
-        recorder,
-        fraction_train=config.fraction,
-        fraction_evaluate=0.0,
-        min_train_nodes=config.min_clients,
-        min_available_nodes=config.min_clients,
-    )
+    method = strategy.method
 
     def evaluate_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if server_round == 0:
             return None
         student.load_state_dict(arrays.to_torch_state_dict())
         report = evaluate(student, split.test)
-        record = strategy.pending.pop(server_round, RoundRecord(server_round, "fedavg"))
+        record = strategy.pending.pop(server_round, RoundRecord(server_round, method))
         record.student_accuracy = report.accuracy
         record.seconds = time.perf_counter() - strategy.round_start
         recorder.add(record)
         recorder.checkpoint(student)
-        log.info("[fedavg] round %d: student %.4f", server_round, report.accuracy)
+        log.info("[%s] round %d: student %.4f", method, server_round, report.accuracy)
         return MetricRecord({"accuracy": report.accuracy})
 
     strategy.start(
@@ -95,6 +126,6 @@ def run_fedavg(grid: Grid, config: FedConfig, split: DataSplit, recorder: RunRec
         initial_arrays=ArrayRecord(student.state_dict()),
         num_rounds=config.num_rounds,
         timeout=config.stage_timeout or FIRST_ROUND_TIMEOUT,  # Flower's strategy: one fixed
-        train_config=ConfigRecord({keys.PHASE: "fedavg"}),
+        train_config=ConfigRecord({keys.PHASE: method}),
         evaluate_fn=evaluate_round,
     )

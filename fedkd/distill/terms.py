@@ -16,6 +16,7 @@ The terms, each the paper's loss (the maths is in :mod:`fedkd.distill.losses`):
 - :class:`AttentionTransfer` -- Zagoruyko & Komodakis spatial attention maps.
 - :class:`DistributionMatch` -- KL between two distributions, e.g. attention pooling weights.
 - :class:`Relational` -- RKD distance and angle losses (Park et al. 2019).
+- :class:`Proximal` -- FedProx's ``mu / 2 * ||w - w0||^2`` towards the starting weights.
 """
 
 from __future__ import annotations
@@ -249,3 +250,38 @@ def kd_mix(
     if hard_label_weight > 0:
         terms.append(CrossEntropy(hard_label_weight, mask=mask))
     return terms
+
+
+@dataclass
+class Proximal(LossTerm):
+    """FedProx's proximal term ``mu / 2 * ||w - w_anchor||^2`` over a model's parameters
+    (Li et al., MLSys 2020): local training is pulled towards the weights it started from.
+
+    Build it with :meth:`around` right after the global weights are loaded and before the
+    first step; the anchor is a detached copy, so it stays fixed while the model moves.
+    """
+
+    mu: float = 0.0
+    params: list[nn.Parameter] = field(default_factory=list)
+    anchor: list[Tensor] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.mu >= 0.0:  # also refuses NaN
+            raise ValueError(f"proximal mu must be >= 0, got {self.mu}")
+        if len(self.params) != len(self.anchor):
+            raise ValueError("Proximal needs one anchor tensor per parameter")
+
+    @classmethod
+    def around(cls, model: nn.Module, mu: float) -> Proximal:
+        """The term anchored at ``model``'s current trainable parameters."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        return cls(mu=mu, params=params, anchor=[p.detach().clone() for p in params])
+
+    def __call__(self, step: Step) -> Tensor:
+        del step  # reads the model's parameters, not the batch
+        squares = [
+            (p - a.to(p.device)).pow(2).sum() for p, a in zip(self.params, self.anchor, strict=True)
+        ]
+        if not squares:  # a model without trainable parameters has nothing to pull back
+            return torch.zeros(())
+        return 0.5 * self.mu * torch.stack(squares).sum()

@@ -33,7 +33,7 @@ from fedkd.distill.staging import (
     precision_for,
     resolve_device,
 )
-from fedkd.distill.terms import CrossEntropy, kd_mix, teacher_key
+from fedkd.distill.terms import CrossEntropy, LossTerm, Proximal, kd_mix, teacher_key
 from fedkd.progress import ProgressReporter
 
 if TYPE_CHECKING:
@@ -74,9 +74,10 @@ def train_supervised(
     optimizer: str = "adam",
     validation: ArrayDataset | None = None,
     patience: int | None = None,
+    proximal_mu: float = 0.0,
 ) -> TrainReport:
     """Train ``model`` with Adam (or ``optimizer="sgd"``, momentum 0.9) on the cross-entropy
-    of ``data``'s labels.
+    of ``data``'s labels (plus FedProx's proximal term when ``proximal_mu > 0``).
 
     Parameters
     ----------
@@ -99,11 +100,16 @@ def train_supervised(
         Labelled slice scored after each epoch; the best epoch's weights are kept.
     patience
         With ``validation``: stop after this many epochs without a better score.
+    proximal_mu
+        FedProx: add ``mu / 2 * ||w - w0||^2``, ``w0`` the weights ``model`` has on entry
+        (the pushed global weights); 0 trains on the cross-entropy alone.
 
     Returns
     -------
     TrainReport
     """
+    if not proximal_mu >= 0.0:  # also refuses NaN
+        raise ValueError(f"proximal_mu must be >= 0, got {proximal_mu}")
     x = check_inputs(data.x, "data.x")
     y = check_labels(data.y, x.shape[0], "data.y")
     config = FitConfig(
@@ -115,10 +121,13 @@ def train_supervised(
         seed=seed,
         patience=patience,
     )
+    terms: list[LossTerm] = [CrossEntropy()]
+    if proximal_mu > 0:  # anchored before the first step: the weights training started from
+        terms.append(Proximal.around(model, proximal_mu))
     return fit(
         model,
         {"x": x, "labels": y},
-        [CrossEntropy()],
+        terms,
         config,
         device=device,
         precision=FLOAT32,

@@ -28,6 +28,7 @@ from fedkd.fl.client_work import LocalResult, local_round, new_client_model
 from fedkd.fl.config import FedConfig, parse_run_config
 from fedkd.fl.data import FederatedData, federated_data
 from fedkd.fl.faults import InjectedFault, inject_fault
+from fedkd.fl.fedprox import proximal_round
 from fedkd.fl.identities import client_identity
 from fedkd.models import FeatureModel
 from fedkd.secagg import (
@@ -200,7 +201,7 @@ def _single_array(request: Envelope, name: str, shape: tuple[int, ...]) -> np.nd
 
 def _phase(request: Envelope, config: FedConfig) -> str:
     phase = str(request.fields.get(keys.PHASE, config.method))
-    if phase not in ("fedkd", "fedavg", "local"):
+    if phase not in ("fedkd", "fedavg", "fedprox", "local"):
         raise BadRequest(f"unknown phase {phase!r}")
     return phase
 
@@ -272,7 +273,7 @@ def train(
         )
     phase = _phase(request, config)
     secure = keys.SECAGG_CONFIG in request.fields
-    if phase in ("fedavg", "local") and node.require_secagg:
+    if phase in ("fedavg", "fedprox", "local") and node.require_secagg:
         raise PlaintextRefused(
             f"this node requires secure aggregation; a {phase} round would send its weights "
             "or its statistics in the clear"
@@ -296,16 +297,27 @@ def train(
     if phase == "fedkd" and config.mode == "fedmd" and keys.TEACHER in request.arrays:
         shape = (len(data.split.public), data.split.num_classes)
         teacher = _single_array(request, keys.TEACHER, shape)
-    result = local_round(
-        config,
-        data,
-        node.partition_id,
-        model,
-        server_round=server_round,
-        teacher_logits=teacher,
-        contribute=phase == "fedkd",
-        first_round=fresh,
-    )
+    if phase == "fedprox":
+        result = proximal_round(
+            config,
+            data,
+            node.partition_id,
+            model,
+            server_round=server_round,
+            mu=_proximal_mu(request),
+            first_round=fresh,
+        )
+    else:
+        result = local_round(
+            config,
+            data,
+            node.partition_id,
+            model,
+            server_round=server_round,
+            teacher_logits=teacher,
+            contribute=phase == "fedkd",
+            first_round=fresh,
+        )
     if _persistent(phase, config):
         store.put(
             keys.STATE_MODEL,
@@ -318,7 +330,7 @@ def train(
         reply = Envelope(keys.TRAIN, {keys.PARTITION_ID: node.partition_id})
     else:
         reply = Envelope(keys.TRAIN, dict(_metrics(result, node.partition_id)))
-    if phase == "fedavg":
+    if phase in ("fedavg", "fedprox"):
         reply.arrays.update(weights_arrays(model))
     elif advertise is not None:
         state = _load_state(store, node, config) or _new_state(node, config)
@@ -334,6 +346,16 @@ def train(
     elif phase == "fedkd":
         reply.arrays[keys.CONTRIBUTION] = result.vector
     return reply
+
+
+def _proximal_mu(request: Envelope) -> float:
+    """The proximal weight a FedProx train message carries (a number >= 0)."""
+    value = request.fields.get(keys.PROXIMAL_MU)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadRequest(f"a fedprox round needs a number '{keys.PROXIMAL_MU}', got {value!r}")
+    if not 0.0 <= value < float("inf"):  # also refuses NaN
+        raise BadRequest(f"'{keys.PROXIMAL_MU}' must be finite and >= 0, got {value!r}")
+    return float(value)
 
 
 def _check_secagg_request(

@@ -22,7 +22,7 @@ from typing import Any
 
 from fedkd.distill.teacher import TeacherConfig, available_teacher_rules
 
-METHODS = ("fedkd", "fedavg", "local", "central")
+METHODS = ("fedkd", "fedavg", "fedprox", "local", "central")
 MODES = ("feddf", "fedmd")
 PARTITIONERS = ("iid", "dirichlet", "shard", "pathological")
 OPTIMIZERS = ("adam", "sgd")
@@ -73,6 +73,7 @@ class LocalConfig:
     digest_epochs: int = 0  # FedMD: epochs on the pushed soft targets before revisiting
     eval_clients: bool = True
     torch_threads: int = 1  # per process: simulated clients run in parallel Ray actors already
+    proximal_mu: float = 0.01  # FedProx: weight of mu/2 ||w - w_global||^2 (Flower's FedProx)
 
     @property
     def client_model_list(self) -> list[str]:
@@ -172,6 +173,7 @@ RUN_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "lr": ("local", "lr"),
     "optimizer": ("local", "optimizer"),
     "digest-epochs": ("local", "digest_epochs"),
+    "proximal-mu": ("local", "proximal_mu"),
     "teacher-rule": ("teacher", "rule"),
     "temperature": ("teacher", "temperature"),
     "sharpen-temperature": ("teacher", "sharpen_temperature"),
@@ -309,6 +311,7 @@ def _ranges(config: FedConfig) -> None:
         ("lr", local.lr > 0, "> 0"),
         ("warmup-epochs", local.warmup_epochs >= 0, ">= 0"),
         ("digest-epochs", local.digest_epochs >= 0, ">= 0"),
+        ("proximal-mu", 0.0 <= local.proximal_mu < float("inf"), ">= 0 and finite"),
         ("distill-epochs", distill.epochs >= 0, ">= 0"),
         ("distill-batch-size", distill.batch_size >= 1, ">= 1"),
         ("distill-lr", distill.lr > 0, "> 0"),

@@ -16,7 +16,8 @@ CONTRIBUTION = "contribution"  # plaintext path: a client's teacher contribution
 # Field names in an envelope.
 ROUND = "round"  # the train round (Flower's FedAvg strategy says "server-round")
 FLOWER_ROUND = "server-round"
-PHASE = "phase"  # which method the round belongs to: fedkd, fedavg, local
+PHASE = "phase"  # which method the round belongs to: fedkd, fedavg, fedprox, local
+PROXIMAL_MU = "proximal-mu"  # FedProx: the proximal weight (Flower's FedProx strategy sends it)
 DEADLINE = "deadline"  # wall-clock time (epoch seconds) after which the server no longer waits
 SECAGG_CONFIG = (
     "secagg-config"  # encoded fedkd.secagg config for this round (stage 1 rides on train)
