@@ -1,16 +1,29 @@
-"""FedKD vs FedAvg vs local-only vs centralized on one partition, each a real ``flwr run``.
+"""FedKD vs FedAvg vs FedProx vs local-only vs centralized, over seeds and label skews; every
+run a real ``flwr run``.
 
     python -m experiments.compare                          # digits, 10 clients, alpha 0.5
-    python -m experiments.compare --clients 20 --rounds 20 --alpha 0.1 \
-        --set dataset=idx data-root=../shared/data/mnist split-private=6000 \
-              split-public=2000 split-test=2000
+    python -m experiments.compare --clients 20 --rounds 20 --seeds 0 1 2 \
+        --alphas 0.1 0.5 1.0 --set dataset=idx data-root=../shared/data/mnist \
+        split-private=6000 split-public=2000 split-test=2000
 
 Every method gets the same run config (data, seed, partition, student model, rounds, local
-epochs); only ``method`` changes. Each method's config is checked before the first run starts
-(exit 2 on a bad one). Writes ``comparison.md``, ``comparison.json`` and ``comparison.png``
-into ``--out`` (default: a new ``runs/compare-<date>-<time>`` folder) and prints the table.
-Exit code 0 when every method completed, 1 when one failed (its cause printed on one line and
-kept in ``comparison.json``), 130 / 143 when interrupted (the finished methods are kept).
+training); only ``method`` changes, and ``seed`` and ``alpha`` over the grid. ``central`` pools
+all private data, so it does not depend on alpha: it runs once per seed and appears in every
+alpha's block. Every run's config is checked before the first one starts (exit 2 on a bad one).
+
+Each run keeps its own folder under ``--out`` (``<method>-a<alpha>-s<seed>``, ``central-s<seed>``)
+with its ``history.json``; the tables and plots are rebuilt from those folders after every run.
+Running the command again with the same ``--out`` skips the runs already complete (a
+``summary.json`` and the same config), so a crash or Ctrl-C loses nothing already computed; an
+incomplete folder is kept aside as ``<name>.partial-<n>`` and the run starts again.
+
+Writes ``comparison.md`` (mean ± std over seeds per method and alpha: student final and best,
+clients' mean final, MB up per round, seconds per round), ``comparison.json``,
+``comparison.png`` (accuracy vs round, a band over seeds, one column per alpha; a second row for
+the clients, with their min-max spread when the histories hold it) and ``comparison_bytes.png``
+(accuracy vs cumulative bytes sent). Exit code 0 when every run completed, 1 when one failed
+(its cause printed on one line and kept in ``comparison.json``), 2 on a bad configuration,
+130 / 143 when interrupted (the finished runs are kept; no new one starts).
 """
 
 from __future__ import annotations
@@ -18,11 +31,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
+import statistics
 import sys
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from experiments.launch import LaunchResult, flwr_run, report
+from experiments.launch import flwr_run, report
 from experiments.run_config import (
     PROJECT_ROOT,
     absolute_paths,
@@ -30,7 +48,9 @@ from experiments.run_config import (
     parse_assignments,
 )
 
-METHODS = ("fedkd", "fedavg", "local", "central")
+METHODS = ("fedkd", "fedavg", "fedprox", "local", "central")
+ALPHA_FREE = ("central",)  # methods that never partition the data
+History = list[dict[str, Any]]
 
 
 def default_out() -> Path:
@@ -38,65 +58,328 @@ def default_out() -> Path:
     return PROJECT_ROOT / "runs" / time.strftime("compare-%Y%m%d-%H%M%S")
 
 
-def _values(history: list[dict[str, object]], key: str) -> list[float]:
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of the grid: a method at a seed (and an alpha, unless it needs none)."""
+
+    method: str
+    seed: int
+    alpha: float | None  # None for ALPHA_FREE methods
+
+    @property
+    def name(self) -> str:
+        """The run's folder name under ``--out`` (also its ``run-name``)."""
+        if self.alpha is None:
+            return f"{self.method}-s{self.seed}"
+        return f"{self.method}-a{self.alpha:g}-s{self.seed}"
+
+
+def grid(methods: Sequence[str], seeds: Sequence[int], alphas: Sequence[float]) -> list[RunSpec]:
+    """Every run of the comparison, alpha by alpha (an alpha-free method once per seed)."""
+    specs: list[RunSpec] = []
+    for alpha in alphas:
+        for seed in seeds:
+            for method in methods:
+                spec = RunSpec(method, seed, None if method in ALPHA_FREE else alpha)
+                if spec not in specs:
+                    specs.append(spec)
+    return specs
+
+
+# --------------------------------------------------------------------------- one run's figures
+
+
+def _values(history: History, key: str) -> list[float]:
     """The numeric values of ``key`` over the rounds (skipped rounds have none)."""
     found = (row.get(key) for row in history)
     return [float(v) for v in found if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
-def _final(history: list[dict[str, object]], key: str) -> float:
+def _final(history: History, key: str) -> float:
     values = _values(history, key)
     return values[-1] if values else math.nan
 
 
-def _best(history: list[dict[str, object]], key: str) -> float:
+def _best(history: History, key: str) -> float:
     values = _values(history, key)
     return max(values) if values else math.nan
 
 
-def headline(method: str, history: list[dict[str, object]]) -> tuple[float, float]:
-    """(final, best) accuracy of the model a method produces: the student, or the clients'
-    mean for local-only training (it has no global model)."""
-    key = "client_accuracy_mean" if method == "local" else "student_accuracy"
-    return _final(history, key), _best(history, key)
+def run_figures(history: History) -> dict[str, float]:
+    """The table's figures for one run: student final and best, clients' mean final, MB up
+    per round and seconds per round (NaN where the method has no such model)."""
+    rounds = max(len(history), 1)
+    return {
+        "student_final": _final(history, "student_accuracy"),
+        "student_best": _best(history, "student_accuracy"),
+        "clients_final": _final(history, "client_accuracy_mean"),
+        "mb_up": sum(_values(history, "bytes_up")) / rounds / 1e6,
+        "seconds": sum(_values(history, "seconds")) / rounds,
+        "rounds": float(len(history)),
+    }
 
 
-def markdown_table(rows: list[dict[str, object]], title: str) -> str:
-    lines = [
-        f"### {title}",
-        "",
-        "| method | final accuracy | best accuracy | MB up / round | s / round | rounds |",
-        "|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['method']} | {row['final']:.4f} | {row['best']:.4f} | "
-            f"{row['mb_up']:.2f} | {row['seconds']:.1f} | {row['rounds']} |"
-        )
+FIGURES = ("student_final", "student_best", "clients_final", "mb_up", "seconds")
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (n - 1; 0 for one value) and count of the finite values."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return math.nan, math.nan, 0
+    std = statistics.stdev(finite) if len(finite) > 1 else 0.0
+    return statistics.fmean(finite), std, len(finite)
+
+
+def aggregate(runs: Sequence[Mapping[str, Any]], alphas: Sequence[float]) -> list[dict[str, Any]]:
+    """One row per (alpha, method) with mean, std and count over seeds of every figure.
+
+    ``runs`` are completed runs: ``method``, ``alpha`` (``None`` for alpha-free methods, which
+    then appear under every alpha), ``seed`` and ``figures`` (from :func:`run_figures`).
+    """
+    methods = list(dict.fromkeys(str(r["method"]) for r in runs))
+    rows: list[dict[str, Any]] = []
+    for alpha in alphas:
+        for method in methods:
+            chosen = [
+                r
+                for r in runs
+                if r["method"] == method and (r["alpha"] is None or r["alpha"] == alpha)
+            ]
+            if not chosen:
+                continue
+            row: dict[str, Any] = {
+                "alpha": alpha,
+                "method": method,
+                "seeds": sorted(int(r["seed"]) for r in chosen),
+            }
+            for name in FIGURES:
+                mean, std, count = mean_std([float(r["figures"][name]) for r in chosen])
+                row[name] = {"mean": mean, "std": std, "n": count}
+            rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------- table
+
+
+def _cell(stat: Mapping[str, float], scale: float, digits: int) -> str:
+    """``mean ± std`` (``-`` when the method has no such figure; no ± for a single seed)."""
+    if not stat["n"]:
+        return "-"
+    mean = f"{stat['mean'] * scale:.{digits}f}"
+    return mean if stat["n"] == 1 else f"{mean} ± {stat['std'] * scale:.{digits}f}"
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], title: str) -> str:
+    """The comparison as Markdown, one block per alpha; accuracies in percent."""
+    lines = [f"### {title}", ""]
+    lines.append(
+        "Mean ± sample std over seeds. Accuracies on the test set in %; `student` is the "
+        "global model (FedKD's student, FedAvg's/FedProx's aggregate, the centralized "
+        "model), `clients` the clients' own models (mean over clients)."
+    )
+    for alpha in dict.fromkeys(float(r["alpha"]) for r in rows):
+        lines += [
+            "",
+            f"**Dirichlet α = {alpha:g}**",
+            "",
+            "| method | student (final) | student (best) | clients (final) | MB up / round "
+            "| s / round | seeds |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in (r for r in rows if float(r["alpha"]) == alpha):
+            lines.append(
+                f"| {row['method']} | {_cell(row['student_final'], 100, 1)} "
+                f"| {_cell(row['student_best'], 100, 1)} | {_cell(row['clients_final'], 100, 1)} "
+                f"| {_cell(row['mb_up'], 1, 2)} | {_cell(row['seconds'], 1, 1)} "
+                f"| {' '.join(map(str, row['seeds']))} |"
+            )
     return "\n".join(lines) + "\n"
 
 
-def plot(histories: dict[str, list[dict[str, object]]], path: Path, title: str) -> None:
+# --------------------------------------------------------------------------- plots
+
+
+def _series(history: History, key: str) -> dict[int, float]:
+    return {
+        int(r["round"]): float(r[key])
+        for r in history
+        if isinstance(r.get(key), (int, float)) and math.isfinite(float(r[key]))
+    }
+
+
+def _bands(
+    histories: Sequence[History], key: str
+) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Rounds, mean, min and max over runs of ``key`` (rounds every run has)."""
+    series = [_series(h, key) for h in histories]
+    series = [s for s in series if s]
+    if not series:
+        return [], [], [], []
+    rounds = sorted(set.intersection(*(set(s) for s in series)))
+    values = [[s[r] for s in series] for r in rounds]
+    return (
+        rounds,
+        [statistics.fmean(v) for v in values],
+        [min(v) for v in values],
+        [max(v) for v in values],
+    )
+
+
+def _cumulative_mb(history: History) -> dict[int, float]:
+    total, out = 0.0, {}
+    for row in history:
+        total += sum(_values([row], "bytes_up") + _values([row], "bytes_down"))
+        out[int(row["round"])] = total / 1e6
+    return out
+
+
+def plot(
+    runs: Sequence[Mapping[str, Any]], alphas: Sequence[float], out: Path, title: str
+) -> list[Path]:
+    """``comparison.png`` (accuracy vs round per alpha) and ``comparison_bytes.png``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for method, history in histories.items():
-        key = "client_accuracy_mean" if method == "local" else "student_accuracy"
-        points = [(r["round"], r[key]) for r in history if isinstance(r.get(key), (int, float))]
-        if points:
-            ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=method)
-    ax.set_xlabel("round")
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title(title)
+    methods = list(dict.fromkeys(str(r["method"]) for r in runs))
+    colours = {m: f"C{i}" for i, m in enumerate(METHODS)}
+
+    def histories(method: str, alpha: float) -> list[History]:
+        return [
+            r["history"]
+            for r in runs
+            if r["method"] == method and (r["alpha"] is None or r["alpha"] == alpha)
+        ]
+
+    columns = len(alphas)
+    fig, axes = plt.subplots(2, columns, figsize=(4.6 * columns, 7), squeeze=False, sharey=True)
+    for col, alpha in enumerate(alphas):
+        top, bottom = axes[0][col], axes[1][col]
+        for method in methods:
+            found = histories(method, alpha)
+            colour = colours.get(method)
+            rounds, mean, low, high = _bands(found, "student_accuracy")
+            if rounds:
+                top.plot(rounds, mean, color=colour, marker="o", markersize=2, label=method)
+                top.fill_between(rounds, low, high, color=colour, alpha=0.2, lw=0)
+            rounds, mean, low, high = _bands(found, "client_accuracy_mean")
+            if rounds:
+                bottom.plot(rounds, mean, color=colour, marker="o", markersize=2, label=method)
+                bottom.fill_between(rounds, low, high, color=colour, alpha=0.2, lw=0)
+            # The clients' own spread (min..max over clients), averaged over seeds, when the
+            # histories record it.
+            spread_low = _bands(found, "client_accuracy_min")
+            spread_high = _bands(found, "client_accuracy_max")
+            if spread_low[0] and spread_high[0] == spread_low[0]:
+                bottom.plot(spread_low[0], spread_low[1], color=colour, ls=":", lw=1)
+                bottom.plot(spread_high[0], spread_high[1], color=colour, ls=":", lw=1)
+        top.set_title(f"α = {alpha:g}: global model (student)", fontsize=9)
+        bottom.set_title(f"α = {alpha:g}: clients (mean; dotted: min / max)", fontsize=9)
+        for ax in (top, bottom):
+            ax.set_ylim(0, 1)
+            ax.grid(alpha=0.3)
+            ax.set_xlabel("round")
+        top.set_ylabel("test accuracy (band: min-max over seeds)")
+        bottom.set_ylabel("test accuracy")
+    axes[0][0].legend(fontsize=8)
+    if axes[1][0].get_legend_handles_labels()[0]:
+        axes[1][0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    written = [out / "comparison.png"]
+    fig.savefig(written[0], dpi=120)
     plt.close(fig)
+
+    fig, axes = plt.subplots(1, columns, figsize=(4.6 * columns, 3.8), squeeze=False)
+    for col, alpha in enumerate(alphas):
+        ax = axes[0][col]
+        for method in methods:
+            for index, history in enumerate(histories(method, alpha)):
+                key = "client_accuracy_mean" if method == "local" else "student_accuracy"
+                accuracy, sent = _series(history, key), _cumulative_mb(history)
+                points = [(sent[r], accuracy[r]) for r in sorted(accuracy) if sent.get(r, 0) > 0]
+                if points:
+                    xs, ys = zip(*points, strict=True)
+                    label = method if index == 0 else None
+                    ax.plot(xs, ys, color=colours.get(method), alpha=0.8, lw=1, label=label)
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3, which="both")
+        ax.set_xlabel("cumulative MB sent (up + down, all clients)")
+        ax.set_ylabel("test accuracy (local: clients' mean)")
+        ax.set_title(f"α = {alpha:g} (one line per seed)", fontsize=9)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    written.append(out / "comparison_bytes.png")
+    fig.savefig(written[1], dpi=120)
+    plt.close(fig)
+    return written
+
+
+# --------------------------------------------------------------------------- runs on disk
+
+
+WHERE = ("out-dir", "run-name")  # where a run was written, not what it ran: a folder may move
+
+
+def _same(saved: Any, wanted: Any) -> bool:
+    if isinstance(saved, (int, float)) and isinstance(wanted, (int, float)):
+        return float(saved) == float(wanted)
+    return saved == wanted
+
+
+def completed(folder: Path, config: Mapping[str, Any]) -> bool:
+    """Whether ``folder`` holds this run, finished: ``summary.json`` and the same settings.
+
+    Raises
+    ------
+    ValueError
+        When the folder holds a finished run of another config (another ``--rounds`` or
+        ``--set`` into the same ``--out``): mixing them would make the table lie.
+    """
+    if not (folder / "summary.json").is_file() or not (folder / "config.json").is_file():
+        return False
+    saved = json.loads((folder / "config.json").read_text())
+    differ = sorted(k for k, v in config.items() if k not in WHERE and not _same(saved.get(k), v))
+    if differ:
+        raise ValueError(
+            f"'{folder}' holds a finished run with other settings ("
+            + ", ".join(f"'{k}': {saved.get(k)!r} there, {config[k]!r} now" for k in differ)
+            + "); use another --out"
+        )
+    return True
+
+
+def set_aside(folder: Path) -> Path | None:
+    """Move an incomplete run folder out of the way (kept, never deleted)."""
+    if not folder.exists():
+        return None
+    index = 1
+    while (target := folder.with_name(f"{folder.name}.partial-{index}")).exists():
+        index += 1
+    shutil.move(str(folder), str(target))
+    return target
+
+
+def load_run(spec: RunSpec, folder: Path) -> dict[str, Any]:
+    """A completed run as the table and plots read it."""
+    history: History = json.loads((folder / "history.json").read_text())
+    return {
+        "method": spec.method,
+        "alpha": spec.alpha,
+        "seed": spec.seed,
+        "results": str(folder),
+        "figures": run_figures(history),
+        "history": history,
+    }
+
+
+# --------------------------------------------------------------------------- command line
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -104,118 +387,174 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--alpha", type=float, default=0.5)
-    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
+    parser.add_argument(
+        "--alphas",
+        "--alpha",
+        dest="alphas",
+        nargs="+",
+        type=float,
+        default=[0.5],
+        help="Dirichlet concentrations, one block of the table each (default 0.5)",
+    )
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[0], help="seeds (default 0); mean ± std over them"
+    )
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument(
         "--set",
         nargs="*",
         default=[],
         metavar="KEY=VALUE",
-        help="run-config settings shared by every method",
+        help="run-config settings shared by every run",
     )
     parser.add_argument(
-        "--out", type=Path, default=None, help="results folder (default: runs/compare-<time>)"
+        "--federation",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra federation config, e.g. client-resources-num-cpus=1 (the default)",
     )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results folder (default: runs/compare-<time>); an existing one is resumed",
+    )
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
     parser.add_argument("--quiet", action="store_true", help="do not echo the Flower logs")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.alphas = list(dict.fromkeys(args.alphas))
+    args.seeds = list(dict.fromkeys(args.seeds))
+    args.methods = list(dict.fromkeys(args.methods))
+    return args
 
 
-def method_configs(
+def run_configs(
     args: argparse.Namespace, out: Path
-) -> tuple[dict[str, object], dict[str, dict[str, object]]]:
-    """The shared run config and each method's full run config, all checked first.
+) -> tuple[dict[str, object], dict[RunSpec, dict[str, object]]]:
+    """The shared run config and each run's full run config, all checked first.
 
     Raises
     ------
     ValueError
-        One line naming the method and the bad key.
+        One line naming the run and the bad key.
     """
-    shared = absolute_paths(
-        {"num-rounds": args.rounds, "alpha": args.alpha, **parse_assignments(args.set)}
-    )
+    if args.clients < 1 or args.rounds < 1:
+        raise ValueError("--clients and --rounds must be >= 1")
+    shared = absolute_paths({"num-rounds": args.rounds, **parse_assignments(args.set)})
+    for key in ("seed", "alpha", "method", "run-name", "out-dir", "resume"):
+        if key in shared:
+            raise ValueError(f"--set: '{key}' is set by compare itself (--seeds, --alphas, ...)")
     shared["out-dir"] = str(out)
-    configs: dict[str, dict[str, object]] = {}
-    for method in args.methods:
-        config = {**shared, "method": method, "run-name": method}
-        if method == "local":  # its headline number is the clients' own test accuracy
+    configs: dict[RunSpec, dict[str, object]] = {}
+    for spec in grid(args.methods, args.seeds, args.alphas):
+        config = {**shared, "method": spec.method, "seed": spec.seed, "run-name": spec.name}
+        if spec.alpha is not None:
+            config["alpha"] = spec.alpha
+        if spec.method == "local":  # its only models are the clients'
             config["eval-clients"] = True
         try:
             check_run_config(config, args.clients)
         except ValueError as error:
-            raise ValueError(f"{method}: {error}") from None
-        configs[method] = config
+            raise ValueError(f"{spec.method}: {error} (run {spec.name})") from None
+        configs[spec] = config
     return shared, configs
 
 
-def summary_row(method: str, result: LaunchResult) -> dict[str, object]:
-    """One table row from a completed method's ``history.json``."""
-    assert result.results is not None
-    history = json.loads((result.results / "history.json").read_text())
-    final, best = headline(method, history)
-    rounds = max(len(history), 1)
-    return {
-        "method": method,
-        "final": final,
-        "best": best,
-        "mb_up": sum(float(r.get("bytes_up") or 0) for r in history) / rounds / 1e6,
-        "seconds": sum(float(r.get("seconds") or 0) for r in history) / rounds,
-        "rounds": len(history),
-        "results": str(result.results),
-        "history": history,
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Run every method, write the table, plot and JSON; return the exit code."""
+    """Run every cell of the grid not already on disk, write the tables and plots."""
     args = parse_args(argv)
     out = (args.out or default_out()).resolve()
     try:
-        shared, configs = method_configs(args, out)
+        shared, configs = run_configs(args, out)
+        done = {spec for spec, config in configs.items() if completed(out / spec.name, config)}
     except ValueError as error:
         print(f"compare: {error}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, object]] = []
-    failed: dict[str, str] = {}
+    state = Progress(out, shared, args, {spec: out / spec.name for spec in done})
+    todo = [spec for spec in configs if spec not in done]
+    print(f"compare: {len(configs)} runs, {len(done)} already complete in {out}", flush=True)
     code = 0
-    for method, config in configs.items():
-        print(f"\n=== {method} ===", flush=True)
-        result = flwr_run(config, num_supernodes=args.clients, echo=not args.quiet)
-        if not result.ok:
-            report(result, label=method)
-            failed[method] = result.cause
-            code = result.returncode if result.returncode in (130, 143) else 1
-            if code != 1:
+    for index, spec in enumerate(todo, 1):
+        moved = set_aside(out / spec.name)
+        if moved is not None:
+            print(f"compare: incomplete {spec.name} kept as {moved.name}; running it again")
+        print(f"\n=== {spec.name} ({index}/{len(todo)}) ===", flush=True)
+        result = flwr_run(
+            configs[spec],
+            num_supernodes=args.clients,
+            federation_config=args.federation,
+            echo=not args.quiet,
+            timeout=args.timeout,
+        )
+        if result.ok and result.results is not None:
+            state.finished[spec] = result.results
+        else:
+            report(result, label=spec.name)
+            state.failed[spec.name] = result.cause or f"exit code {result.returncode}"
+            if result.returncode in (130, 143):
+                code = result.returncode
                 break  # interrupted: keep what is done, start nothing new
-            continue
-        rows.append(summary_row(method, result))
-    write_outputs(out, shared, rows, failed, args)
+            code = 1
+        state.write(final=False)
+    state.write(final=True)
     return code
 
 
-def write_outputs(
-    out: Path,
-    shared: dict[str, object],
-    rows: list[dict[str, object]],
-    failed: dict[str, str],
-    args: argparse.Namespace,
-) -> None:
-    """``comparison.md`` / ``.json`` / ``.png`` for the methods that completed."""
-    title = (
-        f"{shared.get('dataset', 'digits')}, {args.clients} clients, Dirichlet alpha="
-        f"{args.alpha}, {args.rounds} rounds"
-    )
-    histories = {str(r["method"]): r.pop("history") for r in rows}
-    table = markdown_table(rows, title) if rows else f"### {title}\n\nno method completed\n"
-    for method, cause in failed.items():
-        table += f"\n- {method}: did not complete ({cause})"
-    (out / "comparison.md").write_text(table + "\n")
-    payload = {"config": shared, "rows": rows, "failed": failed}
-    (out / "comparison.json").write_text(json.dumps(payload, indent=2))
-    if histories:
-        plot(histories, out / "comparison.png", title)  # type: ignore[arg-type]
-    print("\n" + table)
-    print(f"written to {out}")
+@dataclass
+class Progress:
+    """The comparison so far: the runs finished (on disk) and the ones that failed."""
+
+    out: Path
+    shared: dict[str, object]
+    args: argparse.Namespace
+    finished: dict[RunSpec, Path]
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def title(self) -> str:
+        """Data, clients, rounds: what every run of the comparison shares."""
+        return (
+            f"{self.shared.get('dataset', 'digits')}, {self.args.clients} clients, "
+            f"{self.args.rounds} rounds, seeds {' '.join(map(str, self.args.seeds))}"
+        )
+
+    def write(self, *, final: bool) -> None:
+        """``comparison.md`` / ``.json`` / plots from every finished run's folder."""
+        methods = list(self.args.methods)
+        specs = sorted(self.finished, key=lambda s: (methods.index(s.method), s.seed))
+        runs = [load_run(spec, self.finished[spec]) for spec in specs]
+        rows = aggregate(runs, self.args.alphas)
+        title = self.title()
+        table = markdown_table(rows, title) if rows else f"### {title}\n\nno run completed\n"
+        for name, cause in self.failed.items():
+            table += f"\n- {name}: did not complete ({cause})"
+        (self.out / "comparison.md").write_text(table + "\n")
+        payload = {
+            "config": self.shared,
+            "clients": self.args.clients,
+            "seeds": self.args.seeds,
+            "alphas": self.args.alphas,
+            "rows": rows,
+            "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs],
+            "failed": self.failed,
+        }
+        (self.out / "comparison.json").write_text(json.dumps(_json_safe(payload), indent=2))
+        if runs:
+            plot(runs, self.args.alphas, self.out, title)
+        if final:
+            print("\n" + table)
+            print(f"written to {self.out}")
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 if __name__ == "__main__":
