@@ -49,14 +49,15 @@ def run_app(tmp_path: Path, nodes: int = 4, grid_kwargs: dict | None = None, **o
 
 
 def test_secure_round_matches_plaintext_and_student_learns(tmp_path: Path) -> None:
-    secure_dir, secure, grid = run_app(tmp_path / "secure", run_name="s")
+    # 40 quantisation bits: the secure path must then reproduce the plaintext teacher.
+    secure_dir, secure, grid = run_app(tmp_path / "secure", run_name="s", **{"secagg-bits": 40})
     plain_dir, plain, _ = run_app(tmp_path / "plain", run_name="p", secagg=False)
     for row in secure:
         assert row["status"] == "ok" and row["survivors"] == 4 and row["dropped"] == []
     for name in ("round-001.npy", "round-002.npy"):
         a = np.load(secure_dir / "teachers" / name)
         b = np.load(plain_dir / "teachers" / name)
-        # Fixed-point with >= 48 bits: the decoded teacher equals the plaintext one to ~1e-9.
+        # Fixed-point with 40 bits: the decoded teacher equals the plaintext one to ~1e-7.
         np.testing.assert_allclose(a, b, atol=1e-5)
     assert secure[-1]["student_accuracy"] > 0.5  # from ~0.1 at initialisation
     assert secure[-1]["student_accuracy"] >= secure[0]["student_accuracy"] - 0.05
@@ -74,7 +75,8 @@ def test_server_never_holds_an_individual_contribution(tmp_path: Path) -> None:
         assert keys.CONTRIBUTION not in reply.content  # plaintext vectors never leave a client
         if protocol.MASKED in reply.content:
             masked = reply.content[protocol.MASKED].to_numpy_ndarrays()[0]
-            assert masked.dtype == np.uint64  # only masked field elements travel
+            # Only masked field elements travel, packed to the modulus' width.
+            assert masked.dtype == np.uint8
 
 
 def test_crashes_at_mask_stage_are_survived_and_logged(tmp_path: Path) -> None:

@@ -11,8 +11,11 @@ import pytest
 
 from clients.app import app as client_app
 from fedkd.fl.config import FedConfig, parse_run_config, preflight
+from fedkd.fl.contribution import vector_length
+from fedkd.fl.data import load_run_split
 from fedkd.fl.experiment import in_process_clients, open_run, simulate
 from fedkd.fl.rounds import Federation, secagg_round_config
+from fedkd.secagg.packing import packed_size
 from fedkd.transport import Envelope, ExchangeResult, Transport
 from server.app import app as server_app
 from tests.flower_harness import RUN_ID, InProcessGrid, server_context
@@ -90,7 +93,11 @@ def test_secure_run_shows_the_server_no_contribution(tmp_path: Path) -> None:
     # Nothing per client beyond participation: the statistics ride inside the masked sum.
     assert len(trains) == 4 and all(set(r.fields) == {"partition-id", "payload"} for r in trains)
     masked = [r.arrays["masked"] for r in spy.seen if "masked" in r.arrays]
-    assert len(masked) == 4 and all(m.dtype == np.uint64 for m in masked)
+    # Masked words packed to bits + ceil(log2 n) = 16 + 2 bits each (default secagg-bits).
+    width = 16 + 2
+    assert len(masked) == 4 and all(m.dtype == np.uint8 for m in masked)
+    length = vector_length(load_run_split(parse_run_config(small(tmp_path, "spy"))))
+    assert all(m.size == packed_size(length, width) for m in masked)
 
 
 @pytest.mark.filterwarnings("ignore:secagg-threshold")

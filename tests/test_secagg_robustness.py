@@ -93,13 +93,13 @@ CASES: dict[str, tuple[str, Tamper, str, bool]] = {
     "float masked": (
         protocol.MASKED_INPUT,
         lambda r: Envelope(r.kind, arrays={protocol.MASKED: np.zeros(D)}),
-        "dtype/shape",
+        "packed bytes",
         False,
     ),
     "short masked": (
         protocol.MASKED_INPUT,
         lambda r: Envelope(r.kind, arrays={protocol.MASKED: np.zeros(D - 1, np.uint64)}),
-        "dtype/shape",
+        "packed bytes",
         False,
     ),
     "masked as list": (

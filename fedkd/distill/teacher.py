@@ -54,11 +54,16 @@ class TeacherRule:
     finalize
         ``(mean (P, C), defined (C,) bool, config) -> teacher logits (P, C)``; columns where
         ``defined`` is False had total weight 0 and hold no information in ``mean``.
+    unit_interval
+        ``client_transform`` returns values in ``[0, 1]`` (probabilities), so a contribution
+        needs no wider fixed-point range than that; otherwise values are bounded only by the
+        logit clip.
     """
 
     name: str
     client_transform: ClientTransform
     finalize: ServerFinalize
+    unit_interval: bool = False
 
 
 _TEACHER_RULES: dict[str, TeacherRule] = {}
@@ -386,7 +391,7 @@ TEACHER_RULES: tuple[str, ...] = ("logits", "probs", "dsfl")
 
 for _rule in (
     TeacherRule("logits", _tempered_logits, _finalize_logits),
-    TeacherRule("probs", _tempered_probs, _finalize_probs),
-    TeacherRule("dsfl", _tempered_probs, _finalize_dsfl),
+    TeacherRule("probs", _tempered_probs, _finalize_probs, unit_interval=True),
+    TeacherRule("dsfl", _tempered_probs, _finalize_dsfl, unit_interval=True),
 ):
     register_teacher_rule(_rule)

@@ -104,6 +104,7 @@ class SecAggSettings:
     roster: str = "simulated"  # "" curious server, "simulated", or a roster.json (fedkd keys)
 
 
+    bits: int = 16  # fixed-point bits per value; a masked word is bits + ceil(log2 n) wide
 @dataclass(frozen=True)
 class FaultConfig:
     """Injected client faults (tests and robustness studies)."""
@@ -193,6 +194,7 @@ RUN_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "fault-stage": ("faults", "stage"),
     "fault-prob": ("faults", "prob"),
     "fault-kind": ("faults", "kind"),
+    "secagg-bits": ("secagg", "bits"),
     "stage-timeout": ("stage_timeout",),
     "node-wait": ("node_wait",),
     "out-dir": ("out_dir",),
@@ -324,6 +326,7 @@ def _ranges(config: FedConfig) -> None:
         ("node-wait", config.node_wait >= 0, ">= 0 seconds"),
     )
     for key, ok, accepted in checks:
+        ("secagg-bits", 1 <= secagg.bits <= 48, "in [1, 48]"),
         if not ok:
             raise ValueError(
                 f"run config '{key}' = {_get(config, RUN_CONFIG_KEYS[key])!r}; must be {accepted}"

@@ -8,21 +8,29 @@ Layout, ``(P*C + C + len(STATS),)`` float64, every entry a sum over clients::
 
 Putting the statistics inside the summed vector means a secure run shows the server nothing
 per client beyond participation.
+
+Every entry lies in ``[-value_bound, value_bound]`` (:func:`value_bound`): weights are scaled
+into ``[0, 1]``, probability rules give values in ``[0, 1]``, the logit rule values within the
+logit clip, the statistics in ``[0, 1]``. The fixed-point range of secure aggregation is that
+bound, so its quantisation bits buy precision instead of covering an unused range.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from fedkd.data import DataSplit
 from fedkd.distill import client_contribution, predict_logits
+from fedkd.distill.teacher import get_teacher_rule
 from fedkd.fl.config import FedConfig
 from fedkd.fl.data import FederatedData
 from fedkd.models import FeatureModel
 
 STATS = ("accuracy_sum", "accuracy_count", "train_loss_sum", "clipped_sum")
+LOSS_SCALE = 10.0  # a train loss enters the sum divided by this, clipped to [0, 1]
 
 
 def vector_length(split: DataSplit) -> int:
@@ -30,19 +38,28 @@ def vector_length(split: DataSplit) -> int:
     return len(split.public) * split.num_classes + split.num_classes + len(STATS)
 
 
-def contribution_scale(data: FederatedData) -> float:
+def contribution_scale(config: FedConfig, data: FederatedData) -> float:
     """Common factor applied to every client's vector so weights stay within [0, 1].
 
-    A client's per-class weight is at most its sample count, which is at most the pool size;
-    dividing by the (public) pool size bounds it by 1 and leaves every weighted mean unchanged.
+    A client's per-class weight is at most its sample count (at most the pool size) times,
+    with entropy weighting, its label entropy (at most ``ln C``); dividing by both bounds it
+    by 1 and leaves every weighted mean unchanged.
     """
-    return 1.0 / float(len(data.split.private))
+    scale = 1.0 / float(len(data.split.private))
+    if config.teacher.entropy_weighting:
+        scale /= max(math.log(data.split.num_classes), 1.0)
+    return scale
+
+
+def value_bound(config: FedConfig) -> float:
+    """Largest magnitude of any entry of a contribution: 1, or the logit clip (logit rule)."""
+    return 1.0 if get_teacher_rule(config.teacher.rule).unit_interval else config.secagg.clip
 
 
 def stats_block(accuracy: float, train_loss: float, clipped: float) -> np.ndarray:
     """The client's statistics as summable entries (a NaN accuracy counts as absent)."""
     has_accuracy = bool(np.isfinite(accuracy))
-    loss = float(train_loss) if np.isfinite(train_loss) else 0.0
+    loss = min(float(train_loss) / LOSS_SCALE, 1.0) if np.isfinite(train_loss) else 0.0
     return np.array([accuracy if has_accuracy else 0.0, float(has_accuracy), loss, clipped])
 
 
@@ -61,7 +78,7 @@ def split_sum(total: np.ndarray, count: int) -> tuple[np.ndarray, ClientStats]:
     accuracy_sum, accuracy_count, loss_sum, clipped_sum = (float(v) for v in stats)
     means = ClientStats(
         accuracy_sum / accuracy_count if accuracy_count >= 0.5 else float("nan"),
-        loss_sum / max(count, 1),
+        LOSS_SCALE * loss_sum / max(count, 1),
         clipped_sum / max(count, 1),
     )
     return teacher, means
@@ -84,4 +101,4 @@ def teacher_contribution(
         label_counts=data.label_counts(partition_id),
         num_samples=len(data.parts[partition_id]),
     )
-    return contribution.to_vector() * contribution_scale(data), clipped
+    return contribution.to_vector() * contribution_scale(config, data), clipped

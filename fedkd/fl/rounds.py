@@ -28,7 +28,7 @@ from fedkd.data import DataSplit
 from fedkd.distill import evaluate, train_supervised
 from fedkd.fl import keys
 from fedkd.fl.config import FedConfig
-from fedkd.fl.contribution import split_sum, vector_length
+from fedkd.fl.contribution import split_sum, value_bound, vector_length
 from fedkd.fl.history import RoundRecord, RunRecorder
 from fedkd.fl.server_work import (
     distill_round,
@@ -40,6 +40,7 @@ from fedkd.models import FeatureModel
 from fedkd.secagg import SecAggConfig, ServerState, majority_threshold
 from fedkd.secagg.identity import NO_ROSTER, Roster
 from fedkd.secagg.protocol import secure_sum
+from fedkd.secagg.quantize import modulus_bits_for
 from fedkd.secagg.wire import AdvertiseRequest
 from fedkd.transport import Envelope, ExchangeResult, Transport, broadcast
 
@@ -81,11 +82,6 @@ class Federation:
         return self.partitions.get(node, -1)
 
 
-def quantization_bits(num_clients: int) -> int:
-    """Bits per value so that ``num_clients`` values sum below 2**64 with room to spare."""
-    return min(48, 63 - math.ceil(math.log2(num_clients + 1)))
-
-
 def secagg_round_config(
     fed: Federation, server_round: int, participants: list[int]
 ) -> SecAggConfig:
@@ -103,9 +99,10 @@ def secagg_round_config(
         participants=tuple(participants),
         threshold=min(max(majority_threshold(neighbours), wanted), neighbours + 1),
         neighbours=neighbours,
-        clip=settings.clip,
+        clip=value_bound(fed.config),
         vector_length=vector_length(fed.split),
-        bits=quantization_bits(n),
+        bits=settings.bits,
+        modulus_bits=modulus_bits_for(n, settings.bits),
         public_set_digest=fed.public_digest,
         graph_seed=fed.config.seed,
         roster_digest=NO_ROSTER if fed.roster is None else fed.roster.digest(),

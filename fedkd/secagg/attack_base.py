@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
-
 from fedkd.secagg import protocol
 from fedkd.secagg.errors import SecAggError
 from fedkd.secagg.leakage import Observation
@@ -84,7 +82,8 @@ class Attack:
                 elif reply.kind == protocol.SHARE_KEYS:
                     obs.encrypted[node] = EncryptedShares.from_bytes(protocol.payload_of(reply))
                 elif reply.kind == protocol.MASKED_INPUT:
-                    obs.masked[node] = np.asarray(reply.arrays[protocol.MASKED], dtype=np.uint64)
+                    if obs.config is not None:
+                        obs.masked[node] = protocol.masked_words(reply, obs.config)
                 elif reply.kind == protocol.UNMASK:
                     obs.revealed[node] = UnmaskReply.from_bytes(protocol.payload_of(reply))
             except (SecAggError, KeyError, TypeError, ValueError):

@@ -31,6 +31,7 @@ from fedkd.secagg.errors import (
     UnknownPeer,
 )
 from fedkd.secagg.masking import MaskExpander, mask_vector
+from fedkd.secagg.packing import reduce_words
 from fedkd.secagg.wire import (
     AdvertisedKeys,
     AdvertiseRequest,
@@ -367,6 +368,7 @@ def client_masked_input(
             pair_seeds=pair_seeds,
             expander=MaskExpander(config.vector_length),
         )
+        reduce_words(masked, config.modulus_bits)  # Z_{2^64} -> Z_{2^k}: what the wire carries
         state.held.update(opened)
         state.share_senders = tuple(sorted(senders))
         state.clipped_fraction = quantized.clipped_fraction

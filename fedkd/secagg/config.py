@@ -73,7 +73,11 @@ class SecAggConfig:
     vector_length : int
         Length ``d`` of every input vector.
     bits : int
-        Quantization bits per value; ``n * (2**bits - 1) < 2**64`` is checked.
+        Quantization bits per value.
+    modulus_bits : int
+        Every value lives in ``Z_{2^modulus_bits}`` and a masked word travels packed to this
+        width; ``n * (2**bits - 1) < 2**modulus_bits`` is checked (see
+        :func:`~fedkd.secagg.quantize.modulus_bits_for`).
     public_set_digest : bytes
         SHA-256 of the public dataset the inputs were computed on (32 bytes).
     graph_seed : int
@@ -91,6 +95,7 @@ class SecAggConfig:
     clip: float
     vector_length: int
     bits: int = 32
+    modulus_bits: int = 64
     public_set_digest: bytes = field(default=bytes(32))
     graph_seed: int = 0
     roster_digest: bytes = field(default=NO_ROSTER)
@@ -128,7 +133,7 @@ class SecAggConfig:
         if len(self.roster_digest) != 32:
             raise ConfigError("roster_digest must be 32 bytes (a roster digest, or zeros)")
         Quantizer(self.clip, self.bits)
-        check_capacity(len(ids), self.bits)
+        check_capacity(len(ids), self.bits, self.modulus_bits)
 
     @property
     def num_clients(self) -> int:
@@ -191,6 +196,7 @@ class SecAggConfig:
             "clip": float(self.clip),
             "vector_length": self.vector_length,
             "bits": self.bits,
+            "modulus_bits": self.modulus_bits,
             "public_set_digest": self.public_set_digest,
             "graph_seed": self.graph_seed,
             "roster_digest": self.roster_digest,
@@ -208,6 +214,7 @@ class SecAggConfig:
             clip=get_float(fields, "clip"),
             vector_length=get_int(fields, "vector_length"),
             bits=get_int(fields, "bits"),
+            modulus_bits=get_int(fields, "modulus_bits"),
             public_set_digest=get_bytes(fields, "public_set_digest"),
             graph_seed=get_int(fields, "graph_seed"),
             roster_digest=get_bytes(fields, "roster_digest"),

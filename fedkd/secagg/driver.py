@@ -23,6 +23,7 @@ from fedkd.secagg.client_state import ClientState
 from fedkd.secagg.config import SecAggConfig, majority_threshold
 from fedkd.secagg.errors import ProtocolAbort, RefusedRequest
 from fedkd.secagg.identity import NO_ROSTER, Roster, simulated_identities
+from fedkd.secagg.quantize import modulus_bits_for
 from fedkd.secagg.server import ServerState
 from fedkd.secagg.wire import (
     AdvertisedKeys,
@@ -196,6 +197,7 @@ def _config(
         clip=clip,
         vector_length=d,
         bits=bits,
+        modulus_bits=modulus_bits_for(n, bits),
         graph_seed=seed,
         public_set_digest=hashlib.sha256(b"fedkd-secagg/driver" + seed.to_bytes(8, "big")).digest(),
         roster_digest=NO_ROSTER if roster is None else roster.digest(),

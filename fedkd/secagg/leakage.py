@@ -24,6 +24,7 @@ from fedkd.secagg.client import self_mask_commitment
 from fedkd.secagg.config import SecAggConfig
 from fedkd.secagg.errors import SecAggError
 from fedkd.secagg.masking import MaskExpander, pair_adds
+from fedkd.secagg.packing import reduce_words
 from fedkd.secagg.wire import AdvertisedKeys, EncryptedShares, UnmaskReply
 
 SEED, KEY = "seed", "key"  # the two secrets of a client: self-mask seed b, mask private key
@@ -223,4 +224,4 @@ def recover_sum(obs: Observation, group: tuple[int, ...]) -> np.ndarray:
             if seed is None:
                 raise ValueError(f"the mask client {owner} shares with {peer} is unknown")
             expander.add(total, seed, subtract=pair_adds(owner, peer))
-    return total
+    return reduce_words(total, config.modulus_bits)

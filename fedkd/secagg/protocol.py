@@ -34,6 +34,7 @@ from fedkd.secagg.client_state import ClientState
 from fedkd.secagg.client_unmask import client_consistency, client_unmask
 from fedkd.secagg.config import SecAggConfig
 from fedkd.secagg.errors import ProtocolAbort, SecAggError
+from fedkd.secagg.packing import pack_words, unpack_words
 from fedkd.secagg.server import (
     AggregateResult,
     ServerState,
@@ -67,7 +68,7 @@ CONSISTENCY = "consistency"  # rounds with a roster only
 UNMASK = "unmask"
 STAGES = (ADVERTISE, SHARE_KEYS, MASKED_INPUT, CONSISTENCY, UNMASK)
 PAYLOAD = "payload"  # field: an encoded stage message
-MASKED = "masked"  # array: a client's masked, quantised vector (uint64)
+MASKED = "masked"  # array: a client's masked words, packed to the modulus' width (uint8)
 ROUND = "round"  # field: the train round the stage belongs to
 RIDING = "secagg-config"  # field: stage 1's request riding on another message (the train one)
 TAGS = "tags"  # field (share keys, roster rounds): the peers' 32-byte key tags for this node
@@ -111,11 +112,12 @@ def payload_limit(config: SecAggConfig, kind: str) -> int:
     return 4096 + per_holder * (config.neighbours + 1)
 
 
-def _masked_of(node: int, message: Envelope) -> MaskedInput:
+def masked_words(message: Envelope, config: SecAggConfig) -> np.ndarray:
+    """The ``uint64`` words of a masked-input reply, unpacked from the modulus' width."""
     array = message.arrays.get(MASKED)
     if not isinstance(array, np.ndarray):
         raise KeyError(f"'{message.kind}' reply has no array '{MASKED}'")
-    return MaskedInput(node, array)
+    return unpack_words(array, config.modulus_bits, config.vector_length)
 
 
 class _Run:
@@ -212,7 +214,10 @@ class _Run:
             for node, request in inbox.items()
         }
         result = self.send(MASKED_INPUT, requests)
-        return self.decode(MASKED_INPUT, result, _masked_of)
+        config = self.state.config
+        return self.decode(
+            MASKED_INPUT, result, lambda n, m: MaskedInput(n, masked_words(m, config))
+        )
 
     # ---------------------------------------------------------------- stage 3b: consistency
     def consistency(self, masked: dict[int, MaskedInput]) -> dict[int, UnmaskRequest]:
@@ -321,7 +326,8 @@ def serve_stage(
         if values is None:
             raise ProtocolAbort("no contribution to mask on this node")
         masked = client_masked_input(state, MaskedInputRequest.from_bytes(payload), values)
-        return Envelope(kind, arrays={MASKED: masked.masked})
+        width = state.config.modulus_bits if state.config is not None else 64
+        return Envelope(kind, arrays={MASKED: pack_words(masked.masked, width)})
     elif kind == CONSISTENCY:
         reply = client_consistency(state, ConsistencyRequest.from_bytes(payload)).to_bytes()
     elif kind == UNMASK:

@@ -17,6 +17,7 @@ from fedkd.secagg.client import self_mask_commitment
 from fedkd.secagg.config import SecAggConfig
 from fedkd.secagg.errors import ProtocolAbort
 from fedkd.secagg.masking import MaskExpander, pair_adds
+from fedkd.secagg.packing import reduce_words
 from fedkd.secagg.server_state import AggregateResult, ServerState
 from fedkd.secagg.wire import UnmaskReply
 
@@ -150,11 +151,12 @@ def server_unmask(state: ServerState, replies: Sequence[UnmaskReply]) -> Aggrega
                 secret, label=crypto.MASK_SEED_LABEL, context=context, first=owner, second=partner
             )
             expander.add(total, seed, subtract=pair_adds(partner, owner))
-    quantizer, count = config.quantizer, len(state.survivors)
+    reduce_words(total, config.modulus_bits)
+    quantizer, count, width = config.quantizer, len(state.survivors), config.modulus_bits
     return AggregateResult(
         total,
-        quantizer.decode_sum(total, count),
-        quantizer.decode_mean(total, count),
+        quantizer.decode_sum(total, count, width),
+        quantizer.decode_mean(total, count, width),
         state.survivors,
         state.dropped,
     )
