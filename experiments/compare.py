@@ -243,6 +243,7 @@ def plot(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     methods = list(dict.fromkeys(str(r["method"]) for r in runs))
     colours = {m: f"C{i}" for i, m in enumerate(METHODS)}
@@ -282,6 +283,7 @@ def plot(
             ax.set_ylim(0, 1)
             ax.grid(alpha=0.3)
             ax.set_xlabel("round")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         top.set_ylabel("test accuracy (band: min-max over seeds)")
         bottom.set_ylabel("test accuracy")
     axes[0][0].legend(fontsize=8)
