@@ -50,6 +50,9 @@ from experiments.run_config import (
 
 METHODS = ("fedkd", "fedavg", "fedprox", "local", "central")
 ALPHA_FREE = ("central",)  # methods that never partition the data
+# Keys only one method reads: the other methods' runs leave them at the default, so that a
+# finished FedAvg run stays valid when only FedProx's mu changes.
+METHOD_KEYS = {"proximal-mu": ("fedprox",)}
 History = list[dict[str, Any]]
 
 
@@ -451,6 +454,9 @@ def run_configs(
     configs: dict[RunSpec, dict[str, object]] = {}
     for spec in grid(args.methods, args.seeds, args.alphas):
         config = {**shared, "method": spec.method, "seed": spec.seed, "run-name": spec.name}
+        for key, readers in METHOD_KEYS.items():
+            if spec.method not in readers:
+                config.pop(key, None)
         if spec.alpha is not None:
             config["alpha"] = spec.alpha
         if spec.method == "local":  # its only models are the clients'

@@ -152,6 +152,14 @@ def test_rerun_skips_finished_runs_and_redoes_incomplete_ones(
     monkeypatch.setattr(compare, "flwr_run", third)
     assert compare.main(_args(out, *grid, "--seeds", "0", "1", "2")) == 0
     assert third.calls == ["fedavg-a0.1-s2", "central-s2", "fedavg-a0.5-s2"]  # a seed added
+    # FedProx's mu is FedProx's alone: changing it leaves the finished FedAvg runs valid.
+    fourth = FakeLauncher()
+    monkeypatch.setattr(compare, "flwr_run", fourth)
+    more = ["--methods", "fedavg", "fedprox", "--alphas", "0.1", "--set", "proximal-mu=0.5"]
+    assert compare.main(_args(out, *more)) == 0
+    assert fourth.calls == ["fedprox-a0.1-s0"]
+    saved = json.loads((out / "fedprox-a0.1-s0" / "config.json").read_text())
+    assert saved["proximal-mu"] == 0.5
 
 
 def test_a_finished_run_with_other_settings_is_refused(
