@@ -30,6 +30,7 @@ from fedkd.fl.data import FederatedData, federated_data
 from fedkd.fl.faults import InjectedFault, inject_fault
 from fedkd.fl.fedprox import proximal_round
 from fedkd.fl.identities import client_identity
+from fedkd.fl.privacy import require_round_noise
 from fedkd.models import FeatureModel
 from fedkd.secagg import (
     ClientState,
@@ -240,6 +241,14 @@ def _model(
     return model, _round(request) == 1
 
 
+def _dpsgd_history(store: NodeStore) -> list[tuple[float, float, int]]:
+    """The node's DP-SGD accountant history (noise multiplier, sample rate, steps) so far."""
+    saved = store.get(keys.STATE_DPSGD)
+    if saved is None:
+        return []
+    return [(float(z), float(q), int(s)) for z, q, s in saved.arrays["history"]]
+
+
 def weights_arrays(model: torch.nn.Module) -> dict[str, np.ndarray]:
     """A model's state dict as envelope arrays (the form weights travel in)."""
     return {
@@ -292,6 +301,11 @@ def train(
             "this node's pinned public-set digest differs from the public set the run loads"
         )
     advertise = _check_secagg_request(request, node, data, server_round) if secure else None
+    if secure and config.dp.placement == "distributed":  # before any work on private data
+        payload = request.fields[keys.SECAGG_CONFIG]
+        assert isinstance(payload, bytes)  # _check_secagg_request refused anything else
+        round_config = AdvertiseRequest.from_bytes(payload).config
+        require_round_noise(config, round_config, node.num_partitions)
     model, fresh = _model(request, store, config, data, node.partition_id, phase)
     teacher = None
     if phase == "fedkd" and config.mode == "fedmd" and keys.TEACHER in request.arrays:
@@ -317,7 +331,11 @@ def train(
             teacher_logits=teacher,
             contribute=phase == "fedkd",
             first_round=fresh,
+            dpsgd_history=_dpsgd_history(store),
         )
+    if config.dp.client_dp_sgd and result.dpsgd_history:  # the accountant outlives the round
+        history = np.asarray(result.dpsgd_history, dtype=np.float64)  # (entries, 3)
+        store.put(keys.STATE_DPSGD, Envelope(keys.STATE_DPSGD, arrays={"history": history}))
     if _persistent(phase, config):
         store.put(
             keys.STATE_MODEL,

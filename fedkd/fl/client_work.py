@@ -9,8 +9,10 @@ securely with the other clients'.
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -20,9 +22,11 @@ from fedkd.distill import (
     evaluate,
     train_supervised,
 )
+from fedkd.distill.recipe import TrainReport
 from fedkd.fl.config import FedConfig
 from fedkd.fl.contribution import stats_block, teacher_contribution
 from fedkd.fl.data import FederatedData
+from fedkd.fl.privacy import client_release, private_local_training
 from fedkd.models import FeatureModel, build_model
 
 
@@ -37,6 +41,10 @@ class LocalResult:
     client_accuracy: float  # the local model on the test set (NaN when not evaluated)
     clipped_fraction: float  # share of public-set logits cut at ±secagg-clip·T
     seconds: float
+    # DP-SGD (client-dp-sgd): the client's Opacus accountant history after this round (kept by
+    # the node across rounds, never sent) and the epsilon of all its steps so far
+    dpsgd_history: list[tuple[float, float, int]] = field(default_factory=list)
+    dpsgd_epsilon: float = math.nan
 
 
 def new_client_model(config: FedConfig, data: FederatedData, partition_id: int) -> FeatureModel:
@@ -59,6 +67,7 @@ def local_round(
     teacher_logits: np.ndarray | None = None,
     contribute: bool = True,
     first_round: bool = False,
+    dpsgd_history: Sequence[tuple[float, float, int]] = (),
 ) -> LocalResult:
     """Run one client's round on ``model`` (updated in place).
 
@@ -100,16 +109,23 @@ def local_round(
             seed=seed,
         )
     train = data.client_train(partition_id)
-    report = train_supervised(
-        model,
-        train,
-        epochs=local.epochs + (local.warmup_epochs if first_round else 0),
-        batch_size=local.batch_size,
-        lr=local.lr,
-        device="cpu",
-        seed=seed,
-        optimizer=local.optimizer,
-    )
+    epochs = local.epochs + (local.warmup_epochs if first_round else 0)
+    dpsgd, report = None, TrainReport(epochs=0)
+    if config.dp.client_dp_sgd:  # record-level DP: DP-SGD (Opacus) on the private labels only
+        report = dpsgd = private_local_training(
+            config, model, train, epochs=epochs, history=dpsgd_history
+        )
+    else:
+        report = train_supervised(
+            model,
+            train,
+            epochs=epochs,
+            batch_size=local.batch_size,
+            lr=local.lr,
+            device="cpu",
+            seed=seed,
+            optimizer=local.optimizer,
+        )
     accuracy = float("nan")
     if local.eval_clients:
         accuracy = evaluate(model, data.split.test, device="cpu").accuracy
@@ -118,6 +134,7 @@ def local_round(
     if contribute:
         vector, clipped = teacher_contribution(config, data, partition_id, model)
         vector = np.concatenate([vector, stats_block(accuracy, train_loss, clipped)])
+        vector = client_release(config, vector, data.num_partitions)  # client-level DP clip
     return LocalResult(
         vector=vector,
         num_examples=len(train),
@@ -125,4 +142,6 @@ def local_round(
         client_accuracy=accuracy,
         clipped_fraction=clipped,
         seconds=time.perf_counter() - start,
+        dpsgd_history=[] if dpsgd is None else dpsgd.history,
+        dpsgd_epsilon=math.nan if dpsgd is None else dpsgd.epsilon,
     )

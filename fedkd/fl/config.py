@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedkd.distill.teacher import TeacherConfig, available_teacher_rules
+from fedkd.dp.settings import RUN_CONFIG_KEYS as DP_RUN_CONFIG_KEYS
+from fedkd.dp.settings import DPConfig
+from fedkd.dp.settings import check as check_dp
 
 METHODS = ("fedkd", "fedavg", "fedprox", "local", "central")
 MODES = ("feddf", "fedmd")
@@ -141,6 +144,7 @@ class FedConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     secagg: SecAggSettings = field(default_factory=SecAggSettings)
     faults: FaultConfig = field(default_factory=FaultConfig)
+    dp: DPConfig = field(default_factory=DPConfig)  # differential privacy (fedkd.dp.settings)
 
     def model_for_partition(self, partition_id: int) -> str:
         """Architecture a client runs: FedDF clients share the student's, FedMD may differ."""
@@ -201,6 +205,7 @@ RUN_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "run-name": ("run_name",),
     "resume": ("resume",),
     "eval-clients": ("local", "eval_clients"),
+    **DP_RUN_CONFIG_KEYS,  # dp, dp-epsilon, ..., client-dp-sgd (fedkd.dp.settings)
 }
 
 
@@ -343,6 +348,12 @@ def validate(config: FedConfig) -> None:
     """Raise ``ValueError`` naming the first bad setting; warn on risky ones."""
     _registries(config)
     _ranges(config)
+    check_dp(
+        config.dp,
+        method=config.method,
+        secagg_enabled=config.secagg.enabled,
+        client_models=[config.local.model, *config.local.client_model_list],
+    )
     if config.method == "fedkd" and not config.secagg.enabled:
         warnings.warn(
             "secure aggregation is OFF (secagg=false): the server sees every client's logits",

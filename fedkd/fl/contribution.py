@@ -4,7 +4,9 @@ Layout, ``(P*C + C + len(STATS),)`` float64, every entry a sum over clients::
 
     w ⊙ f(logits)   (P*C)   the teacher rule's weighted terms (fedkd.distill.teacher)
     w               (C)     the per-class weights
-    stats           (4)     what the server needs about the clients only as a mean
+    stats           (len(STATS))  what the server needs about the clients only as a mean
+                            (the last, dp_clipped_sum, counts the vectors dp-clip cut:
+                            fedkd.fl.privacy sets it; 0 without client-level DP)
 
 Putting the statistics inside the summed vector means a secure run shows the server nothing
 per client beyond participation.
@@ -29,7 +31,7 @@ from fedkd.fl.config import FedConfig
 from fedkd.fl.data import FederatedData
 from fedkd.models import FeatureModel
 
-STATS = ("accuracy_sum", "accuracy_count", "train_loss_sum", "clipped_sum")
+STATS = ("accuracy_sum", "accuracy_count", "train_loss_sum", "clipped_sum", "dp_clipped_sum")
 LOSS_SCALE = 10.0  # a train loss enters the sum divided by this, clipped to [0, 1]
 
 
@@ -60,7 +62,8 @@ def stats_block(accuracy: float, train_loss: float, clipped: float) -> np.ndarra
     """The client's statistics as summable entries (a NaN accuracy counts as absent)."""
     has_accuracy = bool(np.isfinite(accuracy))
     loss = min(float(train_loss) / LOSS_SCALE, 1.0) if np.isfinite(train_loss) else 0.0
-    return np.array([accuracy if has_accuracy else 0.0, float(has_accuracy), loss, clipped])
+    values = [accuracy if has_accuracy else 0.0, float(has_accuracy), loss, clipped]
+    return np.array(values + [0.0] * (len(STATS) - len(values)))  # the rest: set by their owners
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ class ClientStats:
 def split_sum(total: np.ndarray, count: int) -> tuple[np.ndarray, ClientStats]:
     """Separate a summed vector into the teacher part and the clients' mean statistics."""
     teacher, stats = total[: -len(STATS)], total[-len(STATS) :]
-    accuracy_sum, accuracy_count, loss_sum, clipped_sum = (float(v) for v in stats)
+    accuracy_sum, accuracy_count, loss_sum, clipped_sum = (float(v) for v in stats[:4])
     means = ClientStats(
         accuracy_sum / accuracy_count if accuracy_count >= 0.5 else float("nan"),
         LOSS_SCALE * loss_sum / max(count, 1),

@@ -44,6 +44,16 @@ class RoundRecord:
     survivors: int = 0
     dropped: list[int] = field(default_factory=list)  # partition ids that fell out this round
     clipped_fraction: float = 0.0
+    # Client-level DP (NaN with dp = off): epsilon spent after this round at dp-delta (PLD,
+    # RDP cross-check, and without amplification by sampling), the realised noise multiplier
+    # and noise std of the release, the sampling fraction, the share of vectors dp-clip cut.
+    dp_epsilon: float = math.nan
+    dp_epsilon_rdp: float = math.nan
+    dp_epsilon_known_sample: float = math.nan
+    dp_noise_multiplier: float = math.nan
+    dp_noise_std: float = math.nan
+    dp_sampling: float = math.nan
+    dp_clipped_fraction: float = math.nan
     status: str = "ok"  # ok | skipped
     reason: str = ""
 
@@ -173,6 +183,11 @@ class RunRecorder:
                 "final_teacher_accuracy": None if last is None else last.teacher_accuracy,
                 "final_client_accuracy_mean": None if last is None else last.client_accuracy_mean,
                 "best_student_accuracy": best("student_accuracy"),
+                # client-level DP: the (epsilon, delta) of the whole run (null without DP)
+                "dp_epsilon": None if last is None else last.dp_epsilon,
+                "dp_epsilon_known_sample": None if last is None else last.dp_epsilon_known_sample,
+                "dp_delta": self.config.get("dp-delta") if self.config.get("dp", "off") != "off"
+                else None,
                 "seconds": seconds,
             },
         )

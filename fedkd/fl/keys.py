@@ -43,3 +43,4 @@ NODE_SECAGG_ROSTER = "secagg-roster"  # path of the operator's copy of the roste
 STATE_MODEL = "local-model"
 STATE_SECAGG = "secagg-state"
 STATE_PENDING = "pending"
+STATE_DPSGD = "dpsgd-accountant"  # the node's Opacus accountant history (client-dp-sgd)

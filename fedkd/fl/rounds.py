@@ -30,6 +30,7 @@ from fedkd.fl import keys
 from fedkd.fl.config import FedConfig
 from fedkd.fl.contribution import split_sum, value_bound, vector_length
 from fedkd.fl.history import RoundRecord, RunRecorder
+from fedkd.fl.privacy import secagg_with_dp, server_release
 from fedkd.fl.server_work import (
     distill_round,
     new_student,
@@ -93,7 +94,7 @@ def secagg_round_config(
     settings, n = fed.config.secagg, len(participants)
     neighbours = n - 1 if settings.neighbours <= 0 else min(settings.neighbours, n - 1)
     wanted = math.ceil(settings.threshold * (neighbours + 1))
-    return SecAggConfig(
+    plain = SecAggConfig(
         run_id=fed.run_id,
         round=server_round,
         participants=tuple(participants),
@@ -107,6 +108,8 @@ def secagg_round_config(
         graph_seed=fed.config.seed,
         roster_digest=NO_ROSTER if fed.roster is None else fed.roster.digest(),
     )
+    # Client-level DP: distributed noise shares and their modulus headroom, or the local range.
+    return secagg_with_dp(fed.config, plain, num_clients=len(fed.transport.nodes()))
 
 
 # ------------------------------------------------------------------------------ train
@@ -262,7 +265,17 @@ def fedkd_round(
         record.seconds = time.perf_counter() - start
         return record, None
     # --- teacher and distillation -------------------------------------------------------------
-    summed, clients = split_sum(agg.total, agg.survivors)
+    total = agg.total
+    if config.dp.enabled:  # central noise, realised noise and epsilon spent (fedkd.fl.privacy)
+        total = server_release(
+            config,
+            agg.total,
+            record,
+            fed.recorder.rows,
+            num_clients=len(fed.transport.nodes()),
+            secagg=None if state is None else state.config,
+        )
+    summed, clients = split_sum(total, agg.survivors)
     record.client_accuracy_mean = clients.accuracy_mean
     record.client_train_loss = clients.train_loss_mean
     record.clipped_fraction = clients.clipped_fraction

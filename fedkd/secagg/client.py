@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from fedkd.dp.mechanisms import add_noise_share
 from fedkd.secagg import auth, client_auth, crypto, shamir
 from fedkd.secagg.client_state import ClientState, HeldShares
 from fedkd.secagg.config import SecAggConfig
@@ -341,6 +342,9 @@ def client_masked_input(
             f"input has shape {np.shape(values)}; the round expects ({config.vector_length},)"
         )
     quantized = config.quantizer.encode(values)
+    # Distributed DP: this client's integer noise share joins its levels before any mask, so
+    # no one (the server included) ever sees its input with less than its own share of noise.
+    levels = add_noise_share(quantized.values, config.noise_variance)
     with _refusals(state):
         opened = _open_shares(state, request)
         senders = (state.node_id, *opened)
@@ -362,7 +366,7 @@ def client_masked_input(
                 second=peer,
             )
         masked = mask_vector(
-            quantized.values,
+            levels,
             node_id=state.node_id,
             self_seed=state.self_seed,
             pair_seeds=pair_seeds,

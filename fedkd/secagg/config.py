@@ -26,10 +26,12 @@ participants, so two different survivor sets can never both be certified by hone
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from fedkd.dp.plan import noise_headroom
 from fedkd.secagg.codec import (
     Fields,
     FieldValue,
@@ -85,6 +87,11 @@ class SecAggConfig:
     roster_digest : bytes
         :meth:`Roster.digest` of the roster clients authenticate each other with (32 bytes);
         all zeros (the default) is the curious-server mode without identities.
+    noise_variance : float
+        Distributed DP: the variance (levels^2) of the integer Skellam noise every client adds
+        to its quantised levels before masking (0: none). Public like the rest, so each client
+        checks it against the minimum its own DP settings demand; the modulus must hold the
+        summed noise's tail (:func:`fedkd.dp.plan.noise_headroom`) on top of the levels.
     """
 
     run_id: int
@@ -99,6 +106,7 @@ class SecAggConfig:
     public_set_digest: bytes = field(default=bytes(32))
     graph_seed: int = 0
     roster_digest: bytes = field(default=NO_ROSTER)
+    noise_variance: float = 0.0
 
     def __post_init__(self) -> None:
         ids = tuple(sorted(int(p) for p in self.participants))
@@ -133,7 +141,14 @@ class SecAggConfig:
         if len(self.roster_digest) != 32:
             raise ConfigError("roster_digest must be 32 bytes (a roster digest, or zeros)")
         Quantizer(self.clip, self.bits)
-        check_capacity(len(ids), self.bits, self.modulus_bits)
+        if not (math.isfinite(self.noise_variance) and self.noise_variance >= 0):
+            raise ConfigError(f"noise_variance={self.noise_variance} is invalid; accepted: >= 0")
+        check_capacity(len(ids), self.bits, self.modulus_bits, self.noise_headroom)
+
+    @property
+    def noise_headroom(self) -> int:
+        """Levels the summed distributed-DP noise of all participants may add on either side."""
+        return noise_headroom(len(self.participants) * self.noise_variance)
 
     @property
     def num_clients(self) -> int:
@@ -200,6 +215,7 @@ class SecAggConfig:
             "public_set_digest": self.public_set_digest,
             "graph_seed": self.graph_seed,
             "roster_digest": self.roster_digest,
+            "noise_variance": float(self.noise_variance),
         }
 
     @classmethod
@@ -218,6 +234,7 @@ class SecAggConfig:
             public_set_digest=get_bytes(fields, "public_set_digest"),
             graph_seed=get_int(fields, "graph_seed"),
             roster_digest=get_bytes(fields, "roster_digest"),
+            noise_variance=get_float(fields, "noise_variance"),
         )
 
     def digest(self) -> bytes:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedkd.dp.plan import noise_headroom
 from fedkd.secagg import protocol
 from fedkd.secagg.client_state import ClientState
 from fedkd.secagg.config import SecAggConfig, majority_threshold
@@ -187,7 +188,9 @@ def _config(
     round: int,
     seed: int,
     roster: Roster | None = None,
+    noise_variance: float = 0.0,
 ) -> SecAggConfig:
+    headroom = noise_headroom(n * noise_variance)  # distributed DP's summed noise tail
     return SecAggConfig(
         run_id=run_id,
         round=round,
@@ -197,10 +200,11 @@ def _config(
         clip=clip,
         vector_length=d,
         bits=bits,
-        modulus_bits=modulus_bits_for(n, bits),
+        modulus_bits=modulus_bits_for(n, bits, headroom),
         graph_seed=seed,
         public_set_digest=hashlib.sha256(b"fedkd-secagg/driver" + seed.to_bytes(8, "big")).digest(),
         roster_digest=NO_ROSTER if roster is None else roster.digest(),
+        noise_variance=noise_variance,
     )
 
 
@@ -261,6 +265,7 @@ def simulate(
     fresh: bool = True,
     server_roster: bool = True,
     warm: bool = False,
+    noise_variance: float = 0.0,
 ) -> Simulation:
     """Run one round over honest in-process nodes, the transport optionally wrapped by an attacker.
 
@@ -277,7 +282,7 @@ def simulate(
     d = int(np.shape(inputs[0])[0]) if n else 0
     k = n - 1 if neighbours is None else neighbours
     states, members = _states(n, roster, run_id, round, fresh, warm)
-    config = _config(n, d, k, threshold, clip, bits, run_id, round, seed, members)
+    config = _config(n, d, k, threshold, clip, bits, run_id, round, seed, members, noise_variance)
     leaves: dict[int, Stage] = {}
     for stage in Stage:  # in protocol order: a client leaves at the first stage that lists it
         for v in (dropouts or {}).get(stage, ()):
@@ -304,6 +309,7 @@ def run_secagg(
     seed: int = 0,
     roster: bool = False,
     warm: bool = False,
+    noise_variance: float = 0.0,
 ) -> DriverResult:
     """Run one secure-aggregation round in process.
 
@@ -328,6 +334,8 @@ def run_secagg(
     warm : bool
         With ``roster``: clients already hold their static pair keys (any round after a
         client's first); otherwise each derives them in this round.
+    noise_variance : float
+        Distributed DP: the Skellam variance (levels^2) each client adds before masking.
 
     Returns
     -------
@@ -355,6 +363,7 @@ def run_secagg(
         seed=seed,
         roster=roster,
         warm=warm,
+        noise_variance=noise_variance,
     )
     refusals = sim.refusals()
     if refusals:

@@ -1,0 +1,200 @@
+"""Record-level DP for a client's local training: DP-SGD through Opacus.
+
+:func:`dp_train` trains a model on one client's private shard with per-example gradient
+clipping and Gaussian noise (Opacus' ``PrivacyEngine``, Poisson-sampled batches), and continues
+the client's own RDP accountant across rounds: the accountant's history (noise multiplier,
+sample rate, steps) is returned, and passed back in the next round, so the epsilon reported is
+that of every step the client has taken in the run. :func:`calibrate_dpsgd_noise` picks the
+noise multiplier for a per-client target epsilon over the whole run before training, with
+Opacus' own calibration (``get_noise_multiplier``).
+
+The noise and the Poisson sampling draw from generators seeded by the operating system, never
+by the run seed (the server knows that); this is not Opacus' ``secure_mode`` (a CSPRNG), which
+would need ``torchcsprng``.
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from opacus import PrivacyEngine
+from opacus.accountants import RDPAccountant
+from opacus.accountants.utils import get_noise_multiplier
+from opacus.data_loader import DPDataLoader
+from opacus.validators import ModuleValidator
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from fedkd.distill.recipe import TrainReport
+
+History = list[tuple[float, float, int]]  # Opacus accountant history: (z, sample rate, steps)
+
+
+@dataclass
+class DPSGDReport(TrainReport):
+    """One DP-SGD training run of a client (a :class:`TrainReport` with its privacy)."""
+
+    epsilon: float = float("nan")  # of all the client's steps so far, at ``delta``
+    noise_multiplier: float = 0.0
+    sample_rate: float = 0.0
+    steps: int = 0  # this run's
+    history: History = field(default_factory=list)  # the accountant's, to pass back next round
+
+
+def sample_rate(num_samples: int, batch_size: int) -> float:
+    """Poisson sampling rate of a batch: ``batch_size / num_samples`` (at most 1)."""
+    if num_samples < 1:
+        raise ValueError(f"DP-SGD needs at least one training sample, got {num_samples}")
+    return min(1.0, batch_size / num_samples)
+
+
+def steps_per_epoch(num_samples: int, batch_size: int) -> int:
+    """Steps of one epoch under Poisson sampling (what Opacus' data loader runs)."""
+    return int(1.0 / sample_rate(num_samples, batch_size))
+
+
+@functools.lru_cache(maxsize=256)
+def calibrate_dpsgd_noise(target_epsilon: float, delta: float, *, rate: float, steps: int) -> float:
+    """Noise multiplier for ``steps`` Poisson-sampled steps at ``rate`` to reach the target
+    ``(epsilon, delta)`` (Opacus' RDP calibration)."""
+    return float(
+        get_noise_multiplier(
+            target_epsilon=target_epsilon,
+            target_delta=delta,
+            sample_rate=rate,
+            steps=steps,
+            accountant="rdp",
+        )
+    )
+
+
+def epsilon_of_history(history: Sequence[tuple[float, float, int]], delta: float) -> float:
+    """Epsilon of an Opacus accountant history at ``delta`` (0 when empty)."""
+    if not history:
+        return 0.0
+    accountant = RDPAccountant()
+    accountant.history = [(float(z), float(q), int(s)) for z, q, s in history]
+    return float(accountant.get_epsilon(delta))
+
+
+def check_model(model: nn.Module) -> None:
+    """Raise ``ValueError`` when Opacus cannot compute per-example gradients of ``model``."""
+    problems = ModuleValidator.validate(model, strict=False)
+    if problems:
+        raise ValueError(
+            "DP-SGD cannot train this model: " + "; ".join(str(p) for p in problems[:3])
+        )
+
+
+def _without_inplace_activations(model: nn.Module) -> None:
+    """Opacus' backward hooks forbid in-place ops on a hooked layer's output (``ReLU(inplace)``
+    after a conv): switch them to out-of-place, which changes no weights."""
+    for module in model.modules():
+        if getattr(module, "inplace", False) is True:
+            module.inplace = False  # type: ignore[assignment]
+
+
+def _entropy_generator() -> torch.Generator:
+    return torch.Generator().manual_seed(secrets.randbits(63))
+
+
+def _optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
+
+
+def _epoch(module: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader) -> float:
+    """One pass over a Poisson-sampled loader; the mean loss over the samples drawn."""
+    total, seen = 0.0, 0
+    for xb, yb in loader:
+        optimizer.zero_grad(set_to_none=True)
+        if len(xb) > 0:
+            loss = F.cross_entropy(module(xb), yb)
+            loss.backward()
+            total, seen = total + loss.item() * len(xb), seen + len(xb)
+        # An empty Poisson batch still takes a (pure-noise) step: skipping it would make the
+        # number of noisy releases depend on the data.
+        optimizer.step()
+    return total / seen if seen else float("nan")
+
+
+def dp_train(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    noise_multiplier: float,
+    max_grad_norm: float,
+    delta: float,
+    optimizer: str = "adam",
+    history: Sequence[tuple[float, float, int]] = (),
+) -> DPSGDReport:
+    """Train ``model`` in place with DP-SGD on ``(x, y)`` and continue the client's accountant.
+
+    Parameters
+    ----------
+    model
+        Maps ``(B, C, H, W)`` to logits; no BatchNorm (see :func:`check_model`). Left in train
+        mode with Opacus' hooks removed, so it is the plain module again afterwards.
+    x, y
+        The private shard: float32 ``(N, C, H, W)`` and int64 ``(N,)``.
+    epochs, batch_size, lr, optimizer
+        Expected batch size of the Poisson sampling, and the optimiser (DP-Adam or DP-SGD).
+    noise_multiplier, max_grad_norm
+        Opacus' noise std over the per-example clip, and the clip.
+    delta
+        Delta at which the epsilon is reported.
+    history
+        The accountant history of the client's earlier rounds (empty in its first).
+
+    Returns
+    -------
+    DPSGDReport
+    """
+    check_model(model)
+    _without_inplace_activations(model)
+    model.train()
+    dataset = TensorDataset(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y))
+    base = DataLoader(dataset, batch_size=min(batch_size, len(dataset)))
+    loader = DPDataLoader.from_data_loader(base, generator=_entropy_generator())
+    with warnings.catch_warnings():  # Opacus warns about its non-secure RNG on every call
+        warnings.simplefilter("ignore")
+        engine = PrivacyEngine(accountant="rdp")
+        engine.accountant.history = [(float(z), float(q), int(s)) for z, q, s in history]
+        module, dp_optimizer, dp_loader = engine.make_private(
+            module=model,
+            optimizer=_optimizer(optimizer, list(model.parameters()), lr),
+            data_loader=loader,
+            noise_multiplier=noise_multiplier,
+            max_grad_norm=max_grad_norm,
+            poisson_sampling=False,  # the loader above is Poisson-sampled already
+            noise_generator=_entropy_generator(),
+        )
+    report = DPSGDReport(epochs=epochs, noise_multiplier=noise_multiplier)
+    report.sample_rate = 1.0 / len(dp_loader)
+    try:
+        with warnings.catch_warnings():
+            # The first layer's input needs no gradient, so torch notes that its full backward
+            # hook fires on the output only -- which is all Opacus reads.
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            for _ in range(epochs):
+                report.losses.append(_epoch(module, dp_optimizer, dp_loader))
+                report.steps += len(dp_loader)
+    finally:
+        module._close()  # type: ignore[operator]  # hooks and per-sample buffers off the model
+    report.history = list(engine.accountant.history)
+    report.epsilon = float(engine.accountant.get_epsilon(delta))
+    return report

@@ -1,0 +1,182 @@
+"""The differential-privacy settings of a run (the ``dp*`` and ``client-dp*`` run-config keys).
+
+:class:`DPConfig` is one sub-config of :class:`fedkd.fl.config.FedConfig`; :data:`RUN_CONFIG_KEYS`
+maps its run-config keys to fields and :func:`check` raises on bad values and warns on risky
+ones (noise off in a run labelled private, epsilon above 10).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+PLACEMENTS = ("off", "central", "local", "distributed")
+LARGE_EPSILON = 10.0  # above this a guarantee says little; warn
+# Architectures whose default normalisation is BatchNorm: per-sample gradients (DP-SGD) are
+# undefined through batch statistics, and Opacus' fix (GroupNorm) would change the state dict
+# the federation exchanges.
+BATCHNORM_MODELS = frozenset({"resnet18", "mobilenet_v2"})
+
+
+@dataclass(frozen=True)
+class DPConfig:
+    """Client-level DP of the teacher release, and record-level DP-SGD of local training.
+
+    Attributes
+    ----------
+    placement
+        ``dp``: ``off``, ``central`` (the server adds the noise to the decoded sum),
+        ``local`` (each client adds the full noise to its own vector) or ``distributed``
+        (each client adds integer Skellam noise, its share of the central level, before
+        masking; needs secure aggregation).
+    epsilon, delta
+        ``dp-epsilon``, ``dp-delta``: the client-level target over the whole run; the noise
+        multiplier is calibrated from them before the run (``0`` = not set).
+    noise_multiplier
+        ``dp-noise-multiplier``: the Gaussian noise std over ``clip``; ``0`` = calibrate it
+        from ``epsilon`` and ``delta``.
+    clip
+        ``dp-clip``: L2 bound of one client's whole contribution vector (its sensitivity).
+    stats_weight
+        ``dp-stats-weight``: the statistics block enters the clipped vector multiplied by this
+        (and is divided by it after the sum), so the clip budget goes mostly to the teacher.
+    client_dp_sgd
+        ``client-dp-sgd``: train local models with DP-SGD (Opacus).
+    client_noise_multiplier, client_epsilon, client_delta
+        ``client-dp-noise``, ``client-dp-epsilon``, ``client-dp-delta``: DP-SGD's noise
+        multiplier, or (noise 0) the per-client target over the whole run it is calibrated to.
+    client_max_grad_norm
+        ``client-dp-max-grad-norm``: per-example gradient clip of DP-SGD.
+    """
+
+    placement: str = "off"
+    epsilon: float = 0.0
+    delta: float = 1e-5
+    noise_multiplier: float = 0.0
+    clip: float = 0.1
+    stats_weight: float = 0.1
+    client_dp_sgd: bool = False
+    client_noise_multiplier: float = 0.0
+    client_epsilon: float = 0.0
+    client_delta: float = 1e-5
+    client_max_grad_norm: float = 1.0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether client-level noise is added to the teacher release."""
+        return self.placement != "off"
+
+
+RUN_CONFIG_KEYS: dict[str, tuple[str, str]] = {
+    "dp": ("dp", "placement"),
+    "dp-epsilon": ("dp", "epsilon"),
+    "dp-delta": ("dp", "delta"),
+    "dp-noise-multiplier": ("dp", "noise_multiplier"),
+    "dp-clip": ("dp", "clip"),
+    "dp-stats-weight": ("dp", "stats_weight"),
+    "client-dp-sgd": ("dp", "client_dp_sgd"),
+    "client-dp-noise": ("dp", "client_noise_multiplier"),
+    "client-dp-epsilon": ("dp", "client_epsilon"),
+    "client-dp-delta": ("dp", "client_delta"),
+    "client-dp-max-grad-norm": ("dp", "client_max_grad_norm"),
+}
+
+
+def _range(key: str, ok: bool, accepted: str, value: object) -> None:
+    if not ok:
+        raise ValueError(f"run config '{key}' = {value!r}; must be {accepted}")
+
+
+def check(dp: DPConfig, *, method: str, secagg_enabled: bool, client_models: Iterable[str]) -> None:
+    """Raise ``ValueError`` naming the key of a bad DP setting; warn on risky ones.
+
+    Parameters
+    ----------
+    dp
+        The settings.
+    method
+        The run's method (client-level DP applies to ``fedkd``'s teacher release).
+    secagg_enabled
+        Whether the run uses secure aggregation (``distributed`` needs it).
+    client_models
+        Architectures the clients train (DP-SGD refuses BatchNorm ones).
+    """
+    if dp.placement not in PLACEMENTS:
+        raise ValueError(f"run config 'dp' = {dp.placement!r}; accepted: {', '.join(PLACEMENTS)}")
+    for key, value, ok, accepted in (
+        ("dp-epsilon", dp.epsilon, dp.epsilon >= 0, ">= 0 (0: not set)"),
+        ("dp-delta", dp.delta, 0 < dp.delta < 1, "in (0, 1)"),
+        ("dp-noise-multiplier", dp.noise_multiplier, dp.noise_multiplier >= 0, ">= 0"),
+        ("dp-clip", dp.clip, dp.clip > 0, "> 0"),
+        ("dp-stats-weight", dp.stats_weight, dp.stats_weight > 0, "> 0"),
+        ("client-dp-noise", dp.client_noise_multiplier, dp.client_noise_multiplier >= 0, ">= 0"),
+        ("client-dp-epsilon", dp.client_epsilon, dp.client_epsilon >= 0, ">= 0 (0: not set)"),
+        ("client-dp-delta", dp.client_delta, 0 < dp.client_delta < 1, "in (0, 1)"),
+        ("client-dp-max-grad-norm", dp.client_max_grad_norm, dp.client_max_grad_norm > 0, "> 0"),
+    ):
+        _range(key, ok and math.isfinite(value), accepted, value)
+    if dp.enabled:
+        if dp.epsilon == 0 and dp.noise_multiplier == 0:
+            raise ValueError(
+                f"run config 'dp' = {dp.placement!r} needs 'dp-epsilon' (a target to calibrate "
+                "the noise to) or 'dp-noise-multiplier'"
+            )
+        if method != "fedkd":
+            raise ValueError(
+                f"run config 'dp' = {dp.placement!r} applies to method 'fedkd' (the teacher "
+                f"release); method is {method!r}"
+            )
+        if dp.placement == "distributed" and not secagg_enabled:
+            raise ValueError(
+                "run config 'dp' = 'distributed' adds noise shares under secure aggregation; "
+                "set 'secagg' = true (or use dp = central / local)"
+            )
+    if dp.client_dp_sgd:
+        if dp.client_noise_multiplier == 0 and dp.client_epsilon == 0:
+            raise ValueError(
+                "run config 'client-dp-sgd' = true needs 'client-dp-epsilon' or 'client-dp-noise'"
+            )
+        bad = sorted(set(client_models) & BATCHNORM_MODELS)
+        if bad:
+            raise ValueError(
+                f"run config 'client-dp-sgd' = true: {', '.join(bad)} use BatchNorm, which has "
+                "no per-example gradients; use cnn, cnn_small or mlp"
+            )
+    _warn(dp)
+
+
+def _warn(dp: DPConfig) -> None:
+    """Loud settings: a private-looking run without noise, or a guarantee that says little."""
+    if not dp.enabled and (dp.epsilon > 0 or dp.noise_multiplier > 0):
+        warnings.warn(
+            "dp-epsilon / dp-noise-multiplier is set but dp = 'off': NO client-level noise is "
+            "added; the teacher release is not differentially private",
+            stacklevel=4,
+        )
+    if not dp.client_dp_sgd and (dp.client_epsilon > 0 or dp.client_noise_multiplier > 0):
+        warnings.warn(
+            "client-dp-epsilon / client-dp-noise is set but client-dp-sgd = false: local "
+            "training is NOT differentially private",
+            stacklevel=4,
+        )
+    for key, value, on in (
+        ("dp-epsilon", dp.epsilon, dp.enabled and dp.noise_multiplier == 0),
+        ("client-dp-epsilon", dp.client_epsilon, dp.client_dp_sgd),
+    ):
+        if on and value > LARGE_EPSILON:
+            warnings.warn(
+                f"{key} = {value:g} > {LARGE_EPSILON:g}: a guarantee this weak bounds little "
+                "(e^eps likelihood ratios beyond 20,000)",
+                stacklevel=4,
+            )
+
+
+def warn_if_epsilon_large(name: str, epsilon: float) -> None:
+    """Warn when an epsilon spent (e.g. from a given noise multiplier) exceeds 10."""
+    if math.isfinite(epsilon) and epsilon > LARGE_EPSILON:
+        warnings.warn(
+            f"{name} = {epsilon:.3g} > {LARGE_EPSILON:g}: a guarantee this weak bounds little",
+            stacklevel=3,
+        )
