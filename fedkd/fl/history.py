@@ -186,7 +186,8 @@ class RunRecorder:
                 # client-level DP: the (epsilon, delta) of the whole run (null without DP)
                 "dp_epsilon": None if last is None else last.dp_epsilon,
                 "dp_epsilon_known_sample": None if last is None else last.dp_epsilon_known_sample,
-                "dp_delta": self.config.get("dp-delta") if self.config.get("dp", "off") != "off"
+                "dp_delta": self.config.get("dp-delta")
+                if self.config.get("dp", "off") != "off"
                 else None,
                 "seconds": seconds,
             },
