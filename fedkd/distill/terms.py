@@ -129,16 +129,22 @@ class SoftTargets(LossTerm):
     output: str = "logits"
     teacher_output: str = "logits"
     classes: tuple[int, ...] | None = None
+    rows: str | None = None  # a boolean field: only these rows have soft targets
 
     def __post_init__(self) -> None:
         check_temperature(self.temperature)
 
     def fields(self) -> set[str]:
-        return {teacher_key(self.teacher_output)}
+        return {teacher_key(self.teacher_output)} | ({self.rows} if self.rows else set())
 
     def __call__(self, step: Step) -> Tensor:
         student = _columns(step.output(self.output), self.classes)
         teacher = _columns(step.teacher(self.teacher_output), self.classes)
+        if self.rows is not None:
+            chosen = step.field(self.rows)
+            if not bool(chosen.any()):
+                return student.sum() * 0.0  # no soft-target row in this batch
+            student, teacher = student[chosen], teacher[chosen]
         return kd_loss(student, teacher, temperature=self.temperature)
 
 

@@ -33,7 +33,15 @@ from fedkd.distill.staging import (
     precision_for,
     resolve_device,
 )
-from fedkd.distill.terms import CrossEntropy, LossTerm, Proximal, kd_mix, teacher_key
+from fedkd.distill.terms import (
+    UNLABELLED,
+    CrossEntropy,
+    LossTerm,
+    Proximal,
+    SoftTargets,
+    kd_mix,
+    teacher_key,
+)
 from fedkd.progress import ProgressReporter
 
 if TYPE_CHECKING:
@@ -48,6 +56,7 @@ __all__ = [
     "predict_logits",
     "resolve_device",
     "train_supervised",
+    "train_with_soft_targets",
 ]
 
 
@@ -308,3 +317,72 @@ def evaluate(
     loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y))
     accuracy = float((logits.argmax(axis=1) == y).mean())
     return EvalReport(accuracy=accuracy, loss=float(loss), num_samples=int(y.shape[0]))
+
+
+SOFT_ROWS = "soft"  # batch field: the row is a public-set sample with a teacher target
+
+
+def train_with_soft_targets(
+    model: nn.Module,
+    data: ArrayDataset,
+    public_x: np.ndarray,
+    teacher_logits: np.ndarray,
+    *,
+    kd_weight: float = 1.0,
+    temperature: float = 1.0,
+    public_samples: int = 0,
+    epochs: int = 2,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    optimizer: str = "adam",
+    device: str | torch.device | None = None,
+    seed: int = 0,
+) -> TrainReport:
+    """Train on the private labels and, in the same steps, on the teacher's public targets.
+
+    One shuffled set holds the private rows (cross-entropy on their labels) and public rows
+    (``kd_weight`` x Hinton KD at ``temperature`` against ``teacher_logits``, no labels), so
+    every step pulls towards both: what the federation knows about the classes a client does
+    not hold is rehearsed while it fits the classes it does -- the remedy for client drift
+    under label skew that digest-then-revisit (FedMD) lacks, since its revisit epochs forget
+    what the digest taught.
+
+    Parameters
+    ----------
+    model
+        Trained in place (moved to ``device``, left in train mode).
+    data
+        The private shard (``x``, ``y``).
+    public_x, teacher_logits
+        ``(P, ...)`` public inputs and ``(P, classes)`` the pushed teacher's logits on them.
+    kd_weight
+        Weight of the soft-target term (the hard-label term has weight 1).
+    public_samples
+        Public rows drawn (without replacement, seeded) per call; 0 takes all of them.
+    epochs, batch_size, lr, optimizer, device, seed
+        As in :func:`train_supervised`.
+    """
+    if not kd_weight >= 0.0:
+        raise ValueError(f"kd_weight must be >= 0, got {kd_weight}")
+    x = check_inputs(data.x, "data.x")
+    y = check_labels(data.y, x.shape[0], "data.y")
+    px = check_inputs(public_x, "public_x")
+    targets = _teacher_fields(px, teacher_logits, None, resolve_device("cpu"))[
+        teacher_key("logits")
+    ]
+    if 0 < public_samples < px.shape[0]:
+        chosen = np.sort(np.random.default_rng(seed).choice(px.shape[0], public_samples, False))
+        px, targets = px[chosen], targets[chosen]
+    arrays = {
+        "x": np.concatenate([x, px]),
+        "labels": np.concatenate([y, np.full(px.shape[0], UNLABELLED, dtype=np.int64)]),
+        teacher_key("logits"): np.concatenate(
+            [np.zeros((x.shape[0], targets.shape[1]), np.float32), targets]
+        ),
+        SOFT_ROWS: np.concatenate([np.zeros(x.shape[0], bool), np.ones(px.shape[0], bool)]),
+    }
+    terms: list[LossTerm] = [CrossEntropy()]
+    if kd_weight > 0:
+        terms.append(SoftTargets(kd_weight, temperature=temperature, rows=SOFT_ROWS))
+    config = FitConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed)
+    return fit(model, arrays, terms, config, device=device, precision=FLOAT32)

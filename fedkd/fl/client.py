@@ -308,7 +308,7 @@ def train(
         require_round_noise(config, round_config, node.num_partitions)
     model, fresh = _model(request, store, config, data, node.partition_id, phase)
     teacher = None
-    if phase == "fedkd" and config.mode == "fedmd" and keys.TEACHER in request.arrays:
+    if phase == "fedkd" and keys.TEACHER in request.arrays:
         shape = (len(data.split.public), data.split.num_classes)
         teacher = _single_array(request, keys.TEACHER, shape)
     if phase == "fedprox":

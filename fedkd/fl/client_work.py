@@ -23,6 +23,7 @@ from fedkd.distill import (
     train_supervised,
 )
 from fedkd.distill.recipe import TrainReport
+from fedkd.distill.train import train_with_soft_targets
 from fedkd.fl.config import FedConfig
 from fedkd.fl.contribution import stats_block, teacher_contribution
 from fedkd.fl.data import FederatedData
@@ -82,8 +83,9 @@ def local_round(
     server_round
         Seeds this round's shuffling.
     teacher_logits
-        FedMD: the previous round's ensemble teacher on the public set ``(P, C)``, digested
-        before local training. ``None`` in the first round or in FedDF.
+        The previous round's ensemble teacher on the public set ``(P, C)`` (``None`` in the
+        first round): digested for ``digest-epochs`` first, then rehearsed beside the private
+        labels during local training (``local-kd-weight``).
     contribute
         Compute the teacher contribution (false for FedAvg/local rounds).
     """
@@ -91,12 +93,15 @@ def local_round(
     local = config.local
     seed = config.seed * 1_000_003 + server_round * 1_009 + partition_id
     public_x = data.split.public.x
+    if teacher_logits is not None and teacher_logits.shape != (
+        len(public_x),
+        data.split.num_classes,
+    ):
+        raise ValueError(
+            f"teacher logits have shape {teacher_logits.shape}, expected "
+            f"{(len(public_x), data.split.num_classes)} (public set x classes)"
+        )
     if teacher_logits is not None and local.digest_epochs > 0:
-        if teacher_logits.shape != (len(public_x), data.split.num_classes):
-            raise ValueError(
-                f"teacher logits have shape {teacher_logits.shape}, expected "
-                f"{(len(public_x), data.split.num_classes)} (public set x classes)"
-            )
         distill(
             model,
             public_x,
@@ -114,6 +119,24 @@ def local_round(
     if config.dp.client_dp_sgd:  # record-level DP: DP-SGD (Opacus) on the private labels only
         report = dpsgd = private_local_training(
             config, model, train, epochs=epochs, history=dpsgd_history
+        )
+    elif teacher_logits is not None and local.kd_weight > 0:
+        # The knowledge loop: private labels and the pushed teacher's public targets in the
+        # same steps, so local training does not forget what the federation taught.
+        report = train_with_soft_targets(
+            model,
+            train,
+            public_x,
+            teacher_logits,
+            kd_weight=local.kd_weight,
+            temperature=config.distill.temperature,
+            public_samples=local.public_samples,
+            epochs=epochs,
+            batch_size=local.batch_size,
+            lr=local.lr,
+            optimizer=local.optimizer,
+            device="cpu",
+            seed=seed,
         )
     else:
         report = train_supervised(

@@ -74,6 +74,8 @@ class LocalConfig:
     lr: float = 1e-3
     optimizer: str = "adam"  # adam, or sgd (momentum 0.9)
     digest_epochs: int = 0  # FedMD: epochs on the pushed soft targets before revisiting
+    kd_weight: float = 1.0  # weight of the pushed teacher's public targets in local training
+    public_samples: int = 0  # public rows rehearsed per local round (0: all of them)
     eval_clients: bool = True
     torch_threads: int = 1  # per process: simulated clients run in parallel Ray actors already
     proximal_mu: float = 0.01  # FedProx: weight of mu/2 ||w - w_global||^2 (Flower's FedProx)
@@ -94,6 +96,9 @@ class DistillConfig:
     lr: float = 1e-3
     batch_size: int = 64
     device: str = "auto"  # auto: CUDA (with AMP) when present
+    patience: int = 3  # stop after this many epochs without better teacher agreement (0: off)
+    holdout: float = 0.1  # share of the public set held out to score that agreement
+    ema: float = 0.0  # average the new student with the last round's (0: off)
 
 
 @dataclass(frozen=True)
@@ -104,10 +109,10 @@ class SecAggSettings:
     threshold: float = 0.66  # share of each client's share holders that must survive
     neighbours: int = 0  # 0 = full SecAgg, k > 0 = SecAgg+ graph with k neighbours
     clip: float = 32.0  # |logit / T| clipped here before quantisation
+    bits: int = 16  # fixed-point bits per value; a masked word is bits + ceil(log2 n) wide
     roster: str = "simulated"  # "" curious server, "simulated", or a roster.json (fedkd keys)
 
 
-    bits: int = 16  # fixed-point bits per value; a masked word is bits + ceil(log2 n) wide
 @dataclass(frozen=True)
 class FaultConfig:
     """Injected client faults (tests and robustness studies)."""
@@ -178,6 +183,8 @@ RUN_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "lr": ("local", "lr"),
     "optimizer": ("local", "optimizer"),
     "digest-epochs": ("local", "digest_epochs"),
+    "local-kd-weight": ("local", "kd_weight"),
+    "local-public-samples": ("local", "public_samples"),
     "proximal-mu": ("local", "proximal_mu"),
     "teacher-rule": ("teacher", "rule"),
     "temperature": ("teacher", "temperature"),
@@ -189,16 +196,19 @@ RUN_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "distill-lr": ("distill", "lr"),
     "distill-batch-size": ("distill", "batch_size"),
     "device": ("distill", "device"),
+    "distill-patience": ("distill", "patience"),
+    "distill-holdout": ("distill", "holdout"),
+    "student-ema": ("distill", "ema"),
     "torch-threads": ("local", "torch_threads"),
     "secagg": ("secagg", "enabled"),
     "secagg-threshold": ("secagg", "threshold"),
     "secagg-neighbours": ("secagg", "neighbours"),
     "secagg-clip": ("secagg", "clip"),
+    "secagg-bits": ("secagg", "bits"),
     "secagg-roster": ("secagg", "roster"),
     "fault-stage": ("faults", "stage"),
     "fault-prob": ("faults", "prob"),
     "fault-kind": ("faults", "kind"),
-    "secagg-bits": ("secagg", "bits"),
     "stage-timeout": ("stage_timeout",),
     "node-wait": ("node_wait",),
     "out-dir": ("out_dir",),
@@ -318,20 +328,25 @@ def _ranges(config: FedConfig) -> None:
         ("lr", local.lr > 0, "> 0"),
         ("warmup-epochs", local.warmup_epochs >= 0, ">= 0"),
         ("digest-epochs", local.digest_epochs >= 0, ">= 0"),
+        ("local-kd-weight", local.kd_weight >= 0, ">= 0 (0: local training ignores the teacher)"),
+        ("local-public-samples", local.public_samples >= 0, ">= 0 (0: the whole public set)"),
         ("proximal-mu", 0.0 <= local.proximal_mu < float("inf"), ">= 0 and finite"),
         ("distill-epochs", distill.epochs >= 0, ">= 0"),
         ("distill-batch-size", distill.batch_size >= 1, ">= 1"),
         ("distill-lr", distill.lr > 0, "> 0"),
         ("distill-temperature", distill.temperature > 0, "> 0"),
+        ("distill-patience", distill.patience >= 0, ">= 0 epochs (0: no early stopping)"),
+        ("distill-holdout", 0.0 <= distill.holdout < 1.0, "in [0, 1)"),
+        ("student-ema", 0.0 <= distill.ema < 1.0, "in [0, 1) (0: no averaging)"),
         ("secagg-threshold", 0.0 < secagg.threshold <= 1.0, "a fraction in (0, 1]"),
         ("secagg-neighbours", secagg.neighbours >= 0, ">= 0 (0: full SecAgg)"),
         ("secagg-clip", secagg.clip > 0, "> 0"),
+        ("secagg-bits", 1 <= secagg.bits <= 48, "in [1, 48]"),
         ("fault-prob", 0.0 <= config.faults.prob <= 1.0, "in [0, 1]"),
         ("stage-timeout", config.stage_timeout >= 0, ">= 0 seconds (0: automatic)"),
         ("node-wait", config.node_wait >= 0, ">= 0 seconds"),
     )
     for key, ok, accepted in checks:
-        ("secagg-bits", 1 <= secagg.bits <= 48, "in [1, 48]"),
         if not ok:
             raise ValueError(
                 f"run config '{key}' = {_get(config, RUN_CONFIG_KEYS[key])!r}; must be {accepted}"

@@ -31,7 +31,16 @@ from fedkd.fl.config import FedConfig
 from fedkd.fl.data import FederatedData
 from fedkd.models import FeatureModel
 
-STATS = ("accuracy_sum", "accuracy_count", "train_loss_sum", "clipped_sum", "dp_clipped_sum")
+ACCURACY_BINS = 100  # the clients' accuracy histogram: 1-point bins, summed like the rest
+STATS = (
+    "accuracy_sum",
+    "accuracy_count",
+    "train_loss_sum",
+    "clipped_sum",
+    "dp_clipped_sum",
+    *(f"accuracy_bin_{i:02d}" for i in range(ACCURACY_BINS)),
+)
+_FIRST_BIN = STATS.index("accuracy_bin_00")
 LOSS_SCALE = 10.0  # a train loss enters the sum divided by this, clipped to [0, 1]
 
 
@@ -63,7 +72,10 @@ def stats_block(accuracy: float, train_loss: float, clipped: float) -> np.ndarra
     has_accuracy = bool(np.isfinite(accuracy))
     loss = min(float(train_loss) / LOSS_SCALE, 1.0) if np.isfinite(train_loss) else 0.0
     values = [accuracy if has_accuracy else 0.0, float(has_accuracy), loss, clipped]
-    return np.array(values + [0.0] * (len(STATS) - len(values)))  # the rest: set by their owners
+    block = np.array(values + [0.0] * (len(STATS) - len(values)))  # the rest: set by their owners
+    if has_accuracy:  # one-hot: the sum is a histogram, so the server sees a spread, no one
+        block[_FIRST_BIN + min(int(accuracy * ACCURACY_BINS), ACCURACY_BINS - 1)] = 1.0
+    return block
 
 
 @dataclass(frozen=True)
@@ -73,16 +85,37 @@ class ClientStats:
     accuracy_mean: float  # NaN when no client evaluated
     train_loss_mean: float
     clipped_fraction: float
+    # From the summed histogram, to its 1-point bins (bin midpoints); NaN when no client
+    # evaluated. Under client-level DP the histogram is noised like everything else.
+    accuracy_min: float = float("nan")
+    accuracy_median: float = float("nan")
+    accuracy_max: float = float("nan")
+
+
+def _spread(counts: np.ndarray) -> tuple[float, float, float]:
+    """(min, median, max) of the values a histogram of 1/len(counts)-wide bins counts."""
+    whole = np.clip(np.rint(counts), 0, None)  # sums of one-hots, decoded within rounding
+    total = int(whole.sum())
+    if total == 0:
+        return float("nan"), float("nan"), float("nan")
+    present = np.flatnonzero(whole)
+    middle = int(np.searchsorted(np.cumsum(whole), (total + 1) / 2))
+    width = 1.0 / len(counts)
+    return tuple(float((i + 0.5) * width) for i in (present[0], middle, present[-1]))  # type: ignore[return-value]
 
 
 def split_sum(total: np.ndarray, count: int) -> tuple[np.ndarray, ClientStats]:
     """Separate a summed vector into the teacher part and the clients' mean statistics."""
     teacher, stats = total[: -len(STATS)], total[-len(STATS) :]
     accuracy_sum, accuracy_count, loss_sum, clipped_sum = (float(v) for v in stats[:4])
+    low, median, high = _spread(stats[_FIRST_BIN : _FIRST_BIN + ACCURACY_BINS])
     means = ClientStats(
         accuracy_sum / accuracy_count if accuracy_count >= 0.5 else float("nan"),
         LOSS_SCALE * loss_sum / max(count, 1),
         clipped_sum / max(count, 1),
+        low,
+        median,
+        high,
     )
     return teacher, means
 

@@ -32,6 +32,9 @@ class RoundRecord:
     student_accuracy: float = math.nan
     teacher_accuracy: float = math.nan
     client_accuracy_mean: float = math.nan
+    client_accuracy_min: float = math.nan  # the spread over the clients (1-point bins)
+    client_accuracy_median: float = math.nan
+    client_accuracy_max: float = math.nan
     client_train_loss: float = math.nan  # mean over the clients in the sum
     distill_loss: float = math.nan
     bytes_up: int = 0
@@ -226,7 +229,20 @@ class RunRecorder:
         ):
             values = [getattr(r, key) for r in self.rows]
             if any(math.isfinite(v) for v in values):
-                ax.plot(rounds, values, marker="o", label=label)
+                (line,) = ax.plot(rounds, values, marker="o", label=label)
+                if key == "client_accuracy_mean":
+                    low = [r.client_accuracy_min for r in self.rows]
+                    high = [r.client_accuracy_max for r in self.rows]
+                    if any(math.isfinite(v) for v in low):
+                        ax.fill_between(
+                            rounds,
+                            low,
+                            high,
+                            color=line.get_color(),
+                            alpha=0.15,
+                            lw=0,
+                            label="clients (min to max)",
+                        )
         ax.set_xlabel("round")
         ax.set_ylabel("accuracy")
         ax.set_ylim(0, 1)

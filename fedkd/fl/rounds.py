@@ -121,12 +121,17 @@ class TrainOutcome:
     client_accuracy_mean: float  # from the replies' metrics (plaintext phases only)
 
 
-def _client_mean(result: ExchangeResult, name: str) -> float:
-    """Mean of one client metric over the replies that carry a finite one (NaN when none)."""
+def _client_values(result: ExchangeResult, name: str) -> list[float]:
+    """One client metric from every reply that carries a finite one."""
     values = [
         v for r in result.replies.values() if isinstance(v := r.fields.get(name), float | int)
     ]
-    finite = [float(v) for v in values if math.isfinite(v)]
+    return [float(v) for v in values if math.isfinite(v)]
+
+
+def _client_mean(result: ExchangeResult, name: str) -> float:
+    """Mean of one client metric over the replies that carry a finite one (NaN when none)."""
+    finite = _client_values(result, name)
     return float(np.mean(finite)) if finite else math.nan
 
 
@@ -155,7 +160,7 @@ def fedkd_request(
     teacher: np.ndarray | None,
     state: ServerState | None,
 ) -> Envelope:
-    """The round's train message: FedDF pushes the student, FedMD the last teacher."""
+    """The round's train message: the last teacher, and in FedDF the student's weights too."""
     request = Envelope(keys.TRAIN, {keys.ROUND: server_round, keys.PHASE: "fedkd"})
     if state is not None:
         request.fields[keys.SECAGG_CONFIG] = AdvertiseRequest(state.config).to_bytes()
@@ -166,7 +171,7 @@ def fedkd_request(
                 for k, v in student.state_dict().items()
             }
         )
-    elif teacher is not None:
+    if teacher is not None:
         request.arrays[keys.TEACHER] = teacher.astype(np.float32)
     return request
 
@@ -277,6 +282,9 @@ def fedkd_round(
         )
     summed, clients = split_sum(total, agg.survivors)
     record.client_accuracy_mean = clients.accuracy_mean
+    record.client_accuracy_min = clients.accuracy_min
+    record.client_accuracy_median = clients.accuracy_median
+    record.client_accuracy_max = clients.accuracy_max
     record.client_train_loss = clients.train_loss_mean
     record.clipped_fraction = clients.clipped_fraction
     _warn_if_clipped(record, config)
@@ -362,6 +370,17 @@ def run_fedkd(fed: Federation) -> None:
         _log_round(record, fed.config.num_rounds)
 
 
+def _spread_fields(values: list[float]) -> dict[str, float]:
+    """The clients' accuracy spread where the server sees each one (plaintext baselines)."""
+    if not values:
+        return {}
+    return {
+        "client_accuracy_min": min(values),
+        "client_accuracy_median": float(np.median(values)),
+        "client_accuracy_max": max(values),
+    }
+
+
 def run_local(fed: Federation) -> None:
     """Local-only baseline: every client trains alone; we record their mean test accuracy."""
     nodes = fed.transport.nodes()
@@ -374,6 +393,7 @@ def run_local(fed: Federation) -> None:
             method="local",
             client_accuracy_mean=train.client_accuracy_mean,
             sampled=len(nodes),
+            **_spread_fields(_client_values(train.result, keys.CLIENT_ACCURACY)),
             survivors=len(train.result.replies),
             dropped=sorted(fed.partition_of(node) for node in train.result.failures),
             bytes_up=train.result.bytes_up,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fedkd.data import DataSplit
+from fedkd.data import ArrayDataset, DataSplit
 from fedkd.distill import distill, evaluate, resolve_device, teacher_from_sum
 from fedkd.fl.config import FedConfig
 from fedkd.metrics import accuracy
@@ -45,6 +45,25 @@ class DistillOutcome:
     device: str
 
 
+def _holdout(config: FedConfig, num_public: int) -> tuple[np.ndarray, np.ndarray]:
+    """Public-set rows the student distills on, and the seeded slice held out for stopping."""
+    rows = np.arange(num_public)
+    if config.distill.patience <= 0 or config.distill.holdout <= 0:
+        return rows, rows[:0]
+    size = max(1, round(config.distill.holdout * num_public))
+    held = np.sort(np.random.default_rng([config.seed, 17]).choice(num_public, size, False))
+    return np.setdiff1d(rows, held), held
+
+
+def _average_into(model: torch.nn.Module, previous: dict[str, torch.Tensor], ema: float) -> None:
+    """``model``'s float weights become ``ema * previous + (1 - ema) * current``."""
+    state = model.state_dict()
+    for name, value in state.items():
+        if value.is_floating_point():
+            value.mul_(1.0 - ema).add_(previous[name].to(value.device), alpha=ema)
+    model.load_state_dict(state)
+
+
 def teacher_from_aggregate(summed: np.ndarray, config: FedConfig, split: DataSplit) -> np.ndarray:
     """Turn the (securely) summed teacher part of the contributions into teacher logits."""
     return teacher_from_sum(
@@ -66,24 +85,40 @@ def distill_round(
     """Distill ``student`` (in place) on the public set against ``teacher_logits``.
 
     Runs on the GPU when one is present (``device = auto``), with mixed precision there.
+
+    Two guards keep the student from swinging between rounds. With ``distill-patience`` a
+    seeded slice of the public set (``distill-holdout``) is held out and scored by agreement
+    with the teacher -- its pseudo-labels, never the public labels -- and distillation stops
+    at the best epoch. With ``student-ema`` the new weights are averaged with the last
+    round's, ``w = ema * w_previous + (1 - ema) * w_distilled``.
     """
     start = time.perf_counter()
     settings = config.distill
     device = resolve_device(None if settings.device == "auto" else settings.device)
     loss = math.nan
+    previous = {k: v.detach().clone() for k, v in student.state_dict().items()}
     if settings.epochs > 0:
+        train, held = _holdout(config, len(split.public))
+        validation = None
+        if held.size:
+            pseudo = np.argmax(teacher_logits[held], axis=1).astype(np.int64)
+            validation = ArrayDataset(split.public.x[held], pseudo)
         report = distill(
             student,
-            split.public.x,
-            teacher_logits=teacher_logits,
+            split.public.x[train],
+            teacher_logits=teacher_logits[train],
             temperature=settings.temperature,
             epochs=settings.epochs,
             batch_size=settings.batch_size,
             lr=settings.lr,
             device=device,
             seed=config.seed * 7_919 + server_round,
+            validation=validation,
+            patience=settings.patience or None,
         )
         loss = report.losses[-1]
+    if settings.ema > 0 and server_round > 1:
+        _average_into(student, previous, settings.ema)
     student_accuracy = evaluate(student, split.test, device=device).accuracy
     student.to("cpu")  # weights are pushed to clients from host memory
     return DistillOutcome(
