@@ -370,15 +370,12 @@ def run_fedkd(fed: Federation) -> None:
         _log_round(record, fed.config.num_rounds)
 
 
-def _spread_fields(values: list[float]) -> dict[str, float]:
+def set_client_spread(record: RoundRecord, values: list[float]) -> None:
     """The clients' accuracy spread where the server sees each one (plaintext baselines)."""
-    if not values:
-        return {}
-    return {
-        "client_accuracy_min": min(values),
-        "client_accuracy_median": float(np.median(values)),
-        "client_accuracy_max": max(values),
-    }
+    if values:
+        record.client_accuracy_min = min(values)
+        record.client_accuracy_median = float(np.median(values))
+        record.client_accuracy_max = max(values)
 
 
 def run_local(fed: Federation) -> None:
@@ -393,7 +390,6 @@ def run_local(fed: Federation) -> None:
             method="local",
             client_accuracy_mean=train.client_accuracy_mean,
             sampled=len(nodes),
-            **_spread_fields(_client_values(train.result, keys.CLIENT_ACCURACY)),
             survivors=len(train.result.replies),
             dropped=sorted(fed.partition_of(node) for node in train.result.failures),
             bytes_up=train.result.bytes_up,
@@ -401,6 +397,7 @@ def run_local(fed: Federation) -> None:
             seconds=time.perf_counter() - start,
             seconds_train=train.result.seconds,
         )
+        set_client_spread(record, _client_values(train.result, keys.CLIENT_ACCURACY))
         fed.recorder.add(record)
         _log_round(record, fed.config.num_rounds)
 
