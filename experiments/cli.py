@@ -1,7 +1,7 @@
 """The ``fedkd`` command: the federated run and every single-node experiment.
 
     fedkd run [--clients N] [--set key=value ...]    federated run through `flwr run`
-    fedkd compare ...                                 FedKD vs FedAvg vs local vs central
+    fedkd compare ...                                 FedKD vs FedAvg/FedProx/local/central
     fedkd bench-secagg ...                            secure-aggregation benchmark
     fedkd <mode> ...                                  single-node modes (compression, probes, ...)
 
