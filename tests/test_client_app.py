@@ -15,7 +15,7 @@ from clients.app import BAD_REQUEST, REFUSED
 from clients.app import app as client_app
 from fedkd.fl import keys
 from fedkd.fl.config import FedConfig
-from fedkd.fl.contribution import vector_length
+from fedkd.fl.contribution import STATS, vector_length
 from fedkd.fl.data import load_run_split
 from fedkd.fl.server_work import new_student
 from fedkd.secagg import protocol
@@ -81,8 +81,11 @@ def test_plaintext_train_returns_a_contribution(student_weights: ArrayRecord) ->
     metrics = reply.content[codec.METRICS]
     # Only who answered travels in the clear; the statistics ride inside the summed vector.
     assert dict(metrics) == {keys.PARTITION_ID: 1}
-    accuracy_sum, accuracy_count, loss_sum, clipped = vector[-4:]
-    assert accuracy_count == 1.0 and 0.0 <= accuracy_sum <= 1.0 and loss_sum > 0 and clipped == 0
+    stats = dict(zip(STATS, vector[-len(STATS) :], strict=True))
+    assert stats["accuracy_count"] == 1.0 and 0.0 <= stats["accuracy_sum"] <= 1.0
+    assert stats["train_loss_sum"] > 0 and stats["clipped_sum"] == 0
+    histogram = [stats[name] for name in STATS if name.startswith("accuracy_bin_")]
+    assert sum(histogram) == 1.0  # one-hot: the sum over clients is a histogram
 
 
 def test_missing_config_record_is_a_clear_error(student_weights: ArrayRecord) -> None:

@@ -127,7 +127,7 @@ class FedConfig:
     """Every knob of a federated run (see the README's run-config table)."""
 
     method: str = "fedkd"
-    mode: str = "fedmd"
+    mode: str = "feddf"  # clients start from the pushed student (fedmd: own models, any arch)
     num_rounds: int = 10
     fraction: float = 1.0
     min_clients: int = 2
