@@ -7,7 +7,8 @@
 Each width runs the same federation in process (``fedkd.fl.experiment.simulate``: the library's
 round over an in-process transport, same seed, so the clients' work is identical until the
 decoded teachers differ). Prints, per width, the teacher's and the student's accuracy, the
-largest difference of the teacher's probabilities from the widest run's, and the bytes a client
+largest difference of round 1's teacher probabilities from the widest run's (the clients' work
+up to there is identical, so this is the quantisation alone), and the bytes a client
 uploads per round, with the ratio to FedAvg's ``cnn_small`` and ``resnet18`` weights.
 """
 
@@ -27,7 +28,7 @@ from fedkd.fl.experiment import simulate
 from fedkd.models import build_model
 
 
-def _weights_bytes(model: str, input_shape: tuple[int, ...], classes: int) -> int:
+def _weights_bytes(model: str, input_shape: tuple[int, int, int], classes: int) -> int:
     net = build_model(model, input_shape=input_shape, num_classes=classes)
     return sum(v.numel() * v.element_size() for v in net.state_dict().values())
 
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             history = json.loads((recorder.path / "history.json").read_text())
             last = history[-1]
             folder = recorder.path / "teachers"
-            teachers[bits] = _softmax(np.load(sorted(folder.glob("round-*.npy"))[-1]))
+            # Round 1's teacher: the clients' work before it is identical at every width.
+            teachers[bits] = _softmax(np.load(folder / "round-001.npy"))
             rows.append(
                 {
                     "bits": bits,
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{m} {kb:.0f} kB" for m, kb in fedavg.items())
     )
     print(
-        "| bits | teacher | student | max teacher prob diff vs widest | kB up / client "
+        "| bits | teacher | student | round-1 teacher prob diff vs widest | kB up / client "
         "| vs FedAvg cnn_small | vs resnet18 |"
     )
     print("|---|---|---|---|---|---|---|")
