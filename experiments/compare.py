@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import statistics
 import sys
@@ -480,6 +481,52 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compare: {error}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = take_lock(out)
+    except ValueError as error:
+        print(f"compare: {error}", file=sys.stderr)
+        return 2
+    try:
+        return _run_all(out, shared, configs, done, args)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def take_lock(out: Path) -> Path:
+    """``out/compare.lock`` with this process's id; refused while another live compare holds
+    it (it would set aside the folder of the run the other one is writing).
+
+    Raises
+    ------
+    ValueError
+        Naming the process that holds the folder.
+    """
+    lock = out / "compare.lock"
+    try:
+        holder = int(lock.read_text().strip())
+    except (OSError, ValueError):
+        holder = None
+    if holder is not None and holder != os.getpid():
+        try:
+            os.kill(holder, 0)
+        except ProcessLookupError:
+            pass  # a compare that died without cleaning up
+        except PermissionError:
+            raise ValueError(f"'{out}' is in use by another compare (process {holder})") from None
+        else:
+            raise ValueError(f"'{out}' is in use by another compare (process {holder})")
+    lock.write_text(f"{os.getpid()}\n")
+    return lock
+
+
+def _run_all(
+    out: Path,
+    shared: dict[str, object],
+    configs: dict[RunSpec, dict[str, object]],
+    done: set[RunSpec],
+    args: argparse.Namespace,
+) -> int:
+    """Run the grid's unfinished cells one after another; return the exit code."""
     state = Progress(out, shared, args, {spec: out / spec.name for spec in done})
     todo = [spec for spec in configs if spec not in done]
     print(f"compare: {len(configs)} runs, {len(done)} already complete in {out}", flush=True)

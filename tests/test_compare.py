@@ -172,6 +172,22 @@ def test_a_finished_run_with_other_settings_is_refused(
     assert "'num-rounds': 3 there, 4 now" in capsys.readouterr().err
 
 
+def test_one_folder_one_compare_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "compare.lock").write_text("1\n")  # pid 1 is always alive
+    launcher = FakeLauncher()
+    monkeypatch.setattr(compare, "flwr_run", launcher)
+    assert compare.main(_args(out, "--methods", "central")) == 2
+    assert "in use by another compare (process 1)" in capsys.readouterr().err
+    assert launcher.calls == []
+    (out / "compare.lock").write_text("999999999\n")  # a compare that died: taken over
+    assert compare.main(_args(out, "--methods", "central")) == 0
+    assert launcher.calls == ["central-s0"] and not (out / "compare.lock").exists()
+
+
 def test_interrupted_comparison_keeps_what_is_done_and_starts_nothing_new(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
