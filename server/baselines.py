@@ -65,11 +65,10 @@ class RecordingFedAvg(FedAvg):
             and keys.CLIENT_ACCURACY in r.content.metric_records[codec.METRICS]
         ]
         record.client_accuracy_mean = float(np.mean(accuracies)) if accuracies else math.nan
-        # The clients' spread, for histories that record it (RoundRecord may gain these fields)
-        for name, reduce in (("min", np.min), ("median", np.median), ("max", np.max)):
-            if hasattr(record, f"client_accuracy_{name}"):
-                spread = float(reduce(accuracies)) if accuracies else math.nan
-                setattr(record, f"client_accuracy_{name}", spread)
+        if accuracies:  # the clients' spread (their own models, after local training)
+            record.client_accuracy_min = float(np.min(accuracies))
+            record.client_accuracy_median = float(np.median(accuracies))
+            record.client_accuracy_max = float(np.max(accuracies))
         record.seconds_train = time.perf_counter() - self.round_start
         return super().aggregate_train(server_round, replies)
 
