@@ -247,7 +247,7 @@ def plot(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator, NullFormatter
 
     methods = list(dict.fromkeys(str(r["method"]) for r in runs))
     colours = {m: f"C{i}" for i, m in enumerate(METHODS)}
@@ -281,6 +281,9 @@ def plot(
             if spread_low[0] and spread_high[0] == spread_low[0]:
                 bottom.plot(spread_low[0], spread_low[1], color=colour, ls=":", lw=1)
                 bottom.plot(spread_high[0], spread_high[1], color=colour, ls=":", lw=1)
+        if not bottom.lines:  # e.g. eval-clients=false: say so rather than leave a blank
+            bottom.text(0.5, 0.5, "no client accuracies recorded", ha="center",
+                        transform=bottom.transAxes, color="grey")  # fmt: skip
         top.set_title(f"α = {alpha:g}: global model (student)", fontsize=9)
         bottom.set_title(f"α = {alpha:g}: clients (mean; dotted: min / max)", fontsize=9)
         for ax in (top, bottom):
@@ -312,6 +315,7 @@ def plot(
                     label = method if index == 0 else None
                     ax.plot(xs, ys, color=colours.get(method), alpha=0.8, lw=1, label=label)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on a log axis
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3, which="both")
         ax.set_xlabel("cumulative MB sent (up + down, all clients)")
