@@ -346,6 +346,10 @@ def _same(saved: Any, wanted: Any) -> bool:
 def completed(folder: Path, config: Mapping[str, Any]) -> bool:
     """Whether ``folder`` holds this run, finished: ``summary.json`` and the same settings.
 
+    "The same settings" are the ones compare passes (``--set``, ``--rounds``, method, seed,
+    alpha), not the app's defaults: after changing a default in ``pyproject.toml``, use a new
+    ``--out`` (or pass the key with ``--set``) so that old runs are not reused.
+
     Raises
     ------
     ValueError
