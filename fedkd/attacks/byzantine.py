@@ -2,8 +2,9 @@
 
 Threat model: malicious *clients* (the server is honest). A malicious client is the honest
 node with its own output rewritten (:func:`fedkd.attacks.federation.poisoning_client`): in a
-secure round it changes its pending contribution before its honest encoder clips it to
-``±secagg-clip`` and masks it, so the masks are valid and the server sees only the sum.
+secure round it changes its pending contribution before its honest encoder clips it to the
+encoder's range (``±1`` for the probability rules) and masks it, so the masks are valid and the
+server sees only the sum.
 
 Attacks on a client's teacher part ``t = concat(w ⊙ p, w)`` (``p`` its probabilities):
 
@@ -16,7 +17,7 @@ Attacks on a client's teacher part ``t = concat(w ⊙ p, w)`` (``p`` its probabi
 
 Aggregates: the secure ``sum`` (what fedkd does), ``sum+check`` -- a defence that works under
 secure sum: honest contributions are bounded *by construction* (``0 <= w ⊙ p <= w`` entrywise,
-``sum_k w_kc <= ln C`` for the run's entropy-weighted class weights, weights >= 0), so the
+``sum_k w_kc <= 1``, entropy weights being scaled by ``1 / ln C``, weights >= 0), so the
 server refuses a round whose sum leaves that envelope -- and, as the plaintext reference
 secure sums cannot compute, the coordinate-wise ``median`` and ``trimmed`` mean (20%) of the
 clients' normalised probabilities ``p_k``.
@@ -44,6 +45,7 @@ from fedkd.attacks.federation import (
 from fedkd.attacks.plots import line_plot
 from fedkd.distill import teacher_from_sum
 from fedkd.fl.config import FedConfig
+from fedkd.fl.contribution import value_bound
 from fedkd.fl.server_work import distill_round, new_student
 from fedkd.metrics import accuracy
 
@@ -95,8 +97,10 @@ def poison(name: str, shape: Shape, seed: int) -> Callable[[np.ndarray], np.ndar
 
 
 def weight_bound(config: FedConfig, classes: int) -> float:
-    """Largest honest per-class sum of weights: counts / pool size, times an entropy <= ln C."""
-    return math.log(classes) if config.teacher.entropy_weighting else 1.0
+    """Largest honest per-class sum of weights: counts / pool size (an entropy weight is scaled
+    by 1 / ln C into [0, 1] as well, :func:`fedkd.fl.contribution.contribution_scale`)."""
+    del config, classes
+    return 1.0
 
 
 def within_envelope(total: np.ndarray, shape: Shape, bound: float) -> bool:
@@ -166,7 +170,7 @@ def honest_round(options: StudyOptions, seed: int, size: Sizes) -> Honest:
     af = build_federation(config, size.clients)
     view = observe_round(af, 1, list(range(size.clients)))
     split = af.data.split
-    shape = Shape(len(split.public), split.num_classes, af.config.secagg.clip)
+    shape = Shape(len(split.public), split.num_classes, value_bound(af.config))  # encoder range
     return Honest(af, view.contributions, shape)
 
 
