@@ -72,7 +72,7 @@ def run_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="RUN_FOLDER",
-        help="continue a stopped run (e.g. runs/fedkd-fedmd-20261201-224713) from its last "
+        help="continue a stopped run (e.g. runs/fedkd-feddf-20261202-021226) from its last "
         "completed round, with its config; --set may change num-rounds",
     )
     parser.add_argument(
