@@ -130,3 +130,25 @@ def test_student_ema_averages_float_weights() -> None:
 def test_bad_loop_settings_are_refused(key: str, value: float) -> None:
     with pytest.raises(ValueError, match=key):
         parse_run_config({key: value})
+
+
+def test_the_rehearsal_experiment_prints_its_table(capsys: pytest.CaptureFixture[str]) -> None:
+    from experiments import rehearsal
+
+    assert rehearsal.main(["--clients", "4", "--show", "1", "--epochs", "1"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 0 (")]
+    assert len(lines) == 1 and lines[0].count("%") == 4
+
+
+@pytest.mark.slow
+def test_the_bits_experiment_compares_widths(capsys: pytest.CaptureFixture[str]) -> None:
+    from experiments import bits_tradeoff
+
+    argv = ["--bits", "12", "40", "--clients", "3", "--rounds", "1"]
+    argv += ["--set", "local-epochs=1", "warmup-epochs=1", "distill-epochs=1", "model=mlp"]
+    assert bits_tradeoff.main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = {line.split("|")[1].strip(): line for line in out if line.startswith("| ")}
+    assert "12" in rows and "40" in rows
+    assert float(rows["40"].split("|")[4]) == 0.0  # the widest run against itself
+    assert float(rows["12"].split("|")[5]) < float(rows["40"].split("|")[5])  # fewer kB up
