@@ -140,6 +140,8 @@ class LaunchResult:
         or a timeout.
     ports
         The local SuperLink's HTTP and Control API ports.
+    tag
+        The ``FEDKD_LAUNCH_ID`` this launch put in its processes' environment.
     """
 
     returncode: int
@@ -149,6 +151,7 @@ class LaunchResult:
     cause: str = ""
     flwr_home: Path | None = None
     ports: tuple[int, ...] = ()
+    tag: str = ""
 
     @property
     def ok(self) -> bool:
@@ -364,7 +367,9 @@ def _result(
     code: int, stream: _Stream, link: LocalSuperLink, status: str, cause: str
 ) -> LaunchResult:
     ports = (link.http_port, link.control_port)
-    return LaunchResult(code, stream.results, stream.run_id, status, cause, link.flwr_home, ports)
+    return LaunchResult(
+        code, stream.results, stream.run_id, status, cause, link.flwr_home, ports, link.tag
+    )
 
 
 def _shutdown(link: LocalSuperLink) -> None:
