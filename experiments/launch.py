@@ -377,11 +377,15 @@ def _shutdown(link: LocalSuperLink) -> None:
     held = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in held}
     try:
-        for _ in range(3):  # again, for anything started while the first ones were stopping
+        # Again and again, for anything started while the first ones were stopping (Ray's
+        # raylet spawns its dashboard agent late), until none is left or 60 s have passed.
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline:
             pids = tagged_processes(LAUNCH_TAG, link.tag)
             if not pids:
                 break
             terminate(pids)
+            time.sleep(0.3)  # let a child spawned during the last pass show up
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
