@@ -69,6 +69,7 @@ def local_round(
     contribute: bool = True,
     first_round: bool = False,
     dpsgd_history: Sequence[tuple[float, float, int]] = (),
+    proximal_mu: float = 0.0,
 ) -> LocalResult:
     """Run one client's round on ``model`` (updated in place).
 
@@ -87,7 +88,9 @@ def local_round(
         first round): digested for ``digest-epochs`` first, then rehearsed beside the private
         labels during local training (``local-kd-weight``).
     contribute
-        Compute the teacher contribution (false for FedAvg/local rounds).
+        Compute the teacher contribution (false for FedAvg/FedProx/local rounds).
+    proximal_mu
+        FedProx: the proximal weight mu of ``mu / 2 * ||w - w_pushed||^2`` (0: none).
     """
     start = time.perf_counter()
     local = config.local
@@ -148,6 +151,7 @@ def local_round(
             device="cpu",
             seed=seed,
             optimizer=local.optimizer,
+            proximal_mu=proximal_mu,
         )
     accuracy = float("nan")
     if local.eval_clients:

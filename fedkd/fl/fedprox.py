@@ -10,12 +10,7 @@ exactly (a test checks it): the two baselines differ by the term and nothing els
 
 from __future__ import annotations
 
-import time
-
-import numpy as np
-
-from fedkd.distill import evaluate, train_supervised
-from fedkd.fl.client_work import LocalResult
+from fedkd.fl.client_work import LocalResult, local_round
 from fedkd.fl.config import FedConfig
 from fedkd.fl.data import FederatedData
 from fedkd.models import FeatureModel
@@ -54,30 +49,13 @@ def proximal_round(
     LocalResult
         With an empty contribution vector (FedProx sends weights, not a contribution).
     """
-    start = time.perf_counter()
-    local = config.local
-    # The seed of fedkd.fl.client_work.local_round: FedAvg and FedProx see the same batches.
-    seed = config.seed * 1_000_003 + server_round * 1_009 + partition_id
-    train = data.client_train(partition_id)
-    report = train_supervised(
+    return local_round(
+        config,
+        data,
+        partition_id,
         model,
-        train,
-        epochs=local.epochs + (local.warmup_epochs if first_round else 0),
-        batch_size=local.batch_size,
-        lr=local.lr,
-        device="cpu",
-        seed=seed,
-        optimizer=local.optimizer,
+        server_round=server_round,
+        contribute=False,
+        first_round=first_round,
         proximal_mu=mu,
-    )
-    accuracy = float("nan")
-    if local.eval_clients:
-        accuracy = evaluate(model, data.split.test, device="cpu").accuracy
-    return LocalResult(
-        vector=np.zeros(0),
-        num_examples=len(train),
-        train_loss=report.losses[-1] if report.losses else float("nan"),
-        client_accuracy=accuracy,
-        clipped_fraction=0.0,
-        seconds=time.perf_counter() - start,
     )
