@@ -96,7 +96,8 @@ def distill_round(
     settings = config.distill
     device = resolve_device(None if settings.device == "auto" else settings.device)
     loss = math.nan
-    previous = {k: v.detach().clone() for k, v in student.state_dict().items()}
+    averaging = settings.ema > 0 and server_round > 1
+    previous = {k: v.detach().clone() for k, v in student.state_dict().items()} if averaging else {}
     if settings.epochs > 0:
         train, held = _holdout(config, len(split.public))
         validation = None
@@ -117,7 +118,7 @@ def distill_round(
             patience=settings.patience or None,
         )
         loss = report.losses[-1]
-    if settings.ema > 0 and server_round > 1:
+    if averaging:
         _average_into(student, previous, settings.ema)
     student_accuracy = evaluate(student, split.test, device=device).accuracy
     student.to("cpu")  # weights are pushed to clients from host memory
