@@ -3,6 +3,8 @@ the clients' accuracy spread travels inside the summed vector."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,7 @@ from fedkd.distill.terms import SoftTargets, Step
 from fedkd.distill.train import train_with_soft_targets
 from fedkd.fl.config import parse_run_config
 from fedkd.fl.contribution import ACCURACY_BINS, STATS, split_sum, stats_block
-from fedkd.fl.server_work import _average_into, _holdout
+from fedkd.fl.server_work import _average_into, _holdout, distill_round, new_student
 from fedkd.models import build_model
 
 
@@ -112,6 +114,20 @@ def test_holdout_is_seeded_and_disjoint() -> None:
     np.testing.assert_array_equal(held, _holdout(config, 200)[1])
     off = parse_run_config({"distill-patience": 0})
     assert len(_holdout(off, 200)[1]) == 0
+
+
+def test_a_small_public_set_still_gets_a_full_distillation(digits) -> None:
+    # 64 public rows are one batch: three plain epochs would be three optimiser steps and leave
+    # a fresh student near chance; an epoch covers MIN_EPOCH_ROWS rows, so it learns the teacher.
+    small = dataclasses.replace(
+        digits, public=ArrayDataset(digits.public.x[:64], digits.public.y[:64])
+    )
+    teacher = np.eye(small.num_classes, dtype=np.float32)[small.public.y] * 8.0  # sharp, correct
+    config = parse_run_config({"model": "cnn_small", "distill-epochs": 3, "distill-patience": 0})
+    student = new_student(config, small)
+    outcome = distill_round(student, teacher, config, small, server_round=1)
+    assert _agreement(student, small.public.x, small.public.y) > 0.9
+    assert outcome.student_accuracy > 0.5  # 64 images of 10 digits generalise some way
 
 
 def test_student_ema_averages_float_weights() -> None:

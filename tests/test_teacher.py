@@ -279,3 +279,24 @@ def test_entropy_weighting_silences_single_class_clients() -> None:
     assert plain[1, 0] > teacher[1, 0]  # without it the single-class client drags sample 1
     assert label_entropy(np.array([7, 0, 0])) == 0.0
     assert abs(label_entropy(np.array([1, 1])) - np.log(2)) < 1e-12
+
+
+@pytest.mark.parametrize("rule", TEACHER_RULES)
+def test_noisy_weights_cannot_rerank_classes_without_class_weighting(rule: str) -> None:
+    # Client-level DP noises the summed weights too. Without class weighting they are C copies
+    # of one number, so noise on them (one class's even negative) must not change any row's
+    # ranking -- a per-class denominator would drop or inflate whole columns.
+    config = TeacherConfig(rule=rule, class_weighting=False, entropy_weighting=False)
+    logits = [_logits(seed) for seed in range(3)]
+    summed = np.sum(
+        [
+            client_contribution(z, config=config, label_counts=None, num_samples=10).to_vector()
+            for z in logits
+        ],
+        axis=0,
+    )
+    clean = teacher_from_sum(summed, num_public=7, num_classes=4, config=config)
+    noisy = summed.copy()
+    noisy[-4:] += [-40.0, 25.0, 3.0, -1.0]  # the summed weights were 30 each
+    teacher = teacher_from_sum(noisy, num_public=7, num_classes=4, config=config)
+    np.testing.assert_array_equal(np.argsort(teacher, axis=1), np.argsort(clean, axis=1))

@@ -277,6 +277,11 @@ def teacher_from_sum(
     rule = get_teacher_rule(config.rule)
     values = vector[: num_public * num_classes].reshape(num_public, num_classes)  # (P, C)
     weights = vector[num_public * num_classes :]  # (C,)
+    if not config.class_weighting:
+        # Every client gave every class the same weight, so the C summed weights are C copies of
+        # one number: their mean estimates it better when the sum is noised (client-level DP),
+        # and one shared denominator cannot re-rank the classes of a row.
+        weights = np.full(num_classes, weights.mean())
     defined = weights > 0
     if not np.any(defined):
         warnings.warn(
