@@ -44,7 +44,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-PLACEMENTS = ("central", "distributed", "local", "dpsgd")
+PLACEMENTS = ("central", "distributed", "distributed-sampled", "local", "dpsgd")
+# distributed-sampled: distributed DP with dp-shares=sampled (each share calibrated for every
+# sampled client instead of the unmask threshold, so a full round carries central DP's noise)
 KEEP = 0.9  # share of the non-private accuracy the summary line looks for
 
 
@@ -69,7 +71,10 @@ def run_config(args: argparse.Namespace, clients: int, placement: str, eps: floa
         if placement == "dpsgd":
             config.update({"client-dp-sgd": True, "client-dp-epsilon": eps})
         else:
-            config.update({"dp": placement, "dp-epsilon": eps, "dp-clip": args.clip})
+            dp, _, shares = placement.partition("-")
+            config.update({"dp": dp, "dp-epsilon": eps, "dp-clip": args.clip})
+            if shares:
+                config["dp-shares"] = shares
     return config
 
 

@@ -118,3 +118,24 @@ def test_a_client_refuses_a_round_that_asks_for_less_noise_than_it_needs() -> No
     low = dataclasses.replace(_round_config(needed), threshold=11)
     with pytest.raises(NoiseTooLow):
         require_round_noise(config, low, 20)
+
+
+def test_shares_for_the_sampled_clients_carry_exactly_the_central_level() -> None:
+    base = {"dp": "distributed", "dp-noise-multiplier": 1.2, "dp-clip": 0.1}
+    secagg = _round_config(0.0)  # 20 sampled, threshold 14
+    safe = round_share_variance(parse_run_config(base), secagg, num_clients=20)
+    sampled = parse_run_config({**base, "dp-shares": "sampled"})
+    share = round_share_variance(sampled, secagg, num_clients=20)
+    assert math.isclose(share * 20, safe * 14)  # the same total at 20 shares as t's at 14
+    plan = NoisePlan("distributed", clip=0.1, noise_multiplier=1.2, sampling=1.0)
+    scale, length = secagg.quantizer.scale, secagg.vector_length
+    full = realised_noise(plan, 20, share_variance_levels=share, scale=scale, length=length)
+    assert math.isclose(full.noise_multiplier, 1.2)  # no dropout: exactly central DP's z
+    late = realised_noise(plan, 17, share_variance_levels=share, scale=scale, length=length)
+    assert math.isclose(late.noise_multiplier, 1.2 * math.sqrt(17 / 20))  # below the target
+    # The client checks the declared share against the same rule: less is refused.
+    require_round_noise(sampled, _round_config(share), 20)
+    with pytest.raises(NoiseTooLow):
+        require_round_noise(sampled, _round_config(0.9 * share), 20)
+    with pytest.raises(ValueError, match="dp-shares"):
+        parse_run_config({**base, "dp-shares": "everyone"})

@@ -78,3 +78,9 @@ def test_table_only_on_an_empty_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as stopped:
         dp_tradeoff.main(["--table-only", "--out", str(tmp_path / "nothing")])
     assert stopped.value.code != 0
+
+
+def test_distributed_sampled_is_distributed_dp_with_sampled_shares(tmp_path: Path) -> None:
+    config = dp_tradeoff.run_config(_args(tmp_path), 200, "distributed-sampled", 8.0, 0)
+    assert (config["dp"], config["dp-shares"]) == ("distributed", "sampled")
+    assert "dp-shares" not in dp_tradeoff.run_config(_args(tmp_path), 200, "distributed", 8.0, 0)

@@ -17,6 +17,7 @@ LARGE_EPSILON = 10.0  # above this a guarantee says little; warn
 # Architectures whose default normalisation is BatchNorm: per-sample gradients (DP-SGD) are
 # undefined through batch statistics, and Opacus' fix (GroupNorm) would change the state dict
 # the federation exchanges.
+SHARES = ("threshold", "sampled")  # dp-shares: whom a distributed noise share is calibrated for
 BATCHNORM_MODELS = frozenset({"resnet18", "mobilenet_v2"})
 
 
@@ -42,6 +43,13 @@ class DPConfig:
     stats_weight
         ``dp-stats-weight``: the statistics block enters the clipped vector multiplied by this
         (and is divided by it after the sum), so the clip budget goes mostly to the teacher.
+    shares
+        ``dp-shares`` (``distributed``): whom each client's noise share is calibrated for.
+        ``threshold`` (default): the fewest survivors an unmasked sum can hold, so the target
+        holds whatever drops out, and a round with no dropout carries ``m / t`` times the
+        needed variance. ``sampled``: the round's sampled clients, so a full round carries
+        exactly the central level, and each dropout lowers the noise (the history records the
+        larger epsilon it gives; a server that forges dropouts lowers it down to ``t`` shares).
     client_dp_sgd
         ``client-dp-sgd``: train local models with DP-SGD (Opacus).
     client_noise_multiplier, client_epsilon, client_delta
@@ -57,6 +65,7 @@ class DPConfig:
     noise_multiplier: float = 0.0
     clip: float = 0.1
     stats_weight: float = 0.1
+    shares: str = "threshold"
     client_dp_sgd: bool = False
     client_noise_multiplier: float = 0.0
     client_epsilon: float = 0.0
@@ -76,6 +85,7 @@ RUN_CONFIG_KEYS: dict[str, tuple[str, str]] = {
     "dp-noise-multiplier": ("dp", "noise_multiplier"),
     "dp-clip": ("dp", "clip"),
     "dp-stats-weight": ("dp", "stats_weight"),
+    "dp-shares": ("dp", "shares"),
     "client-dp-sgd": ("dp", "client_dp_sgd"),
     "client-dp-noise": ("dp", "client_noise_multiplier"),
     "client-dp-epsilon": ("dp", "client_epsilon"),
@@ -105,6 +115,8 @@ def check(dp: DPConfig, *, method: str, secagg_enabled: bool, client_models: Ite
     """
     if dp.placement not in PLACEMENTS:
         raise ValueError(f"run config 'dp' = {dp.placement!r}; accepted: {', '.join(PLACEMENTS)}")
+    if dp.shares not in SHARES:
+        raise ValueError(f"run config 'dp-shares' = {dp.shares!r}; accepted: {', '.join(SHARES)}")
     for key, value, ok, accepted in (
         ("dp-epsilon", dp.epsilon, dp.epsilon >= 0, ">= 0 (0: not set)"),
         ("dp-delta", dp.delta, 0 < dp.delta < 1, "in (0, 1)"),

@@ -121,11 +121,10 @@ def round_share_variance(config: FedConfig, secagg: SecAggConfig, num_clients: i
     plan = noise_plan(config, num_clients)
     if plan is None or plan.placement != "distributed":
         return 0.0
+    # dp-shares: the worst case an unmask allows (t shares), or every sampled client
+    shares = min_survivors(secagg) if config.dp.shares == "threshold" else secagg.num_clients
     return share_variance(
-        plan,
-        scale=secagg.quantizer.scale,
-        length=secagg.vector_length,
-        threshold=min_survivors(secagg),
+        plan, scale=secagg.quantizer.scale, length=secagg.vector_length, threshold=shares
     )
 
 
