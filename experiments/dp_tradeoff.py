@@ -135,7 +135,8 @@ def _mean_std(values: list[float]) -> str:
 def summarise(results: list[dict[str, Any]], out: Path) -> str:
     """The markdown table (mean ± std over seeds) and the 90%-of-non-private line."""
     lines = [
-        "| clients | placement | eps | student acc % | client acc % | eps spent | runs |",
+        "| clients | placement | eps | student acc % | client acc % (released: noised under "
+        "client-level DP) | eps spent | runs |",
         "|---|---|---|---|---|---|---|",
     ]
     keys = sorted(
@@ -166,6 +167,8 @@ def summarise(results: list[dict[str, Any]], out: Path) -> str:
         if not base:
             continue
         for placement in PLACEMENTS:
+            if not any(c == clients and p == placement for c, p, _ in means):
+                continue  # not run at this size
             kept = sorted(
                 e
                 for (c, p, e), v in means.items()

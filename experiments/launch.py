@@ -378,12 +378,17 @@ def _shutdown(link: LocalSuperLink) -> None:
     previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in held}
     try:
         # Again and again, for anything started while the first ones were stopping (Ray's
-        # raylet spawns its dashboard agent late), until none is left or 60 s have passed.
-        deadline = time.monotonic() + 60.0
-        while time.monotonic() < deadline:
+        # raylet spawns its dashboard and runtime-env agents late), until two scans 0.5 s
+        # apart find none (a process in the middle of exec can show an empty environment to
+        # one scan) or 60 s have passed.
+        deadline, quiet = time.monotonic() + 60.0, 0
+        while time.monotonic() < deadline and quiet < 2:
             pids = tagged_processes(LAUNCH_TAG, link.tag)
             if not pids:
-                break
+                quiet += 1
+                time.sleep(0.5)
+                continue
+            quiet = 0
             terminate(pids)
             time.sleep(0.3)  # let a child spawned during the last pass show up
     finally:
