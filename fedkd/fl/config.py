@@ -98,7 +98,7 @@ class DistillConfig:
     device: str = "auto"  # auto: CUDA (with AMP) when present
     patience: int = 3  # stop after this many epochs without better teacher agreement (0: off)
     holdout: float = 0.1  # share of the public set held out to score that agreement
-    ema: float = 0.0  # average the new student with the last round's (0: off)
+    ema: float = 0.5  # average the new student with the last round's (0: off)
 
 
 @dataclass(frozen=True)
