@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 PLACEMENTS = ("off", "central", "local", "distributed")
 LARGE_EPSILON = 10.0  # above this a guarantee says little; warn
+SHARES = ("threshold", "sampled")  # dp-shares: whom a distributed noise share is calibrated for
 # Architectures whose default normalisation is BatchNorm: per-sample gradients (DP-SGD) are
 # undefined through batch statistics, and Opacus' fix (GroupNorm) would change the state dict
 # the federation exchanges.
-SHARES = ("threshold", "sampled")  # dp-shares: whom a distributed noise share is calibrated for
 BATCHNORM_MODELS = frozenset({"resnet18", "mobilenet_v2"})
 
 

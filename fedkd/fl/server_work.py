@@ -97,8 +97,8 @@ def distill_round(
     seeded slice of the public set (``distill-holdout``) is held out and scored by agreement
     with the teacher -- its pseudo-labels, never the public labels -- and distillation stops
     at the best epoch. With ``student-ema`` the new weights are averaged with the last
-    round's, ``w = ema * w_previous + (1 - ema) * w_distilled``. An epoch covers at least
-    ``MIN_EPOCH_ROWS`` rows (a small public set is passed over several times).
+    round's, ``w = ema * w_previous + (1 - ema) * w_distilled``. A public set under half of
+    ``MIN_EPOCH_ROWS`` rows is passed over several times per epoch.
     """
     start = time.perf_counter()
     settings = config.distill
