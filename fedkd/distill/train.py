@@ -190,6 +190,7 @@ def distill(
     amp: bool | None = None,
     validation: ArrayDataset | None = None,
     patience: int | None = None,
+    min_epoch_samples: int = 0,
 ) -> TrainReport:
     """Train ``student`` to match a teacher's soft targets on ``inputs`` (Hinton KD).
 
@@ -226,6 +227,9 @@ def distill(
         else fp16 with a ``GradScaler``); ``False`` keeps float32. Ignored on the CPU.
     validation, patience
         Early stopping on a labelled slice, as in :func:`train_supervised`.
+    min_epoch_samples
+        An epoch of a smaller transfer set repeats it (fresh shuffles) until it has served
+        this many samples (:class:`fedkd.distill.recipe.FitConfig`).
 
     Returns
     -------
@@ -239,7 +243,14 @@ def distill(
     arrays = {"x": x, **_teacher_fields(x, teacher_logits, teacher_model, resolved)}
     if hard_label_weight > 0 and labels is not None:
         arrays["labels"] = check_labels(labels, x.shape[0])
-    config = FitConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, patience=patience)
+    config = FitConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        patience=patience,
+        min_epoch_samples=min_epoch_samples,
+    )
     return fit(
         student,
         arrays,

@@ -15,12 +15,13 @@ from fedkd.fl.config import FedConfig
 from fedkd.metrics import accuracy
 from fedkd.models import FeatureModel, build_model
 
-# Rows one distillation epoch covers (about): a public set under half of it is passed over several
-# times per epoch. Epochs and the early-stopping patience (counted in epochs) then buy about
-# the same number of optimiser steps whatever the public set's size; at 200 rows and batch 64
-# a plain epoch is 3 steps, and a fresh student stopped in its first plateau at 13% while its
-# teacher had 93% (which the FedDF loop then pushed back to every client).
-MIN_EPOCH_ROWS = 2048
+# Rows one distillation epoch serves at least: a smaller public set is passed over several
+# times per epoch (FitConfig.min_epoch_samples). Epochs and the early-stopping patience
+# (counted in epochs) then buy a comparable number of optimiser steps whatever the public set's
+# size; at 200 rows and batch 64 a plain epoch is 3 steps, and a fresh student stopped in its
+# first plateau at 13% while its teacher had 93% (which the FedDF loop then pushed back to
+# every client). 1,024 leaves a 2,000-row public set (1,800 after the holdout) at one pass.
+MIN_EPOCH_ROWS = 1024
 
 
 def sample_clients(
@@ -97,7 +98,7 @@ def distill_round(
     seeded slice of the public set (``distill-holdout``) is held out and scored by agreement
     with the teacher -- its pseudo-labels, never the public labels -- and distillation stops
     at the best epoch. With ``student-ema`` the new weights are averaged with the last
-    round's, ``w = ema * w_previous + (1 - ema) * w_distilled``. A public set under half of
+    round's, ``w = ema * w_previous + (1 - ema) * w_distilled``. A public set under
     ``MIN_EPOCH_ROWS`` rows is passed over several times per epoch.
     """
     start = time.perf_counter()
@@ -108,7 +109,6 @@ def distill_round(
     previous = {k: v.detach().clone() for k, v in student.state_dict().items()} if averaging else {}
     if settings.epochs > 0:
         train, held = _holdout(config, len(split.public))
-        train = np.tile(train, max(1, MIN_EPOCH_ROWS // len(train)))
         validation = None
         if held.size:
             pseudo = np.argmax(teacher_logits[held], axis=1).astype(np.int64)
@@ -125,6 +125,7 @@ def distill_round(
             seed=config.seed * 7_919 + server_round,
             validation=validation,
             patience=settings.patience or None,
+            min_epoch_samples=MIN_EPOCH_ROWS,
         )
         loss = report.losses[-1]
     if averaging:
