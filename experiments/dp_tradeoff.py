@@ -44,6 +44,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from experiments.run_config import parse_assignments
+
 PLACEMENTS = ("central", "distributed", "distributed-sampled", "local", "dpsgd")
 # distributed-sampled: distributed DP with dp-shares=sampled (each share calibrated for every
 # sampled client instead of the unmask threshold, so a full round carries central DP's noise)
@@ -64,9 +66,7 @@ def run_config(args: argparse.Namespace, clients: int, placement: str, eps: floa
         "run-name": f"{clients}-{placement}-{eps:g}-s{seed}",
         "node-wait": 5.0,
     }
-    for item in args.set + (args.large_set if clients > 20 else []):
-        key, _, value = item.partition("=")
-        config[key] = _value(value)
+    config.update(parse_assignments(args.set + (args.large_set if clients > 20 else [])))
     if math.isfinite(eps):
         if placement == "dpsgd":
             config.update({"client-dp-sgd": True, "client-dp-epsilon": eps})
@@ -76,16 +76,6 @@ def run_config(args: argparse.Namespace, clients: int, placement: str, eps: floa
             if shares:
                 config["dp-shares"] = shares
     return config
-
-
-def _value(text: str) -> int | float | str:
-    """A --set value as the run config types it (numbers as numbers)."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def one_run(args: argparse.Namespace, clients: int, placement: str, eps: float, seed: int):
@@ -248,9 +238,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.clients, args.seeds, args.rounds, args.eps = [10], [0], 2, [8.0, math.inf]
-    import torch
-
-    torch.set_num_threads(1)
     out = Path(args.out)
     if args.table_only:
         found = [json.loads(f.read_text()) for f in sorted(out.glob("*-s*.json"))]
@@ -258,6 +245,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"no finished run in {out}")
         print(summarise(found, out))
         return 0
+    try:
+        parse_assignments(args.set + args.large_set)  # a bad item stops here, not mid-grid
+    except ValueError as error:
+        parser.error(str(error))
+    import torch
+
+    torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
     # dp-accounting's RDP cross-check logs every order it cannot converge at small sigma
     logging.getLogger("absl").setLevel(logging.ERROR)
