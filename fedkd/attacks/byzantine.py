@@ -44,10 +44,13 @@ from fedkd.attacks.federation import (
 )
 from fedkd.attacks.plots import line_plot
 from fedkd.distill import teacher_from_sum
-from fedkd.fl.config import FedConfig
 from fedkd.fl.contribution import value_bound
 from fedkd.fl.server_work import distill_round, new_student
 from fedkd.metrics import accuracy
+
+# Largest honest per-class sum of weights over all clients: contribution_scale divides each
+# client's weights by the pool size (and an entropy weight by ln C), so they sum to <= 1.
+WEIGHT_SUM_BOUND = 1.0
 
 ATTACKS = ("sign-flip", "scaled-swap", "label-swap", "noise")
 AGGREGATES = ("sum", "sum+check", "median", "trimmed")
@@ -94,13 +97,6 @@ def poison(name: str, shape: Shape, seed: int) -> Callable[[np.ndarray], np.ndar
         raise ValueError(f"unknown attack {name!r}; known: {', '.join(ATTACKS)}")
     attack = attacks[name]
     return lambda t: np.clip(attack(t), -shape.clip, shape.clip)  # the honest encoder's clip
-
-
-def weight_bound(config: FedConfig, classes: int) -> float:
-    """Largest honest per-class sum of weights: counts / pool size (an entropy weight is scaled
-    by 1 / ln C into [0, 1] as well, :func:`fedkd.fl.contribution.contribution_scale`)."""
-    del config, classes
-    return 1.0
 
 
 def within_envelope(total: np.ndarray, shape: Shape, bound: float) -> bool:
@@ -202,8 +198,7 @@ def aggregate(honest: Honest, parts: list[np.ndarray], how: str) -> np.ndarray |
     """The teacher part each rule gives (``None``: the round is refused)."""
     if how in ("sum", "sum+check"):
         total = np.sum(parts, axis=0)
-        bound = weight_bound(honest.af.config, honest.shape.classes)
-        if how == "sum+check" and not within_envelope(total, honest.shape, bound):
+        if how == "sum+check" and not within_envelope(total, honest.shape, WEIGHT_SUM_BOUND):
             return None
         return total
     return robust_mean(parts, honest.shape, how)
