@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from experiments.run_config import parse_assignments
-from fedkd.data import ArrayDataset
+from fedkd.data import ArrayDataset, DataSplit
 from fedkd.distill import evaluate, train_supervised
 from fedkd.fl.config import FedConfig, parse_run_config
-from fedkd.fl.data import federated_data
+from fedkd.fl.data import load_run_split
 from fedkd.models import build_model
 
 
@@ -37,24 +37,21 @@ def _held_out(data: ArrayDataset, seed: int) -> tuple[ArrayDataset, ArrayDataset
     """A seeded 90/10 split of ``data`` (train, validation)."""
     order = np.random.default_rng(seed).permutation(len(data))
     cut = max(1, len(data) // 10)
-    pick = lambda idx: ArrayDataset(data.x[idx], data.y[idx])  # noqa: E731
-    return pick(order[cut:]), pick(order[:cut])
+    return data.subset(order[cut:]), data.subset(order[:cut])
 
 
 def accuracy_on(
     model_name: str,
     data: ArrayDataset,
-    test: ArrayDataset,
+    split: DataSplit,
     *,
     config: FedConfig,
     seed: int,
     epochs: int,
-    shape: tuple[int, int, int],
-    classes: int,
 ) -> float:
     """Test accuracy of ``model_name`` trained on ``data``'s true labels (early-stopped)."""
     torch.manual_seed(seed)
-    model = build_model(model_name, input_shape=shape, num_classes=classes)
+    model = build_model(model_name, input_shape=split.input_shape, num_classes=split.num_classes)
     train, validation = _held_out(data, seed)
     train_supervised(
         model,
@@ -67,7 +64,7 @@ def accuracy_on(
         validation=validation,
         patience=5,
     )
-    return evaluate(model, test).accuracy
+    return evaluate(model, split.test).accuracy
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,28 +77,23 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     print("| model | trained on (true labels) | rows | test accuracy | seeds | s / seed |")
     print("|---|---|---|---|---|---|")
+    configs = {}
+    for seed in args.seeds:  # the run config (and so the split) of each seed
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            raw = {**FedConfig().to_dict(), **parse_assignments(args.set), "seed": seed}
+            configs[seed] = parse_run_config(raw)
     for model_name in args.models:
         scores: dict[str, list[float]] = {"public": [], "private": []}
         rows, seconds = {}, {"public": 0.0, "private": 0.0}
-        for seed in args.seeds:
-            raw = {**FedConfig().to_dict(), **parse_assignments(args.set), "seed": seed}
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                config = parse_run_config(raw)
-            split = federated_data(config, 1).split  # the run's split for this seed
+        for seed, config in configs.items():
+            split = load_run_split(config)
             for name in scores:
                 start = time.perf_counter()
                 data = getattr(split, name)
                 scores[name].append(
                     accuracy_on(
-                        model_name,
-                        data,
-                        split.test,
-                        config=config,
-                        seed=seed,
-                        epochs=args.epochs,
-                        shape=split.input_shape,
-                        classes=split.num_classes,
+                        model_name, data, split, config=config, seed=seed, epochs=args.epochs
                     )
                 )
                 rows[name] = len(data)
