@@ -139,3 +139,21 @@ def test_shares_for_the_sampled_clients_carry_exactly_the_central_level() -> Non
         require_round_noise(sampled, _round_config(0.9 * share), 20)
     with pytest.raises(ValueError, match="dp-shares"):
         parse_run_config({**base, "dp-shares": "everyone"})
+
+
+def test_padding_the_participant_list_cannot_shrink_sampled_shares() -> None:
+    # Under dp-shares=sampled each share is the central variance over the sampled count. A
+    # server that lists 40 participants in a 20-client federation (Sybils it then "drops")
+    # would halve every honest share; the client calibrates for the count its own config
+    # samples, so the padded round's share is refused.
+    sampled = parse_run_config(
+        {"dp": "distributed", "dp-noise-multiplier": 1.2, "dp-clip": 0.1, "dp-shares": "sampled"}
+    )
+    honest = round_share_variance(sampled, _round_config(0.0), num_clients=20)
+    padded = dataclasses.replace(
+        _round_config(0.0), participants=tuple(range(40)), threshold=27, neighbours=39
+    )
+    halved = dataclasses.replace(padded, noise_variance=honest / 2)  # the share for 40
+    with pytest.raises(NoiseTooLow):
+        require_round_noise(sampled, halved, 20)
+    require_round_noise(sampled, dataclasses.replace(padded, noise_variance=honest), 20)

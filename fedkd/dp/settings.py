@@ -47,8 +47,9 @@ class DPConfig:
         ``dp-shares`` (``distributed``): whom each client's noise share is calibrated for.
         ``threshold`` (default): the fewest survivors an unmasked sum can hold, so the target
         holds whatever drops out, and a round with no dropout carries ``m / t`` times the
-        needed variance. ``sampled``: the round's sampled clients, so a full round carries
-        exactly the central level, and each dropout lowers the noise (the history records the
+        needed variance. ``sampled``: the round's sampled clients (as many as the client's own
+        config samples, so a padded participant list cannot shrink a share); a full round
+        carries exactly the central level, and each dropout lowers the noise (the history records the
         larger epsilon it gives; a server that forges dropouts lowers it down to ``t`` shares).
     client_dp_sgd
         ``client-dp-sgd``: train local models with DP-SGD (Opacus).

@@ -35,6 +35,7 @@ from fedkd.dp.settings import warn_if_epsilon_large
 from fedkd.fl.config import FedConfig
 from fedkd.fl.contribution import STATS
 from fedkd.fl.history import RoundRecord
+from fedkd.fl.server_work import sample_size
 from fedkd.models import FeatureModel
 from fedkd.secagg import SecAggConfig
 from fedkd.secagg.errors import RefusedRequest
@@ -51,10 +52,14 @@ class NoiseTooLow(RefusedRequest):
     """The round asks this client for less distributed noise than its own settings demand."""
 
 
+def sampled_count(config: FedConfig, num_clients: int) -> int:
+    """Clients a round samples from a federation of ``num_clients`` (``sample_clients``)."""
+    return sample_size(num_clients, fraction=config.fraction, minimum=config.min_clients)
+
+
 def sampling_fraction(config: FedConfig, num_clients: int) -> float:
     """Share of the federation sampled per round (what ``sample_clients`` draws)."""
-    count = min(num_clients, max(config.min_clients, math.ceil(config.fraction * num_clients)))
-    return count / num_clients
+    return sampled_count(config, num_clients) / num_clients
 
 
 def noise_plan(config: FedConfig, num_clients: int) -> NoisePlan | None:
@@ -121,8 +126,13 @@ def round_share_variance(config: FedConfig, secagg: SecAggConfig, num_clients: i
     plan = noise_plan(config, num_clients)
     if plan is None or plan.placement != "distributed":
         return 0.0
-    # dp-shares: the worst case an unmask allows (t shares), or every sampled client
-    shares = min_survivors(secagg) if config.dp.shares == "threshold" else secagg.num_clients
+    # dp-shares: the worst case an unmask allows (t shares), or every sampled client -- as
+    # many as this party's own config samples, never more: a server that pads the participant
+    # list (Sybils it then "drops") must not shrink the honest clients' shares.
+    if config.dp.shares == "threshold":
+        shares = min_survivors(secagg)
+    else:
+        shares = min(secagg.num_clients, sampled_count(config, num_clients))
     return share_variance(
         plan, scale=secagg.quantizer.scale, length=secagg.vector_length, threshold=shares
     )

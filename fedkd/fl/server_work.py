@@ -24,11 +24,16 @@ from fedkd.models import FeatureModel, build_model
 MIN_EPOCH_ROWS = 1024
 
 
+def sample_size(num_nodes: int, *, fraction: float, minimum: int) -> int:
+    """How many nodes a round samples: ``max(minimum, ceil(fraction * n))``, at most ``n``."""
+    return min(num_nodes, max(minimum, math.ceil(fraction * num_nodes)))
+
+
 def sample_clients(
     node_ids: list[int], *, fraction: float, minimum: int, rng: np.random.Generator
 ) -> list[int]:
-    """Sample ``max(minimum, ceil(fraction * n))`` distinct nodes (all of them if fewer)."""
-    count = min(len(node_ids), max(minimum, math.ceil(fraction * len(node_ids))))
+    """Sample :func:`sample_size` distinct nodes."""
+    count = sample_size(len(node_ids), fraction=fraction, minimum=minimum)
     chosen = rng.choice(len(node_ids), size=count, replace=False)
     return sorted(node_ids[i] for i in chosen)
 
