@@ -9,23 +9,9 @@ import numpy as np
 import pytest
 
 from experiments.launch import LAUNCH_TAG, flwr_run
-from experiments.processes import process_table
+from experiments.processes import tagged_processes
 
 pytestmark = pytest.mark.slow
-
-
-def _tagged(tag: str) -> list[int]:
-    """Processes of one launch still alive (each launch tags its processes' environment);
-    other launches -- another test worker's, another user's -- are not this one's."""
-    found = []
-    for pid in process_table():
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes()
-        except OSError:
-            continue
-        if f"{LAUNCH_TAG}={tag}\0".encode() in environ + b"\0":
-            found.append(pid)
-    return found
 
 
 def test_flwr_run_secure_and_plaintext(tmp_path: Path) -> None:
@@ -40,7 +26,8 @@ def test_flwr_run_secure_and_plaintext(tmp_path: Path) -> None:
     secure = flwr_run({**common, "run-name": "secure"}, num_supernodes=4, echo=False, timeout=900)
     assert secure.ok and secure.status == "finished:completed", secure.cause
     assert secure.results is not None and secure.cause == "" and secure.tag
-    assert not _tagged(secure.tag), "the launch must stop every process it started"
+    # only this launch's processes: another test worker's launch is not this one's
+    assert not tagged_processes(LAUNCH_TAG, secure.tag), "the launch must stop every process"
     assert secure.flwr_home is not None and not secure.flwr_home.exists()
     plain = flwr_run(
         {**common, "run-name": "plain", "secagg": False}, num_supernodes=4, echo=False, timeout=900
