@@ -49,8 +49,9 @@ class DPConfig:
         holds whatever drops out, and a round with no dropout carries ``m / t`` times the
         needed variance. ``sampled``: the round's sampled clients (as many as the client's own
         config samples, so a padded participant list cannot shrink a share); a full round
-        carries exactly the central level, and each dropout lowers the noise (the history records the
-        larger epsilon it gives; a server that forges dropouts lowers it down to ``t`` shares).
+        carries exactly the central level, and each dropout lowers the noise (the history
+        records the larger epsilon it gives; a server that forges dropouts lowers it down to
+        ``t`` shares).
     client_dp_sgd
         ``client-dp-sgd``: train local models with DP-SGD (Opacus).
     client_noise_multiplier, client_epsilon, client_delta
