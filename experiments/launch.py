@@ -383,7 +383,10 @@ def _shutdown(link: LocalSuperLink) -> None:
         # one scan) or 60 s have passed.
         deadline, quiet = time.monotonic() + 60.0, 0
         while time.monotonic() < deadline and quiet < 2:
-            pids = tagged_processes(LAUNCH_TAG, link.tag)
+            tagged = tagged_processes(LAUNCH_TAG, link.tag)
+            # and their children: a Ray agent need not carry the tag (its environment is the
+            # raylet's choice), and one outlived a SIGINT-stopped run in CI once its raylet died
+            pids = sorted({*tagged, *descendants(tagged)})
             if not pids:
                 quiet += 1
                 time.sleep(0.5)
