@@ -62,6 +62,7 @@ class InProcessGrid(Grid):
         self.tamper = tamper
         self.sent: list[Message] = []
         self.replies: list[Message] = []
+        self.waiting: dict[str, Message] = {}  # request id -> its reply, not yet pulled
 
     # The Grid interface ---------------------------------------------------------------
     def set_run(self, run_id: int) -> None:  # pragma: no cover - not used in-process
@@ -80,19 +81,13 @@ class InProcessGrid(Grid):
     def get_nodes(self) -> Iterable[Any]:  # pragma: no cover
         return []
 
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:  # pragma: no cover
-        raise TypeError("use send_and_receive")
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:  # pragma: no cover
-        raise TypeError("use send_and_receive")
-
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterable[Message]:
-        replies = []
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        """Deliver each message now; its reply waits for :meth:`pull_messages`."""
+        ids = []
         for message in messages:
             message.metadata.__dict__["_message_id"] = uuid.uuid4().hex
             message.metadata.__dict__["_created_at"] = time.time()
+            ids.append(message.metadata.message_id)
             self.sent.append(message)
             if self.intercept is not None and self.intercept(message):
                 continue
@@ -103,9 +98,19 @@ class InProcessGrid(Grid):
                 reply = Message(
                     Error(CLIENT_APP_RAISED, f"{type(crash).__name__}: {crash}"), reply_to=message
                 )
-            replies.append(reply if self.tamper is None else self.tamper(reply))
-        self.replies.extend(replies)
-        return replies
+            reply = reply if self.tamper is None else self.tamper(reply)
+            self.replies.append(reply)
+            self.waiting[message.metadata.message_id] = reply
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        """The replies to ``message_ids`` that are in, each handed out once (as a SuperLink)."""
+        return [self.waiting.pop(i) for i in list(message_ids) if i in self.waiting]
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        return self.pull_messages(self.push_messages(list(messages)))
 
 
 def server_context(run_config: dict[str, Any]) -> Context:
