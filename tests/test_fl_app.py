@@ -235,3 +235,47 @@ def test_feddf_pushes_the_student_and_learns(tmp_path: Path) -> None:
     rounds = [int(m.content[codec.METRICS][keys.ROUND]) for m in trains]  # type: ignore[arg-type]
     assert [keys.TEACHER in m.content for m in trains] == [r > 1 for r in rounds]
     assert history[-1]["status"] == "ok" and history[-1]["student_accuracy"] > 0.5
+
+
+STAGE_WITHOUT_TORCH = """
+import sys
+from flwr.app import Context, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+from clients import codec
+from clients.app import serve
+from fedkd.fl.config import FedConfig
+from fedkd.secagg import protocol
+
+TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 0, 1
+request = protocol.stage_envelope(protocol.SHARE_KEYS, b"keys", 1)
+message = Message(
+    content=codec.encode(request),
+    dst_node_id=5,
+    message_type=codec.message_type(request.kind),
+)
+context = Context(
+    run_id=7,
+    node_id=5,
+    node_config={"partition-id": 0, "num-partitions": 3},
+    state=RecordDict(),
+    run_config=FedConfig().to_dict(),
+)
+reply = serve(message, context)
+print(reply.error.reason)
+print(sorted(m for m in ("torch", "torchvision", "scipy", "dp_accounting") if m in sys.modules))
+"""
+
+
+def test_a_secure_stage_is_answered_without_importing_torch() -> None:
+    """A deployed SuperNode starts a process per message: the four secure-aggregation stages
+    of a round must not pay PyTorch's (and scipy's) import, seconds each, for nothing."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", STAGE_WITHOUT_TORCH], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    reason, imported = done.stdout.strip().splitlines()[-2:]
+    assert "no secure-aggregation round in progress" in reason  # the stage handler answered
+    assert imported == "[]"

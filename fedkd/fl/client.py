@@ -18,20 +18,14 @@ import functools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
 from fedkd.fl import keys
-from fedkd.fl.client_work import LocalResult, local_round, new_client_model
 from fedkd.fl.config import FedConfig, parse_run_config
-from fedkd.fl.data import FederatedData, federated_data
 from fedkd.fl.faults import InjectedFault, inject_fault
-from fedkd.fl.fedprox import proximal_round
 from fedkd.fl.identities import client_identity
-from fedkd.fl.privacy import require_round_noise
-from fedkd.models import FeatureModel
 from fedkd.secagg import (
     ClientState,
     SecAggError,
@@ -43,6 +37,16 @@ from fedkd.secagg.errors import ConfigMismatch, RefusedRequest, ReplayedRequest
 from fedkd.secagg.identity import Identity, Roster
 from fedkd.secagg.wire import AdvertiseRequest
 from fedkd.transport import BAD_REQUEST, REFUSED, Envelope, Refusal
+
+# Training (PyTorch, the data, dp-accounting's scipy) is imported where a train request is
+# answered, not here: a deployed SuperNode starts a fresh process for every message, and the
+# four secure-aggregation stages of a round need none of it (fedkd._lazy says why).
+if TYPE_CHECKING:
+    import torch
+
+    from fedkd.fl.client_work import LocalResult
+    from fedkd.fl.data import FederatedData
+    from fedkd.models import FeatureModel
 
 FAULT_STAGE = {
     keys.TRAIN: "train",
@@ -143,8 +147,6 @@ def handle(
     """
     try:
         config = _config(run_config)
-        # Small models on few cores: one intra-op thread per process avoids oversubscription.
-        torch.set_num_threads(config.local.torch_threads)
         server_round = _round(request)
         deadline = request.fields.get(keys.DEADLINE)
         inject_fault(
@@ -221,6 +223,10 @@ def _model(
     phase: str,
 ) -> tuple[FeatureModel, bool]:
     """The model to train this round, and whether it is freshly initialised."""
+    import torch
+
+    from fedkd.fl.client_work import new_client_model
+
     model = new_client_model(config, data, pid)
     if _persistent(phase, config):
         saved = store.get(keys.STATE_MODEL)
@@ -272,6 +278,15 @@ def train(
     request: Envelope, node: NodeInfo, store: NodeStore, config: FedConfig, server_round: int
 ) -> Envelope:
     """Local training; then the teacher contribution (FedKD) or the weights (FedAvg)."""
+    import torch
+
+    from fedkd.fl.client_work import local_round
+    from fedkd.fl.data import federated_data
+    from fedkd.fl.fedprox import proximal_round
+    from fedkd.fl.privacy import require_round_noise
+
+    # Small models on few cores: one intra-op thread per process avoids oversubscription.
+    torch.set_num_threads(config.local.torch_threads)
     if keys.ROUND not in request.fields and keys.FLOWER_ROUND not in request.fields:
         raise BadRequest(f"train message has no '{keys.ROUND}' in its 'config' record")
     deadline = request.fields.get(keys.DEADLINE)

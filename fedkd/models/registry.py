@@ -1,26 +1,37 @@
-"""The model registry: names -> factories that build a :class:`FeatureModel`."""
+"""The model registry: names -> factories that build a :class:`FeatureModel`.
+
+The built-in factories are imported on first use, so that naming a model (a run config's
+check) needs no PyTorch; see :mod:`fedkd._lazy`.
+"""
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fedkd.models.base import FeatureModel
-from fedkd.models.cnn import build_cnn, build_cnn_small
-from fedkd.models.mlp import build_mlp
-from fedkd.models.mobilenet import build_mobilenet_v2
-from fedkd.models.resnet import build_resnet18
+if TYPE_CHECKING:
+    from fedkd.models.base import FeatureModel
 
-ModelFactory = Callable[..., FeatureModel]
+ModelFactory = Callable[..., "FeatureModel"]
 
-_MODELS: dict[str, ModelFactory] = {
-    "mlp": build_mlp,
-    "cnn": build_cnn,
-    "cnn_small": build_cnn_small,
-    "resnet18": build_resnet18,
-    "mobilenet_v2": build_mobilenet_v2,
+# name -> (module, factory): imported by _factory on first use
+_BUILT_IN: dict[str, tuple[str, str]] = {
+    "mlp": ("fedkd.models.mlp", "build_mlp"),
+    "cnn": ("fedkd.models.cnn", "build_cnn"),
+    "cnn_small": ("fedkd.models.cnn", "build_cnn_small"),
+    "resnet18": ("fedkd.models.resnet", "build_resnet18"),
+    "mobilenet_v2": ("fedkd.models.mobilenet", "build_mobilenet_v2"),
 }
+_MODELS: dict[str, ModelFactory] = {}  # registered, and the built-ins already imported
+
+
+def _factory(name: str) -> ModelFactory:
+    if name not in _MODELS:
+        module, attribute = _BUILT_IN[name]
+        _MODELS[name] = getattr(importlib.import_module(module), attribute)
+    return _MODELS[name]
 
 
 def register_model(name: str, factory: ModelFactory) -> None:
@@ -41,7 +52,7 @@ def register_model(name: str, factory: ModelFactory) -> None:
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"model name must be a non-empty string; got {name!r}")
-    if name in _MODELS:
+    if name in _MODELS or name in _BUILT_IN:
         raise ValueError(
             f"model {name!r} is already registered; taken names: {', '.join(available_models())}"
         )
@@ -52,7 +63,7 @@ def register_model(name: str, factory: ModelFactory) -> None:
 
 def available_models() -> list[str]:
     """Return the registered model names, sorted."""
-    return sorted(_MODELS)
+    return sorted(set(_MODELS) | set(_BUILT_IN))
 
 
 def build_model(
@@ -84,12 +95,14 @@ def build_model(
     TypeError
         An option the model does not accept (the message lists the accepted ones).
     """
-    if name not in _MODELS:
+    if name not in _MODELS and name not in _BUILT_IN:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(available_models())}")
     shape = _checked_shape(input_shape)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2; got {num_classes!r}")
-    factory = _MODELS[name]
+    from fedkd.models.base import FeatureModel
+
+    factory = _factory(name)
     _check_options(name, factory, kwargs)
     model = factory(input_shape=shape, num_classes=num_classes, **kwargs)
     if not isinstance(model, FeatureModel):
