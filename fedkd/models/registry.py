@@ -27,6 +27,10 @@ _BUILT_IN: dict[str, tuple[str, str]] = {
 _MODELS: dict[str, ModelFactory] = {}  # registered, and the built-ins already imported
 
 
+def _known(name: str) -> bool:
+    return name in _MODELS or name in _BUILT_IN
+
+
 def _factory(name: str) -> ModelFactory:
     if name not in _MODELS:
         module, attribute = _BUILT_IN[name]
@@ -52,7 +56,7 @@ def register_model(name: str, factory: ModelFactory) -> None:
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"model name must be a non-empty string; got {name!r}")
-    if name in _MODELS or name in _BUILT_IN:
+    if _known(name):
         raise ValueError(
             f"model {name!r} is already registered; taken names: {', '.join(available_models())}"
         )
@@ -95,7 +99,7 @@ def build_model(
     TypeError
         An option the model does not accept (the message lists the accepted ones).
     """
-    if name not in _MODELS and name not in _BUILT_IN:
+    if not _known(name):
         raise ValueError(f"unknown model {name!r}; available: {', '.join(available_models())}")
     shape = _checked_shape(input_shape)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
