@@ -279,3 +279,22 @@ def test_a_secure_stage_is_answered_without_importing_torch() -> None:
     reason, imported = done.stdout.strip().splitlines()[-2:]
     assert "no secure-aggregation round in progress" in reason  # the stage handler answered
     assert imported == "[]"
+
+
+def test_a_reply_that_answers_another_request_is_not_taken(tmp_path: Path) -> None:
+    """A masked input relabelled as the answer to some other request (a replayed or misrouted
+    reply) must not count: the transport takes a node's reply only to the request it sent."""
+    victim = 1000 + 17 * 2
+
+    def tamper(reply: Message) -> Message:
+        if reply.metadata.src_node_id == victim and reply.metadata.message_type == (
+            codec.message_type(protocol.MASKED_INPUT)
+        ):
+            reply.metadata.__dict__["_reply_to_message_id"] = "another-request"
+        return reply
+
+    _, history, _ = run_app(
+        tmp_path, num_rounds=1, grid_kwargs={"tamper": tamper}, secagg_threshold=0.6
+    )
+    (row,) = history
+    assert row["status"] == "ok" and row["survivors"] == 3 and row["dropped"] == [2]
