@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import secrets
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,7 +32,6 @@ from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from fedkd.distill.losses import kd_loss
 from fedkd.distill.recipe import TrainReport
 
 History = list[tuple[float, float, int]]  # Opacus accountant history: (z, sample rate, steps)
@@ -47,32 +46,6 @@ class DPSGDReport(TrainReport):
     sample_rate: float = 0.0
     steps: int = 0  # this run's
     history: History = field(default_factory=list)  # the accountant's, to pass back next round
-
-
-@dataclass(frozen=True)
-class PublicRehearsal:
-    """Public rows and the pushed teacher's logits on them, rehearsed between DP-SGD steps.
-
-    Public data costs no privacy. Each public step is a function of the noisy steps before it,
-    the public rows and the run seed (which rows, in which order), never of the shard, so it is
-    post-processing and the accountant counts the private steps only. Without it a DP-SGD
-    client learns only what its noisy gradients carry and forgets what the federation taught.
-    """
-
-    x: np.ndarray  # (P, C, H, W) float32
-    teacher_logits: np.ndarray  # (P, classes)
-    weight: float = 1.0  # of the KD loss on a public batch
-    temperature: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.teacher_logits.shape[0] != self.x.shape[0] or self.teacher_logits.ndim != 2:
-            raise ValueError(
-                f"teacher logits have shape {self.teacher_logits.shape}, expected "
-                f"({self.x.shape[0]}, classes)"
-            )
-        if not self.weight > 0:
-            raise ValueError(f"rehearsal weight must be > 0, got {self.weight}")
 
 
 def sample_rate(num_samples: int, batch_size: int) -> float:
@@ -140,46 +113,8 @@ def _optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.optim.
     raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
 
 
-def _rehearsal(
-    module: nn.Module, public: PublicRehearsal, *, batch_size: int, lr: float, optimizer: str
-) -> Callable[[], None]:
-    """One plain (non-private) KD step on the next public batch, per call, with Opacus'
-    per-example hooks off: its own optimiser, so the DP optimiser's state sees only noisy
-    gradients."""
-    x = torch.from_numpy(np.ascontiguousarray(public.x, dtype=np.float32))
-    targets = torch.from_numpy(np.ascontiguousarray(public.teacher_logits, dtype=np.float32))
-    plain = _optimizer(optimizer, [p for p in module.parameters() if p.requires_grad], lr)
-    generator = torch.Generator().manual_seed(public.seed)
-    size = min(batch_size, len(x))
-    order, position = torch.randperm(len(x), generator=generator), 0
-
-    def step() -> None:
-        nonlocal order, position
-        if position + size > len(order):
-            order, position = torch.randperm(len(x), generator=generator), 0
-        rows = order[position : position + size]
-        position += size
-        module.disable_hooks()  # type: ignore[operator]
-        try:
-            plain.zero_grad(set_to_none=True)
-            loss = kd_loss(module(x[rows]), targets[rows], temperature=public.temperature)
-            (public.weight * loss).backward()
-            plain.step()
-        finally:
-            plain.zero_grad(set_to_none=True)
-            module.enable_hooks()  # type: ignore[operator]
-
-    return step
-
-
-def _epoch(
-    module: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    loader: DataLoader,
-    rehearse: Callable[[], None] | None = None,
-) -> float:
-    """One pass over a Poisson-sampled loader, a public step after each private one when
-    ``rehearse`` is given; the mean private loss over the samples drawn."""
+def _epoch(module: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader) -> float:
+    """One pass over a Poisson-sampled loader; the mean loss over the samples drawn."""
     total, seen = 0.0, 0
     for xb, yb in loader:
         optimizer.zero_grad(set_to_none=True)
@@ -190,8 +125,6 @@ def _epoch(
         # An empty Poisson batch still takes a (pure-noise) step: skipping it would make the
         # number of noisy releases depend on the data.
         optimizer.step()
-        if rehearse is not None:
-            rehearse()
     return total / seen if seen else float("nan")
 
 
@@ -208,7 +141,6 @@ def dp_train(
     delta: float,
     optimizer: str = "adam",
     history: Sequence[tuple[float, float, int]] = (),
-    public: PublicRehearsal | None = None,
 ) -> DPSGDReport:
     """Train ``model`` in place with DP-SGD on ``(x, y)`` and continue the client's accountant.
 
@@ -227,9 +159,6 @@ def dp_train(
         Delta at which the epsilon is reported.
     history
         The accountant history of the client's earlier rounds (empty in its first).
-    public
-        The pushed teacher on the public set, rehearsed with one plain step after every
-        private one (no privacy cost; see :class:`PublicRehearsal`). ``None``: private only.
 
     Returns
     -------
@@ -256,16 +185,13 @@ def dp_train(
         )
     report = DPSGDReport(epochs=epochs, noise_multiplier=noise_multiplier)
     report.sample_rate = 1.0 / len(dp_loader)
-    rehearse = None
-    if public is not None:
-        rehearse = _rehearsal(module, public, batch_size=batch_size, lr=lr, optimizer=optimizer)
     try:
         with warnings.catch_warnings():
             # The first layer's input needs no gradient, so torch notes that its full backward
             # hook fires on the output only -- which is all Opacus reads.
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             for _ in range(epochs):
-                report.losses.append(_epoch(module, dp_optimizer, dp_loader, rehearse))
+                report.losses.append(_epoch(module, dp_optimizer, dp_loader))
                 report.steps += len(dp_loader)
     finally:
         module._close()  # type: ignore[operator]  # hooks and per-sample buffers off the model

@@ -119,16 +119,9 @@ def local_round(
     train = data.client_train(partition_id)
     epochs = local.epochs + (local.warmup_epochs if first_round else 0)
     dpsgd, report = None, TrainReport(epochs=0)
-    if config.dp.client_dp_sgd:  # record-level DP: DP-SGD (Opacus), the teacher rehearsed
+    if config.dp.client_dp_sgd:  # record-level DP: DP-SGD (Opacus) on the private labels only
         report = dpsgd = private_local_training(
-            config,
-            model,
-            train,
-            epochs=epochs,
-            history=dpsgd_history,
-            public_x=public_x,
-            teacher_logits=teacher_logits,
-            seed=seed,
+            config, model, train, epochs=epochs, history=dpsgd_history
         )
     elif teacher_logits is not None and local.kd_weight > 0:
         # The knowledge loop: private labels and the pushed teacher's public targets in the

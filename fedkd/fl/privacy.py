@@ -244,27 +244,10 @@ def private_local_training(
     *,
     epochs: int,
     history: Sequence[tuple[float, float, int]],
-    public_x: np.ndarray | None = None,
-    teacher_logits: np.ndarray | None = None,
-    seed: int = 0,
 ) -> DPSGDReport:
-    """One round of a client's DP-SGD training, continuing its accountant ``history``.
+    """One round of a client's DP-SGD training, continuing its accountant ``history``."""
+    from fedkd.dp.dpsgd import dp_train
 
-    With the pushed teacher (and ``local-kd-weight`` > 0) a plain KD step on a public batch
-    follows every private step: public rows cost no privacy, and they keep the knowledge loop
-    running under DP-SGD (see :class:`fedkd.dp.dpsgd.PublicRehearsal`).
-    """
-    from fedkd.dp.dpsgd import PublicRehearsal, dp_train
-
-    public = None
-    if public_x is not None and teacher_logits is not None and config.local.kd_weight > 0:
-        public = PublicRehearsal(
-            public_x,
-            teacher_logits,
-            weight=config.local.kd_weight,
-            temperature=config.distill.temperature,
-            seed=seed,
-        )
     return dp_train(
         model,
         train.x,
@@ -277,7 +260,6 @@ def private_local_training(
         delta=config.dp.client_delta,
         optimizer=config.local.optimizer,
         history=history,
-        public=public,
     )
 
 
