@@ -8,6 +8,9 @@
         --placements central distributed dpsgd --set $M --large-set warmup-epochs=100
     python -m experiments.dp_tradeoff --clients 20 200 --seeds 0 1 --rounds 3 --clip 0.05 \
         --placements local --eps 8 --set $M --large-set warmup-epochs=100
+    python -m experiments.dp_tradeoff --clients 20 --seeds 0 1 --rounds 10 --placements dpsgd \
+        --eps 8 inf --set dataset=idx data-root=../shared/data/mnist optimizer=sgd lr=0.05 \
+        mode=fedmd local-kd-weight=0 --out runs/dpsgd_fedmd10   # DP-SGD's better recipe
     python -m experiments.dp_tradeoff --table-only       # the table of everything in --out
 
 Every run is an in-process federated run (:func:`fedkd.fl.experiment.simulate`, secure
