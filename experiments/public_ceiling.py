@@ -10,7 +10,8 @@ trained on those labels (the public labels are never used in a federated run) bo
 distilled student of that architecture and public-set size. Beside it, the same architecture
 trained on the private pool (``method=central``'s setting) shows what the federation's data
 could give a model that sees it. Both use the run config's local optimiser and batch size;
-``--epochs`` epochs with early stopping on a seeded tenth of the training set.
+``--epochs`` epochs with early stopping on a seeded tenth of the training set, or
+(``--patience 0``) all ``--epochs`` epochs on all of it.
 
 Prints a markdown table, mean ± sample std over the seeds (one row per model and training set).
 """
@@ -48,11 +49,13 @@ def accuracy_on(
     config: FedConfig,
     seed: int,
     epochs: int,
+    patience: int = 5,
 ) -> float:
-    """Test accuracy of ``model_name`` trained on ``data``'s true labels (early-stopped)."""
+    """Test accuracy of ``model_name`` trained on ``data``'s true labels (early-stopped after
+    ``patience`` epochs without a better validation score; 0: every epoch on all of ``data``)."""
     torch.manual_seed(seed)
     model = build_model(model_name, input_shape=split.input_shape, num_classes=split.num_classes)
-    train, validation = _held_out(data, seed)
+    train, validation = _held_out(data, seed) if patience > 0 else (data, None)
     train_supervised(
         model,
         train,
@@ -62,7 +65,7 @@ def accuracy_on(
         optimizer=config.local.optimizer,
         seed=seed,
         validation=validation,
-        patience=5,
+        patience=patience or None,
     )
     return evaluate(model, split.test).accuracy
 
@@ -72,8 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=["cnn_small", "cnn"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument(
+        "--patience", type=int, default=5, help="early-stopping patience (0: no early stopping)"
+    )
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
+    if args.patience < 0 or args.epochs < 1:
+        parser.error("--patience must be >= 0 and --epochs >= 1")
     torch.set_num_threads(1)
     print("| model | trained on (true labels) | rows | test accuracy | seeds | s / seed |")
     print("|---|---|---|---|---|---|")
@@ -93,7 +101,13 @@ def main(argv: list[str] | None = None) -> int:
                 data = getattr(split, name)
                 scores[name].append(
                     accuracy_on(
-                        model_name, data, split, config=config, seed=seed, epochs=args.epochs
+                        model_name,
+                        data,
+                        split,
+                        config=config,
+                        seed=seed,
+                        epochs=args.epochs,
+                        patience=args.patience,
                     )
                 )
                 rows[name] = len(data)
