@@ -260,7 +260,8 @@ def plot(
         ]
 
     columns = len(alphas)
-    fig, axes = plt.subplots(2, columns, figsize=(4.6 * columns, 7), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(2, columns, figsize=(4.6 * columns, 7), squeeze=False, sharey="row")
+    plotted: list[float] = []  # every student value drawn, for the top row's range
     for col, alpha in enumerate(alphas):
         top, bottom = axes[0][col], axes[1][col]
         for method in methods:
@@ -270,6 +271,7 @@ def plot(
             if rounds:
                 top.plot(rounds, mean, color=colour, marker="o", markersize=2, label=method)
                 top.fill_between(rounds, low, high, color=colour, alpha=0.2, lw=0)
+                plotted += [v for v in low if math.isfinite(v)]
             rounds, mean, low, high = _bands(found, "client_accuracy_mean")
             if rounds:
                 bottom.plot(rounds, mean, color=colour, marker="o", markersize=2, label=method)
@@ -287,12 +289,15 @@ def plot(
         top.set_title(f"α = {alpha:g}: global model (student)", fontsize=9)
         bottom.set_title(f"α = {alpha:g}: clients (mean; dotted: min / max)", fontsize=9)
         for ax in (top, bottom):
-            ax.set_ylim(0, 1)
             ax.grid(alpha=0.3)
             ax.set_xlabel("round")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         top.set_ylabel("test accuracy (band: min-max over seeds)")
         bottom.set_ylabel("test accuracy")
+    # The students of a working federation lie within a few points of each other: on a 0-1
+    # axis their curves read as one flat line, so the top row starts 5 points under the lowest.
+    axes[0][0].set_ylim(max(0.0, math.floor(20 * min(plotted, default=0.0)) / 20 - 0.05), 1.0)
+    axes[1][0].set_ylim(0, 1)
     axes[0][0].legend(fontsize=8)
     if axes[1][0].get_legend_handles_labels()[0]:
         axes[1][0].legend(fontsize=8)
