@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         for messages in args.messages:
             if messages > nodes:
                 continue
-            seconds, delivered = sweep_seconds(nodes, messages)
+            # The baseline is the 0-message row itself: sweep it once.
+            seconds, delivered = (empty, 0) if messages == 0 else sweep_seconds(nodes, messages)
             if delivered != messages:
                 raise RuntimeError(f"a sweep delivered {delivered} of {messages} messages")
             print(f"{nodes:5d}  {messages:8d}  {seconds:7.3f}   {seconds / empty:8.1f}x")
