@@ -90,9 +90,11 @@ def one_run(args: argparse.Namespace, clients: int, placement: str, eps: float, 
         return json.loads(target.read_text())
     config = run_config(args, clients, placement, eps, seed)
     start = time.perf_counter()
+    stores: dict = {}  # the clients' own stores: this process plays every client
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # DP's loud settings are expected in this grid
-        recorder = simulate(config, clients)
+        recorder = simulate(config, clients, stores=stores)
+    accounts = dpsgd_accounts(stores, float(config.get("client-dp-delta", 1e-5)))
     rows = json.loads((recorder.path / "history.json").read_text())
     done = [r for r in rows if r["status"] == "ok"]
     last = done[-1] if done else {}
@@ -105,16 +107,43 @@ def one_run(args: argparse.Namespace, clients: int, placement: str, eps: float, 
         "rounds_ok": len(done),
         "student_accuracy": last.get("student_accuracy"),
         "client_accuracy": last.get("client_accuracy_mean"),
-        "dp_epsilon": last.get("dp_epsilon"),
+        # DP-SGD: the largest epsilon any client spent (each client's is in dpsgd_clients)
+        "dp_epsilon": max(a["epsilon"] for a in accounts) if accounts else last.get("dp_epsilon"),
         "dp_epsilon_known_sample": last.get("dp_epsilon_known_sample"),
         "dp_noise_multiplier": [r.get("dp_noise_multiplier") for r in done],
         "dp_sampling": [r.get("dp_sampling") for r in done],
+        "dpsgd_clients": accounts,
         "seconds": time.perf_counter() - start,
         "config": config,
         "history": str(recorder.path),
     }
     target.write_text(json.dumps(result, indent=2))
     return result
+
+
+def dpsgd_accounts(stores: dict, delta: float) -> list[dict[str, Any]]:
+    """Each DP-SGD client's accountant: its history of (noise multiplier, sample rate, steps),
+    as its node keeps it, and the epsilon at ``delta`` from Opacus' RDP accountant (what the
+    client calibrated with) and from dp-accounting's PLD (a cross-check). The sample rate is
+    the batch size over the shard size, so this is for the operator of every client, as an
+    experiment is; a real client never sends it."""
+    from fedkd.dp.dpsgd import epsilon_of_history, epsilon_of_history_pld
+    from fedkd.fl.client import dpsgd_history
+
+    accounts = []
+    for partition in sorted(stores):
+        history = dpsgd_history(stores[partition])
+        if history:
+            accounts.append(
+                {
+                    "partition": partition,
+                    "history": [list(entry) for entry in history],
+                    "delta": delta,
+                    "epsilon": epsilon_of_history(history, delta),
+                    "epsilon_pld": epsilon_of_history_pld(history, delta),
+                }
+            )
+    return accounts
 
 
 def _mean_std(values: list[float]) -> str:

@@ -13,13 +13,15 @@ import numpy as np
 import pytest
 
 from fedkd.dp.accounting import PrivacyLedger
-from fedkd.dp.dpsgd import epsilon_of_history
+from fedkd.dp.dpsgd import epsilon_of_history, steps_per_epoch
 from fedkd.fl import keys
+from fedkd.fl.client import MemoryStore, dpsgd_history
 from fedkd.fl.config import FedConfig, parse_run_config
 from fedkd.fl.contribution import STATS
+from fedkd.fl.data import federated_data
 from fedkd.fl.experiment import simulate
 from fedkd.fl.history import RoundRecord
-from fedkd.fl.privacy import client_release, noise_plan, server_release
+from fedkd.fl.privacy import client_release, dpsgd_noise, noise_plan, server_release
 from fedkd.secagg.wire import AdvertiseRequest
 from fedkd.transport import Envelope, ExchangeResult, Transport
 
@@ -124,8 +126,18 @@ def test_distributed_dp_round_end_to_end(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_dpsgd_clients_spend_their_own_epsilon(tmp_path: Path) -> None:
     run = small(tmp_path, "dpsgd", **{"client-dp-sgd": True, "client-dp-epsilon": 4.0})
-    recorder = simulate(run, num_clients=3)
+    stores: dict[int, MemoryStore] = {}
+    recorder = simulate(run, num_clients=3, stores=stores)
     assert [r["status"] for r in _history(recorder.path)] == ["ok", "ok"]
+    config = parse_run_config(run)
+    for partition, store in sorted(stores.items()):
+        history = dpsgd_history(store)  # what the node's accountant holds after the run
+        shard = len(federated_data(config, 3).client_train(partition))
+        steps = steps_per_epoch(shard, config.local.batch_size)
+        assert history == [
+            (pytest.approx(dpsgd_noise(config, shard)), pytest.approx(1 / steps), 3 * steps)
+        ]
+        assert 3.9 <= epsilon_of_history(history, 1e-5) <= 4.0  # every client, its own shard
 
 
 def test_dpsgd_history_composes_across_rounds() -> None:

@@ -84,3 +84,22 @@ def test_distributed_sampled_is_distributed_dp_with_sampled_shares(tmp_path: Pat
     config = dp_tradeoff.run_config(_args(tmp_path), 200, "distributed-sampled", 8.0, 0)
     assert (config["dp"], config["dp-shares"]) == ("distributed", "sampled")
     assert "dp-shares" not in dp_tradeoff.run_config(_args(tmp_path), 200, "distributed", 8.0, 0)
+
+
+def test_each_dpsgd_clients_accountant_is_recorded_from_its_store() -> None:
+    import numpy as np
+
+    from fedkd.dp.dpsgd import epsilon_of_history
+    from fedkd.fl import keys
+    from fedkd.fl.client import MemoryStore
+    from fedkd.transport import Envelope
+
+    spent, untouched = MemoryStore(), MemoryStore()
+    history = np.array([[1.2, 0.1, 300.0]])
+    spent.put(keys.STATE_DPSGD, Envelope(keys.STATE_DPSGD, arrays={"history": history}))
+    accounts = dp_tradeoff.dpsgd_accounts({3: spent, 4: untouched}, 1e-5)
+    assert [a["partition"] for a in accounts] == [3]  # a client without DP-SGD has no account
+    (account,) = accounts
+    assert account["history"] == [[1.2, 0.1, 300]] and account["delta"] == 1e-5
+    assert account["epsilon"] == pytest.approx(epsilon_of_history([(1.2, 0.1, 300)], 1e-5))
+    assert 0 < account["epsilon_pld"] < account["epsilon"]

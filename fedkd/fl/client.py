@@ -15,6 +15,7 @@ state, the pending contribution) goes through a :class:`NodeStore`: Flower's
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
     from fedkd.fl.client_work import LocalResult
     from fedkd.fl.data import FederatedData
     from fedkd.models import FeatureModel
+
+log = logging.getLogger("fedkd.client")
 
 FAULT_STAGE = {
     keys.TRAIN: "train",
@@ -247,7 +250,7 @@ def _model(
     return model, _round(request) == 1
 
 
-def _dpsgd_history(store: NodeStore) -> list[tuple[float, float, int]]:
+def dpsgd_history(store: NodeStore) -> list[tuple[float, float, int]]:
     """The node's DP-SGD accountant history (noise multiplier, sample rate, steps) so far."""
     saved = store.get(keys.STATE_DPSGD)
     if saved is None:
@@ -346,11 +349,20 @@ def train(
             teacher_logits=teacher,
             contribute=phase == "fedkd",
             first_round=fresh,
-            dpsgd_history=_dpsgd_history(store),
+            dpsgd_history=dpsgd_history(store),
         )
     if config.dp.client_dp_sgd and result.dpsgd_history:  # the accountant outlives the round
         history = np.asarray(result.dpsgd_history, dtype=np.float64)  # (entries, 3)
         store.put(keys.STATE_DPSGD, Envelope(keys.STATE_DPSGD, arrays={"history": history}))
+        # The node's own log: its epsilon depends on its shard size, so it never leaves the node.
+        log.info(
+            "DP-SGD: epsilon %.3f at delta %g after %d steps (noise %.3f, sample rate %.4f)",
+            result.dpsgd_epsilon,
+            config.dp.client_delta,
+            sum(steps for _, _, steps in result.dpsgd_history),
+            result.dpsgd_history[-1][0],
+            result.dpsgd_history[-1][1],
+        )
     if _persistent(phase, config):
         store.put(
             keys.STATE_MODEL,

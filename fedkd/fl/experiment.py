@@ -98,13 +98,24 @@ def run_method(run: OpenRun, transport: Transport, run_id: int) -> None:
 
 
 def in_process_clients(
-    run_config: Mapping[str, Any], num_clients: int, *, run_id: int = 0
+    run_config: Mapping[str, Any],
+    num_clients: int,
+    *,
+    run_id: int = 0,
+    stores: dict[int, MemoryStore] | None = None,
 ) -> InProcessTransport:
-    """``num_clients`` library clients, each with its own store, as one transport."""
+    """``num_clients`` library clients, each with its own store, as one transport.
+
+    ``stores``, when given, receives each client's store under its partition id, so that an
+    experiment playing every client can read what the clients keep to themselves (their
+    DP-SGD accountants).
+    """
 
     def client(partition_id: int) -> Callable[[Envelope], Envelope | Refusal]:
         node = NodeInfo(FIRST_NODE_ID + partition_id, run_id, partition_id, num_clients)
         store = MemoryStore()
+        if stores is not None:
+            stores[partition_id] = store
         return lambda request: handle(request, node, store, run_config)
 
     return InProcessTransport({FIRST_NODE_ID + i: client(i) for i in range(num_clients)})
@@ -116,6 +127,7 @@ def simulate(
     *,
     run_id: int = 0,
     wrap: Callable[[Transport], Transport] | None = None,
+    stores: dict[int, MemoryStore] | None = None,
 ) -> RunRecorder:
     """Run a whole federated experiment in this process; returns its recorder.
 
@@ -129,9 +141,11 @@ def simulate(
         The run id clients and secure aggregation bind to.
     wrap
         Puts a transport around the honest one (an attacker, a fault model).
+    stores
+        Receives each client's store by partition id (see :func:`in_process_clients`).
     """
     run = open_run(run_config, num_clients)
-    transport: Transport = in_process_clients(run_config, num_clients, run_id=run_id)
+    transport: Transport = in_process_clients(run_config, num_clients, run_id=run_id, stores=stores)
     if wrap is not None:
         transport = wrap(transport)
     start = time.perf_counter()

@@ -1,0 +1,85 @@
+"""DP-SGD's plan (noise calibrated before the run) against what Opacus then runs and accounts."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opacus.data_loader import DPDataLoader
+from torch.utils.data import DataLoader, TensorDataset
+
+from fedkd.dp.dpsgd import (
+    dp_train,
+    epsilon_of_history,
+    epsilon_of_history_pld,
+    sample_rate,
+    steps_per_epoch,
+)
+from fedkd.fl.config import parse_run_config
+from fedkd.fl.privacy import dpsgd_noise
+from fedkd.models import build_model
+
+
+@settings(max_examples=60, deadline=None)
+@given(num_samples=st.integers(1, 3000), batch_size=st.integers(1, 256))
+def test_the_plan_has_the_rate_and_steps_opacus_runs(num_samples: int, batch_size: int) -> None:
+    dataset = TensorDataset(torch.zeros(num_samples, 1))
+    base = DataLoader(dataset, batch_size=min(batch_size, num_samples))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loader = DPDataLoader.from_data_loader(base)
+    assert steps_per_epoch(num_samples, batch_size) == len(loader)
+    assert sample_rate(num_samples, batch_size) == pytest.approx(loader.sample_rate)
+
+
+@pytest.mark.parametrize("num_samples", [50, 319])  # both overspent under rate = batch / n
+def test_a_client_spends_at_most_its_target_over_the_run(num_samples: int) -> None:
+    """The client's real rounds (warm-up once, then local epochs) against the planned noise:
+    the accountant of what ran ends at the target, not above it."""
+    config = parse_run_config(
+        {
+            "client-dp-sgd": True,
+            "client-dp-epsilon": 4.0,
+            "num-rounds": 2,
+            "warmup-epochs": 1,
+            "local-epochs": 1,
+            "batch-size": 32,
+        }
+    )
+    noise = dpsgd_noise(config, num_samples)
+    torch.manual_seed(0)
+    model = build_model("cnn_small", input_shape=(1, 8, 8), num_classes=10)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(num_samples, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 10, num_samples)
+    history: list[tuple[float, float, int]] = []
+    for epochs in (2, 1):  # round 1 with its warm-up epoch, round 2
+        report = dp_train(
+            model,
+            x,
+            y,
+            epochs=epochs,
+            batch_size=32,
+            lr=1e-3,
+            noise_multiplier=noise,
+            max_grad_norm=1.0,
+            delta=1e-5,
+            history=history,
+        )
+        history = report.history
+    assert sum(steps for _, _, steps in history) == 3 * steps_per_epoch(num_samples, 32)
+    assert 3.9 <= report.epsilon <= 4.0  # Opacus' calibration stops within 0.01 under
+    assert report.epsilon == pytest.approx(epsilon_of_history(history, 1e-5))
+
+
+def test_the_pld_cross_check_agrees_with_rdp_and_is_tighter() -> None:
+    history = [(1.1, 0.1, 40), (1.1, 0.1, 20)]
+    rdp = epsilon_of_history(history, 1e-5)
+    pld = epsilon_of_history_pld(history, 1e-5)
+    assert rdp == pytest.approx(epsilon_of_history([(1.1, 0.1, 60)], 1e-5))
+    assert 0.7 * rdp < pld < rdp
+    assert epsilon_of_history_pld([], 1e-5) == 0.0
