@@ -137,7 +137,7 @@ def test_dpsgd_clients_spend_their_own_epsilon(tmp_path: Path) -> None:
         assert history == [
             (pytest.approx(dpsgd_noise(config, shard)), pytest.approx(1 / steps), 3 * steps)
         ]
-        assert 3.9 <= epsilon_of_history(history, 1e-5) <= 4.0  # every client, its own shard
+        assert 3.95 <= epsilon_of_history(history, 1e-5) <= 4.0  # every client, its own shard
 
 
 def test_dpsgd_history_composes_across_rounds() -> None:

@@ -4,9 +4,9 @@
 clipping and Gaussian noise (Opacus' ``PrivacyEngine``, Poisson-sampled batches), and continues
 the client's own RDP accountant across rounds: the accountant's history (noise multiplier,
 sample rate, steps) is returned, and passed back in the next round, so the epsilon reported is
-that of every step the client has taken in the run. :func:`calibrate_dpsgd_noise` picks the
-noise multiplier for a per-client target epsilon over the whole run before training, with
-Opacus' own calibration (``get_noise_multiplier``).
+that of every step the client has taken in the run: from dp-accounting's PLD accountant, the
+one client-level DP uses (and the noise multiplier is calibrated with,
+:func:`fedkd.fl.privacy.dpsgd_noise`), with Opacus' RDP figure beside it as a cross-check.
 
 The noise and the Poisson sampling draw from generators seeded by the operating system, never
 by the run seed (the server knows that); this is not Opacus' ``secure_mode`` (a CSPRNG), which
@@ -15,25 +15,25 @@ would need ``torchcsprng``.
 
 from __future__ import annotations
 
-import functools
 import math
 import secrets
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import dp_accounting
 import numpy as np
 import torch
 import torch.nn.functional as F
 from opacus import PrivacyEngine
 from opacus.accountants import RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
 from opacus.data_loader import DPDataLoader
 from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedkd.distill.recipe import TrainReport
+from fedkd.dp.accounting import epsilon_of, run_event
 
 History = list[tuple[float, float, int]]  # Opacus accountant history: (z, sample rate, steps)
 
@@ -42,7 +42,8 @@ History = list[tuple[float, float, int]]  # Opacus accountant history: (z, sampl
 class DPSGDReport(TrainReport):
     """One DP-SGD training run of a client (a :class:`TrainReport` with its privacy)."""
 
-    epsilon: float = float("nan")  # of all the client's steps so far, at ``delta``
+    epsilon: float = float("nan")  # of all the client's steps so far, at ``delta`` (PLD)
+    epsilon_rdp: float = float("nan")  # the same from Opacus' RDP accountant (cross-check)
     noise_multiplier: float = 0.0
     sample_rate: float = 0.0
     steps: int = 0  # this run's
@@ -69,41 +70,21 @@ def sample_rate(num_samples: int, batch_size: int) -> float:
     return 1.0 / steps_per_epoch(num_samples, batch_size)
 
 
-@functools.lru_cache(maxsize=256)
-def calibrate_dpsgd_noise(target_epsilon: float, delta: float, *, rate: float, steps: int) -> float:
-    """Noise multiplier for ``steps`` Poisson-sampled steps at ``rate`` to reach the target
-    ``(epsilon, delta)`` (Opacus' RDP calibration)."""
-    return float(
-        get_noise_multiplier(
-            target_epsilon=target_epsilon,
-            target_delta=delta,
-            sample_rate=rate,
-            steps=steps,
-            accountant="rdp",
-        )
-    )
-
-
-def epsilon_of_history(history: Sequence[tuple[float, float, int]], delta: float) -> float:
-    """Epsilon of an Opacus accountant history at ``delta`` (0 when empty)."""
+def epsilon_of_history(
+    history: Sequence[tuple[float, float, int]], delta: float, *, accountant: str = "pld"
+) -> float:
+    """Epsilon at ``delta`` of an accountant history of (noise multiplier, sample rate, steps)
+    entries: dp-accounting's ``pld`` (the figure reported and calibrated to) or ``rdp`` (the
+    cross-check; Opacus' own RDP accountant, which the training engine keeps). 0 when empty."""
     if not history:
         return 0.0
-    accountant = RDPAccountant()
-    accountant.history = [(float(z), float(q), int(s)) for z, q, s in history]
-    return float(accountant.get_epsilon(delta))
-
-
-def epsilon_of_history_pld(history: Sequence[tuple[float, float, int]], delta: float) -> float:
-    """The same history's epsilon from ``dp-accounting``'s PLD accountant: a cross-check of
-    Opacus' RDP figure by another library (PLD is tighter, so it comes out lower)."""
-    if not history:
-        return 0.0
-    import dp_accounting
-
-    from fedkd.dp.accounting import epsilon_of, run_event
-
-    event = dp_accounting.ComposedDpEvent([run_event(z, q, int(s)) for z, q, s in history])
-    return epsilon_of(event, delta, accountant="pld")
+    entries = [(float(z), float(q), int(s)) for z, q, s in history]
+    if accountant == "rdp":
+        opacus_rdp = RDPAccountant()
+        opacus_rdp.history = entries
+        return float(opacus_rdp.get_epsilon(delta))
+    event = dp_accounting.ComposedDpEvent([run_event(z, q, s) for z, q, s in entries])
+    return epsilon_of(event, delta, accountant=accountant)
 
 
 def check_model(model: nn.Module) -> None:
@@ -218,5 +199,6 @@ def dp_train(
     finally:
         module._close()  # type: ignore[operator]  # hooks and per-sample buffers off the model
     report.history = list(engine.accountant.history)
-    report.epsilon = float(engine.accountant.get_epsilon(delta))
+    report.epsilon = epsilon_of_history(report.history, delta)
+    report.epsilon_rdp = float(engine.accountant.get_epsilon(delta))
     return report

@@ -356,7 +356,7 @@ def train(
         store.put(keys.STATE_DPSGD, Envelope(keys.STATE_DPSGD, arrays={"history": history}))
         # The node's own log: its epsilon depends on its shard size, so it never leaves the node.
         log.info(
-            "DP-SGD: epsilon %.3f at delta %g after %d steps (noise %.3f, sample rate %.4f)",
+            "DP-SGD: epsilon %.3f (PLD) at delta %g after %d steps (noise %.3f, sample rate %.4f)",
             result.dpsgd_epsilon,
             config.dp.client_delta,
             sum(steps for _, _, steps in result.dpsgd_history),

@@ -223,17 +223,19 @@ def dpsgd_noise(config: FedConfig, num_samples: int) -> float:
     """DP-SGD noise multiplier of a client with ``num_samples`` records: ``client-dp-noise``, or
     the one that meets ``client-dp-epsilon`` over the whole run if the client is sampled in
     every round (warm-up epochs once, ``local-epochs`` each round)."""
-    from fedkd.dp.dpsgd import calibrate_dpsgd_noise, sample_rate, steps_per_epoch
+    from fedkd.dp.dpsgd import sample_rate, steps_per_epoch
 
     dp, local = config.dp, config.local
     if dp.client_noise_multiplier > 0:
         return dp.client_noise_multiplier
     epochs = local.warmup_epochs + local.epochs * config.num_rounds
-    return calibrate_dpsgd_noise(
+    # Each step is one Poisson-sampled Gaussian release: the same PLD calibration as the
+    # client-level noise, over the steps instead of the rounds.
+    return calibrate_noise_multiplier(
         dp.client_epsilon,
         dp.client_delta,
-        rate=sample_rate(num_samples, local.batch_size),
-        steps=epochs * steps_per_epoch(num_samples, local.batch_size),
+        rounds=epochs * steps_per_epoch(num_samples, local.batch_size),
+        sampling=sample_rate(num_samples, local.batch_size),
     )
 
 
