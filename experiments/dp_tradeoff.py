@@ -124,9 +124,9 @@ def one_run(args: argparse.Namespace, clients: int, placement: str, eps: float, 
 def dpsgd_accounts(stores: dict, delta: float) -> list[dict[str, Any]]:
     """Each DP-SGD client's accountant: its history of (noise multiplier, sample rate, steps),
     as its node keeps it, and the epsilon at ``delta`` from dp-accounting's PLD accountant (what
-    the client calibrated with) and from Opacus' RDP accountant (a cross-check). The sample rate is
-    the batch size over the shard size, so this is for the operator of every client, as an
-    experiment is; a real client never sends it."""
+    the client calibrated with) and from Opacus' RDP accountant (a cross-check). The sample rate
+    gives away the shard size, so this is for the operator of every client, as an experiment
+    is; a real client never sends it."""
     from fedkd.dp.dpsgd import epsilon_of_history
     from fedkd.fl.client import dpsgd_history
 
