@@ -51,23 +51,25 @@ class DPSGDReport(TrainReport):
 
 
 def steps_per_epoch(num_samples: int, batch_size: int) -> int:
-    """Steps of one epoch: ``ceil(num_samples / batch_size)``, the length of the batch loader
-    that Opacus' ``DPDataLoader`` samples from (and so the number of steps it runs)."""
+    """Steps of one epoch as Opacus' ``DPDataLoader`` runs them: about
+    ``ceil(num_samples / batch_size)``, the length of the batch loader it samples from."""
     if num_samples < 1:
         raise ValueError(f"DP-SGD needs at least one training sample, got {num_samples}")
     if batch_size < 1:
         raise ValueError(f"DP-SGD needs a batch size of at least 1, got {batch_size}")
-    return math.ceil(num_samples / batch_size)
+    # DPDataLoader runs int(1 / sample_rate) steps with sample_rate = 1 / len(batch loader):
+    # the float round trip is one short for some lengths (105 -> 104), so do the same.
+    return int(1.0 / (1.0 / math.ceil(num_samples / batch_size)))
 
 
 def sample_rate(num_samples: int, batch_size: int) -> float:
-    """Poisson sampling rate of a record: ``1 / steps_per_epoch``, as ``DPDataLoader`` samples.
+    """Poisson sampling rate of a record: ``1 / ceil(n / batch)``, as ``DPDataLoader`` samples.
 
     It is not ``batch_size / num_samples``: a shard that is not a multiple of the batch gets
     one more step per epoch at a slightly lower rate, and a noise multiplier calibrated for
     the other pair can overspend the target (4.67 for 4 at 50 records, batch 32, 3 epochs).
     """
-    return 1.0 / steps_per_epoch(num_samples, batch_size)
+    return 1.0 / math.ceil(num_samples / batch_size)
 
 
 def epsilon_of_history(
