@@ -50,16 +50,22 @@ class DPSGDReport(TrainReport):
     history: History = field(default_factory=list)  # the accountant's, to pass back next round
 
 
-def steps_per_epoch(num_samples: int, batch_size: int) -> int:
-    """Steps of one epoch as Opacus' ``DPDataLoader`` runs them: about
-    ``ceil(num_samples / batch_size)``, the length of the batch loader it samples from."""
+def _batches(num_samples: int, batch_size: int) -> int:
+    """Length of the batch loader ``DPDataLoader`` samples from: ``ceil(n / batch)``."""
     if num_samples < 1:
         raise ValueError(f"DP-SGD needs at least one training sample, got {num_samples}")
     if batch_size < 1:
         raise ValueError(f"DP-SGD needs a batch size of at least 1, got {batch_size}")
-    # DPDataLoader runs int(1 / sample_rate) steps with sample_rate = 1 / len(batch loader):
-    # the float round trip is one short for some lengths (105 -> 104), so do the same.
-    return int(1.0 / (1.0 / math.ceil(num_samples / batch_size)))
+    return math.ceil(num_samples / batch_size)
+
+
+def steps_per_epoch(num_samples: int, batch_size: int) -> int:
+    """Steps of one epoch as Opacus' ``DPDataLoader`` runs them: ``int(1 / sample_rate)``.
+
+    The float round trip is one short of ``ceil(n / batch)`` for some lengths (105 -> 104),
+    so the plan does the same as the loader.
+    """
+    return int(1.0 / sample_rate(num_samples, batch_size))
 
 
 def sample_rate(num_samples: int, batch_size: int) -> float:
@@ -69,7 +75,7 @@ def sample_rate(num_samples: int, batch_size: int) -> float:
     one more step per epoch at a slightly lower rate, and a noise multiplier calibrated for
     the other pair can overspend the target (4.67 for 4 at 50 records, batch 32, 3 epochs).
     """
-    return 1.0 / math.ceil(num_samples / batch_size)
+    return 1.0 / _batches(num_samples, batch_size)
 
 
 def epsilon_of_history(
