@@ -79,3 +79,24 @@ def test_the_rdp_cross_check_agrees_and_is_looser() -> None:
     assert rdp == pytest.approx(epsilon_of_history([(1.1, 0.1, 60)], 1e-5, accountant="rdp"))
     assert 0.7 * rdp < pld < rdp
     assert epsilon_of_history([], 1e-5) == epsilon_of_history([], 1e-5, accountant="rdp") == 0.0
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([0.8, 1.3]), st.sampled_from([0.05, 0.2]), st.integers(1, 30)),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_merging_equal_entries_keeps_the_epsilon(history: list[tuple[float, float, int]]) -> None:
+    """The report merges runs of equal (noise, rate) entries; the privacy of the steps taken
+    must be that of the entries one by one, as the library composes them."""
+    import dp_accounting
+
+    from fedkd.dp.accounting import epsilon_of, run_event
+
+    one_by_one = dp_accounting.ComposedDpEvent([run_event(z, q, s) for z, q, s in history])
+    assert epsilon_of_history(history, 1e-5) == pytest.approx(
+        epsilon_of(one_by_one, 1e-5), rel=1e-6
+    )

@@ -78,6 +78,19 @@ def sample_rate(num_samples: int, batch_size: int) -> float:
     return 1.0 / _batches(num_samples, batch_size)
 
 
+def _merged(history: Sequence[tuple[float, float, int]]) -> History:
+    """The history with runs of equal (noise, rate) entries merged into one: the same steps,
+    so the same privacy, but one self-composed event per run instead of one per round (a
+    client's epsilon after round 10 then costs what it cost after round 1)."""
+    merged: History = []
+    for z, q, steps in history:
+        if merged and merged[-1][:2] == (float(z), float(q)):
+            merged[-1] = (float(z), float(q), merged[-1][2] + int(steps))
+        else:
+            merged.append((float(z), float(q), int(steps)))
+    return merged
+
+
 def epsilon_of_history(
     history: Sequence[tuple[float, float, int]], delta: float, *, accountant: str = "pld"
 ) -> float:
@@ -86,7 +99,7 @@ def epsilon_of_history(
     cross-check; Opacus' own RDP accountant, which the training engine keeps). 0 when empty."""
     if not history:
         return 0.0
-    entries = [(float(z), float(q), int(s)) for z, q, s in history]
+    entries = _merged(history)
     if accountant == "rdp":
         opacus_rdp = RDPAccountant()
         opacus_rdp.history = entries
