@@ -12,13 +12,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedkd.attacks.federation import build_federation, observe_round
 from fedkd.dp.accounting import PrivacyLedger
 from fedkd.dp.dpsgd import epsilon_of_history, steps_per_epoch
 from fedkd.fl import keys
 from fedkd.fl.client import MemoryStore, dpsgd_history
+from fedkd.fl.client_work import local_round, new_client_model
 from fedkd.fl.config import FedConfig, parse_run_config
-from fedkd.fl.contribution import STATS
-from fedkd.fl.data import federated_data
+from fedkd.fl.contribution import (
+    STATS,
+    max_count,
+    split_sum,
+    stats_block,
+    teacher_contribution,
+)
+from fedkd.fl.data import FederatedData, federated_data
 from fedkd.fl.experiment import simulate
 from fedkd.fl.history import RoundRecord
 from fedkd.fl.privacy import client_release, dpsgd_noise, noise_plan, server_release
@@ -123,12 +131,91 @@ def test_distributed_dp_round_end_to_end(tmp_path: Path) -> None:
     assert summary["dp_epsilon"] == pytest.approx(eps[1]) and summary["dp_delta"] == 1e-5
 
 
+def _without_one_record(data: FederatedData, partition: int) -> FederatedData:
+    """The neighbouring federation: one record less in ``partition``'s shard."""
+    parts = list(data.parts)
+    parts[partition] = parts[partition][1:]
+    return dataclasses.replace(data, parts=tuple(parts))
+
+
+@pytest.mark.parametrize("weighting", [(True, True), (True, False), (False, False)])
+def test_a_dpsgd_release_depends_on_the_shard_only_through_the_model(
+    weighting: tuple[bool, bool],
+) -> None:
+    """Record-level DP covers the DP-SGD model, so with the model fixed, the vector a client
+    sends must be the same for neighbouring shards. Without DP-SGD it is not (the shard's label
+    counts or size weigh the vector): that is the leak this test catches."""
+    class_weighting, entropy_weighting = weighting
+    teacher = {"class-weighting": class_weighting, "entropy-weighting": entropy_weighting}
+    private = parse_run_config({**teacher, "client-dp-sgd": True, "client-dp-epsilon": 8.0})
+    plain = parse_run_config(teacher)
+    data = federated_data(private, 3)
+    neighbour = _without_one_record(data, 0)
+    model = new_client_model(private, data, 0)
+
+    def sent(config: FedConfig, federation: FederatedData) -> np.ndarray:
+        return teacher_contribution(config, federation, 0, model)[0]
+
+    np.testing.assert_array_equal(sent(private, data), sent(private, neighbour))
+    assert not np.array_equal(sent(plain, data), sent(plain, neighbour))
+
+
+def test_dpsgd_with_fedprox_is_refused_not_run_without_its_proximal_term() -> None:
+    with pytest.raises(ValueError, match="client-dp-sgd.*proximal"):
+        parse_run_config({"method": "fedprox", "client-dp-sgd": True, "client-dp-epsilon": 8.0})
+
+
+def test_a_dpsgd_client_reports_no_loss_and_no_shard_size() -> None:
+    config = parse_run_config(
+        {"client-dp-sgd": True, "client-dp-epsilon": 8.0, "local-epochs": 1, "warmup-epochs": 0}
+    )
+    data = federated_data(config, 3)
+    model = new_client_model(config, data, 0)
+    result = local_round(config, data, 0, model, server_round=1)
+    assert result.num_examples == 1 and math.isnan(result.train_loss)  # FedAvg's metrics
+    stats = dict(zip(STATS, result.vector[-len(STATS) :], strict=True))  # FedKD's summed stats
+    assert stats["train_loss_sum"] == 0 and stats["train_loss_count"] == 0
+    _, means = split_sum(np.concatenate([np.zeros(4), stats_block(0.5, math.nan, 0.0)]), 1)
+    assert math.isnan(means.train_loss_mean) and means.accuracy_mean == 0.5
+
+
+@pytest.mark.slow
+def test_the_server_cannot_read_the_pools_labels_from_a_dpsgd_round(tmp_path: Path) -> None:
+    """The attack: a server decodes the weights block of a secure DP-SGD round's sum. With the
+    shard's label counts as weights it held the private pool's exact label histogram; now it
+    holds the DP models' predicted labels on the public set, P per client."""
+    run = small(
+        tmp_path,
+        "labels",
+        **{
+            "client-dp-sgd": True,
+            "client-dp-epsilon": 8.0,
+            "entropy-weighting": False,
+            "num-rounds": 1,
+            "warmup-epochs": 0,
+        },
+    )
+    af = build_federation(run, 3)
+    view = observe_round(af, 1, [0, 1, 2])
+    assert view.survivors == 3 and view.total is not None
+    split = af.data.split
+    public, classes = len(split.public), split.num_classes
+    counts = view.total[public * classes :] * max_count(af.config, af.data)  # (C,)
+    # whole predicted labels, to the quantiser's step (16 bits over [0, 1], times P)
+    np.testing.assert_allclose(counts, np.rint(counts), atol=0.05)
+    assert np.rint(counts).sum() == 3 * public
+    pool = np.bincount(split.private.y, minlength=classes)
+    assert not np.allclose(counts * len(split.private) / (3 * public), pool, rtol=0.01)
+
+
 @pytest.mark.slow
 def test_dpsgd_clients_spend_their_own_epsilon(tmp_path: Path) -> None:
     run = small(tmp_path, "dpsgd", **{"client-dp-sgd": True, "client-dp-epsilon": 4.0})
     stores: dict[int, MemoryStore] = {}
     recorder = simulate(run, num_clients=3, stores=stores)
-    assert [r["status"] for r in _history(recorder.path)] == ["ok", "ok"]
+    rows = _history(recorder.path)
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert all(r["client_train_loss"] is None for r in rows)  # NaN: no client reported one
     config = parse_run_config(run)
     for partition, store in sorted(stores.items()):
         history = dpsgd_history(store)  # what the node's accountant holds after the run

@@ -152,6 +152,11 @@ def check(dp: DPConfig, *, method: str, secagg_enabled: bool, client_models: Ite
             raise ValueError(
                 "run config 'client-dp-sgd' = true needs 'client-dp-epsilon' or 'client-dp-noise'"
             )
+        if method == "fedprox":  # Opacus trains the plain loss: the proximal term would vanish
+            raise ValueError(
+                "run config 'client-dp-sgd' = true trains without FedProx's proximal term; "
+                "use method fedavg or fedkd"
+            )
         bad = sorted(set(client_models) & BATCHNORM_MODELS)
         if bad:
             raise ValueError(

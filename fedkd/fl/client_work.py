@@ -37,8 +37,8 @@ class LocalResult:
 
     # (P*C + C + STATS,) float64: concat(w ⊙ f(logits), w, stats_block(...)); summed securely
     vector: np.ndarray
-    num_examples: int
-    train_loss: float
+    num_examples: int  # the shard size (1 under DP-SGD: the shard size is not private output)
+    train_loss: float  # NaN under DP-SGD (a loss on private batches is not private output)
     client_accuracy: float  # the local model on the test set (NaN when not evaluated)
     clipped_fraction: float  # share of public-set logits cut at ±secagg-clip·T
     seconds: float
@@ -158,13 +158,19 @@ def local_round(
         accuracy = evaluate(model, data.split.test, device="cpu").accuracy
     vector, clipped = np.zeros(0), 0.0
     train_loss = report.losses[-1] if report.losses else float("nan")
+    num_examples = len(train)
+    if dpsgd is not None:
+        # Record-level DP covers the DP-SGD model and what is computed from it. The loss on
+        # private batches and the shard size are neither: they stay on the node (FedAvg then
+        # weighs its clients equally, as DP-FedAvg does).
+        train_loss, num_examples = float("nan"), 1
     if contribute:
         vector, clipped = teacher_contribution(config, data, partition_id, model)
         vector = np.concatenate([vector, stats_block(accuracy, train_loss, clipped)])
         vector = client_release(config, vector, data.num_partitions)  # client-level DP clip
     return LocalResult(
         vector=vector,
-        num_examples=len(train),
+        num_examples=num_examples,
         train_loss=train_loss,
         client_accuracy=accuracy,
         clipped_fraction=clipped,

@@ -36,6 +36,7 @@ STATS = (
     "accuracy_sum",
     "accuracy_count",
     "train_loss_sum",
+    "train_loss_count",
     "clipped_sum",
     "dp_clipped_sum",
     *(f"accuracy_bin_{i:02d}" for i in range(ACCURACY_BINS)),
@@ -52,14 +53,38 @@ def vector_length(split: DataSplit) -> int:
 def contribution_scale(config: FedConfig, data: FederatedData) -> float:
     """Common factor applied to every client's vector so weights stay within [0, 1].
 
-    A client's per-class weight is at most its sample count (at most the pool size) times,
-    with entropy weighting, its label entropy (at most ``ln C``); dividing by both bounds it
-    by 1 and leaves every weighted mean unchanged.
+    A client's per-class weight is at most its count (:func:`max_count`) times, with entropy
+    weighting, its label entropy (at most ``ln C``); dividing by both bounds it by 1 and leaves
+    every weighted mean unchanged.
     """
-    scale = 1.0 / float(len(data.split.private))
+    scale = 1.0 / float(max_count(config, data))
     if config.teacher.entropy_weighting:
         scale /= max(math.log(data.split.num_classes), 1.0)
     return scale
+
+
+def max_count(config: FedConfig, data: FederatedData) -> int:
+    """Largest count a client's weights are made of: its shard (at most the private pool), or
+    under DP-SGD its predicted labels on the public set (:func:`weight_counts`)."""
+    return len(data.split.public if config.dp.client_dp_sgd else data.split.private)
+
+
+def weight_counts(
+    config: FedConfig, data: FederatedData, partition_id: int, logits: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """The per-class counts ``(C,)`` and the sample count a client's teacher weights use.
+
+    Normally its shard's label histogram and size. Under record-level DP (``client-dp-sgd``)
+    both would enter the sum exactly -- one record added or removed moves them by one, in
+    plain sight of the server, whatever epsilon DP-SGD promised -- so the counts are the DP
+    model's own predicted labels on the public set (``logits``, ``(P, C)``) and the size is
+    ``P``: computed from the model alone, they cost no privacy, and a model that learnt only
+    its shard's classes still predicts mostly those, which is what class weighting needs.
+    """
+    if config.dp.client_dp_sgd:
+        predicted = np.bincount(logits.argmax(axis=1), minlength=data.split.num_classes)
+        return predicted.astype(np.int64), len(logits)
+    return data.label_counts(partition_id), len(data.parts[partition_id])
 
 
 def value_bound(config: FedConfig) -> float:
@@ -68,10 +93,11 @@ def value_bound(config: FedConfig) -> float:
 
 
 def stats_block(accuracy: float, train_loss: float, clipped: float) -> np.ndarray:
-    """The client's statistics as summable entries (a NaN accuracy counts as absent)."""
-    has_accuracy = bool(np.isfinite(accuracy))
-    loss = min(float(train_loss) / LOSS_SCALE, 1.0) if np.isfinite(train_loss) else 0.0
-    values = [accuracy if has_accuracy else 0.0, float(has_accuracy), loss, clipped]
+    """The client's statistics as summable entries (a NaN accuracy or loss counts as absent)."""
+    has_accuracy, has_loss = bool(np.isfinite(accuracy)), bool(np.isfinite(train_loss))
+    loss = min(float(train_loss) / LOSS_SCALE, 1.0) if has_loss else 0.0
+    values = [accuracy if has_accuracy else 0.0, float(has_accuracy), loss, float(has_loss)]
+    values.append(clipped)
     block = np.array(values + [0.0] * (len(STATS) - len(values)))  # the rest: set by their owners
     if has_accuracy:  # one-hot: the sum is a histogram, so the server sees a spread, no one
         block[_FIRST_BIN + min(int(accuracy * ACCURACY_BINS), ACCURACY_BINS - 1)] = 1.0
@@ -83,7 +109,7 @@ class ClientStats:
     """Means over the clients whose contributions were summed."""
 
     accuracy_mean: float  # NaN when no client evaluated
-    train_loss_mean: float
+    train_loss_mean: float  # NaN when no client reported one (DP-SGD clients do not)
     clipped_fraction: float
     # From the summed histogram, to its 1-point bins (bin midpoints); NaN when no client
     # evaluated. Under client-level DP the histogram is noised like everything else.
@@ -107,11 +133,11 @@ def _spread(counts: np.ndarray) -> tuple[float, float, float]:
 def split_sum(total: np.ndarray, count: int) -> tuple[np.ndarray, ClientStats]:
     """Separate a summed vector into the teacher part and the clients' mean statistics."""
     teacher, stats = total[: -len(STATS)], total[-len(STATS) :]
-    accuracy_sum, accuracy_count, loss_sum, clipped_sum = (float(v) for v in stats[:4])
+    accuracy_sum, accuracy_count, loss_sum, loss_count, clipped_sum = (float(v) for v in stats[:5])
     low, median, high = _spread(stats[_FIRST_BIN : _FIRST_BIN + ACCURACY_BINS])
     means = ClientStats(
         accuracy_sum / accuracy_count if accuracy_count >= 0.5 else float("nan"),
-        LOSS_SCALE * loss_sum / max(count, 1),
+        LOSS_SCALE * loss_sum / loss_count if loss_count >= 0.5 else float("nan"),
         clipped_sum / max(count, 1),
         low,
         median,
@@ -131,10 +157,11 @@ def teacher_contribution(
     logits = predict_logits(model, data.split.public.x, device="cpu").astype(np.float64)
     bound = config.secagg.clip * config.teacher.temperature
     clipped = float(np.mean(np.abs(logits) > bound))
+    counts, num_samples = weight_counts(config, data, partition_id, logits)
     contribution = client_contribution(
         np.clip(logits, -bound, bound),  # (public, classes)
         config=config.teacher,
-        label_counts=data.label_counts(partition_id),
-        num_samples=len(data.parts[partition_id]),
+        label_counts=counts,
+        num_samples=num_samples,
     )
     return contribution.to_vector() * contribution_scale(config, data), clipped
