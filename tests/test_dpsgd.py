@@ -100,3 +100,63 @@ def test_merging_equal_entries_keeps_the_epsilon(history: list[tuple[float, floa
     assert epsilon_of_history(history, 1e-5) == pytest.approx(
         epsilon_of(one_by_one, 1e-5), rel=1e-6
     )
+
+
+def test_training_only_the_head_keeps_the_pushed_features() -> None:
+    torch.manual_seed(0)
+    model = build_model("cnn_small", input_shape=(1, 8, 8), num_classes=10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 1, 8, 8)).astype(np.float32), rng.integers(0, 10, 64)
+    report = dp_train(
+        model,
+        x,
+        y,
+        epochs=1,
+        batch_size=16,
+        lr=0.1,
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        delta=1e-5,
+        optimizer="sgd",
+        only="head",
+    )
+    after = model.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved == {"head.weight", "head.bias"}
+    assert all(p.requires_grad for p in model.parameters())  # the features train again later
+    assert report.history == [(1.0, report.sample_rate, steps_per_epoch(64, 16))]
+    with pytest.raises(ValueError, match="'body'.*does not have"):
+        dp_train(
+            model,
+            x,
+            y,
+            epochs=1,
+            batch_size=16,
+            lr=0.1,
+            noise_multiplier=1.0,
+            max_grad_norm=1.0,
+            delta=1e-5,
+            only="body",
+        )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"client-dp-layers": "body"}, "client-dp-layers"),
+        ({"client-dp-layers": "head"}, "client-dp-sgd = true"),
+        (
+            {
+                "client-dp-layers": "head",
+                "client-dp-sgd": True,
+                "client-dp-epsilon": 8.0,
+                "mode": "fedmd",
+            },
+            "mode 'fedmd'",
+        ),
+    ],
+)
+def test_head_only_dpsgd_settings_are_checked(overrides: dict[str, object], named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        parse_run_config(overrides)

@@ -15,10 +15,11 @@ would need ``torchcsprng``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import secrets
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import dp_accounting
@@ -125,6 +126,37 @@ def _without_inplace_activations(model: nn.Module) -> None:
             module.inplace = False  # type: ignore[assignment]
 
 
+def _trained_parameters(model: nn.Module, only: str | None) -> list[nn.Parameter]:
+    """The parameters DP-SGD trains: all, or those of the submodule named ``only``."""
+    if only is None:
+        return [p for p in model.parameters() if p.requires_grad]
+    try:
+        part = model.get_submodule(only)
+    except AttributeError:
+        raise ValueError(
+            f"DP-SGD was asked to train only '{only}', which {type(model).__name__} does not have"
+        ) from None
+    trained = [p for p in part.parameters() if p.requires_grad]
+    if not trained:
+        raise ValueError(f"DP-SGD was asked to train only '{only}', which has no parameters")
+    return trained
+
+
+@contextlib.contextmanager
+def _training_only(model: nn.Module, trained: list[nn.Parameter]) -> Iterator[None]:
+    """Freeze every parameter of ``model`` but ``trained`` for the block: Opacus then computes
+    no per-example gradients (nor their cost) for them, and the optimiser never sees them."""
+    kept = {id(p) for p in trained}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in kept]
+    for parameter in frozen:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter in frozen:
+            parameter.requires_grad_(True)
+
+
 def _entropy_generator() -> torch.Generator:
     return torch.Generator().manual_seed(secrets.randbits(63))
 
@@ -165,6 +197,7 @@ def dp_train(
     delta: float,
     optimizer: str = "adam",
     history: Sequence[tuple[float, float, int]] = (),
+    only: str | None = None,
 ) -> DPSGDReport:
     """Train ``model`` in place with DP-SGD on ``(x, y)`` and continue the client's accountant.
 
@@ -183,6 +216,10 @@ def dp_train(
         Delta at which the epsilon is reported.
     history
         The accountant history of the client's earlier rounds (empty in its first).
+    only
+        The name of the one submodule to train (e.g. ``"head"``); every other parameter stays
+        as it is. The guarantee is the same: each step still clips every example's gradient
+        (of what is trained) to ``max_grad_norm`` and adds the same noise.
 
     Returns
     -------
@@ -190,35 +227,37 @@ def dp_train(
     """
     check_model(model)
     _without_inplace_activations(model)
+    trained = _trained_parameters(model, only)
     model.train()
     dataset = TensorDataset(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y))
     base = DataLoader(dataset, batch_size=min(batch_size, len(dataset)))
     loader = DPDataLoader.from_data_loader(base, generator=_entropy_generator())
-    with warnings.catch_warnings():  # Opacus warns about its non-secure RNG on every call
-        warnings.simplefilter("ignore")
-        engine = PrivacyEngine(accountant="rdp")
-        engine.accountant.history = [(float(z), float(q), int(s)) for z, q, s in history]
-        module, dp_optimizer, dp_loader = engine.make_private(
-            module=model,
-            optimizer=_optimizer(optimizer, list(model.parameters()), lr),
-            data_loader=loader,
-            noise_multiplier=noise_multiplier,
-            max_grad_norm=max_grad_norm,
-            poisson_sampling=False,  # the loader above is Poisson-sampled already
-            noise_generator=_entropy_generator(),
-        )
     report = DPSGDReport(epochs=epochs, noise_multiplier=noise_multiplier)
-    report.sample_rate = 1.0 / len(dp_loader)
-    try:
-        with warnings.catch_warnings():
-            # The first layer's input needs no gradient, so torch notes that its full backward
-            # hook fires on the output only -- which is all Opacus reads.
-            warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            for _ in range(epochs):
-                report.losses.append(_epoch(module, dp_optimizer, dp_loader))
-                report.steps += len(dp_loader)
-    finally:
-        module._close()  # type: ignore[operator]  # hooks and per-sample buffers off the model
+    with _training_only(model, trained):
+        with warnings.catch_warnings():  # Opacus warns about its non-secure RNG on every call
+            warnings.simplefilter("ignore")
+            engine = PrivacyEngine(accountant="rdp")
+            engine.accountant.history = [(float(z), float(q), int(s)) for z, q, s in history]
+            module, dp_optimizer, dp_loader = engine.make_private(
+                module=model,
+                optimizer=_optimizer(optimizer, trained, lr),
+                data_loader=loader,
+                noise_multiplier=noise_multiplier,
+                max_grad_norm=max_grad_norm,
+                poisson_sampling=False,  # the loader above is Poisson-sampled already
+                noise_generator=_entropy_generator(),
+            )
+        report.sample_rate = 1.0 / len(dp_loader)
+        try:
+            with warnings.catch_warnings():
+                # The first layer's input needs no gradient, so torch notes that its full
+                # backward hook fires on the output only -- which is all Opacus reads.
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                for _ in range(epochs):
+                    report.losses.append(_epoch(module, dp_optimizer, dp_loader))
+                    report.steps += len(dp_loader)
+        finally:
+            module._close()  # type: ignore[operator]  # hooks and per-sample buffers off the model
     report.history = list(engine.accountant.history)
     report.epsilon = epsilon_of_history(report.history, delta)
     report.epsilon_rdp = float(engine.accountant.get_epsilon(delta))

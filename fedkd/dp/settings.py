@@ -15,6 +15,7 @@ from dataclasses import dataclass
 PLACEMENTS = ("off", "central", "local", "distributed")
 LARGE_EPSILON = 10.0  # above this a guarantee says little; warn
 SHARES = ("threshold", "sampled")  # dp-shares: whom a distributed noise share is calibrated for
+LAYERS = ("all", "head")  # client-dp-layers: what DP-SGD trains of a pushed model
 # Architectures whose default normalisation is BatchNorm: per-sample gradients (DP-SGD) are
 # undefined through batch statistics, and Opacus' fix (GroupNorm) would change the state dict
 # the federation exchanges.
@@ -59,6 +60,13 @@ class DPConfig:
         multiplier, or (noise 0) the per-client target over the whole run it is calibrated to.
     client_max_grad_norm
         ``client-dp-max-grad-norm``: per-example gradient clip of DP-SGD.
+    client_layers
+        ``client-dp-layers``: ``all`` (default) or ``head``. With ``head``, a client that
+        starts from pushed, trained weights (FedDF's student, FedAvg's global model) trains
+        only the output layer with DP-SGD and keeps the pushed features: the student learnt
+        them on the public set, which costs no privacy, and the noise of a step then falls on
+        a few hundred parameters instead of tens of thousands (Tramer & Boneh, ICLR 2021: DP
+        learning needs better features). A fresh model (the first round) trains all layers.
     """
 
     placement: str = "off"
@@ -73,6 +81,7 @@ class DPConfig:
     client_epsilon: float = 0.0
     client_delta: float = 1e-5
     client_max_grad_norm: float = 1.0
+    client_layers: str = "all"
 
     @property
     def enabled(self) -> bool:
@@ -93,6 +102,7 @@ RUN_CONFIG_KEYS: dict[str, tuple[str, str]] = {
     "client-dp-epsilon": ("dp", "client_epsilon"),
     "client-dp-delta": ("dp", "client_delta"),
     "client-dp-max-grad-norm": ("dp", "client_max_grad_norm"),
+    "client-dp-layers": ("dp", "client_layers"),
 }
 
 
@@ -101,15 +111,23 @@ def _range(key: str, ok: bool, accepted: str, value: object) -> None:
         raise ValueError(f"run config '{key}' = {value!r}; must be {accepted}")
 
 
-def check(dp: DPConfig, *, method: str, secagg_enabled: bool, client_models: Iterable[str]) -> None:
+def check(
+    dp: DPConfig,
+    *,
+    method: str,
+    secagg_enabled: bool,
+    client_models: Iterable[str],
+    mode: str = "feddf",
+) -> None:
     """Raise ``ValueError`` naming the key of a bad DP setting; warn on risky ones.
 
     Parameters
     ----------
     dp
         The settings.
-    method
-        The run's method (client-level DP applies to ``fedkd``'s teacher release).
+    method, mode
+        The run's method (client-level DP applies to ``fedkd``'s teacher release) and FedKD
+        mode (``client-dp-layers = head`` needs clients that start from pushed weights).
     secagg_enabled
         Whether the run uses secure aggregation (``distributed`` needs it).
     client_models
@@ -117,6 +135,19 @@ def check(dp: DPConfig, *, method: str, secagg_enabled: bool, client_models: Ite
     """
     if dp.placement not in PLACEMENTS:
         raise ValueError(f"run config 'dp' = {dp.placement!r}; accepted: {', '.join(PLACEMENTS)}")
+    if dp.client_layers not in LAYERS:
+        raise ValueError(
+            f"run config 'client-dp-layers' = {dp.client_layers!r}; accepted: {', '.join(LAYERS)}"
+        )
+    if dp.client_layers == "head" and not dp.client_dp_sgd:
+        raise ValueError("run config 'client-dp-layers' = 'head' applies to client-dp-sgd = true")
+    if dp.client_layers == "head" and not (
+        method == "fedavg" or (method == "fedkd" and mode == "feddf")
+    ):
+        raise ValueError(
+            "run config 'client-dp-layers' = 'head' trains the head of a pushed model: it needs "
+            f"method fedavg or fedkd with mode feddf (got method {method!r}, mode {mode!r})"
+        )
     if dp.shares not in SHARES:
         raise ValueError(f"run config 'dp-shares' = {dp.shares!r}; accepted: {', '.join(SHARES)}")
     for key, value, ok, accepted in (

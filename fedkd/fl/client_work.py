@@ -121,7 +121,7 @@ def local_round(
     dpsgd, report = None, TrainReport(epochs=0)
     if config.dp.client_dp_sgd:  # record-level DP: DP-SGD (Opacus) on the private labels only
         report = dpsgd = private_local_training(
-            config, model, train, epochs=epochs, history=dpsgd_history
+            config, model, train, epochs=epochs, history=dpsgd_history, fresh=first_round
         )
     elif teacher_logits is not None and local.kd_weight > 0:
         # The knowledge loop: private labels and the pushed teacher's public targets in the

@@ -368,6 +368,7 @@ def validate(config: FedConfig) -> None:
         method=config.method,
         secagg_enabled=config.secagg.enabled,
         client_models=[config.local.model, *config.local.client_model_list],
+        mode=config.mode,
     )
     if config.method == "fedkd" and not config.secagg.enabled:
         warnings.warn(

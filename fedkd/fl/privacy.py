@@ -44,6 +44,7 @@ from fedkd.secagg.quantize import modulus_bits_for
 if TYPE_CHECKING:  # Opacus loads in seconds: only runs with DP-SGD import it
     from fedkd.dp.dpsgd import DPSGDReport
 
+HEAD = "head"  # the output layer of the registry's DP-SGD models (cnn, cnn_small, mlp)
 DP_CLIPPED = "dp_clipped_sum"  # the stats entry counting clients whose vector the clip cut
 MOST_CLIPPED = 0.5  # warn when the clip cut more than this share of the summed vectors
 
@@ -246,8 +247,13 @@ def private_local_training(
     *,
     epochs: int,
     history: Sequence[tuple[float, float, int]],
+    fresh: bool = False,
 ) -> DPSGDReport:
-    """One round of a client's DP-SGD training, continuing its accountant ``history``."""
+    """One round of a client's DP-SGD training, continuing its accountant ``history``.
+
+    ``client-dp-layers = head`` trains only the output layer of a pushed model; a ``fresh``
+    one (no features learnt yet) trains all of its layers.
+    """
     from fedkd.dp.dpsgd import dp_train
 
     return dp_train(
@@ -262,6 +268,7 @@ def private_local_training(
         delta=config.dp.client_delta,
         optimizer=config.local.optimizer,
         history=history,
+        only=HEAD if config.dp.client_layers == "head" and not fresh else None,
     )
 
 
