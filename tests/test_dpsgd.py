@@ -155,6 +155,15 @@ def test_training_only_the_head_keeps_the_pushed_features() -> None:
             },
             "mode 'fedmd'",
         ),
+        (
+            {
+                "client-dp-layers": "head",
+                "client-dp-sgd": True,
+                "client-dp-epsilon": 8.0,
+                "method": "fedavg",
+            },
+            "method 'fedavg'",
+        ),
     ],
 )
 def test_head_only_dpsgd_settings_are_checked(overrides: dict[str, object], named: str) -> None:

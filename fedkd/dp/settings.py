@@ -61,12 +61,12 @@ class DPConfig:
     client_max_grad_norm
         ``client-dp-max-grad-norm``: per-example gradient clip of DP-SGD.
     client_layers
-        ``client-dp-layers``: ``all`` (default) or ``head``. With ``head``, a client that
-        starts from pushed, trained weights (FedDF's student, FedAvg's global model) trains
-        only the output layer with DP-SGD and keeps the pushed features: the student learnt
-        them on the public set, which costs no privacy, and the noise of a step then falls on
-        a few hundred parameters instead of tens of thousands (Tramer & Boneh, ICLR 2021: DP
-        learning needs better features). A fresh model (the first round) trains all layers.
+        ``client-dp-layers``: ``all`` (default) or ``head`` (FedDF only). With ``head``, a
+        client trains only the output layer of the pushed student with DP-SGD and keeps its
+        features: the student learnt them on the public set, which costs no privacy, and the
+        noise of a step then falls on a few hundred parameters instead of tens of thousands
+        (Tramer & Boneh, ICLR 2021: DP learning needs better features). A fresh model (the
+        first round) trains all layers.
     """
 
     placement: str = "off"
@@ -141,12 +141,12 @@ def check(
         )
     if dp.client_layers == "head" and not dp.client_dp_sgd:
         raise ValueError("run config 'client-dp-layers' = 'head' applies to client-dp-sgd = true")
-    if dp.client_layers == "head" and not (
-        method == "fedavg" or (method == "fedkd" and mode == "feddf")
-    ):
+    if dp.client_layers == "head" and (method, mode) != ("fedkd", "feddf"):
+        # Only FedDF's server trains the features again (by distillation on the public set);
+        # under FedAvg they would stay what round 1 left them, and FedMD keeps its own models.
         raise ValueError(
-            "run config 'client-dp-layers' = 'head' trains the head of a pushed model: it needs "
-            f"method fedavg or fedkd with mode feddf (got method {method!r}, mode {mode!r})"
+            "run config 'client-dp-layers' = 'head' trains the head of the pushed student: it "
+            f"needs method fedkd with mode feddf (got method {method!r}, mode {mode!r})"
         )
     if dp.shares not in SHARES:
         raise ValueError(f"run config 'dp-shares' = {dp.shares!r}; accepted: {', '.join(SHARES)}")

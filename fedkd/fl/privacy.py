@@ -251,7 +251,7 @@ def private_local_training(
 ) -> DPSGDReport:
     """One round of a client's DP-SGD training, continuing its accountant ``history``.
 
-    ``client-dp-layers = head`` trains only the output layer of a pushed model; a ``fresh``
+    ``client-dp-layers = head`` trains only the output layer of the pushed student; a ``fresh``
     one (no features learnt yet) trains all of its layers.
     """
     from fedkd.dp.dpsgd import dp_train
