@@ -3,7 +3,8 @@
     python -m experiments.dp_placements --quick          # digits, 4 clients, 3 draws
     M="dataset=idx data-root=../shared/data/mnist split-private=6000 split-public=200 \
        split-test=2000 class-weighting=false entropy-weighting=false dp-stats-weight=0.01"
-    python -m experiments.dp_placements --clients 20 --eps 64 128 --draws 20 --set $M
+    python -m experiments.dp_placements --clients 20 --eps 16 32 64 128 --draws 20 --set $M
+    python -m experiments.dp_placements --table-only     # the table of every JSON in --out
 
 End-to-end runs cannot answer "does distributed DP under secure aggregation match central DP":
 the student's accuracy moves by more from one seed to the next (the partition, the clients'
@@ -191,18 +192,19 @@ def table(rows: list[dict[str, Any]]) -> str:
     """Markdown: per epsilon, both placements and the paired difference (points, 95% CI)."""
     lines = [
         "| eps (run) | central teacher % | distributed teacher % | central student % "
-        "| distributed student % | student: distributed - central, points (95% CI) "
-        "| eps of one release, central / distributed | draws |",
-        "|---|---|---|---|---|---|---|---|",
+        "| distributed student % | distributed - central, points (95% CI): teacher "
+        "| student | eps of one release, central / distributed | draws |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         diff, half = row["student_difference"]
+        tdiff, thalf = row["teacher_difference"]
         recorded = {p: max(v) for p, v in row["epsilon_recorded"].items()}
         lines.append(
             f"| {row['epsilon_target']:g} | {_cell(row['teacher']['central'])} "
             f"| {_cell(row['teacher']['distributed'])} | {_cell(row['student']['central'])} "
             f"| {_cell(row['student']['distributed'])} "
-            f"| {100 * diff:+.2f} ± {100 * half:.2f} "
+            f"| {100 * tdiff:+.2f} ± {100 * thalf:.2f} | {100 * diff:+.2f} ± {100 * half:.2f} "
             f"| {recorded['central']:.2f} / {recorded['distributed']:.2f} | {row['draws']} |"
         )
     return "\n".join(lines)
@@ -222,12 +224,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", nargs="*", default=[], help="extra run-config key=value")
     parser.add_argument("--out", default="runs/dp_placements")
     parser.add_argument("--quick", action="store_true", help="digits, 4 clients, <= 3 draws")
+    parser.add_argument("--table-only", action="store_true", help="rebuild the table from --out")
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    if args.table_only:
+        done = [json.loads(f.read_text()) for f in sorted(out.glob("eps*.json"))]
+        print(table(sorted(done, key=lambda row: (row["seed"], row["epsilon_target"]))))
+        return 0
     if args.quick:
         args.clients, args.draws = 4, min(args.draws, 3)
     if args.clients < 2 or args.draws < 1 or any(not 0 < e < math.inf for e in args.eps):
         parser.error("need --clients >= 2, --draws >= 1 and finite --eps > 0")
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from fedkd.fl.config import parse_run_config
 

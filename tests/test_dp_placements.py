@@ -26,6 +26,7 @@ def test_both_placements_release_the_same_clients_at_the_same_epsilon(tmp_path: 
     assert len(row["student"]["central"]) == len(row["student"]["distributed"]) == 2
     assert all(0 <= a <= 1 for a in row["teacher"]["central"] + row["teacher"]["distributed"])
     assert "| 32 |" in (tmp_path / "table.md").read_text()
+    assert dp_placements.main(["--table-only", "--out", str(tmp_path)]) == 0
 
 
 def test_the_paired_interval_shrinks_with_more_draws() -> None:
