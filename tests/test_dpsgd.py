@@ -108,37 +108,16 @@ def test_training_only_the_head_keeps_the_pushed_features() -> None:
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(64, 1, 8, 8)).astype(np.float32), rng.integers(0, 10, 64)
-    report = dp_train(
-        model,
-        x,
-        y,
-        epochs=1,
-        batch_size=16,
-        lr=0.1,
-        noise_multiplier=1.0,
-        max_grad_norm=1.0,
-        delta=1e-5,
-        optimizer="sgd",
-        only="head",
-    )
+    settings = {"epochs": 1, "batch_size": 16, "lr": 0.1, "noise_multiplier": 1.0}
+    settings |= {"max_grad_norm": 1.0, "delta": 1e-5, "optimizer": "sgd"}
+    report = dp_train(model, x, y, only="head", **settings)  # type: ignore[arg-type]
     after = model.state_dict()
     moved = {k for k in before if not torch.equal(before[k], after[k])}
     assert moved == {"head.weight", "head.bias"}
     assert all(p.requires_grad for p in model.parameters())  # the features train again later
     assert report.history == [(1.0, report.sample_rate, steps_per_epoch(64, 16))]
     with pytest.raises(ValueError, match="'body'.*does not have"):
-        dp_train(
-            model,
-            x,
-            y,
-            epochs=1,
-            batch_size=16,
-            lr=0.1,
-            noise_multiplier=1.0,
-            max_grad_norm=1.0,
-            delta=1e-5,
-            only="body",
-        )
+        dp_train(model, x, y, only="body", **settings)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
