@@ -96,8 +96,13 @@ def stats_block(accuracy: float, train_loss: float, clipped: float) -> np.ndarra
     """The client's statistics as summable entries (a NaN accuracy or loss counts as absent)."""
     has_accuracy, has_loss = bool(np.isfinite(accuracy)), bool(np.isfinite(train_loss))
     loss = min(float(train_loss) / LOSS_SCALE, 1.0) if has_loss else 0.0
-    values = [accuracy if has_accuracy else 0.0, float(has_accuracy), loss, float(has_loss)]
-    values.append(clipped)
+    values = [
+        accuracy if has_accuracy else 0.0,
+        float(has_accuracy),
+        loss,
+        float(has_loss),
+        clipped,
+    ]
     block = np.array(values + [0.0] * (len(STATS) - len(values)))  # the rest: set by their owners
     if has_accuracy:  # one-hot: the sum is a histogram, so the server sees a spread, no one
         block[_FIRST_BIN + min(int(accuracy * ACCURACY_BINS), ACCURACY_BINS - 1)] = 1.0
