@@ -106,19 +106,32 @@ def client_vectors(config: Any, num_clients: int) -> Clients:
     return Clients(vectors, data, student, time.perf_counter() - start)
 
 
-def release(config: Any, vectors: list[np.ndarray], data: Any, student: Any) -> Draw:
-    """One secure sum of ``vectors`` under ``config``'s placement, its teacher and student."""
-    from fedkd.fl.contribution import split_sum, value_bound
+def plain_sum(config: Any, vectors: list[np.ndarray]) -> Any:
+    """The noiseless secure sum of ``vectors`` (a driver ``Simulation``): central DP's input
+    at every draw, and the round parameters distributed DP's shares are sized from."""
+    from fedkd.fl.contribution import value_bound
+    from fedkd.secagg.driver import simulate
+
+    return simulate(vectors, clip=value_bound(config), bits=config.secagg.bits)
+
+
+def release(config: Any, plain: Any, vectors: list[np.ndarray], data: Any, student: Any) -> Draw:
+    """One release of ``vectors`` under ``config``'s placement, its teacher and student:
+    ``plain`` (:func:`plain_sum`) plus the server's noise, or a new secure sum of the vectors
+    with each client's noise share."""
+    from fedkd.fl.contribution import split_sum
     from fedkd.fl.history import RoundRecord
     from fedkd.fl.privacy import round_share_variance, server_release
     from fedkd.fl.server_work import distill_round, teacher_from_aggregate
     from fedkd.secagg.driver import simulate
 
     n = len(vectors)
-    bound, bits = value_bound(config), config.secagg.bits
-    plain = simulate(vectors, clip=bound, bits=bits)  # the round's parameters, no noise
     variance = round_share_variance(config, plain.config, n)  # 0 unless distributed
-    sim = simulate(vectors, clip=bound, bits=bits, noise_variance=variance) if variance else plain
+    sim = plain
+    if variance:
+        sim = simulate(
+            vectors, clip=plain.config.clip, bits=plain.config.bits, noise_variance=variance
+        )
     result = sim.outcome.result
     if result is None:
         raise RuntimeError(f"secure aggregation failed: {sim.outcome.reason}")
@@ -160,10 +173,11 @@ def compare(args: argparse.Namespace, eps: float, clients: Clients) -> dict[str,
     configs = {p: parse_run_config(run_config(args, p, eps)) for p in PLACEMENTS}
     start = time.perf_counter()
     vectors, data, student = clients.vectors, clients.data, clients.student
+    plain = plain_sum(configs["central"], vectors)
     draws: dict[str, list[Draw]] = {p: [] for p in PLACEMENTS}
     for _ in range(args.draws):  # interleaved, so both see the same machine
         for placement in PLACEMENTS:
-            draws[placement].append(release(configs[placement], vectors, data, student))
+            draws[placement].append(release(configs[placement], plain, vectors, data, student))
     students = {p: [d.student_accuracy for d in draws[p]] for p in PLACEMENTS}
     teachers = {p: [d.teacher_accuracy for d in draws[p]] for p in PLACEMENTS}
     diff, half = paired(
