@@ -180,12 +180,9 @@ def compare(args: argparse.Namespace, eps: float, clients: Clients) -> dict[str,
             draws[placement].append(release(configs[placement], plain, vectors, data, student))
     students = {p: [d.student_accuracy for d in draws[p]] for p in PLACEMENTS}
     teachers = {p: [d.teacher_accuracy for d in draws[p]] for p in PLACEMENTS}
-    diff, half = paired(
-        [a - b for a, b in zip(students["distributed"], students["central"], strict=True)]
-    )
-    tdiff, thalf = paired(
-        [a - b for a, b in zip(teachers["distributed"], teachers["central"], strict=True)]
-    )
+    row: dict[str, Any] = {"teacher": teachers, "student": students}
+    diff, half = paired(_differences(row, "student"))
+    tdiff, thalf = paired(_differences(row, "teacher"))
     return {
         "epsilon_target": eps,
         "clients": args.clients,
@@ -202,8 +199,15 @@ def compare(args: argparse.Namespace, eps: float, clients: Clients) -> dict[str,
     }
 
 
+def _differences(row: dict[str, Any], model: str) -> list[float]:
+    """The row's paired draws of ``model`` (teacher or student): distributed - central."""
+    pairs = zip(row[model]["distributed"], row[model]["central"], strict=True)
+    return [a - b for a, b in pairs]
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    """Markdown: per epsilon, both placements and the paired difference (points, 95% CI)."""
+    """Markdown: per epsilon, both placements and the paired difference (points, 95% CI);
+    with several rows, a last line pooling every paired draw."""
     lines = [
         "| eps (run) | central teacher % | distributed teacher % | central student % "
         "| distributed student % | distributed - central, points (95% CI): teacher "
@@ -220,6 +224,16 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {_cell(row['student']['distributed'])} "
             f"| {100 * tdiff:+.2f} ± {100 * thalf:.2f} | {100 * diff:+.2f} ± {100 * half:.2f} "
             f"| {recorded['central']:.2f} / {recorded['distributed']:.2f} | {row['draws']} |"
+        )
+    if len(rows) > 1:
+        (tdiff, thalf), (diff, half) = (
+            paired([d for row in rows for d in _differences(row, model)])
+            for model in ("teacher", "student")
+        )
+        draws = sum(row["draws"] for row in rows)
+        lines.append(
+            f"| pooled | | | | | {100 * tdiff:+.2f} ± {100 * thalf:.2f} "
+            f"| {100 * diff:+.2f} ± {100 * half:.2f} | | {draws} |"
         )
     return "\n".join(lines)
 
@@ -252,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     from fedkd.fl.config import parse_run_config
 
-    clients = client_vectors(parse_run_config(run_config(args, "central", 1.0)), args.clients)
+    # Clients clip the same way at every epsilon: train them once, under the first one's config.
+    first = parse_run_config(run_config(args, "central", args.eps[0]))
+    clients = client_vectors(first, args.clients)
     rows = []
     for eps in args.eps:
         row = compare(args, eps, clients)

@@ -33,3 +33,23 @@ def test_the_paired_interval_shrinks_with_more_draws() -> None:
     few = dp_placements.paired([0.01, -0.01, 0.02])
     many = dp_placements.paired([0.01, -0.01, 0.02] * 10)
     assert few[0] == pytest.approx(many[0]) and many[1] < few[1]
+
+
+def test_the_table_pools_every_paired_draw() -> None:
+    def row(eps: float, central: list[float], distributed: list[float]) -> dict[str, object]:
+        models = {"central": central, "distributed": distributed}
+        return {
+            "epsilon_target": eps,
+            "teacher": models,
+            "student": models,
+            "student_difference": [0.0, 0.0],
+            "teacher_difference": [0.0, 0.0],
+            "epsilon_recorded": {"central": [1.0], "distributed": [1.0]},
+            "draws": len(central),
+        }
+
+    rows = [row(8, [0.5, 0.6], [0.52, 0.61]), row(16, [0.7, 0.8], [0.69, 0.83])]
+    mean, half = dp_placements.paired([0.02, 0.01, -0.01, 0.03])
+    pooled = dp_placements.table(rows).splitlines()[-1]
+    assert pooled.startswith("| pooled |") and f"{100 * mean:+.2f} ± {100 * half:.2f}" in pooled
+    assert "| pooled" not in dp_placements.table(rows[:1])

@@ -117,7 +117,7 @@ def check(
     method: str,
     secagg_enabled: bool,
     client_models: Iterable[str],
-    mode: str = "feddf",
+    mode: str,
 ) -> None:
     """Raise ``ValueError`` naming the key of a bad DP setting; warn on risky ones.
 

@@ -247,7 +247,7 @@ def private_local_training(
     *,
     epochs: int,
     history: Sequence[tuple[float, float, int]],
-    fresh: bool = False,
+    fresh: bool,
 ) -> DPSGDReport:
     """One round of a client's DP-SGD training, continuing its accountant ``history``.
 
