@@ -1,0 +1,340 @@
+"""A node's release ledger: what it has released, kept across runs, in its own directory.
+
+Flower gives a ClientApp per-run state only, and clients train deterministically, so without
+memory a node answers a repeated round with a bit-identical vector: a server that runs a round
+twice (a new run, a resume) with one client left out reads that client's whole vector in the
+difference of the two sums. The ledger is the node's memory of its releases, and its rules:
+
+* a given contribution vector is masked only for the participant set it was first masked for,
+  encoded only one way, and certified (consistency stage) for one survivor set, ever -- so an
+  identical re-run returns the same sum and nothing new, and a re-run with another subset, or
+  another encoding, is refused (:meth:`ReleaseLedger.record_release`, :meth:`certify`);
+* in a federation with a privacy budget, a round is released (and DP-SGD trains for it) at
+  most once: a second, different release for a round is refused (:meth:`record_release`,
+  :meth:`record_training`); the budget itself is pinned here (:meth:`pin_budget`) and enforced
+  by :mod:`fedkd.fl.node_budget`;
+* the node's noise is keyed by its own secret (:meth:`seed`), so a repeated release carries
+  the same noise (averaging two releases gains nothing) and a run reproduces on the same nodes.
+
+Layout (a directory per node, under node config ``state-dir`` or ``$FEDKD_HOME/nodes``)::
+
+    <root>/<node name>/secret        32 random bytes, mode 0600; never leaves the node
+    <root>/<node name>/ledger.jsonl  one JSON object per line, appended; see :data:`FORMAT`
+
+Every append happens under an exclusive ``flock`` after re-reading the file, and is flushed and
+``fsync``-ed before the release it records leaves the node. A torn last line (a crash while
+appending, before the release left) is ignored on reading.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from fedkd.secagg.errors import RefusedRequest
+
+HOME_ENV = "FEDKD_HOME"  # the per-user root of fedkd's node state (default ~/.fedkd)
+LEDGER_FILE, SECRET_FILE = "ledger.jsonl", "secret"
+VERSION = 1
+FORMAT = {
+    "budget": "federation, epsilon, delta, dpsgd_epsilon, dpsgd_delta, rounds, source",
+    "release": "federation, round, run, vector, encoded, participants, noise_multiplier, sampling",
+    "certify": "vector, survivors",
+    "training": "federation, round, run, input, noise_multiplier, sample_rate, steps",
+}  # every line also has "kind", "v" (format version) and "time" (epoch seconds)
+
+
+def default_root() -> Path:
+    """``$FEDKD_HOME/nodes`` (``FEDKD_HOME`` defaults to ``~/.fedkd``)."""
+    return Path(os.environ.get(HOME_ENV) or "~/.fedkd").expanduser() / "nodes"
+
+
+class LedgerRefusal(RefusedRequest):
+    """A request the node's ledger forbids. ``rule`` names it: ``vector`` (another participant
+    set or encoding for a vector already masked), ``survivors`` (another survivor set),
+    ``round`` (a second release or training for a round of a budgeted federation), ``budget``
+    (epsilon or rounds exceeded, or a looser budget asked), ``trust`` (a trust mode this node
+    refuses)."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(f"ledger refuses ({rule}): {message}")
+        self.rule = rule
+
+
+@dataclass(frozen=True)
+class Release:
+    """One release of a contribution: what, for whom, in which round, with which noise."""
+
+    federation: str
+    round: int
+    run: int
+    vector: str  # hex SHA-256 of the raw contribution vector (before clipping and noise)
+    encoded: str  # hex SHA-256 of what was encoded: the released vector, quantiser, noise
+    participants: tuple[str, ...] | None  # names it was masked for (None: sent in the clear)
+    noise_multiplier: float | None = None  # worst-case realised z of the release (None: no DP)
+    sampling: float | None = None  # the fraction its noise was calibrated for
+
+    def same_release(self, other: Release) -> bool:
+        """Whether ``other`` releases the same thing to the same set (round labels aside)."""
+        return (self.vector, self.encoded, self.participants) == (
+            other.vector,
+            other.encoded,
+            other.participants,
+        )
+
+
+@dataclass(frozen=True)
+class Training:
+    """One DP-SGD training of the node's private shard (its accountant's entry)."""
+
+    federation: str
+    round: int
+    run: int
+    input: str  # hex SHA-256 of everything the training depends on but the noise
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+
+
+def digest(*parts: bytes | str) -> str:
+    """Hex SHA-256 of length-prefixed parts (unambiguous concatenation)."""
+    h = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        h.update(len(data).to_bytes(8, "big") + data)
+    return h.hexdigest()
+
+
+class ReleaseLedger:
+    """The ledger of one node (see the module docstring for its rules and format)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / LEDGER_FILE
+        self.path.touch(exist_ok=True)
+        self._secret = _secret(self.folder / SECRET_FILE)
+        self.records: list[dict[str, Any]] = []
+        with self._locked(fcntl.LOCK_SH) as handle:
+            self._read(handle)
+
+    @classmethod
+    def open(cls, root: str | Path, node_name: str) -> ReleaseLedger:
+        """The ledger of node ``node_name`` under ``root`` (created on first use)."""
+        if not node_name or "/" in node_name or node_name.startswith("."):
+            raise ValueError(f"node name {node_name!r} cannot name a ledger directory")
+        return cls(Path(root).expanduser() / node_name)
+
+    # ------------------------------------------------------------------ reading
+    def seed(self, label: str, *parts: bytes | str) -> int:
+        """A 128-bit seed only this node can compute: HMAC of its secret over the parts."""
+        message = digest(label, *parts).encode()
+        return int.from_bytes(hmac.new(self._secret, message, hashlib.sha256).digest()[:16], "big")
+
+    def budget(self, federation: str) -> dict[str, Any] | None:
+        """The budget pinned for ``federation`` (later pins fill components left unset)."""
+        pinned: dict[str, Any] | None = None
+        for record in self._kind("budget"):
+            if record["federation"] == federation:
+                fields = {k: v for k, v in record.items() if v is not None}
+                pinned = fields if pinned is None else {**fields, **pinned}
+        return pinned
+
+    def releases(self, federation: str | None = None) -> list[Release]:
+        """Releases recorded, in order (of one federation, or all)."""
+        found = [_release(r) for r in self._kind("release")]
+        return [r for r in found if federation is None or r.federation == federation]
+
+    def trainings(self, federation: str) -> list[Training]:
+        """DP-SGD trainings recorded for ``federation``, in order."""
+        found = [_training(r) for r in self._kind("training")]
+        return [t for t in found if t.federation == federation]
+
+    def certified(self, vector: str) -> tuple[str, ...] | None:
+        """The survivor set certified for ``vector``, if one was."""
+        for record in self._kind("certify"):
+            if record["vector"] == vector:
+                return tuple(record["survivors"])
+        return None
+
+    def released_rounds(self, federation: str) -> dict[int, str]:
+        """Round -> vector digest of every round this node released in ``federation``: what a
+        resuming server may ask the operator about (a round released is never re-asked)."""
+        return {r.round: r.vector for r in self.releases(federation)}
+
+    # ------------------------------------------------------------------ checks and writes
+    def check_release(self, release: Release, *, budgeted: bool) -> bool:
+        """Refuse ``release`` if a rule forbids it; ``True`` when it repeats a recorded one."""
+        first = next((r for r in self.releases() if r.vector == release.vector), None)
+        if first is not None and not first.same_release(release):
+            what = (
+                "participant set"
+                if first.participants != release.participants
+                else "encoding (quantiser, clip or noise)"
+            )
+            raise LedgerRefusal(
+                "vector",
+                f"this contribution (sha256 {release.vector[:12]}...) was released in round "
+                f"{first.round} of run {first.run} for another {what}; releasing it again "
+                "would let the server difference the two sums",
+            )
+        if budgeted:
+            self.check_round(release)
+        return any(
+            r.federation == release.federation and r.round == release.round
+            for r in self.releases()
+            if r.same_release(release)
+        )
+
+    def check_round(self, release: Release) -> None:
+        """Refuse a second, different release for a round of ``release``'s federation."""
+        for earlier in self.releases(release.federation):
+            if earlier.round == release.round and earlier.vector != release.vector:
+                raise LedgerRefusal(
+                    "round",
+                    f"round {release.round} of this federation was released already (run "
+                    f"{earlier.run}) with another contribution; a budgeted node releases each "
+                    "round once",
+                )
+
+    def record_release(self, release: Release, *, budgeted: bool) -> None:
+        """Check ``release`` against the file as it is now and append it (idempotent)."""
+        with self._locked(fcntl.LOCK_EX) as handle:
+            self._read(handle)
+            if not self.check_release(release, budgeted=budgeted):
+                self._append(handle, "release", asdict(release))
+
+    def certify(self, vector: str, survivors: tuple[str, ...]) -> None:
+        """Pin the survivor set ``vector`` is certified (or unmasked) for; refuse another."""
+        with self._locked(fcntl.LOCK_EX) as handle:
+            self._read(handle)
+            pinned = self.certified(vector)
+            if pinned is None:
+                self._append(handle, "certify", {"vector": vector, "survivors": list(survivors)})
+            elif pinned != survivors:
+                raise LedgerRefusal(
+                    "survivors",
+                    f"this contribution (sha256 {vector[:12]}...) was certified for another "
+                    f"survivor set ({len(pinned)} members); certifying {len(survivors)} would "
+                    "let the server difference the two sums",
+                )
+
+    def check_training(self, training: Training) -> bool:
+        """Refuse a different DP-SGD training for a round already trained; ``True`` when
+        ``training`` repeats a recorded one (the same inputs: the same noise, no new spend)."""
+        for earlier in self.trainings(training.federation):
+            if earlier.round != training.round:
+                continue
+            if earlier.input == training.input:
+                return True
+            raise LedgerRefusal(
+                "round",
+                f"DP-SGD already trained for round {training.round} of this federation (run "
+                f"{earlier.run}) on other inputs; it trains each round once",
+            )
+        return False
+
+    def record_training(self, training: Training) -> bool:
+        """Check and append a DP-SGD training (a repeat is not appended); ``True`` for one."""
+        with self._locked(fcntl.LOCK_EX) as handle:
+            self._read(handle)
+            if self.check_training(training):
+                return True
+            self._append(handle, "training", asdict(training))
+            return False
+
+    def pin_budget(self, federation: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Pin the components of ``fields`` not pinned yet; return the budget now pinned."""
+        with self._locked(fcntl.LOCK_EX) as handle:
+            self._read(handle)
+            pinned = self.budget(federation) or {}
+            new = {k: v for k, v in fields.items() if v is not None and k not in pinned}
+            if set(new) - {"federation", "source"}:
+                self._append(handle, "budget", {**new, "federation": federation})
+        return self.budget(federation) or {}
+
+    # ------------------------------------------------------------------ file
+    @contextmanager
+    def _locked(self, mode: int) -> Iterator[TextIO]:
+        with self.path.open("a+", encoding="utf-8") as handle:
+            fcntl.flock(handle, mode)
+            try:
+                yield handle
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _read(self, handle: TextIO) -> None:
+        handle.seek(0)
+        self.records = []
+        for line in handle.read().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line: its release never left the node
+            if isinstance(record, dict) and record.get("v") == VERSION:
+                self.records.append(record)
+
+    def _append(self, handle: TextIO, kind: str, fields: dict[str, Any]) -> None:
+        record = {"v": VERSION, "kind": kind, "time": round(time.time(), 3), **fields}
+        end = handle.seek(0, os.SEEK_END)
+        if end:
+            handle.seek(end - 1)
+            torn = handle.read(1) != "\n"  # a crash mid-append left half a line: end it
+        line = json.dumps(record, sort_keys=True) + "\n"
+        handle.write(("\n" if end and torn else "") + line)
+        handle.flush()
+        os.fsync(handle.fileno())
+        self.records.append(json.loads(json.dumps(record)))
+
+    def _kind(self, kind: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r.get("kind") == kind]
+
+
+def _release(record: dict[str, Any]) -> Release:
+    names = record.get("participants")
+    return Release(
+        record["federation"],
+        int(record["round"]),
+        int(record["run"]),
+        record["vector"],
+        record["encoded"],
+        None if names is None else tuple(names),
+        record.get("noise_multiplier"),
+        record.get("sampling"),
+    )
+
+
+def _training(record: dict[str, Any]) -> Training:
+    fields = ("federation", "round", "run", "input", "noise_multiplier", "sample_rate", "steps")
+    return Training(**{k: record[k] for k in fields})
+
+
+def _secret(path: Path) -> bytes:
+    """The node's 32-byte secret, created once: written aside, then linked into place (a
+    link never replaces a file, so two first processes agree on one secret)."""
+    if not path.exists():
+        aside = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}")
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(os.urandom(32))
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            pass  # another process won the race: its secret is the node's
+        finally:
+            aside.unlink()
+    secret = path.read_bytes()
+    if len(secret) != 32:
+        raise ValueError(f"node secret '{path}' is damaged (not 32 bytes)")
+    return secret
