@@ -107,6 +107,36 @@ def test_a_perturbed_student_escapes_the_ledger_but_not_exactly(tmp_path: Path) 
     assert 0.0 < attack.relative_error < 1.0  # measured by `fedkd attack differencing`
 
 
+def test_across_rounds_the_constant_weights_difference_unless_participants_are_fixed(
+    tmp_path: Path,
+) -> None:
+    """Within one run the logits change every round, but the class-weight block (the label
+    histogram the default teacher rule weighs by) does not: a server that samples everyone in
+    round 1 and all but u in round 2 reads u's block from the difference. Nodes with
+    ``fixed-participants`` (So et al.'s participation rule, opt-in) refuse round 2."""
+    config = small(tmp_path, **{"num-rounds": 2})
+    truth = target_vector(config, CLIENTS, TARGET)
+    everyone, others = list(range(CLIENTS)), [p for p in range(CLIENTS) if p != TARGET]
+    free = build_federation(config, CLIENTS, run_id=1, state_dir=tmp_path / "free")
+    block = slice(free.teacher_length - free.data.split.num_classes, free.teacher_length)
+    one, two = observe_round(free, 1, everyone), observe_round(free, 2, others)
+    assert one.total is not None and two.total is not None
+    np.testing.assert_allclose(
+        one.total[block] - two.total[block], truth[block], rtol=0, atol=2 * step(free)
+    )
+    assert not np.allclose(one.total - two.total, truth, atol=2 * step(free))  # logits moved
+    fixed = build_federation(
+        config,
+        CLIENTS,
+        run_id=1,
+        state_dir=tmp_path / "fixed",
+        node_settings={"fixed-participants": True},
+    )
+    assert observe_round(fixed, 1, everyone).survivors == CLIENTS
+    refused = observe_round(fixed, 2, others)
+    assert refused.total is None and refusals(refused.failed, "participants") == CLIENTS - 1
+
+
 class DropsOne:
     """A server that keeps one client's train message to itself (it "timed out")."""
 

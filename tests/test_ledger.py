@@ -22,6 +22,7 @@ from fedkd.fl.ledger import (
     ReleaseLedger,
     Training,
     default_root,
+    refusal_rule,
 )
 
 
@@ -38,13 +39,19 @@ def test_a_vector_is_released_for_one_participant_set_and_one_encoding(tmp_path:
     with pytest.raises(LedgerRefusal, match=r"\(vector\).*participant set") as refused:
         ledger.record_release(release(participants=("0", "2"), run=3), budgeted=False)
     assert refused.value.rule == "vector"
-    with pytest.raises(LedgerRefusal, match="encoding"):
-        ledger.record_release(release(encoded="e2", run=3), budgeted=False)
-    with pytest.raises(LedgerRefusal, match="participant set"):  # in the clear counts too
-        ledger.record_release(release(participants=None, run=3), budgeted=False)
+    reason = f"share_keys: error reply (403): {refused.value}"  # as the server records it
+    assert refusal_rule(reason) == "vector" and refusal_rule("train: timed out") is None
+    # Re-encoded for the same set (another secagg-bits): only the same set's sum, again.
+    ledger.record_release(release(encoded="e2", run=3), budgeted=False)
+    # In the clear: the vector itself (the operator's require-secagg decides); pins nothing.
+    ledger.record_release(release(participants=None, run=4, round=2), budgeted=False)
+    noisy = release("n", noise_multiplier=1.0, sampling=1.0)
+    ledger.record_release(noisy, budgeted=False)
+    with pytest.raises(LedgerRefusal, match="encoding"):  # a second noisy view: refused
+        ledger.record_release(release("n", encoded="e2", noise_multiplier=1.0), budgeted=False)
     # The file is the memory: a fresh process (a new open) refuses the same.
     again = ReleaseLedger.open(tmp_path, "partition-0-of-3")
-    assert len(again.releases()) == 1  # the identical re-run is the same release
+    assert len(again.releases()) == 4  # the identical re-run is the same release
     with pytest.raises(LedgerRefusal):
         again.record_release(release(participants=("0", "1")), budgeted=False)
 
@@ -128,8 +135,8 @@ def test_no_sequence_of_requests_releases_a_vector_two_ways(
     requests: list[tuple[str, tuple[str, ...], str, int]],
 ) -> None:
     """Whatever a server asks, in whatever order and across reopenings (new processes), every
-    vector the ledger let out went to one participant set with one encoding, and a budgeted
-    federation let out one vector per round."""
+    vector the ledger let out was masked for one participant set, and a budgeted federation let
+    out one vector per round."""
     root = tmp_path_factory.mktemp("ledger")
     granted: list[Release] = []
     ledger = ReleaseLedger.open(root, "n")
@@ -143,8 +150,8 @@ def test_no_sequence_of_requests_releases_a_vector_two_ways(
             continue
         granted.append(asked)
     for vector in "abc":
-        ways = {(r.participants, r.encoded) for r in granted if r.vector == vector}
-        assert len(ways) <= 1
+        sets = {r.participants for r in granted if r.vector == vector}
+        assert len(sets) <= 1
     for round_ in (1, 2, 3):
         assert len({r.vector for r in granted if r.round == round_}) <= 1
 

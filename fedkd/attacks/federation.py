@@ -77,6 +77,7 @@ def build_federation(
     corrupt: Mapping[int, HandlerWrap] | None = None,
     pinned_digest: str = "",
     state_dir: str | Path | None = None,
+    node_settings: Mapping[str, Any] | None = None,
 ) -> AttackedFederation:
     """Open a run (results folder included) and build its ``num_clients`` library clients.
 
@@ -96,6 +97,8 @@ def build_federation(
         Where the nodes keep their release ledgers (node config ``state-dir``; ``None``: a
         fresh directory for this federation, so a study's nodes start as new clients; pass
         one directory to two federations to make their nodes the same across two runs).
+    node_settings
+        More node config every node's operator sets (``fixed-participants``...).
     """
     fresh = tempfile.TemporaryDirectory(prefix="fedkd-nodes-") if state_dir is None else None
     state_dir = state_dir if fresh is None else fresh.name
@@ -108,7 +111,7 @@ def build_federation(
             run_id,
             pid,
             num_clients,
-            node_config={keys.NODE_STATE_DIR: str(state_dir)},
+            node_config={**(node_settings or {}), keys.NODE_STATE_DIR: str(state_dir)},
             public_set_digest=pinned_digest,
         )
         store = stores.setdefault(pid, MemoryStore())

@@ -10,7 +10,10 @@ as their own messages (:func:`secure_stage`). Around the protocol's own checks
 * masked input: it records the release (vector, encoding, participants) durably *before*
   masking, and draws its distributed-DP noise share from its own secret;
 * consistency (roster rounds) or unmask (curious rounds): it pins the survivor set its vector
-  is certified for, and refuses any other.
+  is certified for, and refuses any other;
+* with node config ``fixed-participants=true`` (So et al.'s answer to multi-round leakage at
+  its simplest: a client only ever aggregates with one set), every round of a federation must
+  have the participant and survivor sets of its first.
 
 A ledger refusal aborts the node's round, as a protocol refusal does: it answers nothing more
 in that round.
@@ -30,6 +33,7 @@ from fedkd.fl.ledger import LedgerRefusal, Release
 from fedkd.fl.node import BadRequest, NodeInfo, NodeStore
 from fedkd.fl.release import (
     Prepared,
+    fixed_participants,
     open_ledger,
     participant_names,
     survivor_names,
@@ -130,10 +134,10 @@ def _ledger_step(
         release = _release(entry)
         names = tuple(sorted(_names(entry).values()))
         ledger = open_ledger(node, "" if state.identity is None else state.identity.name)
-        ledger.record_release(
-            Release(**{**asdict(release), "participants": names}),
-            budgeted=bool(entry.fields.get("budgeted")),
-        )
+        named = Release(**{**asdict(release), "participants": names})
+        if fixed_participants(node):
+            ledger.check_fixed(named)
+        ledger.record_release(named, budgeted=bool(entry.fields.get("budgeted")))
         return np.random.default_rng(int(str(entry.fields["noise-seed"]), 16))
     certifying = (request.kind == secagg.CONSISTENCY) or (
         request.kind == secagg.UNMASK and config is not None and not config.authenticated
@@ -147,7 +151,12 @@ def _ledger_step(
             else UnmaskRequest.from_bytes(payload).survivors
         )
         ledger = open_ledger(node, "" if state.identity is None else state.identity.name)
-        ledger.certify(_release(entry).vector, survivor_names(survivors, _names(entry)))
+        release = _release(entry)
+        ledger.certify(
+            release.vector,
+            survivor_names(survivors, _names(entry)),
+            federation=release.federation if fixed_participants(node) else None,
+        )
     return None
 
 
@@ -160,6 +169,8 @@ def _name_participants(request: Envelope, store: NodeStore, node: NodeInfo, stat
     ledger = open_ledger(node, "" if state.identity is None else state.identity.name)
     named = Release(**{**asdict(release), "participants": tuple(sorted(names.values()))})
     ledger.check_release(named, budgeted=bool(entry.fields.get("budgeted")))
+    if fixed_participants(node):
+        ledger.check_fixed(named)
     entry.fields["names"] = json.dumps({str(k): v for k, v in names.items()})
     store.put(keys.STATE_RELEASE, entry)
 

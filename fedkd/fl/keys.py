@@ -39,6 +39,7 @@ NODE_SECAGG_IDENTITY = "secagg-identity"  # path of this node's identity file (f
 NODE_SECAGG_ROSTER = "secagg-roster"  # path of the operator's copy of the roster
 NODE_STATE_DIR = "state-dir"  # the node's own state (release ledger); default $FEDKD_HOME/nodes
 NODE_ALLOW_CURIOUS = "allow-curious"  # a deployed node may run without a roster when true
+NODE_FIXED_PARTICIPANTS = "fixed-participants"  # one participant set per federation when true
 
 # Keys of the per-node store (state that outlives one message).
 STATE_MODEL = "local-model"

@@ -5,10 +5,11 @@ memory a node answers a repeated round with a bit-identical vector: a server tha
 twice (a new run, a resume) with one client left out reads that client's whole vector in the
 difference of the two sums. The ledger is the node's memory of its releases, and its rules:
 
-* a given contribution vector is masked only for the participant set it was first masked for,
-  encoded only one way, and certified (consistency stage) for one survivor set, ever -- so an
-  identical re-run returns the same sum and nothing new, and a re-run with another subset, or
-  another encoding, is refused (:meth:`ReleaseLedger.record_release`, :meth:`certify`);
+* a given contribution vector is masked only for the participant set it was first masked for
+  (with client-level DP, encoded and noised only one way) and certified (consistency stage)
+  for one survivor set, ever -- so an identical re-run returns the same sum and nothing new,
+  and a re-run with another subset is refused (:meth:`ReleaseLedger.record_release`,
+  :meth:`certify`);
 * in a federation with a privacy budget, a round is released (and DP-SGD trains for it) at
   most once: a second, different release for a round is refused (:meth:`record_release`,
   :meth:`record_training`); the budget itself is pinned here (:meth:`pin_budget`) and enforced
@@ -48,7 +49,7 @@ VERSION = 1
 FORMAT = {
     "budget": "federation, epsilon, delta, dpsgd_epsilon, dpsgd_delta, rounds, source",
     "release": "federation, round, run, vector, encoded, participants, noise_multiplier, sampling",
-    "certify": "vector, survivors",
+    "certify": "vector, survivors, federation (with fixed-participants, else null)",
     "training": "federation, round, run, input, noise_multiplier, sample_rate, steps",
 }  # every line also has "kind", "v" (format version) and "time" (epoch seconds)
 
@@ -61,13 +62,29 @@ def default_root() -> Path:
 class LedgerRefusal(RefusedRequest):
     """A request the node's ledger forbids. ``rule`` names it: ``vector`` (another participant
     set or encoding for a vector already masked), ``survivors`` (another survivor set),
-    ``round`` (a second release or training for a round of a budgeted federation), ``budget``
+    ``round`` (a second release or training for a round of a budgeted federation),
+    ``participants`` (another set in a federation with fixed participants), ``budget``
     (epsilon or rounds exceeded, or a looser budget asked), ``trust`` (a trust mode this node
     refuses)."""
 
     def __init__(self, rule: str, message: str) -> None:
-        super().__init__(f"ledger refuses ({rule}): {message}")
+        super().__init__(f"{_PREFIX}{rule}): {message}")
         self.rule = rule
+
+
+RULES = ("vector", "survivors", "round", "participants", "budget", "trust")
+_PREFIX = "ledger refuses ("
+
+
+def refusal_rule(reason: str) -> str | None:
+    """The ledger rule a dropout reason names (``None``: not a ledger refusal). The server's
+    history keeps each dropout's reason (``RoundRecord.dropped_reasons``); a resuming server
+    reads from it, e.g., that a round was refused as released already (``round``)."""
+    start = reason.find(_PREFIX)
+    if start < 0:
+        return None
+    rule = reason[start + len(_PREFIX) :].split(")", 1)[0]
+    return rule if rule in RULES else None
 
 
 @dataclass(frozen=True)
@@ -173,20 +190,36 @@ class ReleaseLedger:
 
     # ------------------------------------------------------------------ checks and writes
     def check_release(self, release: Release, *, budgeted: bool) -> bool:
-        """Refuse ``release`` if a rule forbids it; ``True`` when it repeats a recorded one."""
-        first = next((r for r in self.releases() if r.vector == release.vector), None)
-        if first is not None and not first.same_release(release):
-            what = (
-                "participant set"
-                if first.participants != release.participants
-                else "encoding (quantiser, clip or noise)"
-            )
-            raise LedgerRefusal(
-                "vector",
-                f"this contribution (sha256 {release.vector[:12]}...) was released in round "
-                f"{first.round} of run {first.run} for another {what}; releasing it again "
-                "would let the server difference the two sums",
-            )
+        """Refuse ``release`` if a rule forbids it; ``True`` when it repeats a recorded one.
+
+        The vector rule binds masked releases: the first one of a vector pins its participant
+        set, and with client-level DP its encoding (another quantiser, clip or noise would be
+        a second noisy view of the same vector). A release in the clear gives the server the
+        vector itself, so nothing is pinned by one or checked against one (whether a node
+        sends anything in the clear is its operator's ``require-secagg``).
+        """
+        first = next(
+            (
+                r
+                for r in self.releases()
+                if r.vector == release.vector and r.participants is not None
+            ),
+            None,
+        )
+        if first is not None and release.participants is not None:
+            if first.participants != release.participants:
+                what = "participant set"
+            elif release.noise_multiplier is not None and first.encoded != release.encoded:
+                what = "encoding (quantiser, clip or noise) of its noisy release"
+            else:
+                what = ""
+            if what:
+                raise LedgerRefusal(
+                    "vector",
+                    f"this contribution (sha256 {release.vector[:12]}...) was masked in round "
+                    f"{first.round} of run {first.run} for another {what}; releasing it again "
+                    "would let the server difference the two sums",
+                )
         if budgeted:
             self.check_round(release)
         return any(
@@ -213,13 +246,41 @@ class ReleaseLedger:
             if not self.check_release(release, budgeted=budgeted):
                 self._append(handle, "release", asdict(release))
 
-    def certify(self, vector: str, survivors: tuple[str, ...]) -> None:
-        """Pin the survivor set ``vector`` is certified (or unmasked) for; refuse another."""
+    def check_fixed(self, release: Release) -> None:
+        """With fixed participants (node config ``fixed-participants``): refuse a masked
+        release of ``release``'s federation for another set than its first one."""
+        first = next(
+            (r for r in self.releases(release.federation) if r.participants is not None), None
+        )
+        if first is not None and first.participants != release.participants:
+            count = len(first.participants or ())
+            raise LedgerRefusal(
+                "participants",
+                f"this node takes part in this federation only with the {count}"
+                f" participants of its first round (run {first.run}, round {first.round}); the "
+                "rounds' sums of other sets could be differenced (fixed-participants)",
+            )
+
+    def certify(
+        self, vector: str, survivors: tuple[str, ...], *, federation: str | None = None
+    ) -> None:
+        """Pin the survivor set ``vector`` is certified (or unmasked) for; refuse another.
+        With ``federation`` (fixed participants), the federation's first certified set too."""
         with self._locked(fcntl.LOCK_EX) as handle:
             self._read(handle)
             pinned = self.certified(vector)
+            if federation is not None:
+                fixed = [r for r in self._kind("certify") if r.get("federation") == federation]
+                if fixed and tuple(fixed[0]["survivors"]) != survivors:
+                    raise LedgerRefusal(
+                        "participants",
+                        "this federation's rounds are certified for one survivor set "
+                        f"({len(fixed[0]['survivors'])} members), not {len(survivors)} "
+                        "(fixed-participants)",
+                    )
             if pinned is None:
-                self._append(handle, "certify", {"vector": vector, "survivors": list(survivors)})
+                record = {"vector": vector, "survivors": list(survivors), "federation": federation}
+                self._append(handle, "certify", record)
             elif pinned != survivors:
                 raise LedgerRefusal(
                     "survivors",

@@ -123,18 +123,23 @@ def release_noise(
 ) -> tuple[float | None, float | None]:
     """The noise multiplier and sampling fraction a client accounts one release with.
 
-    The worst case the client can be sure of: for ``distributed``, the noise of ``threshold``
-    shares of the variance the round declares (fewer cannot be unmasked); for ``central``, the
-    noise the server promises (the client cannot check it). ``(None, None)`` without DP.
+    For ``distributed`` with ``dp-shares = threshold`` (the default), the worst case the client
+    can be sure of: ``threshold`` shares of the variance the round declares (fewer cannot be
+    unmasked). With ``dp-shares = sampled``, the shares of every sampled client: that mode
+    trusts the server's dropout claims, and so does this count. For ``central``, the noise the
+    server promises (the client cannot check it). ``(None, None)`` without DP.
     """
     plan = noise_plan(config, num_clients)
     if plan is None:
         return None, None
     if plan.placement != "distributed" or secagg is None:
         return plan.noise_multiplier, plan.sampling
+    shares = secagg.threshold
+    if config.dp.shares == "sampled":
+        shares = min(secagg.num_clients, sampled_count(config, num_clients))
     worst = realised_noise(
         plan,
-        secagg.threshold,
+        shares,
         share_variance_levels=float(getattr(secagg, "noise_variance", 0.0)),
         scale=secagg.quantizer.scale,
         length=secagg.vector_length,

@@ -69,6 +69,12 @@ def federation_of(node: NodeInfo, config: FedConfig, roster: Roster | None) -> s
     return node_budget.simulated_federation(config, node.num_partitions)
 
 
+def fixed_participants(node: NodeInfo) -> bool:
+    """Node config ``fixed-participants``: one participant set per federation (opt-in)."""
+    value = node.node_config.get(keys.NODE_FIXED_PARTICIPANTS, "false")
+    return str(value).lower() in ("true", "1")
+
+
 def check_trust(node: NodeInfo, config: FedConfig) -> None:
     """A deployed node refuses simulated identities, and curious mode unless its operator
     allowed it (``allow-curious=true``)."""
