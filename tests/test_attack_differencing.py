@@ -107,6 +107,7 @@ def test_a_perturbed_student_escapes_the_ledger_but_not_exactly(tmp_path: Path) 
     assert 0.0 < attack.relative_error < 1.0  # measured by `fedkd attack differencing`
 
 
+@pytest.mark.slow
 def test_across_rounds_the_constant_weights_difference_unless_participants_are_fixed(
     tmp_path: Path,
 ) -> None:
@@ -156,6 +157,7 @@ class DropsOne:
         return result
 
 
+@pytest.mark.slow
 def test_through_simulate_the_refusals_are_the_rounds_dropouts(tmp_path: Path) -> None:
     config = small(tmp_path)
     nodes = tmp_path / "nodes"
@@ -184,6 +186,7 @@ def _grid(config: dict[str, Any], run_id: int) -> tuple[AttackedFederation, InPr
     return federation_over(config, GridTransport(grid), node_of, run_id=run_id), grid
 
 
+@pytest.mark.slow
 def test_through_the_client_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same attack on Flower's real ClientApp: nodes keep their ledger under
     ``$FEDKD_HOME/nodes`` (the default, as in ``fedkd run``); blank homes give u away."""
@@ -215,6 +218,7 @@ def _epsilon_kept(state: Path, delta: float) -> list[float]:
     return spent
 
 
+@pytest.mark.slow
 def test_a_server_cannot_spend_a_nodes_budget_past_its_target(tmp_path: Path) -> None:
     """``dp=distributed dp-epsilon=4 num-rounds=2``: rounds 3 and 40, a second run, a looser
     run are refused; an identical second run is answered with the same noisy sum."""

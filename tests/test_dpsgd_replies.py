@@ -134,3 +134,28 @@ def test_a_secure_dpsgd_train_reply_names_only_the_partition(tmp_path: Path) -> 
     simulate(config, CLIENTS, wrap=Spy)
     assert len(seen) == CLIENTS
     assert all(set(r.fields) == {keys.PARTITION_ID, "payload"} and not r.arrays for r in seen)
+
+
+@pytest.mark.slow
+def test_flowers_fedavg_records_each_nodes_refusal(tmp_path: Path) -> None:
+    """Under Flower's own FedAvg strategy too, a node's refusal is a dropout with its reason:
+    a second run asking for more rounds than the first pinned is refused by every node."""
+    import json
+
+    from clients.app import app as client_app
+    from server.app import app as server_app
+    from tests.flower_harness import InProcessGrid, server_context
+
+    def run(name: str, rounds: int) -> list[dict[str, Any]]:
+        config = run_config(tmp_path, method="fedavg", **{"num-rounds": rounds, "run-name": name})
+        server_app(InProcessGrid(client_app, config, CLIENTS), server_context(config))
+        return json.loads((tmp_path / name / "history.json").read_text())
+
+    assert [r["survivors"] for r in run("first", 1)] == [CLIENTS]
+    second = run("second", 2)
+    assert [r["survivors"] for r in second] == [0, 0]
+    assert all(
+        len(r["dropped_reasons"]) == CLIENTS
+        and all("ledger refuses (budget)" in why for why in r["dropped_reasons"])
+        for r in second
+    )

@@ -113,10 +113,14 @@ DP = {"dp": "distributed", "dp-epsilon": 4.0, "num-rounds": 2}  # the issue's bu
 def _one(options: StudyOptions, seed: int, scale: float, ledger: bool, dp: bool) -> dict[str, Any]:
     clients, target = (4, 0) if options.quick else (8, 0)
     config = run_config(options, seed, f"differencing-{scale:g}-{ledger}-{dp}", mode="feddf")
-    config.update({"num-rounds": 1, "warmup-epochs": 1, "local-epochs": 1, "distill-epochs": 1})
-    config.update({**DP, "dp-clip": 1.0} if dp else {})
+    # The red team's target: the default run (16-bit fixed point), small and quick.
+    config.update({"secagg-bits": 16, "num-rounds": 1, "warmup-epochs": 1, "local-epochs": 1})
+    config["distill-epochs"] = 1
+    config.update(DP if dp else {})
     config.update(options.overrides)
-    truth = target_vector({**config, "dp": "off"}, clients, target)
+    # Under DP the truth is what the target releases before noise: its clipped vector (the
+    # central placement sends exactly that to the server).
+    truth = target_vector({**config, "dp": "central"} if dp else config, clients, target)
     with tempfile.TemporaryDirectory() as one, tempfile.TemporaryDirectory() as two:
         # ledger: the nodes keep it across the two runs (the defence); otherwise each run
         # starts from a blank node state, as every client did before the ledger.

@@ -78,8 +78,8 @@ def fixed_participants(node: NodeInfo) -> bool:
 def check_trust(node: NodeInfo, config: FedConfig) -> None:
     """A deployed node refuses simulated identities, and curious mode unless its operator
     allowed it (``allow-curious=true``)."""
-    if not node.deployed or not config.secagg.enabled:
-        return
+    if not node.deployed or not (config.method == "fedkd" and config.secagg.enabled):
+        return  # no secure aggregation, no identities to trust
     if config.secagg.roster == SIMULATED:
         raise LedgerRefusal(
             "trust",
