@@ -6,6 +6,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -23,13 +24,18 @@ from fedkd.fl.ledger import (
     Training,
     default_root,
     refusal_rule,
+    set_digest,
 )
 
 
-def release(vector: str = "v", participants: tuple[str, ...] | None = ("0", "1", "2"), **kw):  # type: ignore[no-untyped-def]
-    fields = {"federation": "f", "round": 1, "run": 1, "encoded": "e", "noise_multiplier": None}
-    fields.update(kw)
-    return Release(vector=vector, participants=participants, **fields)  # type: ignore[arg-type]
+def release(
+    vector: str = "v", participants: tuple[str, ...] | None = ("0", "1", "2"), **fields: Any
+) -> Release:
+    """A release of ``vector`` masked for ``participants`` (``None``: in the clear)."""
+    names = None if participants is None else set_digest(participants)
+    defaults: dict[str, Any] = {"federation": "f", "round": 1, "run": 1, "encoded": "e"}
+    members = 0 if participants is None else len(participants)
+    return Release(**{**defaults, **fields}, vector=vector, participants=names, members=members)
 
 
 def test_a_vector_is_released_for_one_participant_set_and_one_encoding(tmp_path: Path) -> None:

@@ -266,8 +266,9 @@ def _dpsgd_seed(
     shard: int,
     epochs: int,
     server_round: int,
-) -> int:
-    """Check the DP-SGD budget and record the training; the seed of its noise."""
+) -> tuple[int, list[tuple[float, float, int]]]:
+    """Check the DP-SGD budget and record the training; the seed of its noise, and the
+    accountant's entries of the node's other trainings in this federation."""
     from fedkd.fl.privacy import dpsgd_plan
 
     saved = store.get(keys.STATE_MODEL)
@@ -279,9 +280,10 @@ def _dpsgd_seed(
         node.partition_id,
     )
     z, q, steps = dpsgd_plan(config, shard, epochs)
-    return admit_training(
+    seed = admit_training(
         nb, Training(nb.federation, server_round, node.run_id, inputs, z, q, steps)
     )
+    return seed, release.dpsgd_history(nb, without=inputs)
 
 
 def _work(
@@ -299,11 +301,12 @@ def _work(
 
     phase = _phase(request, config)
     model, fresh = _model(request, store, config, data, node.partition_id, phase)
-    seed = None
+    seed: int | None = None
+    history: list[tuple[float, float, int]] = []
     if config.dp.client_dp_sgd:
         epochs = config.local.epochs + (config.local.warmup_epochs if fresh else 0)
         shard = len(data.client_train(node.partition_id))
-        seed = _dpsgd_seed(nb, request, store, node, config, shard, epochs, server_round)
+        seed, history = _dpsgd_seed(nb, request, store, node, config, shard, epochs, server_round)
     teacher = None
     if phase == "fedkd" and keys.TEACHER in request.arrays:
         shape = (len(data.split.public), data.split.num_classes)
@@ -328,7 +331,7 @@ def _work(
         teacher_logits=teacher,
         contribute=phase == "fedkd",
         first_round=fresh,
-        dpsgd_history=release.dpsgd_history(nb),
+        dpsgd_history=history,
         dpsgd_seed=seed,
     )
     return result, model

@@ -29,7 +29,7 @@ import numpy as np
 from fedkd.fl import keys
 from fedkd.fl.config import FedConfig
 from fedkd.fl.identities import client_identity
-from fedkd.fl.ledger import LedgerRefusal, Release
+from fedkd.fl.ledger import LedgerRefusal, Release, set_digest
 from fedkd.fl.node import BadRequest, NodeInfo, NodeStore
 from fedkd.fl.release import (
     Prepared,
@@ -112,10 +112,13 @@ def _entry(store: NodeStore) -> Envelope:
     return entry
 
 
-def _release(entry: Envelope) -> Release:
-    fields = json.loads(str(entry.fields["release"]))
-    participants = fields.pop("participants")
-    return Release(**fields, participants=None if participants is None else tuple(participants))
+def _release(entry: Envelope, names: dict[int, str] | None = None) -> Release:
+    """The pending release; masked for ``names`` (the participants) when given."""
+    release = Release(**json.loads(str(entry.fields["release"])))
+    if names is None:
+        return release
+    masked_for = {"participants": set_digest(names.values()), "members": len(names)}
+    return Release(**{**asdict(release), **masked_for})
 
 
 def _names(entry: Envelope) -> dict[int, str]:
@@ -131,10 +134,8 @@ def _ledger_step(
         entry = _entry(store)
         if "names" not in entry.fields:  # nothing is recorded for a stage out of order
             raise BadRequest("a masked-input request before the share-keys stage")
-        release = _release(entry)
-        names = tuple(sorted(_names(entry).values()))
+        named = _release(entry, _names(entry))
         ledger = open_ledger(node, "" if state.identity is None else state.identity.name)
-        named = Release(**{**asdict(release), "participants": names})
         if fixed_participants(node):
             ledger.check_fixed(named)
         ledger.record_release(named, budgeted=bool(entry.fields.get("budgeted")))
@@ -165,9 +166,8 @@ def _name_participants(request: Envelope, store: NodeStore, node: NodeInfo, stat
     keys_request = ShareKeysRequest.from_bytes(secagg.payload_of(request))
     names = participant_names(keys_request, node.node_id, state.roster, state.peer_keys)
     entry = _entry(store)
-    release = _release(entry)
+    named = _release(entry, names)
     ledger = open_ledger(node, "" if state.identity is None else state.identity.name)
-    named = Release(**{**asdict(release), "participants": tuple(sorted(names.values()))})
     ledger.check_release(named, budgeted=bool(entry.fields.get("budgeted")))
     if fixed_participants(node):
         ledger.check_fixed(named)

@@ -35,7 +35,7 @@ import hmac
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,8 +48,11 @@ LEDGER_FILE, SECRET_FILE = "ledger.jsonl", "secret"
 VERSION = 1
 FORMAT = {
     "budget": "federation, epsilon, delta, dpsgd_epsilon, dpsgd_delta, rounds, source",
-    "release": "federation, round, run, vector, encoded, participants, noise_multiplier, sampling",
-    "certify": "vector, survivors, federation (with fixed-participants, else null)",
+    "release": (
+        "federation, round, run, vector, encoded, participants (set digest), members, "
+        "noise_multiplier, sampling"
+    ),
+    "certify": "vector, survivors (set digest), members, federation (fixed-participants)",
     "training": "federation, round, run, input, noise_multiplier, sample_rate, steps",
 }  # every line also has "kind", "v" (format version) and "time" (epoch seconds)
 
@@ -96,17 +99,15 @@ class Release:
     run: int
     vector: str  # hex SHA-256 of the raw contribution vector (before clipping and noise)
     encoded: str  # hex SHA-256 of what was encoded: the released vector, quantiser, noise
-    participants: tuple[str, ...] | None  # names it was masked for (None: sent in the clear)
+    participants: str | None  # set_digest of the names it was masked for (None: in the clear)
+    members: int = 0  # how many participants
     noise_multiplier: float | None = None  # worst-case realised z of the release (None: no DP)
     sampling: float | None = None  # the fraction its noise was calibrated for
 
     def same_release(self, other: Release) -> bool:
         """Whether ``other`` releases the same thing to the same set (round labels aside)."""
-        return (self.vector, self.encoded, self.participants) == (
-            other.vector,
-            other.encoded,
-            other.participants,
-        )
+        mine = (self.vector, self.encoded, self.participants)
+        return mine == (other.vector, other.encoded, other.participants)
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,49 @@ def digest(*parts: bytes | str) -> str:
     return h.hexdigest()
 
 
+def set_digest(names: Iterable[str]) -> str:
+    """Digest of a set of names (order-free): how the ledger records a participant set."""
+    return digest("set", *sorted(set(names)))
+
+
+class _Index:
+    """The ledger's records, indexed for its rules (rebuilt from the file on every read)."""
+
+    def __init__(self) -> None:
+        self.releases: list[Release] = []
+        self.first_masked: dict[str, Release] = {}  # vector -> its first masked release
+        self.rounds: dict[tuple[str, int], Release] = {}  # (federation, round) -> first
+        self.repeats: set[tuple[str, int, str, str, str | None]] = set()
+        self.fixed: dict[str, Release] = {}  # federation -> its first masked release
+        self.certified: dict[str, tuple[str, int]] = {}  # vector -> (set digest, members)
+        self.fixed_survivors: dict[str, tuple[str, int]] = {}  # federation -> first certified
+        self.trainings: dict[str, list[Training]] = {}
+        self.budgets: list[dict[str, Any]] = []
+
+    def add(self, record: dict[str, Any]) -> None:
+        kind = record.get("kind")
+        if kind == "release":
+            fields: dict[str, Any] = {f: record.get(f) for f in Release.__dataclass_fields__}
+            r = Release(**fields)
+            self.releases.append(r)
+            self.rounds.setdefault((r.federation, r.round), r)
+            self.repeats.add((r.federation, r.round, r.vector, r.encoded, r.participants))
+            if r.participants is not None:
+                self.first_masked.setdefault(r.vector, r)
+                self.fixed.setdefault(r.federation, r)
+        elif kind == "certify":
+            pinned = (record["survivors"], int(record["members"]))
+            self.certified.setdefault(record["vector"], pinned)
+            if record.get("federation"):
+                self.fixed_survivors.setdefault(record["federation"], pinned)
+        elif kind == "training":
+            entry: dict[str, Any] = {f: record[f] for f in Training.__dataclass_fields__}
+            training = Training(**entry)
+            self.trainings.setdefault(training.federation, []).append(training)
+        elif kind == "budget":
+            self.budgets.append(record)
+
+
 class ReleaseLedger:
     """The ledger of one node (see the module docstring for its rules and format)."""
 
@@ -140,7 +184,7 @@ class ReleaseLedger:
         self.path = self.folder / LEDGER_FILE
         self.path.touch(exist_ok=True)
         self._secret = _secret(self.folder / SECRET_FILE)
-        self.records: list[dict[str, Any]] = []
+        self._index = _Index()
         with self._locked(fcntl.LOCK_SH) as handle:
             self._read(handle)
 
@@ -160,7 +204,7 @@ class ReleaseLedger:
     def budget(self, federation: str) -> dict[str, Any] | None:
         """The budget pinned for ``federation`` (later pins fill components left unset)."""
         pinned: dict[str, Any] | None = None
-        for record in self._kind("budget"):
+        for record in self._index.budgets:
             if record["federation"] == federation:
                 fields = {k: v for k, v in record.items() if v is not None}
                 pinned = fields if pinned is None else {**fields, **pinned}
@@ -168,20 +212,17 @@ class ReleaseLedger:
 
     def releases(self, federation: str | None = None) -> list[Release]:
         """Releases recorded, in order (of one federation, or all)."""
-        found = [_release(r) for r in self._kind("release")]
+        found = self._index.releases
         return [r for r in found if federation is None or r.federation == federation]
 
     def trainings(self, federation: str) -> list[Training]:
         """DP-SGD trainings recorded for ``federation``, in order."""
-        found = [_training(r) for r in self._kind("training")]
-        return [t for t in found if t.federation == federation]
+        return list(self._index.trainings.get(federation, []))
 
-    def certified(self, vector: str) -> tuple[str, ...] | None:
-        """The survivor set certified for ``vector``, if one was."""
-        for record in self._kind("certify"):
-            if record["vector"] == vector:
-                return tuple(record["survivors"])
-        return None
+    def certified(self, vector: str) -> str | None:
+        """The set digest of the survivors certified for ``vector``, if any were."""
+        pinned = self._index.certified.get(vector)
+        return None if pinned is None else pinned[0]
 
     def released_rounds(self, federation: str) -> dict[int, str]:
         """Round -> vector digest of every round this node released in ``federation``: what a
@@ -198,21 +239,13 @@ class ReleaseLedger:
         vector itself, so nothing is pinned by one or checked against one (whether a node
         sends anything in the clear is its operator's ``require-secagg``).
         """
-        first = next(
-            (
-                r
-                for r in self.releases()
-                if r.vector == release.vector and r.participants is not None
-            ),
-            None,
-        )
+        first = self._index.first_masked.get(release.vector)
         if first is not None and release.participants is not None:
+            what = ""
             if first.participants != release.participants:
-                what = "participant set"
+                what = f"participant set ({first.members} members, not {release.members})"
             elif release.noise_multiplier is not None and first.encoded != release.encoded:
                 what = "encoding (quantiser, clip or noise) of its noisy release"
-            else:
-                what = ""
             if what:
                 raise LedgerRefusal(
                     "vector",
@@ -222,22 +255,31 @@ class ReleaseLedger:
                 )
         if budgeted:
             self.check_round(release)
-        return any(
-            r.federation == release.federation and r.round == release.round
-            for r in self.releases()
-            if r.same_release(release)
-        )
+        key = (release.federation, release.round, release.vector, release.encoded)
+        return (*key, release.participants) in self._index.repeats
 
     def check_round(self, release: Release) -> None:
         """Refuse a second, different release for a round of ``release``'s federation."""
-        for earlier in self.releases(release.federation):
-            if earlier.round == release.round and earlier.vector != release.vector:
-                raise LedgerRefusal(
-                    "round",
-                    f"round {release.round} of this federation was released already (run "
-                    f"{earlier.run}) with another contribution; a budgeted node releases each "
-                    "round once",
-                )
+        earlier = self._index.rounds.get((release.federation, release.round))
+        if earlier is not None and earlier.vector != release.vector:
+            raise LedgerRefusal(
+                "round",
+                f"round {release.round} of this federation was released already (run "
+                f"{earlier.run}) with another contribution; a budgeted node releases each "
+                "round once",
+            )
+
+    def check_fixed(self, release: Release) -> None:
+        """With fixed participants (node config ``fixed-participants``): refuse a masked
+        release of ``release``'s federation for another set than its first one."""
+        first = self._index.fixed.get(release.federation)
+        if first is not None and first.participants != release.participants:
+            raise LedgerRefusal(
+                "participants",
+                f"this node takes part in this federation only with the {first.members} "
+                f"participants of its first round (run {first.run}, round {first.round}); the "
+                "rounds' sums of other sets could be differenced (fixed-participants)",
+            )
 
     def record_release(self, release: Release, *, budgeted: bool) -> None:
         """Check ``release`` against the file as it is now and append it (idempotent)."""
@@ -246,53 +288,38 @@ class ReleaseLedger:
             if not self.check_release(release, budgeted=budgeted):
                 self._append(handle, "release", asdict(release))
 
-    def check_fixed(self, release: Release) -> None:
-        """With fixed participants (node config ``fixed-participants``): refuse a masked
-        release of ``release``'s federation for another set than its first one."""
-        first = next(
-            (r for r in self.releases(release.federation) if r.participants is not None), None
-        )
-        if first is not None and first.participants != release.participants:
-            count = len(first.participants or ())
-            raise LedgerRefusal(
-                "participants",
-                f"this node takes part in this federation only with the {count}"
-                f" participants of its first round (run {first.run}, round {first.round}); the "
-                "rounds' sums of other sets could be differenced (fixed-participants)",
-            )
-
     def certify(
-        self, vector: str, survivors: tuple[str, ...], *, federation: str | None = None
+        self, vector: str, survivors: Iterable[str], *, federation: str | None = None
     ) -> None:
         """Pin the survivor set ``vector`` is certified (or unmasked) for; refuse another.
         With ``federation`` (fixed participants), the federation's first certified set too."""
+        names = set(survivors)
+        wanted = set_digest(names)
         with self._locked(fcntl.LOCK_EX) as handle:
             self._read(handle)
-            pinned = self.certified(vector)
-            if federation is not None:
-                fixed = [r for r in self._kind("certify") if r.get("federation") == federation]
-                if fixed and tuple(fixed[0]["survivors"]) != survivors:
-                    raise LedgerRefusal(
-                        "participants",
-                        "this federation's rounds are certified for one survivor set "
-                        f"({len(fixed[0]['survivors'])} members), not {len(survivors)} "
-                        "(fixed-participants)",
-                    )
+            fixed = self._index.fixed_survivors.get(federation or "")
+            if fixed is not None and fixed[0] != wanted:
+                raise LedgerRefusal(
+                    "participants",
+                    f"this federation's rounds are certified for one survivor set ({fixed[1]} "
+                    f"members), not these {len(names)} (fixed-participants)",
+                )
+            pinned = self._index.certified.get(vector)
             if pinned is None:
-                record = {"vector": vector, "survivors": list(survivors), "federation": federation}
-                self._append(handle, "certify", record)
-            elif pinned != survivors:
+                record = {"vector": vector, "survivors": wanted, "members": len(names)}
+                self._append(handle, "certify", {**record, "federation": federation})
+            elif pinned[0] != wanted:
                 raise LedgerRefusal(
                     "survivors",
                     f"this contribution (sha256 {vector[:12]}...) was certified for another "
-                    f"survivor set ({len(pinned)} members); certifying {len(survivors)} would "
+                    f"survivor set ({pinned[1]} members); certifying these {len(names)} would "
                     "let the server difference the two sums",
                 )
 
     def check_training(self, training: Training) -> bool:
         """Refuse a different DP-SGD training for a round already trained; ``True`` when
         ``training`` repeats a recorded one (the same inputs: the same noise, no new spend)."""
-        for earlier in self.trainings(training.federation):
+        for earlier in self._index.trainings.get(training.federation, []):
             if earlier.round != training.round:
                 continue
             if earlier.input == training.input:
@@ -335,14 +362,14 @@ class ReleaseLedger:
 
     def _read(self, handle: TextIO) -> None:
         handle.seek(0)
-        self.records = []
+        self._index = _Index()
         for line in handle.read().splitlines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a torn last line: its release never left the node
             if isinstance(record, dict) and record.get("v") == VERSION:
-                self.records.append(record)
+                self._index.add(record)
 
     def _append(self, handle: TextIO, kind: str, fields: dict[str, Any]) -> None:
         record = {"v": VERSION, "kind": kind, "time": round(time.time(), 3), **fields}
@@ -354,29 +381,7 @@ class ReleaseLedger:
         handle.write(("\n" if end and torn else "") + line)
         handle.flush()
         os.fsync(handle.fileno())
-        self.records.append(json.loads(json.dumps(record)))
-
-    def _kind(self, kind: str) -> list[dict[str, Any]]:
-        return [r for r in self.records if r.get("kind") == kind]
-
-
-def _release(record: dict[str, Any]) -> Release:
-    names = record.get("participants")
-    return Release(
-        record["federation"],
-        int(record["round"]),
-        int(record["run"]),
-        record["vector"],
-        record["encoded"],
-        None if names is None else tuple(names),
-        record.get("noise_multiplier"),
-        record.get("sampling"),
-    )
-
-
-def _training(record: dict[str, Any]) -> Training:
-    fields = ("federation", "round", "run", "input", "noise_multiplier", "sample_rate", "steps")
-    return Training(**{k: record[k] for k in fields})
+        self._index.add(json.loads(line))
 
 
 def _secret(path: Path) -> bytes:

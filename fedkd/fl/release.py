@@ -133,12 +133,13 @@ def admit_training(nb: NodeBudget, training: Training) -> int:
     return nb.ledger.seed("dpsgd", nb.federation, training.input)
 
 
-def dpsgd_history(nb: NodeBudget) -> list[tuple[float, float, int]]:
+def dpsgd_history(nb: NodeBudget, *, without: str = "") -> list[tuple[float, float, int]]:
     """The node's DP-SGD accountant entries in this federation, over all its runs (runs of
-    equal noise and rate merged, as Opacus' accountant keeps them)."""
+    equal noise and rate merged, as Opacus' accountant keeps them), but the training whose
+    input digest is ``without`` (the one about to run: its accountant adds it itself)."""
     from fedkd.dp.dpsgd import merged_history
 
-    trainings = nb.ledger.trainings(nb.federation)
+    trainings = [t for t in nb.ledger.trainings(nb.federation) if t.input != without]
     return merged_history([(t.noise_multiplier, t.sample_rate, t.steps) for t in trainings])
 
 
@@ -190,7 +191,7 @@ def prepare_release(
     else:
         setting = repr((round_config.clip, round_config.bits, round_config.noise_variance))
         encoded = digest("masked", values.tobytes(), setting)
-    release = Release(nb.federation, server_round, node.run_id, vector, encoded, None, z, q)
+    release = Release(nb.federation, server_round, node.run_id, vector, encoded, None, 0, z, q)
     if round_config is None:  # in the clear: released as the reply leaves
         nb.ledger.check_release(release, budgeted=nb.budgeted)
     elif nb.budgeted:  # masked: the participant set is checked when the keys are known
