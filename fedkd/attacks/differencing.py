@@ -159,10 +159,8 @@ CASES = [
 
 def run(options: StudyOptions) -> StudyResult:
     """The exact attack without and with the node's ledger, the perturbed one, and DP."""
-    import warnings as _warnings
-
-    with _warnings.catch_warnings():
-        _warnings.simplefilter("ignore")  # DP's and the plaintext truth's loud settings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DP's and the plaintext truth's loud settings
         rows = [_one(options, seed, *case) for seed in options.seeds for case in CASES]
     table = markdown_table(
         ["ledger", "dp", "student perturbation", "2nd-run survivors", "relative error (u)"],
