@@ -7,6 +7,9 @@ a deployed SuperNode starts a fresh process per message), never into module glob
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -44,12 +47,27 @@ class ContextStore:
             del self.state[name]
 
 
+# Flower 1.42 runs a deployed ClientApp in its own process, ``flwr-clientapp``, which a
+# SuperNode's SuperExec starts (``flwr.supercore.constant.TASK_TYPE_TO_COMMAND``), whatever the
+# isolation mode; its simulation engine runs ClientApps in Ray workers of ``flwr-simulation``.
+# Flower tells its process kinds apart the same way (``flwr.supercore.exit.exit``). The
+# server controls neither: it is the node operator's process.
+DEPLOYED_PROCESS = "flwr-clientapp"
+
+
+def deployed() -> bool:
+    """Whether this ClientApp runs under a deployed SuperNode (not Flower's simulation)."""
+    return Path(sys.argv[0]).name == DEPLOYED_PROCESS
+
+
 def serve(message: Message, context: Context) -> Message:
     """Every message type goes through here."""
     kind = codec.kind_of(message.metadata.message_type)
     try:
         request = codec.decode(kind, message.content)
-        node = NodeInfo.from_node_config(context.node_id, context.run_id, context.node_config)
+        node = NodeInfo.from_node_config(
+            context.node_id, context.run_id, context.node_config, deployed=deployed()
+        )
     except (BadRequest, ValueError, KeyError) as problem:
         return Message(Error(BAD_REQUEST, f"bad {kind} request: {problem}"), reply_to=message)
     reply = handle(request, node, ContextStore(context.state), context.run_config)

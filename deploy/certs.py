@@ -132,9 +132,15 @@ def generate_certificates(
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -170,11 +176,16 @@ def generate_certificates(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--out", type=Path, default=Path(__file__).resolve().parent / "certs",
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "certs",
         help="output folder (default: deploy/certs)",
     )
     parser.add_argument(
-        "--san", action="append", default=[], metavar="HOST",
+        "--san",
+        action="append",
+        default=[],
+        metavar="HOST",
         help="extra DNS name or IP address of the SuperLink (repeatable)",
     )
     parser.add_argument("--days", type=int, default=365, help="validity in days")

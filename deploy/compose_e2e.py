@@ -46,10 +46,12 @@ LINK_PORT = 18000  # the SuperLink; SuperNode i gets LINK_PORT + 94 + i (as 8000
 APP_UID = 49999  # user `app` in Flower's images
 _RUN_ID = re.compile(r"Successfully started run (\d+)")
 # Small local work; a generous stage deadline, since in a deployment every message starts a
-# fresh ClientApp process (Python, torch, fedkd, data) and CI machines are shared.
+# fresh ClientApp process (Python, torch, fedkd, data) and CI machines are shared. No roster:
+# deployed SuperNodes refuse the simulated one, and these allow the curious mode in their node
+# config (a real deployment gives each its identity from `fedkd keys`: docs/threat-model.md).
 DEFAULT_RUN_CONFIG = (
     "num-rounds={rounds} local-epochs=1 warmup-epochs=0 distill-epochs=1 secagg=true "
-    'min-clients=3 stage-timeout=600 out-dir="/app/runs" run-name="compose"'
+    'secagg-roster="" min-clients=3 stage-timeout=600 out-dir="/app/runs" run-name="compose"'
 )
 
 

@@ -213,7 +213,7 @@ def deploy_local(
     *,
     port: int = DEFAULT_PORT,
     tls: bool = False,
-    keys: bool = False,
+    keys: bool = True,
     work_dir: Path | None = None,
     app_dir: Path = PROJECT_ROOT,
     timeout: float | None = None,
@@ -236,10 +236,14 @@ def deploy_local(
     tls
         Serve HTTPS with a freshly generated CA and certificate (in ``<work_dir>/certs``).
     keys
-        Secure aggregation against a malicious server with real identities: ``fedkd keys``
-        writes one identity per SuperNode and the roster into ``<work_dir>/keys``; each
+        Secure aggregation against a malicious server with real identities (the default): ``fedkd
+        keys`` writes one identity per SuperNode and the roster into ``<work_dir>/keys``; each
         SuperNode gets its own identity and its copy of the roster through its node config
-        (never from the server), the ServerApp the roster through ``secagg-roster``.
+        (never from the server), the ServerApp the roster through ``secagg-roster``. Without
+        it the run keeps its own roster setting, and a deployed SuperNode refuses the default
+        (``simulated``) one. Each SuperNode keeps its release ledger under
+        ``<work_dir>/nodes`` (node config ``state-dir``), so runs in one work dir are runs of
+        the same nodes.
     work_dir
         Flower homes, logs, certificates and (by default) results; a new temporary folder
         when ``None``.
@@ -293,15 +297,17 @@ def deploy_local(
     if "out-dir" not in given:
         overrides.append(f"out-dir={_toml_string(str(work_dir / 'runs'))}")
 
-    node_keys = [""] * num_supernodes
+    state = f" state-dir={_toml_string(str(work_dir / 'nodes'))}"
+    node_keys = [state] * num_supernodes
     if keys:
         from experiments.keys import ROSTER_FILE, create_keys, identity_file
 
-        folder = work_dir / "keys"
-        create_keys([str(i) for i in range(num_supernodes)], folder, force=True)
+        folder, names = work_dir / "keys", [str(i) for i in range(num_supernodes)]
+        if _roster_names(folder / ROSTER_FILE) != set(names):  # the same nodes keep their keys
+            create_keys(names, folder, force=True)
         overrides.append(f"secagg-roster={_toml_string(str(folder / ROSTER_FILE))}")
         node_keys = [
-            f" secagg-identity={_toml_string(str(identity_file(folder, str(i))))}"
+            state + f" secagg-identity={_toml_string(str(identity_file(folder, str(i))))}"
             f" secagg-roster={_toml_string(str(folder / ROSTER_FILE))}"
             for i in range(num_supernodes)
         ]
@@ -375,6 +381,17 @@ def deploy_local(
         status=status.status,
         cause=cause,
     )
+
+
+def _roster_names(path: Path) -> set[str]:
+    """The names of an existing roster file (empty when there is none or it is unreadable)."""
+    from fedkd.secagg.errors import ConfigError
+    from fedkd.secagg.identity import read_roster
+
+    try:
+        return set(read_roster(path).keys) if path.is_file() else set()
+    except (ConfigError, OSError):
+        return set()
 
 
 def _judge(
@@ -473,9 +490,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--tls", action="store_true", help="HTTPS with a generated CA")
     parser.add_argument(
-        "--keys",
-        action="store_true",
-        help="real identities: fedkd keys for every SuperNode, passed in its node config",
+        "--no-keys",
+        dest="keys",
+        action="store_false",
+        help="no fedkd keys: the run's own secagg-roster (deployed SuperNodes refuse the "
+        "simulated one; 'secagg-roster=\"\"' needs allow-curious, which this script never sets)",
     )
     parser.add_argument(
         "--run-config",

@@ -93,6 +93,7 @@ def client_vectors(config: Any, num_clients: int) -> Clients:
     """Train every client once (the clip is the same at every epsilon, so this is shared)."""
     from fedkd.fl.client_work import local_round
     from fedkd.fl.data import federated_data
+    from fedkd.fl.privacy import client_release
     from fedkd.fl.server_work import new_student
 
     start = time.perf_counter()
@@ -102,7 +103,7 @@ def client_vectors(config: Any, num_clients: int) -> Clients:
     for pid in range(num_clients):
         model = copy.deepcopy(student)  # FedDF: every client starts from the pushed student
         result = local_round(config, data, pid, model, server_round=1, first_round=True)
-        vectors.append(result.vector)
+        vectors.append(client_release(config, result.vector, num_clients))  # the dp-clip
     return Clients(vectors, data, student, time.perf_counter() - start)
 
 

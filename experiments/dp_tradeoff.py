@@ -42,6 +42,7 @@ import logging
 import math
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -91,9 +92,11 @@ def one_run(args: argparse.Namespace, clients: int, placement: str, eps: float, 
     config = run_config(args, clients, placement, eps, seed)
     start = time.perf_counter()
     stores: dict = {}  # the clients' own stores: this process plays every client
-    with warnings.catch_warnings():
+    # Each grid point's clients are new clients: nodes that kept one ledger would refuse the
+    # second epsilon on the same population (their budget is the first run's).
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as nodes:
         warnings.simplefilter("ignore")  # DP's loud settings are expected in this grid
-        recorder = simulate(config, clients, stores=stores)
+        recorder = simulate(config, clients, stores=stores, state_dir=nodes)
     accounts = dpsgd_accounts(stores, float(config.get("client-dp-delta", 1e-5)))
     rows = json.loads((recorder.path / "history.json").read_text())
     done = [r for r in rows if r["status"] == "ok"]

@@ -57,6 +57,11 @@ class RecordingFedAvg(FedAvg):
         record = self.pending[server_round]
         good = [r for r in replies if not r.has_error()]
         record.survivors = len(good)
+        # A node's refusal (its ledger's, say) is a dropout with its reason; an error reply
+        # carries no partition id, so the node id goes in the reason (-1: partition unknown).
+        failed = sorted((r.metadata.src_node_id, r.error.reason) for r in replies if r.has_error())
+        record.dropped = [-1] * len(failed)
+        record.dropped_reasons = [f"train: node {node}: {reason}" for node, reason in failed]
         record.bytes_up = sum(content_bytes(r.content) for r in good)
         accuracies = [
             float(r.content.metric_records[codec.METRICS][keys.CLIENT_ACCURACY])  # type: ignore[arg-type]

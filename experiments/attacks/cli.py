@@ -18,6 +18,7 @@ STUDIES = {
     "membership": "experiments.attacks.membership",
     "byzantine": "experiments.attacks.byzantine",
     "crafted-queries": "experiments.attacks.crafted_queries",
+    "differencing": "experiments.attacks.differencing",
     "all": "experiments.attacks.all",
 }
 EXIT_USAGE = 2

@@ -14,8 +14,10 @@ builds them), the round is the library's own (:mod:`fedkd.fl.rounds`: ``fedkd_re
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,7 +37,7 @@ from fedkd.fl.rounds import (
 )
 from fedkd.fl.server_work import new_student
 from fedkd.secagg import ServerState
-from fedkd.transport import Envelope, Handler, InProcessTransport, Refusal
+from fedkd.transport import Envelope, Handler, InProcessTransport, Refusal, Transport
 
 HandlerWrap = Callable[[int, Handler, MemoryStore], Handler]
 """``(partition id, honest handler, the node's own store) -> the handler the node runs``."""
@@ -49,11 +51,12 @@ class AttackedFederation:
     """The federation, its clients' stores, and the data every party rebuilds."""
 
     fed: Federation
-    transport: InProcessTransport
+    transport: Transport
     stores: dict[int, MemoryStore]
     data: FederatedData
     student: Any = None
     node_of: dict[int, int] = field(default_factory=dict)  # partition id -> node id
+    node_state: Any = None  # a fresh state directory, removed with the federation
 
     @property
     def config(self) -> FedConfig:
@@ -73,6 +76,8 @@ def build_federation(
     run_id: int = 0,
     corrupt: Mapping[int, HandlerWrap] | None = None,
     pinned_digest: str = "",
+    state_dir: str | Path | None = None,
+    node_settings: Mapping[str, Any] | None = None,
 ) -> AttackedFederation:
     """Open a run (results folder included) and build its ``num_clients`` library clients.
 
@@ -88,13 +93,26 @@ def build_federation(
         Partition id -> wrapper of that node's handler (malicious clients).
     pinned_digest
         Hex public-set digest every node's operator pins (``public-set-digest``).
+    state_dir
+        Where the nodes keep their release ledgers (node config ``state-dir``; ``None``: a
+        fresh directory for this federation, so a study's nodes start as new clients; pass
+        one directory to two federations to make their nodes the same across two runs).
+    node_settings
+        More node config every node's operator sets (``fixed-participants``...).
     """
+    fresh = tempfile.TemporaryDirectory(prefix="fedkd-nodes-") if state_dir is None else None
+    state_dir = state_dir if fresh is None else fresh.name
     run = open_run(run_config, num_clients)
     stores: dict[int, MemoryStore] = {}
     handlers: dict[int, Handler] = {}
     for pid in range(num_clients):
         node = NodeInfo(
-            FIRST_NODE_ID + pid, run_id, pid, num_clients, public_set_digest=pinned_digest
+            FIRST_NODE_ID + pid,
+            run_id,
+            pid,
+            num_clients,
+            node_config={**(node_settings or {}), keys.NODE_STATE_DIR: str(state_dir)},
+            public_set_digest=pinned_digest,
         )
         store = stores.setdefault(pid, MemoryStore())
         honest = _honest(node, store, dict(run_config))
@@ -110,12 +128,27 @@ def build_federation(
         data,
         student=new_student(run.config, run.split),
         node_of={pid: FIRST_NODE_ID + pid for pid in range(num_clients)},
+        node_state=fresh,
     )
 
 
-def _federation(
-    run: OpenRun, transport: InProcessTransport, run_id: int, digest: bytes
-) -> Federation:
+def federation_over(
+    run_config: Mapping[str, Any],
+    transport: Transport,
+    node_of: Mapping[int, int],
+    *,
+    run_id: int,
+) -> AttackedFederation:
+    """The server's side of a federation whose nodes another transport reaches (Flower's
+    ClientApp through a ``Grid``, say): ``node_of`` maps partition ids to their node ids."""
+    run = open_run(run_config, len(node_of))
+    data = federated_data(run.config, len(node_of))
+    fed = _federation(run, transport, run_id, data.public_digest)
+    student = new_student(run.config, run.split)
+    return AttackedFederation(fed, transport, {}, data, student=student, node_of=dict(node_of))
+
+
+def _federation(run: OpenRun, transport: Transport, run_id: int, digest: bytes) -> Federation:
     """The server's side as :func:`fedkd.fl.experiment.run_method` builds it.
 
     When the round checks identities (a ``roster`` field on :class:`Federation`, the run's

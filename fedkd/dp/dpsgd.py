@@ -8,14 +8,15 @@ that of every step the client has taken in the run: from dp-accounting's PLD acc
 one client-level DP uses (and the noise multiplier is calibrated with,
 :func:`fedkd.fl.privacy.dpsgd_noise`), with Opacus' RDP figure beside it as a cross-check.
 
-The noise and the Poisson sampling draw from generators seeded by the operating system, never
-by the run seed (the server knows that); this is not Opacus' ``secure_mode`` (a CSPRNG), which
-would need ``torchcsprng``.
+The noise and the Poisson sampling draw from generators seeded by the operating system or by the
+node's own secret, never by the run seed (the server knows that); this is not Opacus'
+``secure_mode`` (a CSPRNG), which would need ``torchcsprng``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import secrets
 import warnings
@@ -79,7 +80,7 @@ def sample_rate(num_samples: int, batch_size: int) -> float:
     return 1.0 / _batches(num_samples, batch_size)
 
 
-def _merged(history: Sequence[tuple[float, float, int]]) -> History:
+def merged_history(history: Sequence[tuple[float, float, int]]) -> History:
     """The history with runs of equal (noise, rate) entries merged into one: the same steps,
     so the same privacy, but one self-composed event per run instead of one per round (a
     client's epsilon after round 10 then costs what it cost after round 1)."""
@@ -100,7 +101,7 @@ def epsilon_of_history(
     cross-check; Opacus' own RDP accountant, which the training engine keeps). 0 when empty."""
     if not history:
         return 0.0
-    entries = _merged(history)
+    entries = merged_history(history)
     if accountant == "rdp":
         opacus_rdp = RDPAccountant()
         opacus_rdp.history = entries
@@ -157,8 +158,12 @@ def _training_only(model: nn.Module, trained: list[nn.Parameter]) -> Iterator[No
             parameter.requires_grad_(True)
 
 
-def _entropy_generator() -> torch.Generator:
-    return torch.Generator().manual_seed(secrets.randbits(63))
+def _generator(seed: int | None, stream: int) -> torch.Generator:
+    """OS entropy (``seed`` None), else one of two streams derived from the node's seed."""
+    if seed is None:
+        return torch.Generator().manual_seed(secrets.randbits(63))
+    mixed = hashlib.sha256(f"{seed}/{stream}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(mixed[:8], "big") >> 1)
 
 
 def _optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
@@ -198,6 +203,7 @@ def dp_train(
     optimizer: str = "adam",
     history: Sequence[tuple[float, float, int]] = (),
     only: str | None = None,
+    seed: int | None = None,
 ) -> DPSGDReport:
     """Train ``model`` in place with DP-SGD on ``(x, y)`` and continue the client's accountant.
 
@@ -220,6 +226,10 @@ def dp_train(
         The name of the one submodule to train (e.g. ``"head"``); every other parameter stays
         as it is. The guarantee is the same: each step still clips every example's gradient
         (of what is trained) to ``max_grad_norm`` and adds the same noise.
+    seed
+        Seeds the Poisson sampling and the noise; it must be unknown to the server (a node
+        derives it from its own secret and the training's inputs, so a repeated training
+        repeats its noise). ``None``: OS entropy.
 
     Returns
     -------
@@ -231,7 +241,7 @@ def dp_train(
     model.train()
     dataset = TensorDataset(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y))
     base = DataLoader(dataset, batch_size=min(batch_size, len(dataset)))
-    loader = DPDataLoader.from_data_loader(base, generator=_entropy_generator())
+    loader = DPDataLoader.from_data_loader(base, generator=_generator(seed, 0))
     report = DPSGDReport(epochs=epochs, noise_multiplier=noise_multiplier)
     with _training_only(model, trained):
         with warnings.catch_warnings():  # Opacus warns about its non-secure RNG on every call
@@ -245,7 +255,7 @@ def dp_train(
                 noise_multiplier=noise_multiplier,
                 max_grad_norm=max_grad_norm,
                 poisson_sampling=False,  # the loader above is Poisson-sampled already
-                noise_generator=_entropy_generator(),
+                noise_generator=_generator(seed, 1),
             )
         report.sample_rate = 1.0 / len(dp_loader)
         try:

@@ -3,13 +3,14 @@
 :func:`handle` is everything a client decides: which model it trains (the pushed student in
 FedDF and FedAvg, its own persistent model in FedMD and local-only), whether it digests the
 pushed teacher, whether it may answer in the clear (never when the run or its operator
-requires secure aggregation), and the client side of the secure-aggregation stages, with
-their freshness checks (the aggregation round must be the train round of this run, a spent
-round is never answered again, the public set must be the one this node loaded or pinned).
+requires secure aggregation), and the client side of the secure-aggregation stages
+(:mod:`fedkd.fl.client_stages`), with their freshness checks (the aggregation round must be
+the train round of this run, a spent round is never answered again, the public set must be
+the one this node loaded or pinned) and its release ledger's rules (:mod:`fedkd.fl.release`:
+no vector released for two participant sets, a privacy budget the node keeps itself).
 
-Per-node state that outlives one message (the persistent model, the secure-aggregation
-state, the pending contribution) goes through a :class:`NodeStore`: Flower's
-``context.state`` in ``clients/app.py``, a dict in :class:`MemoryStore`.
+Per-run state goes through a :class:`~fedkd.fl.node.NodeStore`; what outlives runs is in the
+node's ledger (:mod:`fedkd.fl.ledger`).
 """
 
 from __future__ import annotations
@@ -18,24 +19,20 @@ import functools
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedkd.fl import keys
+from fedkd.fl import keys, node_budget, release
+from fedkd.fl.client_stages import secure_stage, start_round, trust
 from fedkd.fl.config import FedConfig, parse_run_config
 from fedkd.fl.faults import InjectedFault, inject_fault
-from fedkd.fl.identities import client_identity
-from fedkd.secagg import (
-    ClientState,
-    SecAggError,
-    decode_client_state,
-    encode_client_state,
-)
+from fedkd.fl.ledger import LedgerRefusal, Training
+from fedkd.fl.node import BadRequest, MemoryStore, NodeInfo, NodeStore
+from fedkd.fl.release import NodeBudget, admit_run, admit_training, training_input
+from fedkd.secagg import SecAggError
 from fedkd.secagg import protocol as secagg
 from fedkd.secagg.errors import ConfigMismatch, RefusedRequest, ReplayedRequest
-from fedkd.secagg.identity import Identity, Roster
 from fedkd.secagg.wire import AdvertiseRequest
 from fedkd.transport import BAD_REQUEST, REFUSED, Envelope, Refusal
 
@@ -49,6 +46,8 @@ if TYPE_CHECKING:
     from fedkd.fl.data import FederatedData
     from fedkd.models import FeatureModel
 
+__all__ = ["BadRequest", "MemoryStore", "NodeInfo", "NodeStore", "handle", "train"]
+
 log = logging.getLogger("fedkd.client")
 
 FAULT_STAGE = {
@@ -58,10 +57,6 @@ FAULT_STAGE = {
     secagg.CONSISTENCY: "consistency",
     secagg.UNMASK: "unmask",
 }
-
-
-class BadRequest(ValueError):
-    """The server's message is malformed (missing field or array, wrong shape, NaN...)."""
 
 
 CRASHED = 500  # error code of an injected crash
@@ -74,70 +69,6 @@ class LateRequest(ValueError):
 
 class PlaintextRefused(RefusedRequest):
     """The server asked for something in the clear where secure aggregation is required."""
-
-
-class NodeStore(Protocol):
-    """Per-node envelopes that survive between messages."""
-
-    def get(self, key: str) -> Envelope | None: ...
-
-    def put(self, key: str, value: Envelope) -> None: ...
-
-    def delete(self, key: str) -> None: ...
-
-
-class MemoryStore:
-    """A :class:`NodeStore` in a dict (in-process federations, tests)."""
-
-    def __init__(self) -> None:
-        self.items: dict[str, Envelope] = {}
-
-    def get(self, key: str) -> Envelope | None:
-        value = self.items.get(key)
-        return None if value is None else value.copy()
-
-    def put(self, key: str, value: Envelope) -> None:
-        self.items[key] = value.copy()
-
-    def delete(self, key: str) -> None:
-        self.items.pop(key, None)
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    """What a node knows about itself: identity and its operator's settings."""
-
-    node_id: int
-    run_id: int
-    partition_id: int
-    num_partitions: int
-    node_config: Mapping[str, Any] = field(default_factory=dict)  # the operator's settings
-    require_secagg: bool = False  # the operator's word: nothing in the clear, whatever the run
-    public_set_digest: str = ""  # hex SHA-256 the operator pins ("" = trust the run config)
-
-    @classmethod
-    def from_node_config(
-        cls, node_id: int, run_id: int, node_config: Mapping[str, Any]
-    ) -> NodeInfo:
-        """Read ``partition-id``, ``num-partitions`` and the operator's optional settings."""
-        try:
-            partition_id = int(node_config[keys.NODE_PARTITION_ID])
-            num_partitions = int(node_config[keys.NODE_NUM_PARTITIONS])
-        except KeyError as missing:
-            raise BadRequest(
-                f"node config lacks {missing}; start the SuperNode with --node-config "
-                "'partition-id=<i> num-partitions=<n>'"
-            ) from None
-        flag = str(node_config.get(keys.NODE_REQUIRE_SECAGG, "false")).lower()
-        return cls(
-            node_id=node_id,
-            run_id=run_id,
-            partition_id=partition_id,
-            num_partitions=num_partitions,
-            node_config=dict(node_config),
-            require_secagg=flag in ("true", "1"),
-            public_set_digest=str(node_config.get(keys.NODE_PUBLIC_DIGEST, "")).lower(),
-        )
 
 
 def handle(
@@ -166,6 +97,17 @@ def handle(
         raise BadRequest(f"unknown message kind {request.kind!r}")
     except InjectedFault as crash:
         return Refusal(CRASHED, str(crash))
+    except LedgerRefusal as refusal:  # the node's own rule: the operator sees it in one line
+        log.warning(
+            "node %s (partition %s) refuses %s of run %s round %s: %s",
+            node.node_id,
+            node.partition_id,
+            request.kind,
+            node.run_id,
+            request.fields.get(keys.ROUND, request.fields.get(keys.FLOWER_ROUND, "?")),
+            refusal,
+        )
+        return Refusal(REFUSED, str(refusal))
     except SecAggError as refusal:
         return Refusal(REFUSED, f"secagg {request.kind} refused: {refusal}")
     except (ValueError, KeyError, TypeError) as problem:  # BadRequest included
@@ -271,35 +213,12 @@ def _metrics(result: LocalResult, pid: int) -> dict[str, int | float]:
         keys.NUM_EXAMPLES: result.num_examples,
         keys.CLIENT_ACCURACY: result.client_accuracy,
         keys.TRAIN_LOSS: result.train_loss,
-        keys.TRAIN_SECONDS: result.seconds,
         keys.PARTITION_ID: pid,
         keys.CLIPPED: result.clipped_fraction,
     }
 
 
-def train(
-    request: Envelope, node: NodeInfo, store: NodeStore, config: FedConfig, server_round: int
-) -> Envelope:
-    """Local training; then the teacher contribution (FedKD) or the weights (FedAvg)."""
-    import torch
-
-    from fedkd.fl.client_work import local_round
-    from fedkd.fl.data import federated_data
-    from fedkd.fl.fedprox import proximal_round
-    from fedkd.fl.privacy import require_round_noise
-
-    # Small models on few cores: one intra-op thread per process avoids oversubscription.
-    torch.set_num_threads(config.local.torch_threads)
-    if keys.ROUND not in request.fields and keys.FLOWER_ROUND not in request.fields:
-        raise BadRequest(f"train message has no '{keys.ROUND}' in its 'config' record")
-    deadline = request.fields.get(keys.DEADLINE)
-    if isinstance(deadline, float) and time.time() > deadline + CLOCK_SLACK:
-        raise LateRequest(
-            f"the round's deadline passed {time.time() - deadline:.0f} s before this client "
-            "could start; not training"
-        )
-    phase = _phase(request, config)
-    secure = keys.SECAGG_CONFIG in request.fields
+def _refuse_plaintext(phase: str, secure: bool, node: NodeInfo, config: FedConfig) -> None:
     if phase in ("fedavg", "fedprox", "local") and node.require_secagg:
         raise PlaintextRefused(
             f"this node requires secure aggregation; a {phase} round would send its weights "
@@ -311,20 +230,83 @@ def train(
             "the run (or this node's 'require-secagg') demands secure aggregation, but the "
             "train message carries no secure-aggregation config; not sending logits in clear"
         )
-    data = federated_data(config, node.num_partitions)
-    if node.public_set_digest and node.public_set_digest != data.public_digest.hex():
-        # Whatever the phase: answering on a public set the operator did not accept would let
-        # a server that picks the public set query this node's model (crafted queries).
-        raise ConfigMismatch(
-            "this node's pinned public-set digest differs from the public set the run loads"
+
+
+def _check_train_request(request: Envelope, config: FedConfig) -> None:
+    if keys.ROUND not in request.fields and keys.FLOWER_ROUND not in request.fields:
+        raise BadRequest(f"train message has no '{keys.ROUND}' in its 'config' record")
+    deadline = request.fields.get(keys.DEADLINE)
+    if isinstance(deadline, float) and time.time() > deadline + CLOCK_SLACK:
+        raise LateRequest(
+            f"the round's deadline passed {time.time() - deadline:.0f} s before this client "
+            "could start; not training"
         )
-    advertise = _check_secagg_request(request, node, data, server_round) if secure else None
-    if secure and config.dp.placement == "distributed":  # before any work on private data
-        payload = request.fields[keys.SECAGG_CONFIG]
-        assert isinstance(payload, bytes)  # _check_secagg_request refused anything else
-        round_config = AdvertiseRequest.from_bytes(payload).config
-        require_round_noise(config, round_config, node.num_partitions)
+
+
+def _admit(node: NodeInfo, config: FedConfig, data: FederatedData, server_round: int) -> NodeBudget:
+    """The node's ledger and budget for this request (before any work on private data)."""
+    from fedkd.fl.privacy import budget_targets
+
+    identity, roster = trust(node, config)
+    shard = len(data.client_train(node.partition_id))
+    targets = budget_targets(config, node.num_partitions, shard)
+    asked = node_budget.run_budget(
+        config, client_epsilon=targets.get("client"), dpsgd_epsilon=targets.get("dpsgd")
+    )
+    name = identity.name if identity is not None else ""
+    return admit_run(node, config, name, roster, server_round, asked)
+
+
+def _dpsgd_seed(
+    nb: NodeBudget,
+    request: Envelope,
+    store: NodeStore,
+    node: NodeInfo,
+    config: FedConfig,
+    shard: int,
+    epochs: int,
+    server_round: int,
+) -> tuple[int, list[tuple[float, float, int]]]:
+    """Check the DP-SGD budget and record the training; the seed of its noise, and the
+    accountant's entries of the node's other trainings in this federation."""
+    from fedkd.fl.privacy import dpsgd_plan
+
+    saved = store.get(keys.STATE_MODEL)
+    inputs = training_input(
+        request.arrays,
+        None if saved is None else saved.arrays,
+        config.to_dict(),
+        server_round,
+        node.partition_id,
+    )
+    z, q, steps = dpsgd_plan(config, shard, epochs)
+    seed = admit_training(
+        nb, Training(nb.federation, server_round, node.run_id, inputs, z, q, steps)
+    )
+    return seed, release.dpsgd_history(nb, without=inputs)
+
+
+def _work(
+    request: Envelope,
+    node: NodeInfo,
+    store: NodeStore,
+    config: FedConfig,
+    data: FederatedData,
+    nb: NodeBudget,
+    server_round: int,
+) -> tuple[LocalResult, FeatureModel]:
+    """The round's local training on the model this phase trains."""
+    from fedkd.fl.client_work import local_round
+    from fedkd.fl.fedprox import proximal_round
+
+    phase = _phase(request, config)
     model, fresh = _model(request, store, config, data, node.partition_id, phase)
+    seed: int | None = None
+    history: list[tuple[float, float, int]] = []
+    if config.dp.client_dp_sgd:
+        epochs = config.local.epochs + (config.local.warmup_epochs if fresh else 0)
+        shard = len(data.client_train(node.partition_id))
+        seed, history = _dpsgd_seed(nb, request, store, node, config, shard, epochs, server_round)
     teacher = None
     if phase == "fedkd" and keys.TEACHER in request.arrays:
         shape = (len(data.split.public), data.split.num_classes)
@@ -339,24 +321,87 @@ def train(
             mu=_proximal_mu(request),
             first_round=fresh,
         )
-    else:
-        result = local_round(
-            config,
-            data,
-            node.partition_id,
-            model,
-            server_round=server_round,
-            teacher_logits=teacher,
-            contribute=phase == "fedkd",
-            first_round=fresh,
-            dpsgd_history=dpsgd_history(store),
+        return result, model
+    result = local_round(
+        config,
+        data,
+        node.partition_id,
+        model,
+        server_round=server_round,
+        teacher_logits=teacher,
+        contribute=phase == "fedkd",
+        first_round=fresh,
+        dpsgd_history=history,
+        dpsgd_seed=seed,
+    )
+    return result, model
+
+
+def train(
+    request: Envelope, node: NodeInfo, store: NodeStore, config: FedConfig, server_round: int
+) -> Envelope:
+    """Local training; then the teacher contribution (FedKD) or the weights (FedAvg)."""
+    import torch
+
+    from fedkd.fl.data import federated_data
+    from fedkd.fl.privacy import require_round_noise
+
+    # Small models on few cores: one intra-op thread per process avoids oversubscription.
+    torch.set_num_threads(config.local.torch_threads)
+    _check_train_request(request, config)
+    phase = _phase(request, config)
+    secure = keys.SECAGG_CONFIG in request.fields
+    _refuse_plaintext(phase, secure, node, config)
+    data = federated_data(config, node.num_partitions)
+    if node.public_set_digest and node.public_set_digest != data.public_digest.hex():
+        # Whatever the phase: answering on a public set the operator did not accept would let
+        # a server that picks the public set query this node's model (crafted queries).
+        raise ConfigMismatch(
+            "this node's pinned public-set digest differs from the public set the run loads"
         )
-    if config.dp.client_dp_sgd and result.dpsgd_history:  # the accountant outlives the round
-        history = np.asarray(result.dpsgd_history, dtype=np.float64)  # (entries, 3)
+    advertise = _check_secagg_request(request, node, data, server_round) if secure else None
+    round_config = None
+    if advertise is not None:
+        round_config = AdvertiseRequest.from_bytes(secagg.payload_of(advertise)).config
+        if config.dp.placement == "distributed":  # before any work on private data
+            require_round_noise(config, round_config, node.num_partitions)
+    nb = _admit(node, config, data, server_round)
+    result, model = _work(request, node, store, config, data, nb, server_round)
+    _keep(store, config, phase, model, result, nb)
+    if phase != "fedkd":
+        reply = Envelope(keys.TRAIN, dict(_metrics(result, node.partition_id)))
+        if phase in ("fedavg", "fedprox"):
+            reply.arrays.update(weights_arrays(model))
+        return reply
+    # FedKD: the statistics ride inside the summed vector; only who answered is in the clear
+    reply = Envelope(keys.TRAIN, {keys.PARTITION_ID: node.partition_id})
+    prepared = release.prepare_release(nb, node, config, result.vector, server_round, round_config)
+    if advertise is None:
+        nb.ledger.record_release(prepared.release, budgeted=nb.budgeted)
+        reply.arrays[keys.CONTRIBUTION] = prepared.values
+    else:
+        reply.fields[secagg.PAYLOAD] = start_round(
+            store, node, config, advertise, prepared, budgeted=nb.budgeted
+        )
+    return reply
+
+
+def _keep(
+    store: NodeStore,
+    config: FedConfig,
+    phase: str,
+    model: FeatureModel,
+    result: LocalResult,
+    nb: NodeBudget,
+) -> None:
+    """What outlives the round in the run's store: the own model, the DP-SGD accountant."""
+    if config.dp.client_dp_sgd and result.dpsgd_history:
+        history = np.asarray(release.dpsgd_history(nb), dtype=np.float64)  # (entries, 3)
         store.put(keys.STATE_DPSGD, Envelope(keys.STATE_DPSGD, arrays={"history": history}))
         # The node's own log: its epsilon depends on its shard size, so it never leaves the node.
         log.info(
-            "DP-SGD: epsilon %.3f (PLD) at delta %g after %d steps (noise %.3f, sample rate %.4f)",
+            "DP-SGD: epsilon %.3f (PLD) at delta %g after %d steps over the federation's runs "
+            "(noise %.3f, sample rate %.4f)",
             result.dpsgd_epsilon,
             config.dp.client_delta,
             sum(steps for _, _, steps in result.dpsgd_history),
@@ -371,26 +416,6 @@ def train(
                 arrays={k: v.detach().cpu().numpy() for k, v in model.state_dict().items()},
             ),
         )
-    if phase == "fedkd":  # the statistics ride inside the summed vector; only who answered
-        reply = Envelope(keys.TRAIN, {keys.PARTITION_ID: node.partition_id})
-    else:
-        reply = Envelope(keys.TRAIN, dict(_metrics(result, node.partition_id)))
-    if phase in ("fedavg", "fedprox"):
-        reply.arrays.update(weights_arrays(model))
-    elif advertise is not None:
-        state = _load_state(store, node, config) or _new_state(node, config)
-        state.expected_run, state.expected_round = node.run_id, server_round
-        try:
-            stage = secagg.serve_stage(state, advertise)
-        finally:
-            _save_state(store, state)
-        store.put(
-            keys.STATE_PENDING, Envelope(keys.STATE_PENDING, arrays={"values": result.vector})
-        )
-        reply.fields[secagg.PAYLOAD] = stage.fields[secagg.PAYLOAD]
-    elif phase == "fedkd":
-        reply.arrays[keys.CONTRIBUTION] = result.vector
-    return reply
 
 
 def _proximal_mu(request: Envelope) -> float:
@@ -419,62 +444,3 @@ def _check_secagg_request(
     if config.public_set_digest != data.public_digest:
         raise ConfigMismatch("the aggregation config names another public set than this node's")
     return secagg.stage_envelope(secagg.ADVERTISE, payload, server_round)
-
-
-def _trust(node: NodeInfo, config: FedConfig) -> tuple[Identity | None, Roster | None]:
-    return client_identity(
-        config.secagg.roster,
-        node.node_config,
-        run_id=node.run_id,
-        partition_id=node.partition_id,
-        num_partitions=node.num_partitions,
-    )
-
-
-def _new_state(node: NodeInfo, config: FedConfig) -> ClientState:
-    """A node's first secure-aggregation state, with its identity when the run has a roster."""
-    identity, roster = _trust(node, config)
-    return ClientState(node_id=node.node_id, identity=identity, roster=roster)
-
-
-def _load_state(store: NodeStore, node: NodeInfo, config: FedConfig) -> ClientState | None:
-    """The node's saved state; the roster, saved by digest only, comes from the node's own."""
-    saved = store.get(keys.STATE_SECAGG)
-    if saved is None:
-        return None
-    payload = bytes(saved.fields[secagg.PAYLOAD])  # type: ignore[arg-type]
-    return decode_client_state(payload, roster=_trust(node, config)[1])
-
-
-def _save_state(store: NodeStore, state: ClientState) -> None:
-    payload = encode_client_state(state, with_roster=False)
-    store.put(keys.STATE_SECAGG, Envelope(keys.STATE_SECAGG, {secagg.PAYLOAD: payload}))
-
-
-def secure_stage(
-    request: Envelope, store: NodeStore, node: NodeInfo, config: FedConfig
-) -> Envelope:
-    """The later secure-aggregation stages; the state is saved back however the stage ends (a
-    refusal marks the round spent, and the node must remember that for the next message)."""
-    state = _load_state(store, node, config)
-    if state is None:
-        raise BadRequest("no secure-aggregation round in progress on this node")
-    values = None
-    if request.kind == secagg.MASKED_INPUT:
-        pending = store.get(keys.STATE_PENDING)
-        if pending is None:
-            spent = state.config is not None and (state.config.run_id, state.config.round) in (
-                state.spent_rounds
-            )
-            if spent:  # the contribution was masked and sent already: this is a replay
-                _save_state(store, state)
-                raise ReplayedRequest("this round was already answered; refusing")
-            raise BadRequest("no pending contribution on this node (train first)")
-        values = pending.arrays["values"]
-    try:
-        reply = secagg.serve_stage(state, request, values)
-    finally:
-        _save_state(store, state)
-    if request.kind == secagg.MASKED_INPUT:
-        store.delete(keys.STATE_PENDING)  # the plaintext contribution is not kept past use
-    return reply

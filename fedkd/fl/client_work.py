@@ -10,7 +10,6 @@ securely with the other clients'.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -27,7 +26,7 @@ from fedkd.distill.train import train_with_soft_targets
 from fedkd.fl.config import FedConfig
 from fedkd.fl.contribution import stats_block, teacher_contribution
 from fedkd.fl.data import FederatedData
-from fedkd.fl.privacy import client_release, private_local_training
+from fedkd.fl.privacy import private_local_training
 from fedkd.models import FeatureModel, build_model
 
 
@@ -41,7 +40,6 @@ class LocalResult:
     train_loss: float  # NaN under DP-SGD (a loss on private batches is not private output)
     client_accuracy: float  # the local model on the test set (NaN when not evaluated)
     clipped_fraction: float  # share of public-set logits cut at ±secagg-clip·T
-    seconds: float
     # DP-SGD (client-dp-sgd): the client's Opacus accountant history after this round (kept by
     # the node across rounds, never sent) and the epsilon of all its steps so far
     dpsgd_history: list[tuple[float, float, int]] = field(default_factory=list)
@@ -69,6 +67,7 @@ def local_round(
     contribute: bool = True,
     first_round: bool = False,
     dpsgd_history: Sequence[tuple[float, float, int]] = (),
+    dpsgd_seed: int | None = None,
     proximal_mu: float = 0.0,
 ) -> LocalResult:
     """Run one client's round on ``model`` (updated in place).
@@ -89,10 +88,16 @@ def local_round(
         labels during local training (``local-kd-weight``).
     contribute
         Compute the teacher contribution (false for FedAvg/FedProx/local rounds).
+    dpsgd_history, dpsgd_seed
+        DP-SGD: the node's accountant entries so far, and the seed of this training's noise
+        and sampling (the node's own; ``None``: OS entropy).
     proximal_mu
         FedProx: the proximal weight mu of ``mu / 2 * ||w - w_pushed||^2`` (0: none).
+
+    The contribution vector is the client's raw one: the node clips and noises what it
+    releases (:func:`fedkd.fl.release.prepare_release`). No timing leaves the client: under
+    DP-SGD the time taken tracks the shard size.
     """
-    start = time.perf_counter()
     local = config.local
     seed = config.seed * 1_000_003 + server_round * 1_009 + partition_id
     public_x = data.split.public.x
@@ -121,7 +126,13 @@ def local_round(
     dpsgd, report = None, TrainReport(epochs=0)
     if config.dp.client_dp_sgd:  # record-level DP: DP-SGD (Opacus) on the private labels only
         report = dpsgd = private_local_training(
-            config, model, train, epochs=epochs, history=dpsgd_history, fresh=first_round
+            config,
+            model,
+            train,
+            epochs=epochs,
+            history=dpsgd_history,
+            fresh=first_round,
+            seed=dpsgd_seed,
         )
     elif teacher_logits is not None and local.kd_weight > 0:
         # The knowledge loop: private labels and the pushed teacher's public targets in the
@@ -167,14 +178,12 @@ def local_round(
     if contribute:
         vector, clipped = teacher_contribution(config, data, partition_id, model)
         vector = np.concatenate([vector, stats_block(accuracy, train_loss, clipped)])
-        vector = client_release(config, vector, data.num_partitions)  # client-level DP clip
     return LocalResult(
         vector=vector,
         num_examples=num_examples,
         train_loss=train_loss,
         client_accuracy=accuracy,
         clipped_fraction=clipped,
-        seconds=time.perf_counter() - start,
         dpsgd_history=[] if dpsgd is None else dpsgd.history,
         dpsgd_epsilon=math.nan if dpsgd is None else dpsgd.epsilon,
     )

@@ -13,9 +13,11 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fedkd.data import DataSplit
+from fedkd.fl import keys
 from fedkd.fl.client import MemoryStore, NodeInfo, handle
 from fedkd.fl.config import FedConfig, preflight
 from fedkd.fl.data import load_run_split, public_digest
@@ -103,16 +105,22 @@ def in_process_clients(
     *,
     run_id: int = 0,
     stores: dict[int, MemoryStore] | None = None,
+    state_dir: str | Path | None = None,
 ) -> InProcessTransport:
     """``num_clients`` library clients, each with its own store, as one transport.
 
     ``stores``, when given, receives each client's store under its partition id, so that an
     experiment playing every client can read what the clients keep to themselves (their
-    DP-SGD accountants).
+    DP-SGD accountants). ``state_dir`` is where the nodes keep what outlives a run (their
+    release ledgers; node config ``state-dir``); ``None``: ``$FEDKD_HOME/nodes``, as
+    simulated nodes under Flower.
     """
+    settings = {} if state_dir is None else {keys.NODE_STATE_DIR: str(state_dir)}
 
     def client(partition_id: int) -> Callable[[Envelope], Envelope | Refusal]:
-        node = NodeInfo(FIRST_NODE_ID + partition_id, run_id, partition_id, num_clients)
+        node = NodeInfo.simulated(
+            FIRST_NODE_ID + partition_id, run_id, partition_id, num_clients, **settings
+        )
         store = MemoryStore()
         if stores is not None:
             stores[partition_id] = store
@@ -128,6 +136,7 @@ def simulate(
     run_id: int = 0,
     wrap: Callable[[Transport], Transport] | None = None,
     stores: dict[int, MemoryStore] | None = None,
+    state_dir: str | Path | None = None,
 ) -> RunRecorder:
     """Run a whole federated experiment in this process; returns its recorder.
 
@@ -143,9 +152,16 @@ def simulate(
         Puts a transport around the honest one (an attacker, a fault model).
     stores
         Receives each client's store by partition id (see :func:`in_process_clients`).
+    state_dir
+        Where the nodes keep their release ledgers (see :func:`in_process_clients`). A study
+        that plays every node and means each run's nodes to be new clients passes a fresh
+        directory per run; nodes that share one refuse to release a vector for two
+        participant sets, or past their privacy budget.
     """
     run = open_run(run_config, num_clients)
-    transport: Transport = in_process_clients(run_config, num_clients, run_id=run_id, stores=stores)
+    transport: Transport = in_process_clients(
+        run_config, num_clients, run_id=run_id, stores=stores, state_dir=state_dir
+    )
     if wrap is not None:
         transport = wrap(transport)
     start = time.perf_counter()

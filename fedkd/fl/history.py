@@ -46,6 +46,9 @@ class RoundRecord:
     sampled: int = 0
     survivors: int = 0
     dropped: list[int] = field(default_factory=list)  # partition ids that fell out this round
+    # why each of ``dropped`` fell out ("stage: reason"), in the same order: a node's refusal
+    # (its ledger's, e.g. "ledger refuses (budget): ...") is a dropout with its reason
+    dropped_reasons: list[str] = field(default_factory=list)
     clipped_fraction: float = 0.0
     # Client-level DP (NaN with dp = off): epsilon spent after this round at dp-delta (PLD,
     # RDP cross-check, and without amplification by sampling), the realised noise multiplier

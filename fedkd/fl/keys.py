@@ -27,7 +27,6 @@ SECAGG_CONFIG = (
 NUM_EXAMPLES = "num-examples"  # Flower FedAvg weights by this key
 CLIENT_ACCURACY = "client-accuracy"
 TRAIN_LOSS = "train-loss"
-TRAIN_SECONDS = "train-seconds"
 PARTITION_ID = "partition-id"
 CLIPPED = "clipped-fraction"  # share of public-set logits cut at the secagg clip range
 
@@ -38,9 +37,13 @@ NODE_REQUIRE_SECAGG = "require-secagg"  # a node refuses anything in the clear w
 NODE_PUBLIC_DIGEST = "public-set-digest"  # hex SHA-256 of the public set the operator accepts
 NODE_SECAGG_IDENTITY = "secagg-identity"  # path of this node's identity file (fedkd keys)
 NODE_SECAGG_ROSTER = "secagg-roster"  # path of the operator's copy of the roster
+NODE_STATE_DIR = "state-dir"  # the node's own state (release ledger); default $FEDKD_HOME/nodes
+NODE_ALLOW_CURIOUS = "allow-curious"  # a deployed node may run without a roster when true
+NODE_FIXED_PARTICIPANTS = "fixed-participants"  # one participant set per federation when true
 
 # Keys of the per-node store (state that outlives one message).
 STATE_MODEL = "local-model"
 STATE_SECAGG = "secagg-state"
 STATE_PENDING = "pending"
 STATE_DPSGD = "dpsgd-accountant"  # the node's Opacus accountant history (client-dp-sgd)
+STATE_RELEASE = "release"  # the pending release's ledger entry and its participants' names

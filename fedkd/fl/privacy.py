@@ -95,11 +95,13 @@ def client_release(
 ) -> np.ndarray:
     """What a client sends under client-level DP: its vector clipped (and, ``local``, noised).
 
-    ``seed`` is for tests only: the noise must come from entropy the server does not know.
+    ``seed`` must come from something the server cannot know: the node passes one keyed by its
+    own secret and the vector (:meth:`fedkd.fl.ledger.ReleaseLedger.seed`), so a repeated
+    release repeats its noise; ``None`` draws from OS entropy.
     """
     plan = noise_plan(config, num_clients)
     if plan is None:
-        return vector
+        return np.asarray(vector, dtype=np.float64)
     weighted = np.asarray(vector, dtype=np.float64).copy()
     stats = _stats(weighted)
     weighted[stats] *= config.dp.stats_weight
@@ -114,6 +116,35 @@ def client_release(
     if plan.placement == "local":
         released += gaussian_noise(len(released), plan.std, noise_rng(seed))
     return released
+
+
+def release_noise(
+    config: FedConfig, secagg: SecAggConfig | None, num_clients: int
+) -> tuple[float | None, float | None]:
+    """The noise multiplier and sampling fraction a client accounts one release with.
+
+    For ``distributed`` with ``dp-shares = threshold`` (the default), the worst case the client
+    can be sure of: ``threshold`` shares of the variance the round declares (fewer cannot be
+    unmasked). With ``dp-shares = sampled``, the shares of every sampled client: that mode
+    trusts the server's dropout claims, and so does this count. For ``central``, the noise the
+    server promises (the client cannot check it). ``(None, None)`` without DP.
+    """
+    plan = noise_plan(config, num_clients)
+    if plan is None:
+        return None, None
+    if plan.placement != "distributed" or secagg is None:
+        return plan.noise_multiplier, plan.sampling
+    shares = secagg.threshold
+    if config.dp.shares == "sampled":
+        shares = min(secagg.num_clients, sampled_count(config, num_clients))
+    worst = realised_noise(
+        plan,
+        shares,
+        share_variance_levels=float(getattr(secagg, "noise_variance", 0.0)),
+        scale=secagg.quantizer.scale,
+        length=secagg.vector_length,
+    )
+    return worst.noise_multiplier, plan.sampling
 
 
 def min_survivors(secagg: SecAggConfig) -> int:
@@ -240,6 +271,33 @@ def dpsgd_noise(config: FedConfig, num_samples: int) -> float:
     )
 
 
+def dpsgd_plan(config: FedConfig, num_samples: int, epochs: int) -> tuple[float, float, int]:
+    """The accountant entry (noise multiplier, sample rate, steps) of ``epochs`` of DP-SGD."""
+    from fedkd.dp.dpsgd import sample_rate, steps_per_epoch
+
+    batch = config.local.batch_size
+    steps = epochs * steps_per_epoch(num_samples, batch)
+    return dpsgd_noise(config, num_samples), sample_rate(num_samples, batch), steps
+
+
+def budget_targets(config: FedConfig, num_clients: int, num_samples: int) -> dict[str, float]:
+    """The epsilons a run asks for: its targets, or what its given noise gives over the run
+    (client-level: ``num-rounds`` releases; DP-SGD: warm-up and ``num-rounds`` rounds)."""
+    from fedkd.dp.accounting import epsilon_of, run_event
+    from fedkd.dp.dpsgd import epsilon_of_history
+
+    dp, targets = config.dp, {}
+    plan = noise_plan(config, num_clients)
+    if plan is not None:
+        event = run_event(plan.noise_multiplier, plan.sampling, config.num_rounds)
+        targets["client"] = dp.epsilon or epsilon_of(event, dp.delta)
+    if dp.client_dp_sgd:
+        epochs = config.local.warmup_epochs + config.local.epochs * config.num_rounds
+        whole = [dpsgd_plan(config, num_samples, epochs)]
+        targets["dpsgd"] = dp.client_epsilon or epsilon_of_history(whole, dp.client_delta)
+    return targets
+
+
 def private_local_training(
     config: FedConfig,
     model: FeatureModel,
@@ -248,11 +306,13 @@ def private_local_training(
     epochs: int,
     history: Sequence[tuple[float, float, int]],
     fresh: bool,
+    seed: int | None = None,
 ) -> DPSGDReport:
     """One round of a client's DP-SGD training, continuing its accountant ``history``.
 
     ``client-dp-layers = head`` trains only the output layer of the pushed student; a ``fresh``
-    one (no features learnt yet) trains all of its layers.
+    one (no features learnt yet) trains all of its layers. ``seed`` seeds its noise and
+    sampling (:func:`fedkd.dp.dpsgd.dp_train`).
     """
     from fedkd.dp.dpsgd import dp_train
 
@@ -269,6 +329,7 @@ def private_local_training(
         optimizer=config.local.optimizer,
         history=history,
         only=HEAD if config.dp.client_layers == "head" and not fresh else None,
+        seed=seed,
     )
 
 

@@ -262,8 +262,8 @@ def fedkd_round(
         seconds_secagg=agg.seconds_secagg,
         sampled=len(sampled),
         survivors=agg.survivors,
-        dropped=sorted(fed.partition_of(node) for node in agg.failed),
     )
+    record.dropped, record.dropped_reasons = dropouts(fed, agg.failed)
     _log_dropouts(fed, agg.failed, server_round)
     if agg.total is None:
         record.status, record.reason = "skipped", agg.reason
@@ -307,6 +307,12 @@ def _warn_if_clipped(record: RoundRecord, config: FedConfig) -> None:
             100 * record.clipped_fraction,
             config.secagg.clip,
         )
+
+
+def dropouts(fed: Federation, failed: dict[int, str]) -> tuple[list[int], list[str]]:
+    """The partition ids that dropped out, sorted, and each one's reason."""
+    pairs = sorted((fed.partition_of(node), reason) for node, reason in failed.items())
+    return [p for p, _ in pairs], [reason for _, reason in pairs]
 
 
 def _log_dropouts(fed: Federation, failed: dict[int, str], server_round: int) -> None:
@@ -391,12 +397,13 @@ def run_local(fed: Federation) -> None:
             client_accuracy_mean=train.client_accuracy_mean,
             sampled=len(nodes),
             survivors=len(train.result.replies),
-            dropped=sorted(fed.partition_of(node) for node in train.result.failures),
             bytes_up=train.result.bytes_up,
             bytes_down=train.result.bytes_down,
             seconds=time.perf_counter() - start,
             seconds_train=train.result.seconds,
         )
+        failed = {node: f"train: {why}" for node, why in train.result.failures.items()}
+        record.dropped, record.dropped_reasons = dropouts(fed, failed)
         set_client_spread(record, _client_values(train.result, keys.CLIENT_ACCURACY))
         fed.recorder.add(record)
         _log_round(record, fed.config.num_rounds)

@@ -301,7 +301,10 @@ def _open_shares(state: ClientState, request: MaskedInputRequest) -> dict[int, H
 
 
 def client_masked_input(
-    state: ClientState, request: MaskedInputRequest, values: np.ndarray
+    state: ClientState,
+    request: MaskedInputRequest,
+    values: np.ndarray,
+    noise_rng: np.random.Generator | None = None,
 ) -> MaskedInput:
     """Stage 3: authenticate the received shares, then send the masked quantized input.
 
@@ -313,6 +316,9 @@ def client_masked_input(
         Ciphertexts addressed to this client by the neighbours that shared keys.
     values : np.ndarray
         Float input of length ``config.vector_length`` (e.g. ``concat([w * x, w])``).
+    noise_rng : np.random.Generator | None
+        Draws the distributed-DP noise share (``None``: OS entropy); a node seeds it from its
+        own secret so a repeated release repeats its noise.
 
     Returns
     -------
@@ -344,7 +350,7 @@ def client_masked_input(
     quantized = config.quantizer.encode(values)
     # Distributed DP: this client's integer noise share joins its levels before any mask, so
     # no one (the server included) ever sees its input with less than its own share of noise.
-    levels = add_noise_share(quantized.values, config.noise_variance)
+    levels = add_noise_share(quantized.values, config.noise_variance, noise_rng)
     with _refusals(state):
         opened = _open_shares(state, request)
         senders = (state.node_id, *opened)

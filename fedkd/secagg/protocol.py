@@ -304,11 +304,15 @@ def _tags(request: Envelope) -> tuple[bytes, ...]:
 
 
 def serve_stage(
-    state: ClientState, request: Envelope, values: np.ndarray | None = None
+    state: ClientState,
+    request: Envelope,
+    values: np.ndarray | None = None,
+    noise_rng: np.random.Generator | None = None,
 ) -> Envelope:
     """Answer one stage's request on the client side.
 
-    ``values`` is the client's contribution, needed (only) for the masked-input stage.
+    ``values`` is the client's contribution, needed (only) for the masked-input stage, and
+    ``noise_rng`` draws its distributed-DP noise share (``None``: OS entropy).
     The trust mode and the freshness checks come from ``state``: build it as
     ``ClientState(node_id, identity=..., roster=..., expected_run=..., expected_round=...)``
     (identity and roster: the malicious-server mode; expected run/round: what the caller
@@ -325,7 +329,9 @@ def serve_stage(
     elif kind == MASKED_INPUT:
         if values is None:
             raise ProtocolAbort("no contribution to mask on this node")
-        masked = client_masked_input(state, MaskedInputRequest.from_bytes(payload), values)
+        masked = client_masked_input(
+            state, MaskedInputRequest.from_bytes(payload), values, noise_rng
+        )
         width = state.config.modulus_bits if state.config is not None else 64
         return Envelope(kind, arrays={MASKED: pack_words(masked.masked, width)})
     elif kind == CONSISTENCY:
