@@ -36,12 +36,14 @@ from fedkd.secagg.attack_base import Attack, unmask_lists, with_payload
 from fedkd.secagg.config import SecAggConfig
 from fedkd.secagg.driver import Simulation, simulate
 from fedkd.secagg.errors import SecAggError
+from fedkd.secagg.graph import _ring_key
 from fedkd.secagg.key_substitution import KeySubstitution
 from fedkd.secagg.leakage import Leak, assess, recover_sum
 from fedkd.secagg.server import ServerState
 from fedkd.secagg.wire import (
     ConsistencyReply,
     ConsistencyRequest,
+    MaskedInputRequest,
     UnmaskRequest,
 )
 from fedkd.transport import Envelope, ExchangeResult, Transport
@@ -52,10 +54,12 @@ __all__ = [
     "AttackRun",
     "KeySubstitution",
     "NeighbourhoodLie",
+    "ReflectedCertificates",
     "ReplayUnderFreshRound",
     "SplitViews",
     "ViewAttack",
     "run_attack",
+    "sparse_isolation_plan",
     "split_view_plan",
 ]
 
@@ -66,6 +70,8 @@ class ViewAttack(Attack):
     With a roster the same list goes into the client's consistency request, and its unmask
     request relays every signature collected on exactly that list (the best a server can do).
     """
+
+    drive_unmask = False  # run the unmask stage itself (see :meth:`after`)
 
     def __init__(self, inner: Transport) -> None:
         super().__init__(inner)
@@ -94,16 +100,45 @@ class ViewAttack(Attack):
         named = set(request.survivors) | set(request.dropped)
         survivors = self._survivors(node, request.survivors, named)
         same = sorted(w for w, (lst, _, _) in self.signed.items() if lst == survivors)
-        taggers = tuple(w for w in same if node in self.signed[w][2])
+        signatures = {w: self.signed[w][1] for w in same}
+        tags = {w: self.signed[w][2][node] for w in same if node in self.signed[w][2]}
+        self.certify(node, survivors, signatures, tags)
         forged = UnmaskRequest(
             survivors,
             tuple(sorted(self.dropped_view(node, survivors, named))),
-            tuple(same),
-            tuple(self.signed[w][1] for w in same),
-            taggers,
-            tuple(self.signed[w][2][node] for w in taggers),
+            tuple(sorted(signatures)),
+            tuple(signatures[w] for w in sorted(signatures)),
+            tuple(sorted(tags)),
+            tuple(tags[w] for w in sorted(tags)),
         )
         return with_payload(message, forged.to_bytes())
+
+    def certify(
+        self,
+        node: int,
+        survivors: tuple[int, ...],
+        signatures: dict[int, bytes],
+        tags: dict[int, bytes],
+    ) -> None:
+        """Hook: change the certificate ``node`` receives (by signer) before it is sent."""
+
+    def after(
+        self, sent: Mapping[int, Envelope], result: ExchangeResult, *, timeout: float, group: str
+    ) -> None:
+        """With ``drive_unmask``, send the unmask requests right after the consistency stage.
+
+        A server whose own round code checks the signatures (the federated round's, holding
+        the roster) would stop there; the attacker does not need it to go on.
+        """
+        if not self.drive_unmask or protocol.CONSISTENCY not in {m.kind for m in sent.values()}:
+            return
+        honest = tuple(sorted(self.observed.masked))
+        dropped = tuple(sorted(set(self.observed.encrypted) - set(honest)))
+        stage = Envelope(
+            protocol.UNMASK, {protocol.PAYLOAD: UnmaskRequest(honest, dropped).to_bytes()}
+        )
+        requests = {node: self.rewrite(node, stage) for node in result.replies}
+        self.record_replies(requests, self.inner.exchange(requests, timeout=timeout, group=group))
 
     def record_replies(self, sent: Mapping[int, Envelope], result: ExchangeResult) -> None:
         super().record_replies(sent, result)
@@ -141,6 +176,112 @@ class SplitViews(ViewAttack):
 
     def view(self, node: int, survivors: tuple[int, ...]) -> Collection[int]:
         return self.views.get(node, survivors)
+
+
+class ReflectedCertificates(SplitViews):
+    """Split views whose certificates are completed with each client's own material.
+
+    Every member of the list a client signed that did not sign that same list is "certified"
+    with what the client itself sent: its own signature relabelled as the member's, and its own
+    consistency tag addressed to the member, returned as the member's tag addressed to it. A tag
+    keyed by a key both directions share, over a message that names neither sender nor
+    recipient, verifies as the peer's (issue 25, item 1).
+
+    ``routes[recipient]`` (optional) restricts whose encrypted shares reach ``recipient`` in the
+    masked-input stage (a sparse isolation, see :func:`sparse_isolation_plan`); ``plan`` builds
+    the views and routes from the round's configuration once the attacker has seen it.
+    """
+
+    def __init__(
+        self,
+        inner: Transport,
+        views: Mapping[int, Collection[int]] | None = None,
+        routes: Mapping[int, Collection[int]] | None = None,
+        plan: Callable[[SecAggConfig], tuple[dict[int, set[int]], dict[int, set[int]]]]
+        | None = None,
+    ) -> None:
+        super().__init__(inner, views or {})
+        self.routes = {v: frozenset(s) for v, s in (routes or {}).items()}
+        self.plan = plan
+
+    def rewrite(self, node: int, message: Envelope) -> Envelope:
+        config = self.observed.config
+        if self.plan is not None and config is not None:
+            views, routes = self.plan(config)
+            self.views = {v: frozenset(s) for v, s in views.items()}
+            self.routes = {v: frozenset(s) for v, s in routes.items()}
+            self.plan = None
+        if message.kind == protocol.MASKED_INPUT and node in self.routes:
+            request = MaskedInputRequest.from_bytes(protocol.payload_of(message))
+            kept = [i for i, v in enumerate(request.senders) if v in self.routes[node]]
+            routed = MaskedInputRequest(
+                tuple(request.senders[i] for i in kept),
+                tuple(request.ciphertexts[i] for i in kept),
+            )
+            return with_payload(message, routed.to_bytes())
+        return super().rewrite(node, message)
+
+    def dropped_view(self, node: int, survivors: tuple[int, ...], named: set[int]) -> set[int]:
+        """Everyone else named, except neighbours whose shares were kept from ``node``."""
+        dropped = named - set(survivors)
+        config = self.observed.config
+        if node in self.routes and config is not None:
+            dropped -= set(config.neighbours_of(node)) - self.routes[node]
+        return dropped
+
+    def certify(
+        self,
+        node: int,
+        survivors: tuple[int, ...],
+        signatures: dict[int, bytes],
+        tags: dict[int, bytes],
+    ) -> None:
+        own = self.signed.get(node)
+        if own is None or own[0] != survivors:
+            return
+        _, signature, own_tags = own
+        for member in survivors:
+            if member != node and member not in signatures:
+                signatures[member] = signature
+            if member != node and member not in tags and member in own_tags:
+                tags[member] = own_tags[member]
+
+
+def sparse_isolation_plan(
+    config: SecAggConfig, target: int, quorum: int | None = None
+) -> tuple[dict[int, set[int]], dict[int, set[int]]]:
+    """Views and routes that isolate ``target``'s input on a SecAgg+ graph (even ``k``).
+
+    ``target`` gets the shares of only ``t - 1`` of its neighbours (``R``, the farthest on the
+    ring) and its own shares reach only the others (``A``); ``target`` is shown a list without
+    ``A`` (so ``R`` survive, and it reveals its self-mask share), every holder of an ``R``
+    member's key a list without ``R`` (so they reveal ``R``'s mask keys, and ``A`` reveals
+    ``target``'s self-mask shares). The remaining clients are split between the two lists so
+    that each list gathers ``quorum`` signers (reflected certificates supply the rest).
+    """
+    neighbours = list(config.neighbours_of(target))
+    ring = sorted(config.participants, key=lambda v: _ring_key(config.graph_seed, v))
+    position = {v: i for i, v in enumerate(ring)}
+    n = len(ring)
+
+    def distance(v: int) -> int:
+        gap = abs(position[v] - position[target])
+        return min(gap, n - gap)
+
+    far = set(sorted(neighbours, key=distance, reverse=True)[: config.threshold - 1])
+    near = set(neighbours) - far
+    everyone = set(config.participants)
+    core = {w for y in far for w in config.neighbours_of(y)} | near
+    core -= {target} | far
+    others = sorted(everyone - core - far - {target}, key=distance)
+    needed = config.consistency_quorum if quorum is None else quorum
+    to_target = others[: max(needed - 1 - len(far), 0)]
+    without_near, without_far = everyone - near, everyone - far
+    views: dict[int, set[int]] = {target: without_near}
+    views.update({v: without_near for v in to_target})
+    views.update({v: without_far for v in everyone - set(views)})
+    routes = {target: far} | {y: everyone - {target} for y in far}
+    return views, routes
 
 
 def split_view_plan(n: int, threshold: int, group: Collection[int]) -> dict[int, set[int]] | None:
