@@ -1,10 +1,13 @@
 """Cryptographic primitives: X25519 key agreement, context-bound HKDF-SHA256, AES-256-GCM.
 
 Every derived key binds the round's key context (run id, round, sorted participant list,
-public-set digest, config digest; see :meth:`SecAggConfig.key_context`) and the ordered pair of
-node ids, so keys from another round, another configuration or another pair never coincide.
-Shares are encrypted with AES-256-GCM under a random 96-bit nonce, with the label, the key
-context, the sender and the recipient as associated data.
+public-set digest, config digest; see :meth:`SecAggConfig.key_context`) and the pair of node
+ids, so keys from another round, another configuration or another pair never coincide. Mask
+seeds are symmetric in the pair (both clients derive the same one); share-encryption keys are
+*directed* (:func:`derive_directed_key`: sender and recipient in order), so revealing the key
+of one direction reveals nothing sent the other way. Shares are encrypted with AES-256-GCM
+under a random 96-bit nonce, with the label, the key context, the sender, the recipient and
+the owner's commitments to the shares as associated data.
 """
 
 from __future__ import annotations
@@ -24,7 +27,20 @@ KEY_BYTES = 32
 NONCE_BYTES = 12
 SHARE_KEY_LABEL = b"fedkd-secagg/share-key/v1"
 MASK_SEED_LABEL = b"fedkd-secagg/mask-seed/v1"
-SHARE_AAD_LABEL = b"fedkd-secagg/share-aad/v1"
+SHARE_AAD_LABEL = b"fedkd-secagg/share-aad/v2"
+DIRECTED_SHARE_LABEL = b"fedkd-secagg/directed-share-key/v1"
+_P = 2**255 - 19
+# u-coordinates of the points of order 1, 2, 4 and 8 on Curve25519 and its twist, mod p
+# (libsodium's blacklist, reduced): X25519 with any of them gives the all-zero secret.
+SMALL_ORDER = frozenset(
+    {
+        0,
+        1,
+        _P - 1,
+        325606250916557431795983626356110631294008115727848805560023387167927233504,
+        39382357235489614581723060781553021112529911719440698176882885853963445705823,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +60,17 @@ def generate_keypair() -> KeyPair:
 def public_from_private(private: bytes) -> bytes:
     """Raw X25519 public key of a raw private key."""
     return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+
+
+def is_low_order(public: bytes) -> bool:
+    """Whether ``public`` is not a usable X25519 key: not 32 bytes, or of small order.
+
+    The top bit is ignored and the value reduced mod p, as X25519 does (RFC 7748), so the
+    non-canonical encodings of the same points are caught too.
+    """
+    if len(public) != KEY_BYTES:
+        return True
+    return (int.from_bytes(public, "little") & ((1 << 255) - 1)) % _P in SMALL_ORDER
 
 
 def load_private(private: bytes) -> X25519PrivateKey:
@@ -100,14 +127,35 @@ def derive_key(shared: bytes, *, label: bytes, context: bytes, first: int, secon
     return hkdf.derive(shared)
 
 
-def _share_aad(context: bytes, sender: int, recipient: int) -> bytes:
-    return SHARE_AAD_LABEL + context + _pair(sender, recipient)
+def derive_directed_key(
+    shared: bytes, *, label: bytes, context: bytes, sender: int, recipient: int
+) -> bytes:
+    """HKDF-SHA256 like :func:`derive_key`, for one direction only: (a, b) and (b, a) differ."""
+    hkdf = HKDF(
+        algorithm=hashes.SHA256(),
+        length=KEY_BYTES,
+        salt=None,
+        info=label + context + _pair(sender, recipient),
+    )
+    return hkdf.derive(shared)
+
+
+def _share_aad(context: bytes, sender: int, recipient: int, extra: bytes) -> bytes:
+    return SHARE_AAD_LABEL + context + _pair(sender, recipient) + extra
 
 
 def encrypt_share(
-    key: bytes, plaintext: bytes, *, context: bytes, sender: int, recipient: int
+    key: bytes,
+    plaintext: bytes,
+    *,
+    context: bytes,
+    sender: int,
+    recipient: int,
+    extra: bytes = b"",
 ) -> bytes:
     """AES-256-GCM encryption of a share bundle from ``sender`` to ``recipient``.
+
+    ``extra`` joins the associated data (the owner's commitments to the shares inside).
 
     Returns
     -------
@@ -115,11 +163,18 @@ def encrypt_share(
         ``nonce (12 bytes) || ciphertext || tag (16 bytes)``.
     """
     nonce = os.urandom(NONCE_BYTES)
-    return nonce + AESGCM(key).encrypt(nonce, plaintext, _share_aad(context, sender, recipient))
+    aad = _share_aad(context, sender, recipient, extra)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
 
 
 def decrypt_share(
-    key: bytes, sealed: bytes, *, context: bytes, sender: int, recipient: int
+    key: bytes,
+    sealed: bytes,
+    *,
+    context: bytes,
+    sender: int,
+    recipient: int,
+    extra: bytes = b"",
 ) -> bytes:
     """Decrypt and authenticate :func:`encrypt_share` output.
 
@@ -135,7 +190,9 @@ def decrypt_share(
         )
     try:
         return AESGCM(key).decrypt(
-            sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], _share_aad(context, sender, recipient)
+            sealed[:NONCE_BYTES],
+            sealed[NONCE_BYTES:],
+            _share_aad(context, sender, recipient, extra),
         )
     except InvalidTag:
         raise AuthenticationFailure(

@@ -1,45 +1,29 @@
-"""A malicious server's attacks on secure aggregation, as wrappers around the honest transport.
+"""Survivor-list attacks: a server shows clients the lists it likes, certified as it can.
 
-Each attack is a :class:`~fedkd.transport.Transport` that wraps the transport of the honest
-round (:func:`fedkd.secagg.protocol.secure_sum` runs unchanged on top of it): it rewrites what
-the server sends, records what comes back in an :class:`~fedkd.secagg.leakage.Observation`,
-and :func:`~fedkd.secagg.leakage.assess` then says which sums the attacker can compute. The
-attacks of issue 9 (and of the attack study, issue 10):
-
-* :class:`NeighbourhoodLie` -- SecAgg+: one consistent unmask request whose dropped list is
-  exactly the target's neighbours (its self-mask seed and all its pairwise keys come back);
-* :class:`SplitViews` (with :func:`split_view_plan`) -- each client is shown its own survivor
-  list, so the server collects seeds of a small group and keys of everyone else;
-* :class:`KeySubstitution` -- the target is shown the attacker's keys in place of every peer's,
-  and every peer the attacker's keys in place of the target's;
-* :class:`ReplayUnderFreshRound` -- after the round, the same clients are asked again under a
-  fresh round id without the target; the difference of the two sums is the target's input;
+* :class:`ViewAttack` -- each client is shown the list :meth:`~ViewAttack.view` returns, in the
+  consistency and unmask stages, with every signature collected on exactly that list;
+* :class:`NeighbourhoodLie` -- SecAgg+: one consistent list whose dropped clients are exactly
+  the target's neighbours (its self-mask seed and all its pairwise keys would come back);
+* :class:`SplitViews` (with :func:`split_view_plan`) -- each client is shown its own list, so
+  the server collects seeds of a small group and keys of everyone else;
+* :class:`ReflectedCertificates` (with :func:`sparse_isolation_plan` on a SecAgg+ graph) --
+  split views whose certificates are completed with each client's own signature and tags
+  (issue 25, item 1), optionally with the shares reaching the target chosen too;
 * :class:`ArbitraryServer` -- per-client survivor/dropped lists and key substitutions drawn
   freely (the property tests draw them with hypothesis).
-
-:func:`run_attack` simulates one round under an attack and assesses the leak; the attack study
-(issue 10) runs these against fedkd with a roster, fedkd without one, and Flower's SecAgg+.
-The base wrapper is in :mod:`fedkd.secagg.attack_base`, key substitution in
-:mod:`fedkd.secagg.key_substitution`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-import numpy as np
-
-from fedkd.secagg import protocol
-from fedkd.secagg.attack_base import Attack, unmask_lists, with_payload
+import fedkd.secagg.protocol as protocol
+from fedkd.attacks.secagg.base import Attack, unmask_lists, with_payload
+from fedkd.attacks.secagg.key_substitution import KeySubstitution
 from fedkd.secagg.config import SecAggConfig
-from fedkd.secagg.driver import Simulation, simulate
 from fedkd.secagg.errors import SecAggError
-from fedkd.secagg.graph import _ring_key
-from fedkd.secagg.key_substitution import KeySubstitution
-from fedkd.secagg.leakage import Leak, assess, recover_sum
-from fedkd.secagg.server import ServerState
+from fedkd.secagg.graph import ring_key
 from fedkd.secagg.wire import (
     ConsistencyReply,
     ConsistencyRequest,
@@ -50,15 +34,10 @@ from fedkd.transport import Envelope, ExchangeResult, Transport
 
 __all__ = [
     "ArbitraryServer",
-    "Attack",
-    "AttackRun",
-    "KeySubstitution",
     "NeighbourhoodLie",
     "ReflectedCertificates",
-    "ReplayUnderFreshRound",
     "SplitViews",
     "ViewAttack",
-    "run_attack",
     "sparse_isolation_plan",
     "split_view_plan",
 ]
@@ -214,9 +193,21 @@ class ReflectedCertificates(SplitViews):
         if message.kind == protocol.MASKED_INPUT and node in self.routes:
             request = MaskedInputRequest.from_bytes(protocol.payload_of(message))
             kept = [i for i, v in enumerate(request.senders) if v in self.routes[node]]
+
+            def keep(column: tuple[Any, ...]) -> tuple[Any, ...]:
+                return tuple(column[i] for i in kept) if column else ()
+
             routed = MaskedInputRequest(
-                tuple(request.senders[i] for i in kept),
-                tuple(request.ciphertexts[i] for i in kept),
+                *(
+                    keep(c)
+                    for c in (
+                        request.senders,
+                        request.ciphertexts,
+                        request.commitments,
+                        request.signatures,
+                        request.paths,
+                    )
+                )
             )
             return with_payload(message, routed.to_bytes())
         return super().rewrite(node, message)
@@ -260,7 +251,7 @@ def sparse_isolation_plan(
     that each list gathers ``quorum`` signers (reflected certificates supply the rest).
     """
     neighbours = list(config.neighbours_of(target))
-    ring = sorted(config.participants, key=lambda v: _ring_key(config.graph_seed, v))
+    ring = sorted(config.participants, key=lambda v: ring_key(config.graph_seed, v))
     position = {v: i for i, v in enumerate(ring)}
     n = len(ring)
 
@@ -274,7 +265,8 @@ def sparse_isolation_plan(
     core = {w for y in far for w in config.neighbours_of(y)} | near
     core -= {target} | far
     others = sorted(everyone - core - far - {target}, key=distance)
-    needed = config.consistency_quorum if quorum is None else quorum
+    # default: the global quorum of b3fdd78's certificates, a strict majority of everyone
+    needed = max(config.threshold, config.num_clients // 2 + 1) if quorum is None else quorum
     to_target = others[: max(needed - 1 - len(far), 0)]
     without_near, without_far = everyone - near, everyone - far
     views: dict[int, set[int]] = {target: without_near}
@@ -309,75 +301,6 @@ def split_view_plan(n: int, threshold: int, group: Collection[int]) -> dict[int,
     if max(load) > n - threshold:
         return None
     return {v: views[i] for v, i in assignment.items()}
-
-
-class ReplayUnderFreshRound(Attack):
-    """After the honest round, re-run it under ``round + offset`` without the target."""
-
-    def __init__(self, inner: Transport, target: int, offset: int = 1000) -> None:
-        super().__init__(inner)
-        self.target, self.offset = target, offset
-        self.replayed: protocol.SecureOutcome | None = None
-        self._busy = False
-
-    def fresh_config(self, config: SecAggConfig) -> SecAggConfig:
-        """The honest config under a fresh round id, without the target."""
-        rest = tuple(v for v in config.participants if v != self.target)
-        k = min(config.neighbours, len(rest) - 1)
-        threshold = min(config.threshold, k + 1)
-        return dataclasses.replace(
-            config,
-            round=config.round + self.offset,
-            participants=rest,
-            neighbours=k,
-            threshold=threshold,
-        )
-
-    def after(
-        self, sent: Mapping[int, Envelope], result: ExchangeResult, *, timeout: float, group: str
-    ) -> None:
-        config = self.observed.config
-        if self._busy or config is None or protocol.UNMASK not in {m.kind for m in sent.values()}:
-            return
-        self._busy = True
-        try:
-            state = ServerState(self.fresh_config(config))
-            self.replayed = protocol.secure_sum(self.inner, state, timeout=timeout, group=group)
-        finally:
-            self._busy = False
-
-
-@dataclasses.dataclass
-class AttackRun:
-    """One simulated round under an attack: the simulation, the attack, what leaked."""
-
-    sim: Simulation
-    attack: Attack
-    leak: Leak
-
-    def recovered(self, group: tuple[int, ...] | None = None) -> np.ndarray:
-        """The exact quantized sum of ``group`` (default: the smallest releasable group)."""
-        chosen = self.leak.smallest if group is None else group
-        if chosen is None:
-            raise ValueError("the attack released no sum")
-        return recover_sum(self.attack.observed, chosen)
-
-
-def run_attack(
-    inputs: Sequence[np.ndarray], make: Callable[[Transport], Attack], **options: Any
-) -> AttackRun:
-    """Simulate one round (:func:`fedkd.secagg.driver.simulate`) under the attack ``make`` builds.
-
-    ``options`` go to :func:`~fedkd.secagg.driver.simulate` (threshold, neighbours, ...).
-    """
-    made: list[Attack] = []
-
-    def wrap(inner: Transport) -> Transport:
-        made.append(make(inner))
-        return made[0]
-
-    sim = simulate(inputs, wrap=wrap, **options)
-    return AttackRun(sim, made[0], assess(made[0].observed))
 
 
 class ArbitraryServer(ViewAttack, KeySubstitution):
