@@ -28,6 +28,7 @@ import hmac
 from collections.abc import Collection, Iterable
 
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedkd.secagg.config import SecAggConfig
@@ -118,7 +119,10 @@ def receive_leaf(owner: int, neighbour: int, key: bytes) -> bytes:
 
 
 def possession_proof(
-    cipher_private: bytes, mask_private: bytes, server_key: bytes, message: bytes
+    cipher_private: bytes | X25519PrivateKey,
+    mask_private: bytes | X25519PrivateKey,
+    server_key: bytes,
+    message: bytes,
 ) -> bytes:
     """HMAC of ``message`` (:func:`keys_message`) under both private keys' secrets with the
     server's key of the round: only a holder of the two private keys can compute it."""

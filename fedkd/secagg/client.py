@@ -65,9 +65,10 @@ def client_advertise(state: ClientState, request: AdvertiseRequest) -> Advertise
     check_fresh(state, config)
     if state.node_id not in config.participants:
         raise UnknownPeer(f"client {state.node_id} is not in the participant list of the round")
-    cipher, mask = crypto.generate_keypair(), crypto.generate_keypair()
+    state.loaded = {}
+    cipher, mask = _fresh(state), _fresh(state)
     neighbours = config.neighbours_of(state.node_id)
-    receive = [crypto.generate_keypair() for _ in neighbours]
+    receive = [_fresh(state) for _ in neighbours]
     state.config, state.stage, state.aborted = config, Stage.ADVERTISE, False
     state.cipher_private, state.mask_private, state.self_seed = cipher.private, mask.private, b""
     state.peer_keys, state.advertised, state.held, state.share_senders = {}, (), {}, ()
@@ -90,10 +91,19 @@ def client_advertise(state: ClientState, request: AdvertiseRequest) -> Advertise
         keys = client_auth.sign_keys(state, keys)
     if request.pop_key:
         pop = auth.possession_proof(
-            cipher.private, mask.private, request.pop_key, auth.keys_message(keys)
+            state.loaded_key(cipher.private),
+            state.loaded_key(mask.private),
+            request.pop_key,
+            auth.keys_message(keys),
         )
         keys = dataclasses.replace(keys, pop=pop)
     return keys
+
+
+def _fresh(state: ClientState) -> crypto.KeyPair:
+    pair, loaded = crypto.generate_loaded()
+    state.loaded[pair.private] = loaded
+    return pair
 
 
 def _check_advertised(
@@ -110,8 +120,8 @@ def _check_advertised(
     own = {k.node_id: k for k in keys}.get(state.node_id)
     if (
         own is None
-        or own.cipher_public != crypto.public_from_private(state.cipher_private)
-        or own.mask_public != crypto.public_from_private(state.mask_private)
+        or own.cipher_public != state.public_of(state.cipher_private)
+        or own.mask_public != state.public_of(state.mask_private)
     ):
         raise AuthenticationFailure("the advertised key list misses or alters this client's keys")
     mismatched = [k.node_id for k in keys if k.config_digest != config.digest()]
@@ -249,7 +259,7 @@ def _seal(
     assert config is not None
     context, me = config.key_context(), state.node_id
     recipients = [v for v in holders if v != me]
-    cipher_private = crypto.load_private(state.cipher_private)
+    cipher_private = state.loaded_key(state.cipher_private)
     commitments = {v: share_commitments(context, me, v, shares[v]) for v in holders}
     ciphertexts, leaves = [], []
     for holder in recipients:

@@ -81,7 +81,7 @@ def _open_all(
     ):
         receive_private = state.receive_private[sender]
         key = crypto.derive_directed_key(
-            crypto.agree(receive_private, state.peer_keys[sender].cipher_public),
+            crypto.agree(state.loaded_key(receive_private), state.peer_keys[sender].cipher_public),
             label=crypto.DIRECTED_SHARE_LABEL,
             context=context,
             sender=sender,
@@ -176,7 +176,7 @@ def pair_seeds(state: ClientState, peers: list[int]) -> dict[int, bytes]:
     config = state.config
     assert config is not None
     context = config.key_context()
-    mask_private = crypto.load_private(state.mask_private)
+    mask_private = state.loaded_key(state.mask_private)
     return {
         peer: crypto.derive_key(
             crypto.agree(mask_private, state.peer_keys[peer].mask_public),

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from fedkd.secagg.codec import (
     Fields,
     decode_fields,
@@ -92,6 +94,10 @@ class ClientState:
         The survivor set this client signed in the consistency stage of this round.
     pair_keys : dict[str, bytes]
         Static keys shared with other roster members (derived once, kept across rounds).
+    loaded : dict[bytes, X25519PrivateKey]
+        The round's private keys already loaded (raw bytes -> key object), so a process that
+        keeps its state between stages does not pay a scalar multiplication to reload them;
+        never persisted (:func:`loaded_key` fills it on demand).
     """
 
     node_id: int
@@ -118,6 +124,7 @@ class ClientState:
     identities: dict[int, str] = field(default_factory=dict)
     signed: tuple[int, ...] = ()
     pair_keys: dict[str, bytes] = field(default_factory=dict)
+    loaded: dict[bytes, X25519PrivateKey] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if (self.identity is None) != (self.roster is None):
@@ -138,6 +145,17 @@ class ClientState:
     def round_key(self) -> tuple[int, int] | None:
         """(run_id, round) of the current round, ``None`` before the first request."""
         return None if self.config is None else (self.config.run_id, self.config.round)
+
+    def loaded_key(self, raw: bytes) -> X25519PrivateKey:
+        """The loaded private key of ``raw`` (loaded once per process)."""
+        key = self.loaded.get(raw)
+        if key is None:
+            key = self.loaded[raw] = X25519PrivateKey.from_private_bytes(raw)
+        return key
+
+    def public_of(self, raw: bytes) -> bytes:
+        """The public key of the private key ``raw``."""
+        return self.loaded_key(raw).public_key().public_bytes_raw()
 
 
 def encode_client_state(state: ClientState, *, with_roster: bool = True) -> bytes:

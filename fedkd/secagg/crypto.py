@@ -53,8 +53,15 @@ class KeyPair:
 
 def generate_keypair() -> KeyPair:
     """Generate a fresh X25519 key pair from the operating system's CSPRNG."""
+    return generate_loaded()[0]
+
+
+def generate_loaded() -> tuple[KeyPair, X25519PrivateKey]:
+    """A fresh key pair and its loaded private key (loading raw bytes costs a scalar
+    multiplication, as much as a key agreement: keep the object where it is used again)."""
     key = X25519PrivateKey.generate()
-    return KeyPair(private=key.private_bytes_raw(), public=key.public_key().public_bytes_raw())
+    raw = KeyPair(private=key.private_bytes_raw(), public=key.public_key().public_bytes_raw())
+    return raw, key
 
 
 def public_from_private(private: bytes) -> bytes:

@@ -104,8 +104,10 @@ def _key_problem(state: ServerState, reply: AdvertisedKeys) -> str | None:
         crypto.is_low_order(k) for k in reply.receive_publics
     ):
         return "receive keys that are missing, extra, not 32 bytes or of low order"
-    if receive_tree(config, reply).root != reply.receive_root:
+    tree = receive_tree(config, reply)
+    if tree.root != reply.receive_root:
         return "a receive-key root that is not the root of its receive keys"
+    state.receive_trees[reply.node_id] = tree
     return None
 
 
@@ -194,7 +196,10 @@ def server_route_tags(state: ServerState, request: ShareKeysRequest) -> dict[int
 def server_route_receive_keys(state: ServerState) -> dict[int, ReceiveKeys]:
     """Per client, each of its share holders' receive key for it, with the Merkle path."""
     config, present = state.config, set(state.advertised)
-    trees = {v: receive_tree(config, keys) for v, keys in state.advertised.items()}
+    trees = {
+        v: state.receive_trees.get(v) or receive_tree(config, keys)
+        for v, keys in state.advertised.items()
+    }
     routed = {}
     for sender in sorted(present):
         holders = [w for w in config.neighbours_of(sender) if w in present]
