@@ -17,7 +17,7 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 
-from fedkd.secagg import auth
+import fedkd.secagg.auth as auth
 from fedkd.secagg.client_state import ClientState
 from fedkd.secagg.errors import AuthenticationFailure
 from fedkd.secagg.wire import AdvertisedKeys
