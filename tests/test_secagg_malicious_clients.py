@@ -87,10 +87,7 @@ def _mutate(draw: st.DrawFn, shares: EncryptedShares) -> EncryptedShares:
             if isinstance(items[i], int)
             else draw(st.binary(min_size=0, max_size=120))
         )
-    if isinstance(value, bytes):
-        mutated = items[0] if items else b""
-    else:
-        mutated = tuple(items)
+    mutated = (items[0] if items else b"") if isinstance(value, bytes) else tuple(items)
     return dataclasses.replace(shares, **{field: mutated})
 
 

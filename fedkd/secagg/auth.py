@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Collection, Iterable
+from functools import lru_cache
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -78,28 +79,36 @@ def survivors_message(config: SecAggConfig, signer: int, survivors: Iterable[int
     node id and the stage name make a signature of one client unusable as another's, or in
     another stage.
     """
+    head = _SURVIVORS_LABEL + config.digest() + _CONSISTENCY_STAGE
+    return head + signer.to_bytes(8, "big") + _survivor_ids(tuple(survivors))
+
+
+@lru_cache(maxsize=16)
+def _survivors_digest(survivors: tuple[int, ...]) -> bytes:
+    return hashlib.sha256(_survivor_ids(survivors)).digest()
+
+
+@lru_cache(maxsize=16)
+def _survivor_ids(survivors: tuple[int, ...]) -> bytes:
+    """The set's size and sorted ids (one encoding per set, however many signers)."""
     members = sorted(set(survivors))
-    return b"".join(
-        (
-            _SURVIVORS_LABEL,
-            config.digest(),
-            _CONSISTENCY_STAGE,
-            signer.to_bytes(8, "big"),
-            len(members).to_bytes(8, "big"),
-            _ids(members),
-        )
-    )
+    return len(members).to_bytes(8, "big") + _ids(members)
 
 
-def endorsement_tag(directed_key: bytes, sender: int, recipient: int, message: bytes) -> bytes:
-    """HMAC-SHA256 telling ``recipient`` that ``sender`` signed ``message``.
+def endorsement_tag(
+    directed_key: bytes, config: SecAggConfig, sender: int, recipient: int, survivors: Iterable[int]
+) -> bytes:
+    """HMAC-SHA256 telling ``recipient`` that ``sender`` signed ``survivors`` in ``config``'s round.
 
     ``directed_key`` is the key ``sender`` encrypted its shares to ``recipient`` with (known to
-    both, to nobody else, and different from the key of the other direction).
+    both, to nobody else, and different from the key of the other direction). The set enters
+    by its SHA-256 (computed once per set, however many tags).
     """
     key = hashlib.sha256(_TAG_KEY_LABEL + directed_key).digest()
     names = sender.to_bytes(8, "big") + recipient.to_bytes(8, "big")
-    return hmac.new(key, _TAG_LABEL + names + message, hashlib.sha256).digest()
+    digest = _survivors_digest(tuple(survivors))
+    body = _TAG_LABEL + config.digest() + _CONSISTENCY_STAGE + names + digest
+    return hmac.new(key, body, hashlib.sha256).digest()
 
 
 def ciphertext_leaf(sender: int, recipient: int, ciphertext: bytes, commitments: bytes) -> bytes:

@@ -107,7 +107,9 @@ def client_consistency(state: ClientState, request: ConsistencyRequest) -> Consi
         message = auth.survivors_message(config, me, survivors)
         members = set(survivors)
         peers = tuple(v for v in sorted(state.share_keys) if v in members)
-        tags = tuple(auth.endorsement_tag(state.share_keys[v], me, v, message) for v in peers)
+        tags = tuple(
+            auth.endorsement_tag(state.share_keys[v], config, me, v, survivors) for v in peers
+        )
         return ConsistencyReply(me, state.identity.sign(message), peers, tags)
 
 
@@ -119,13 +121,13 @@ def _tagged(state: ClientState, request: UnmaskRequest) -> set[int]:
     for tagger, tag in zip(request.taggers, request.tags, strict=True):
         key = state.received_keys.get(tagger)
         if tagger in members and tagger != me and key is not None:
-            message = auth.survivors_message(config, tagger, state.signed)
-            if hmac.compare_digest(auth.endorsement_tag(key, tagger, me, message), tag):
+            expected = auth.endorsement_tag(key, config, tagger, me, state.signed)
+            if hmac.compare_digest(expected, tag):
                 valid.add(tagger)
     return valid
 
 
-def _check_certificate(state: ClientState, request: UnmaskRequest) -> None:
+def check_certificate(state: ClientState, request: UnmaskRequest) -> None:
     """Refuse unless every owner of shares held here has ``t`` endorsers of the signed set."""
     config, roster = state.config, state.roster
     assert config is not None and roster is not None
@@ -140,8 +142,7 @@ def _check_certificate(state: ClientState, request: UnmaskRequest) -> None:
         signatures.setdefault(signer, signature)
     names = {state.identities.get(v) for v in endorsed}
     checked: set[int] = set()
-    for owner in state.share_senders:
-        neighbourhood = config.holders_of(owner) & members
+    for neighbourhood in {config.holders_of(owner) & members for owner in state.share_senders}:
         for signer in sorted(neighbourhood - endorsed - checked):
             if len(neighbourhood & endorsed) >= config.threshold:
                 break
@@ -157,8 +158,11 @@ def _check_certificate(state: ClientState, request: UnmaskRequest) -> None:
                 endorsed.add(signer)
                 names.add(name)
         if len(neighbourhood & endorsed) < config.threshold:
+            owners = sorted(
+                o for o in state.share_senders if config.holders_of(o) & members == neighbourhood
+            )
             raise TooFewSurvivors(
-                f"only {len(neighbourhood & endorsed)} of client {owner}'s share holders "
+                f"only {len(neighbourhood & endorsed)} of client {owners[0]}'s share holders "
                 f"endorsed the survivor set, fewer than the threshold {config.threshold}: "
                 "other clients may have been shown another set"
             )
@@ -226,7 +230,7 @@ def client_unmask(state: ClientState, request: UnmaskRequest) -> UnmaskReply:
         authenticated = config is not None and config.authenticated
         expect_stage(state, Stage.CONSISTENCY if authenticated else Stage.MASKED_INPUT, "unmask")
         if authenticated:
-            _check_certificate(state, request)
+            check_certificate(state, request)
         _check_unmask(state, request)
         survivors = set(request.survivors)
         owners = state.share_senders

@@ -84,7 +84,7 @@ def _low_order(field: str) -> Behaviour:
     def forge(f: Forge) -> Envelope | None:
         if f.kind != protocol.ADVERTISE:
             return None
-        keys = dataclasses.replace(_keys(f), **{field: SMALL_ORDER_POINT})
+        keys = dataclasses.replace(_keys(f), **{field: SMALL_ORDER_POINT})  # type: ignore[arg-type]
         return with_payload(f.reply, resign_keys(f.state, keys).to_bytes())
 
     return forge
