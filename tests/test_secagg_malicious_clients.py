@@ -60,7 +60,14 @@ def _mutate(draw: st.DrawFn, shares: EncryptedShares) -> EncryptedShares:
     """One random mutation of a share-keys reply (fields, bytes, lengths, order)."""
     field = draw(
         st.sampled_from(
-            ["ciphertexts", "share_commitments", "self_mask_commitment", "signature", "recipients"]
+            [
+                "ciphertexts",
+                "share_commitments",
+                "self_mask_commitment",
+                "signature",
+                "recipients",
+                "paths",
+            ]
         )
     )
     value = getattr(shares, field)

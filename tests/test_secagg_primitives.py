@@ -115,3 +115,24 @@ def test_package_imports_neither_flwr_nor_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_fast_hkdf_is_rfc5869_as_cryptography_computes_it() -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    for size in (0, 1, 31, 32, 33, 200):
+        ikm, info = os.urandom(32), os.urandom(size)
+        reference = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(ikm)
+        assert crypto.hkdf_sha256(ikm, info) == reference
+
+
+def test_small_order_keys_are_caught_in_every_encoding() -> None:
+    p = 2**255 - 19
+    for u in crypto.SMALL_ORDER | {p, p + 1}:
+        for top in (0, 1 << 255):
+            if u | top < 1 << 256:
+                assert crypto.is_low_order((u | top).to_bytes(32, "little"))
+    for _ in range(50):
+        assert not crypto.is_low_order(crypto.generate_keypair().public)
+    assert crypto.is_low_order(b"short")

@@ -9,7 +9,8 @@ which holds the sender's original ciphertexts, commitments and signature, decide
   reporter lied; otherwise it opens the original ciphertext, and the sender lied when that
   fails or the shares differ from its commitments, the reporter when it succeeds;
 * the report carries nothing (the sender's signature did not verify at the reporter): the
-  sender lied when its original signature does not verify either, the reporter when it does.
+  sender lied when the ciphertext, commitments, path and signature it sent (the server relays
+  them unchanged) do not verify either, the reporter when they do.
 
 An honest sender's ciphertext always opens under the right key and its signature always
 verifies, so no report can get it dropped; an honest reporter reveals a receive key only for a
@@ -37,14 +38,15 @@ def sender_recipients(config: SecAggConfig, sender: int, advertised: tuple[int, 
     return [v for v in config.neighbours_of(sender) if v in present]
 
 
+def ciphertext_leaf_of(reply: EncryptedShares, index: int) -> bytes:
+    """The leaf of recipient ``index``'s ciphertext in its sender's signed tree."""
+    recipient, sealed = reply.recipients[index], reply.ciphertexts[index]
+    return auth.ciphertext_leaf(reply.node_id, recipient, sealed, reply.commitments_for(index))
+
+
 def ciphertext_tree(reply: EncryptedShares) -> merkle.Tree:
     """The Merkle tree a sender signs over its ciphertexts (recipient order)."""
-    return merkle.Tree(
-        [
-            auth.ciphertext_leaf(reply.node_id, w, c, reply.commitments_for(i))
-            for i, (w, c) in enumerate(zip(reply.recipients, reply.ciphertexts, strict=True))
-        ]
-    )
+    return merkle.Tree([ciphertext_leaf_of(reply, i) for i in range(len(reply.recipients))])
 
 
 def open_shares(
@@ -83,13 +85,18 @@ def open_shares(
     return held
 
 
-def _signed(state: ServerState, sender: int) -> bool | None:
-    """Whether ``sender`` signed its ciphertext root (``None``: the server has no roster)."""
+def _signed(state: ServerState, sender: int, index: int) -> bool | None:
+    """Whether ``sender`` signed the ciphertext it sent recipient ``index``, as relayed: the
+    leaf and the path it shipped lead to a root its signature covers (``None``: no roster)."""
     if state.roster is None:
         return None
     reply = state.shares[sender]
-    message = auth.ciphertexts_message(state.config, sender, ciphertext_tree(reply).root)
-    return state.roster.verifies(state.advertised[sender].identity, message, reply.signature)
+    leaf = ciphertext_leaf_of(reply, index)
+    root = merkle.climb(len(reply.recipients), index, leaf, reply.paths[index])
+    message = auth.ciphertexts_message(state.config, sender, root or b"")
+    return root is not None and state.roster.verifies(
+        state.advertised[sender].identity, message, reply.signature
+    )
 
 
 def judge(state: ServerState, reporter: int, sender: int, evidence: bytes) -> list[tuple[int, str]]:
@@ -100,7 +107,7 @@ def judge(state: ServerState, reporter: int, sender: int, evidence: bytes) -> li
     if not evidence:
         if not state.config.authenticated:
             return [(reporter, f"reported client {sender} without its receive key")]
-        signed = _signed(state, sender)
+        signed = _signed(state, sender, shares.recipients.index(reporter))
         if signed is None:
             why = "a report the server cannot check without the roster"
             return [(reporter, why), (sender, why)]

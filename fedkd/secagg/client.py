@@ -277,10 +277,11 @@ def _seal(
         )
         ciphertexts.append(sealed)
         leaves.append(auth.ciphertext_leaf(me, holder, sealed, bound))
-    signature = b""
+    signature, paths = b"", ()
     if state.identity is not None:
-        root = merkle.root(leaves)
-        signature = state.identity.sign(auth.ciphertexts_message(config, me, root))
+        tree = merkle.Tree(leaves)
+        signature = state.identity.sign(auth.ciphertexts_message(config, me, tree.root))
+        paths = tuple(tree.path(i) for i in range(len(leaves)))
     return EncryptedShares(
         me,
         tuple(recipients),
@@ -288,4 +289,5 @@ def _seal(
         self_mask_commitment(context, me, state.self_seed),
         tuple(c for v in (*recipients, me) for c in commitments[v]),
         signature,
+        paths,
     )

@@ -85,7 +85,7 @@ def pack_words(values: np.ndarray, bits: int) -> np.ndarray:
             np.right_shift(residues[r], np.uint64(WORD_BITS - shift), out=scratch)
             np.bitwise_or(lanes[lane + 1], scratch, out=lanes[lane + 1])
     packed = np.ascontiguousarray(lanes.T).astype("<u8", copy=False).view(np.uint8).reshape(-1)
-    return packed[: packed_size(words.size, bits)].copy()
+    return packed[: packed_size(words.size, bits)]
 
 
 def unpack_words(packed: object, bits: int, length: int) -> np.ndarray:

@@ -19,7 +19,6 @@ import fedkd.secagg.auth as auth
 import fedkd.secagg.crypto as crypto
 import fedkd.secagg.merkle as merkle
 import fedkd.secagg.shamir as shamir
-from fedkd.secagg.accusation import ciphertext_tree
 from fedkd.secagg.config import SecAggConfig
 from fedkd.secagg.errors import ProtocolAbort
 from fedkd.secagg.identity import SIGNATURE_BYTES
@@ -229,6 +228,8 @@ def _shares_problem(state: ServerState, reply: EncryptedShares) -> str | None:
     wanted = SIGNATURE_BYTES if config.authenticated else 0
     if len(reply.signature) != wanted:
         return f"client {sender} sent a ciphertext signature of {len(reply.signature)} bytes"
+    if config.authenticated and len(reply.paths) != len(reply.recipients):
+        return f"client {sender} sent {len(reply.paths)} ciphertext paths"
     return None
 
 
@@ -237,9 +238,10 @@ def server_route_shares(
 ) -> dict[int, MaskedInputRequest]:
     """Stage 2 -> 3: route each ciphertext, with its commitments, to its recipient.
 
-    With a roster each also carries its sender's signature and Merkle path: what a recipient
-    needs to prove a bad ciphertext came from its sender. A sender that did not address
-    exactly its neighbours, or sent malformed ciphertexts or commitments, is dropped.
+    With a roster each also carries its sender's signature and the Merkle path the sender
+    sent along: what a recipient needs to prove a bad ciphertext came from its sender. A
+    sender that did not address exactly its neighbours, or sent malformed ciphertexts or
+    commitments, is dropped.
 
     Returns
     -------
@@ -260,12 +262,11 @@ def server_route_shares(
     }
     for sender in sorted(present):
         reply = state.shares[sender]
-        tree = ciphertext_tree(reply) if signed else None
         for index, (recipient, sealed) in enumerate(
             zip(reply.recipients, reply.ciphertexts, strict=True)
         ):
             if recipient in inbox:
-                path = b"" if tree is None else tree.path(index)
+                path = reply.paths[index] if signed else b""
                 entry = (sender, sealed, reply.commitments_for(index), reply.signature, path)
                 inbox[recipient].append(entry)
     requests = {}

@@ -218,8 +218,9 @@ class EncryptedShares(Message):
     ``holders`` (the recipients and the client itself), SHA-256 commitments to its self-mask
     share and to its key share, in that order: a holder that reveals a wrong share is caught
     and dropped (:func:`fedkd.secagg.auth.share_commitment`). With a roster, ``signature`` is
-    the client's signature of the Merkle root over (recipient, ciphertext, commitments), so a
-    recipient can prove a bad ciphertext came from this client (:mod:`fedkd.secagg.accusation`).
+    the client's signature of the Merkle root over (recipient, ciphertext, commitments) and
+    ``paths[i]`` the path of recipient ``i``'s leaf, so a recipient can prove a bad ciphertext
+    came from this client (:mod:`fedkd.secagg.accusation`) and the server just relays.
     """
 
     node_id: int
@@ -228,6 +229,7 @@ class EncryptedShares(Message):
     self_mask_commitment: bytes
     share_commitments: tuple[bytes, ...] = ()
     signature: bytes = b""
+    paths: tuple[bytes, ...] = ()  # per recipient, its ciphertext's path to the signed root
     KIND = "encrypted_shares"
 
     @property
@@ -247,6 +249,7 @@ class EncryptedShares(Message):
             "self_mask_commitment": self.self_mask_commitment,
             "share_commitments": list(self.share_commitments),
             "signature": self.signature,
+            "paths": list(self.paths),
         }
 
     @classmethod
@@ -260,4 +263,5 @@ class EncryptedShares(Message):
             get_bytes(fields, "self_mask_commitment"),
             bytes_list(fields, "share_commitments"),
             get_bytes(fields, "signature"),
+            bytes_list(fields, "paths"),
         )

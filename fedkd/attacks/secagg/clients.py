@@ -65,8 +65,10 @@ def resign_keys(state: ClientState, keys: AdvertisedKeys) -> AdvertisedKeys:
 def resign_shares(state: ClientState, shares: EncryptedShares) -> EncryptedShares:
     """``shares`` with a valid signature of the bad node over what it now sends."""
     assert state.identity is not None and state.config is not None
-    message = auth.ciphertexts_message(state.config, shares.node_id, ciphertext_tree(shares).root)
-    return dataclasses.replace(shares, signature=state.identity.sign(message))
+    tree = ciphertext_tree(shares)
+    message = auth.ciphertexts_message(state.config, shares.node_id, tree.root)
+    paths = tuple(tree.path(i) for i in range(len(shares.recipients)))
+    return dataclasses.replace(shares, signature=state.identity.sign(message), paths=paths)
 
 
 def _keys(forge: Forge) -> AdvertisedKeys:
