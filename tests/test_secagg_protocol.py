@@ -257,3 +257,12 @@ def test_client_state_survives_serialisation_between_stages() -> None:
     np.testing.assert_allclose(result.total, np.full(d, 6.0), atol=1e-6)
     np.testing.assert_allclose(result.mean, np.full(d, 1.5), atol=1e-6)
     assert (1, 2) in decode_client_state(blobs[0]).spent_rounds
+
+
+def test_an_honest_reply_fits_its_stage_limit_at_every_size() -> None:
+    """The size limits that drop oversized replies never drop an honest one (n up to 200)."""
+    from fedkd.secagg.driver import simulate
+
+    for n, k in ((60, None), (200, 8)):
+        sim = simulate([np.zeros(3) for _ in range(n)], neighbours=k, roster=True)
+        assert sim.outcome.result is not None and not sim.outcome.failed, sim.outcome.reason

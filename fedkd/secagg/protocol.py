@@ -111,8 +111,9 @@ def payload_limit(config: SecAggConfig, kind: str) -> int:
     """Largest reply payload (bytes) an honest client sends in stage ``kind``."""
     if kind == ADVERTISE:  # tags for every roster member: bounded, not by the round's size
         return (1 << 20) + 64 * config.neighbours
-    per_holder = {SHARE_KEYS: 256, MASKED_INPUT: 64, CONSISTENCY: 64, UNMASK: 128}.get(kind, 0)
-    return 4096 + per_holder * (config.neighbours + 1)
+    depth = (config.neighbours + 1).bit_length()  # Merkle path hashes per holder
+    per_holder = {SHARE_KEYS: 256 + 32 * depth, MASKED_INPUT: 64, CONSISTENCY: 64, UNMASK: 128}
+    return 4096 + per_holder.get(kind, 0) * (config.neighbours + 1)
 
 
 def masked_reply(node: int, message: Envelope, config: SecAggConfig) -> MaskedInput:
