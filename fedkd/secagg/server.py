@@ -278,5 +278,5 @@ def server_route_shares(
             tuple(e[3] for e in entries) if signed else (),
             tuple(e[4] for e in entries) if signed else (),
         )
-        state.routed[recipient] = requests[recipient].senders
+        state.routed[recipient] = frozenset(requests[recipient].senders)
     return requests

@@ -41,7 +41,7 @@ class ServerState:
         by the server).
     pop_private : bytes
         The server's X25519 key of the round for proofs of possession (empty: none asked).
-    routed : dict[int, tuple[int, ...]]
+    routed : dict[int, frozenset[int]]
         Stage 3: the senders whose ciphertexts were routed to each client.
     accused : dict[int, frozenset[int]]
         Stage 3: the senders each surviving client reported (and masked with none of).
@@ -69,7 +69,7 @@ class ServerState:
     signatures: dict[int, bytes] = field(default_factory=dict)
     tags: dict[int, dict[int, bytes]] = field(default_factory=dict)
     pop_private: bytes = b""
-    routed: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    routed: dict[int, frozenset[int]] = field(default_factory=dict)
     accused: dict[int, frozenset[int]] = field(default_factory=dict)
     pair_seeds: dict[tuple[int, int], bytes] = field(default_factory=dict)
     receive_trees: dict[int, Any] = field(default_factory=dict, repr=False)
@@ -90,12 +90,24 @@ class ServerState:
         self.rejected.setdefault(node, reason)
 
     def partners(self, owner: int) -> list[int]:
-        """Survivors that masked with ``owner``: its shares reached them and opened."""
+        """Survivors that masked with ``owner``: its shares reached them and opened (O(k))."""
+        sent = self.shares.get(owner)
+        if sent is None:
+            return []
+        alive = self._alive()
         return [
             v
-            for v in self.survivors
-            if owner in self.routed.get(v, ()) and owner not in self.accused.get(v, ())
+            for v in sent.recipients
+            if v in alive
+            and owner in self.routed.get(v, ())
+            and owner not in self.accused.get(v, ())
         ]
+
+    def _alive(self) -> frozenset[int]:
+        cached = self.__dict__.get("_alive_cache")
+        if cached is None or cached[0] != self.survivors:
+            cached = self.__dict__["_alive_cache"] = (self.survivors, frozenset(self.survivors))
+        return cached[1]
 
 
 @dataclass(frozen=True)
