@@ -1,7 +1,7 @@
 """A malicious server's attacks (issue 9, items 1-4), driven through ``protocol.secure_sum``.
 
 Each attack is a wrapper around the honest round's in-process transport
-(:mod:`fedkd.secagg.attacks`); :func:`fedkd.secagg.leakage.assess` says which exact sums the
+(:mod:`fedkd.attacks.secagg`); :func:`fedkd.attacks.secagg.leakage.assess` says which exact sums the
 attacker can compute from what it saw. Without a roster (the curious-server mode) split views
 and key substitution still release one client's input -- the tests check that the attack code
 really recovers it -- and with a roster every attack ends with no sum over fewer than ``t``

@@ -75,17 +75,20 @@ def client_advertise(state: ClientState, request: AdvertiseRequest) -> Advertise
     state.share_keys, state.received_keys, state.identities, state.signed = {}, {}, {}, ()
     state.receive_private = {w: pair.private for w, pair in zip(neighbours, receive, strict=True)}
     state.accused = ()
-    leaves = [
-        auth.receive_leaf(state.node_id, w, pair.public)
-        for w, pair in zip(neighbours, receive, strict=True)
-    ]
+    tree = merkle.Tree(
+        [
+            auth.receive_leaf(state.node_id, w, pair.public)
+            for w, pair in zip(neighbours, receive, strict=True)
+        ]
+    )
     keys = AdvertisedKeys(
         state.node_id,
         cipher.public,
         mask.public,
         config.digest(),
-        receive_root=merkle.root(leaves),
+        receive_root=tree.root,
         receive_publics=tuple(pair.public for pair in receive),
+        receive_paths=tuple(tree.path(i) for i in range(len(neighbours))),
     )
     if state.identity is not None:
         keys = client_auth.sign_keys(state, keys)
@@ -153,12 +156,13 @@ def _receive_keys(
     holders: Sequence[int],
     by_id: Mapping[int, AdvertisedKeys],
     routed: ReceiveKeys,
-) -> dict[int, bytes]:
-    """Each holder's receive key for this client, checked against the root the holder signed."""
+) -> tuple[dict[int, bytes], tuple[int, ...]]:
+    """Each holder's receive key for this client that matches the root the holder signed, and
+    the holders whose key does not (reported to the server: it holds what they sent)."""
     config = state.config
     assert config is not None
     given = {h: (k, p) for h, k, p in zip(routed.holders, routed.keys, routed.paths, strict=True)}
-    out = {}
+    out, unverified = {}, []
     for holder in holders:
         if holder == state.node_id:
             continue
@@ -168,11 +172,10 @@ def _receive_keys(
         if crypto.is_low_order(key) or not merkle.verify(
             by_id[holder].receive_root, len(order), order.index(state.node_id), leaf, path
         ):
-            raise AuthenticationFailure(
-                f"the server withheld or altered client {holder}'s receive key for this client"
-            )
-        out[holder] = key
-    return out
+            unverified.append(holder)
+        else:
+            out[holder] = key
+    return out, tuple(unverified)
 
 
 def client_share_keys(
@@ -194,12 +197,16 @@ def client_share_keys(
         this client -> that neighbour, with the commitments to its shares as associated data
         (and, with a roster, a signature over all of them).
 
+    A holder whose receive key does not match the root it signed gets no shares and is
+    reported in ``unverified``: the server, which holds what that holder sent, drops whichever
+    of the two lied.
+
     Raises
     ------
     RefusedRequest
         ``ConfigMismatch`` for differing config digests, ``TooFewSurvivors`` when fewer than
         ``threshold`` share holders remain, ``UnknownPeer``/``InconsistentLists`` for bad lists,
-        ``AuthenticationFailure`` for invalid, altered or withheld keys.
+        ``AuthenticationFailure`` for invalid or altered keys.
     """
     with refusals(state):
         expect_stage(state, Stage.ADVERTISE, "share-keys")
@@ -215,9 +222,19 @@ def client_share_keys(
                 f"only {len(holders)} of this client's share holders advertised "
                 f"keys, fewer than the threshold {config.threshold}"
             )
-        receive_keys = _receive_keys(state, holders, by_id, receive or ReceiveKeys((), (), ()))
+        receive_keys, unverified = _receive_keys(
+            state, holders, by_id, receive or ReceiveKeys((), (), ())
+        )
+        holders = [v for v in holders if v not in unverified]
+        if len(holders) < config.threshold:
+            raise TooFewSurvivors(
+                f"only {len(holders)} of this client's share holders have a receive key that "
+                f"checks out, fewer than the threshold {config.threshold}"
+            )
         shares = _split(state, holders)
-        sealed = _seal(state, holders, receive_keys, shares)
+        sealed = dataclasses.replace(
+            _seal(state, holders, receive_keys, shares), unverified=unverified
+        )
         state.peer_keys = {v: by_id[v] for v in holders if v != state.node_id}
         state.advertised = tuple(sorted(by_id))
         state.stage = Stage.SHARE

@@ -78,17 +78,6 @@ def _require_neighbourhoods(config: SecAggConfig, present: set[int], stage: str)
             )
 
 
-def receive_tree(config: SecAggConfig, keys: AdvertisedKeys) -> merkle.Tree:
-    """The Merkle tree of a client's receive keys, in neighbour order."""
-    order = config.neighbours_of(keys.node_id)
-    return merkle.Tree(
-        [
-            auth.receive_leaf(keys.node_id, w, k)
-            for w, k in zip(order, keys.receive_publics, strict=True)
-        ]
-    )
-
-
 def _key_problem(state: ServerState, reply: AdvertisedKeys) -> str | None:
     config = state.config
     if reply.node_id not in config.participants:
@@ -99,14 +88,11 @@ def _key_problem(state: ServerState, reply: AdvertisedKeys) -> str | None:
         return "a different configuration (config digest differs from the server's)"
     if crypto.is_low_order(reply.cipher_public) or crypto.is_low_order(reply.mask_public):
         return "public keys that are not 32 bytes or of low order"
-    if len(reply.receive_publics) != len(config.neighbours_of(reply.node_id)) or any(
-        crypto.is_low_order(k) for k in reply.receive_publics
-    ):
-        return "receive keys that are missing, extra, not 32 bytes or of low order"
-    tree = receive_tree(config, reply)
-    if tree.root != reply.receive_root:
-        return "a receive-key root that is not the root of its receive keys"
-    state.receive_trees[reply.node_id] = tree
+    count = len(config.neighbours_of(reply.node_id))
+    if len(reply.receive_publics) != count or len(reply.receive_paths) != count:
+        return "receive keys or their paths missing or extra"
+    if any(crypto.is_low_order(k) for k in reply.receive_publics):
+        return "receive keys that are not 32 bytes or of low order"
     return None
 
 
@@ -193,21 +179,20 @@ def server_route_tags(state: ServerState, request: ShareKeysRequest) -> dict[int
 
 
 def server_route_receive_keys(state: ServerState) -> dict[int, ReceiveKeys]:
-    """Per client, each of its share holders' receive key for it, with the Merkle path."""
+    """Per client, each of its share holders' receive key for it with the path the holder
+    sent along (relayed as is: the client checks it against the root the holder signed)."""
     config, present = state.config, set(state.advertised)
-    trees = {
-        v: state.receive_trees.get(v) or receive_tree(config, keys)
-        for v, keys in state.advertised.items()
-    }
+    position = {v: {w: i for i, w in enumerate(config.neighbours_of(v))} for v in present}
     routed = {}
     for sender in sorted(present):
         holders = [w for w in config.neighbours_of(sender) if w in present]
-        keys, paths = [], []
-        for holder in holders:
-            index = config.neighbours_of(holder).index(sender)
-            keys.append(state.advertised[holder].receive_publics[index])
-            paths.append(trees[holder].path(index))
-        routed[sender] = ReceiveKeys(tuple(holders), tuple(keys), tuple(paths))
+        advertised = [state.advertised[w] for w in holders]
+        index = [position[w][sender] for w in holders]
+        routed[sender] = ReceiveKeys(
+            tuple(holders),
+            tuple(k.receive_publics[i] for k, i in zip(advertised, index, strict=True)),
+            tuple(k.receive_paths[i] for k, i in zip(advertised, index, strict=True)),
+        )
     return routed
 
 
@@ -216,7 +201,8 @@ def _shares_problem(state: ServerState, reply: EncryptedShares) -> str | None:
     if sender not in state.advertised or sender in state.shares:
         return f"unexpected or repeated shares from client {sender}"
     expected = tuple(v for v in config.neighbours_of(sender) if v in state.advertised)
-    if reply.recipients != expected:
+    addressed = tuple(v for v in expected if v not in set(reply.unverified))
+    if reply.recipients != addressed or not set(reply.unverified) <= set(expected):
         return f"client {sender} did not address its shares to exactly its neighbours"
     if any(len(c) != SEALED_BYTES for c in reply.ciphertexts):
         return f"client {sender} sent ciphertexts of the wrong size"
@@ -231,6 +217,23 @@ def _shares_problem(state: ServerState, reply: EncryptedShares) -> str | None:
     if config.authenticated and len(reply.paths) != len(reply.recipients):
         return f"client {sender} sent {len(reply.paths)} ciphertext paths"
     return None
+
+
+def _judge_receive_reports(state: ServerState) -> dict[int, str]:
+    """Who lied in each report of a receive key that did not match its owner's root: the
+    owner when the key and path it sent do not lead to the root it signed, else the reporter."""
+    config, liars = state.config, {}
+    for reporter, reply in state.shares.items():
+        for owner in reply.unverified:
+            keys = state.advertised[owner]
+            index = config.neighbours_of(owner).index(reporter)
+            leaf = auth.receive_leaf(owner, reporter, keys.receive_publics[index])
+            count = len(config.neighbours_of(owner))
+            if merkle.verify(keys.receive_root, count, index, leaf, keys.receive_paths[index]):
+                liars.setdefault(reporter, f"reported client {owner}'s valid receive key")
+            else:
+                liars.setdefault(owner, f"sent a receive key for client {reporter} off its root")
+    return liars
 
 
 def server_route_shares(
@@ -254,6 +257,9 @@ def server_route_shares(
             state.reject(reply.node_id, problem)
         else:
             state.shares[reply.node_id] = reply
+    for liar, reason in _judge_receive_reports(state).items():
+        state.reject(liar, reason)
+        state.shares.pop(liar, None)
     present = set(state.shares)
     _require_neighbourhoods(state.config, present, "share")
     signed = state.config.authenticated

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -47,8 +46,6 @@ class ServerState:
         Stage 3: the senders each surviving client reported (and masked with none of).
     pair_seeds : dict[tuple[int, int], bytes]
         Stage 4: ``(survivor, dropped) -> pairwise seed`` revealed by the survivor.
-    receive_trees : dict[int, merkle.Tree]
-        Stage 1: each client's receive-key tree (checked once, its paths routed in stage 2).
     self_mask_shares, key_shares : dict[int, dict[int, int]]
         Shares received in stage 4: ``owner -> {holder: share}``.
     rejected : dict[int, str]
@@ -72,7 +69,6 @@ class ServerState:
     routed: dict[int, frozenset[int]] = field(default_factory=dict)
     accused: dict[int, frozenset[int]] = field(default_factory=dict)
     pair_seeds: dict[tuple[int, int], bytes] = field(default_factory=dict)
-    receive_trees: dict[int, Any] = field(default_factory=dict, repr=False)
     self_mask_shares: dict[int, dict[int, int]] = field(default_factory=dict)
     key_shares: dict[int, dict[int, int]] = field(default_factory=dict)
     rejected: dict[int, str] = field(default_factory=dict)

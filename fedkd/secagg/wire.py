@@ -84,9 +84,10 @@ class AdvertisedKeys(Message):
     ``receive_publics`` holds one key per neighbour (in ``config.neighbours_of`` order) under
     which that neighbour encrypts its shares to this client (one key per direction: revealing
     one, to prove a neighbour sent garbage, reveals nothing else). ``receive_root`` is the
-    :mod:`~fedkd.secagg.merkle` root over them; the signature covers the root, and the server
-    passes each neighbour only its own key and path. With a roster, ``identity`` names the
-    client's roster entry and ``signature`` is its Ed25519 signature of
+    :mod:`~fedkd.secagg.merkle` root over them and ``receive_paths`` each key's path to it; the
+    signature covers the root, and the server passes each neighbour only its own key and path.
+    With a roster, ``identity`` names the client's roster entry and ``signature`` is its
+    Ed25519 signature of
     :func:`fedkd.secagg.auth.keys_message`; ``tag_names``/``tags`` are HMAC tags of the same
     for roster members (:mod:`fedkd.secagg.client_auth`). ``pop`` proves to the server that the
     client holds the private halves (:func:`fedkd.secagg.auth.possession_proof`).
@@ -103,6 +104,7 @@ class AdvertisedKeys(Message):
     receive_root: bytes = b""
     receive_publics: tuple[bytes, ...] = ()
     pop: bytes = b""
+    receive_paths: tuple[bytes, ...] = ()
     KIND = "advertised_keys"
 
     def _body(self) -> Fields:
@@ -118,6 +120,7 @@ class AdvertisedKeys(Message):
             "receive_root": self.receive_root,
             "receive_publics": list(self.receive_publics),
             "pop": self.pop,
+            "receive_paths": list(self.receive_paths),
         }
 
     @classmethod
@@ -136,6 +139,7 @@ class AdvertisedKeys(Message):
             get_bytes(fields, "receive_root"),
             bytes_list(fields, "receive_publics"),
             get_bytes(fields, "pop"),
+            bytes_list(fields, "receive_paths"),
         )
 
     def tag_for(self, name: str) -> bytes | None:
@@ -221,6 +225,8 @@ class EncryptedShares(Message):
     the client's signature of the Merkle root over (recipient, ciphertext, commitments) and
     ``paths[i]`` the path of recipient ``i``'s leaf, so a recipient can prove a bad ciphertext
     came from this client (:mod:`fedkd.secagg.accusation`) and the server just relays.
+    ``unverified`` reports the neighbours whose receive key for this client did not match the
+    root they signed: it sent them nothing (the server checks the report).
     """
 
     node_id: int
@@ -230,6 +236,7 @@ class EncryptedShares(Message):
     share_commitments: tuple[bytes, ...] = ()
     signature: bytes = b""
     paths: tuple[bytes, ...] = ()  # per recipient, its ciphertext's path to the signed root
+    unverified: tuple[int, ...] = ()  # neighbours whose receive key did not check out
     KIND = "encrypted_shares"
 
     @property
@@ -250,6 +257,7 @@ class EncryptedShares(Message):
             "share_commitments": list(self.share_commitments),
             "signature": self.signature,
             "paths": list(self.paths),
+            "unverified": list(self.unverified),
         }
 
     @classmethod
@@ -264,4 +272,5 @@ class EncryptedShares(Message):
             bytes_list(fields, "share_commitments"),
             get_bytes(fields, "signature"),
             bytes_list(fields, "paths"),
+            ints(fields, "unverified"),
         )

@@ -99,11 +99,41 @@ def _low_order_receive(f: Forge) -> Envelope | None:
     publics = (SMALL_ORDER_POINT, *keys.receive_publics[1:])
     assert f.state.config is not None
     order = f.state.config.neighbours_of(f.node)
-    root = merkle.root(
+    tree = merkle.Tree(
         [auth.receive_leaf(f.node, w, k) for w, k in zip(order, publics, strict=True)]
     )
-    keys = dataclasses.replace(keys, receive_publics=publics, receive_root=root)
+    paths = tuple(tree.path(i) for i in range(len(order)))
+    keys = dataclasses.replace(
+        keys, receive_publics=publics, receive_root=tree.root, receive_paths=paths
+    )
     return with_payload(f.reply, resign_keys(f.state, keys).to_bytes())
+
+
+def _receive_key_off_root(f: Forge) -> Envelope | None:
+    """One receive key swapped for another after the root was signed (its owner cannot
+    decrypt that neighbour's shares; the neighbour reports it)."""
+    if f.kind != protocol.ADVERTISE:
+        return None
+    keys = _keys(f)
+    publics = (crypto.generate_keypair().public, *keys.receive_publics[1:])
+    return with_payload(f.reply, dataclasses.replace(keys, receive_publics=publics).to_bytes())
+
+
+def _false_receive_report(f: Forge) -> Envelope | None:
+    """Reports an honest neighbour's receive key as off its root (and sends it nothing)."""
+    if f.kind != protocol.SHARE_KEYS:
+        return None
+    shares = _shares(f)
+    victim, keep = shares.recipients[0], range(1, len(shares.recipients))
+    forged = dataclasses.replace(
+        shares,
+        recipients=tuple(shares.recipients[i] for i in keep),
+        ciphertexts=tuple(shares.ciphertexts[i] for i in keep),
+        share_commitments=shares.share_commitments[2:],
+        paths=(),
+        unverified=(victim,),
+    )
+    return with_payload(f.reply, resign_shares(f.state, forged).to_bytes())
 
 
 def _copied_keys(f: Forge) -> Envelope | None:
@@ -201,6 +231,8 @@ BEHAVIOURS: dict[str, Behaviour] = {
     "low-order cipher key": _low_order("cipher_public"),
     "low-order mask key": _low_order("mask_public"),
     "low-order receive key": _low_order_receive,
+    "a receive key off its signed root": _receive_key_off_root,
+    "reports a good receive key as bad": _false_receive_report,
     "another node's keys re-signed": _copied_keys,
     "garbage ciphertexts, signed": _garbage_ciphertexts(1.0),
     "garbage ciphertexts to a third, signed": _garbage_ciphertexts(0.34),
