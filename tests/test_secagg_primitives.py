@@ -9,6 +9,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fedkd.secagg import crypto
 from fedkd.secagg.config import SecAggConfig
@@ -136,3 +138,21 @@ def test_small_order_keys_are_caught_in_every_encoding() -> None:
     for _ in range(50):
         assert not crypto.is_low_order(crypto.generate_keypair().public)
     assert crypto.is_low_order(b"short")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=8), min_size=1, max_size=40), st.data())
+def test_a_merkle_path_proves_one_leaf_at_one_index_of_one_tree(
+    leaves: list[bytes], data: st.DataObject
+) -> None:
+    from fedkd.secagg import merkle
+
+    tree = merkle.Tree(leaves)
+    index = data.draw(st.integers(0, len(leaves) - 1))
+    path = tree.path(index)
+    assert merkle.verify(tree.root, len(leaves), index, leaves[index], path)
+    assert not merkle.verify(tree.root, len(leaves) + 1, index, leaves[index], path)
+    assert not merkle.verify(tree.root, len(leaves), index, leaves[index] + b"x", path)
+    other = data.draw(st.integers(0, len(leaves) - 1))
+    if leaves[other] != leaves[index]:
+        assert not merkle.verify(tree.root, len(leaves), other, leaves[index], tree.path(other))

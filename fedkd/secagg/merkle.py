@@ -41,11 +41,6 @@ def _seal(count: int, top: bytes) -> bytes:
     return hashlib.sha256(_ROOT + count.to_bytes(8, "big") + top).digest()
 
 
-def root(leaves: Sequence[bytes]) -> bytes:
-    """Root over ``leaves`` (their order and count included); the root of none is defined too."""
-    return _seal(len(leaves), _levels(leaves)[-1][0] if leaves else bytes(HASH_BYTES))
-
-
 class Tree:
     """A tree built once, for its root and every leaf's path."""
 
