@@ -122,7 +122,8 @@ def legacy_relay(
     """b3fdd78's ``server_collect_signatures``: verify each signature, relay all of them and
     each survivor's tags to it."""
     message = legacy_message(server.config, server.survivors)
-    signatures, tags = {}, {}
+    signatures: dict[int, bytes] = {}
+    tags: dict[int, dict[int, bytes]] = {}
     for node, (signature, addressed) in endorsements.items():
         if verify(str(node), message, signature):
             signatures[node] = signature

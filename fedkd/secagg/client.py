@@ -294,7 +294,7 @@ def _seal(
         )
         ciphertexts.append(sealed)
         leaves.append(auth.ciphertext_leaf(me, holder, sealed, bound))
-    signature, paths = b"", ()
+    signature, paths = b"", tuple[bytes, ...]()
     if state.identity is not None:
         tree = merkle.Tree(leaves)
         signature = state.identity.sign(auth.ciphertexts_message(config, me, tree.root))

@@ -222,7 +222,7 @@ def _shares_problem(state: ServerState, reply: EncryptedShares) -> str | None:
 def _judge_receive_reports(state: ServerState) -> dict[int, str]:
     """Who lied in each report of a receive key that did not match its owner's root: the
     owner when the key and path it sent do not lead to the root it signed, else the reporter."""
-    config, liars = state.config, {}
+    config, liars = state.config, dict[int, str]()
     for reporter, reply in state.shares.items():
         for owner in reply.unverified:
             keys = state.advertised[owner]
