@@ -282,7 +282,7 @@ def measure(n: int, roster_size: int, neighbours: int) -> dict[str, Any]:
 
 def _pair(row: dict[str, Any], part: str) -> str:
     now, old = row[f"now_{part}_s"] * 1e3, row[f"old_{part}_s"] * 1e3
-    return f"{now:.2f} / {old:.2f} ms ({row[f'ratio_{part}']:.2f}x)"
+    return f"{now:.2f} / {old:.2f} ms ({row[f'ratio_{part}']:.3g}x)"
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:

@@ -156,3 +156,17 @@ def test_a_merkle_path_proves_one_leaf_at_one_index_of_one_tree(
     other = data.draw(st.integers(0, len(leaves) - 1))
     if leaves[other] != leaves[index]:
         assert not merkle.verify(tree.root, len(leaves), other, leaves[index], tree.path(other))
+
+
+@pytest.mark.parametrize("length", [1, 7, 16_384, 16_385, 40_000])
+def test_masks_applied_block_by_block_equal_masks_applied_one_by_one(length: int) -> None:
+    from fedkd.secagg.masking import MaskExpander
+
+    masks = [(os.urandom(32), bool(i % 2), i == 0) for i in range(9)]
+    one_by_one = np.arange(length, dtype=np.uint64)
+    blocks = one_by_one.copy()
+    expander = MaskExpander(length)
+    for seed, subtract, self_mask in masks:
+        expander.add(one_by_one, seed, subtract=subtract, self_mask=self_mask)
+    expander.add_many(blocks, masks)
+    np.testing.assert_array_equal(blocks, one_by_one)

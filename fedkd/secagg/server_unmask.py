@@ -207,13 +207,15 @@ def server_unmask(state: ServerState, replies: Sequence[UnmaskReply]) -> Aggrega
         _record_reply(state, reply)
     context, expander = config.key_context(), MaskExpander(config.vector_length)
     total = state.masked_sum.copy()
+    masks: list[tuple[bytes, bool, bool]] = []
     for owner in state.survivors:
         seed = _reconstruct(state, owner, auth.SEED_SHARE)
         assert seed is not None
-        expander.add(total, seed, subtract=True, self_mask=True)
+        masks.append((seed, True, True))
     for owner in state.dropped:
         for partner, seed in _pair_seeds(state, owner, context).items():
-            expander.add(total, seed, subtract=pair_adds(partner, owner))
+            masks.append((seed, pair_adds(partner, owner), False))
+    expander.add_many(total, masks)
     reduce_words(total, config.modulus_bits)
     quantizer, count, width = config.quantizer, len(state.survivors), config.modulus_bits
     return AggregateResult(
