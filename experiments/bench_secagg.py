@@ -149,13 +149,17 @@ def _fedkd(
     threshold: int,
     dropped: Sequence[int],
     settings: BenchSettings,
-) -> tuple[list[DriverResult], list[DriverResult], list[DriverResult]]:
-    """Runs with a roster (a client's later round, and its first) and without identities.
+) -> tuple[list[DriverResult], list[DriverResult], list[DriverResult], list[float]]:
+    """Runs with a roster (a client's later round, and its first) and without identities,
+    and the keystream baseline right after each, timed in the same repetition.
 
-    Interleaved, so all three see the same machine load.
+    Interleaved, so all of them see the same machine load (on a shared machine a baseline
+    timed minutes apart from the runs it divides can be off by 2x either way).
     """
     variants = {"roster": (True, True), "first": (True, False), "noid": (False, False)}
     runs: dict[str, list[DriverResult]] = {name: [] for name in variants}
+    keystreams: list[float] = []
+    k = len(inputs) - 1 if neighbours is None else neighbours
     spent = 0.0
     while len(runs["roster"]) < max(settings.repeat, 1) and (
         not runs["roster"] or spent < settings.repeat_budget_s
@@ -174,8 +178,9 @@ def _fedkd(
                     warm=warm,
                 )
             )
+        keystreams.append(time_keystream(k + 1, len(inputs[0])))
         spent += time.perf_counter() - start
-    return runs["roster"], runs["first"], runs["noid"]
+    return runs["roster"], runs["first"], runs["noid"], keystreams
 
 
 def _median_run(runs: list[DriverResult]) -> DriverResult:
@@ -267,7 +272,7 @@ def bench_config(num: int, dim: int, dropout: float, settings: BenchSettings) ->
     threshold = majority_threshold(k)
     survivors = [i for i in range(num) if i not in set(dropped)]
 
-    runs, first_runs, plain_runs = _fedkd(inputs, neighbours, threshold, dropped, settings)
+    runs, first_runs, plain_runs, paired = _fedkd(inputs, neighbours, threshold, dropped, settings)
     fed, noid = _median_run(runs), _median_run(plain_runs)
     client_s = statistics.median(r.client_seconds["total"] for r in runs)
     first_client_s = statistics.median(r.client_seconds["total"] for r in first_runs)
@@ -323,6 +328,10 @@ def bench_config(num: int, dim: int, dropout: float, settings: BenchSettings) ->
         row.get("flower_server_s"), row["fedkd_server_s"]
     )
     row["ratio_fedkd_client_over_keystream"] = _ratio(row["fedkd_client_s"], keystream_s)
+    # the same ratio per repetition, the baseline timed right after the runs it divides
+    row["ratio_fedkd_client_over_keystream_paired"] = statistics.median(
+        r.client_seconds["total"] / ks for r, ks in zip(runs, paired, strict=True)
+    )
     row["ratio_fedkd_server_over_plaintext"] = _ratio(row["fedkd_server_s"], plaintext_s)
     return row
 
@@ -391,7 +400,8 @@ def _table_cells(row: dict[str, Any]) -> list[str]:
         f"{row['identity_client_overhead']:+.0%} ({row['identity_first_round_overhead']:+.0%})",
         flower(_fmt(row.get("flower_client_s"))),
         _fmt(row["keystream_s"]),
-        f"{_fmt(row['ratio_fedkd_client_over_keystream'])}x",
+        f"{_fmt(row['ratio_fedkd_client_over_keystream'])}x "
+        f"({_fmt(row['ratio_fedkd_client_over_keystream_paired'])}x paired)",
         _fmt(row["plaintext_s"]),
         f"{_fmt(row['ratio_fedkd_server_over_plaintext'])}x",
         _mb(row["fedkd_bytes_up_per_client"], row["fedkd_bytes_down_per_client"]),

@@ -176,9 +176,9 @@ def test_key_substitution_through_the_federated_round(tmp_path: Path, roster: st
     """The attacker's own keys shown in place of one client's peers' (and the other way round):
     without a roster the round completes and the server holds that client's exact input; with
     the (default) roster no client answers past share keys and nothing is exposed."""
+    from fedkd.attacks.secagg.key_substitution import KeySubstitution
+    from fedkd.attacks.secagg.leakage import assess
     from fedkd.fl.experiment import FIRST_NODE_ID
-    from fedkd.secagg.key_substitution import KeySubstitution
-    from fedkd.secagg.leakage import assess
 
     box: list[KeySubstitution] = []
 

@@ -1,7 +1,7 @@
 """A malicious server's attacks (issue 9, items 1-4), driven through ``protocol.secure_sum``.
 
 Each attack is a wrapper around the honest round's in-process transport
-(:mod:`fedkd.secagg.attacks`); :func:`fedkd.secagg.leakage.assess` says which exact sums the
+(:mod:`fedkd.attacks.secagg`); :func:`fedkd.attacks.secagg.leakage.assess` says which exact sums the
 attacker can compute from what it saw. Without a roster (the curious-server mode) split views
 and key substitution still release one client's input -- the tests check that the attack code
 really recovers it -- and with a roster every attack ends with no sum over fewer than ``t``
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedkd.secagg import attacks
+import fedkd.attacks.secagg as attacks
 from fedkd.secagg.config import majority_threshold
 from fedkd.secagg.quantize import Quantizer
 
@@ -88,7 +88,7 @@ def test_split_views_with_roster_are_refused(n: int, t: int, group: tuple[int, .
     )
     assert not run.leak.exposes_fewer_than(t)
     assert run.leak.smallest is None  # no sum at all: nobody unmasked
-    assert "valid signatures of the survivor set" in _refusals(run)
+    assert "endorsed the survivor set" in _refusals(run)
 
 
 # --- 3. key substitution -----------------------------------------------------------------
@@ -113,7 +113,9 @@ def test_key_substitution_with_roster_is_refused(neighbours: int | None) -> None
         roster=True,
         server_roster=False,
     )
-    assert run.leak.smallest is None and not run.leak.seeds and not run.leak.keys
+    # The target and whoever was shown its fake keys refuse; on a sparse graph the clients
+    # the attack did not touch may still complete a round of their own (of >= t clients).
+    assert not run.leak.exposes_fewer_than(3) and 3 not in run.leak.seeds and not run.leak.keys
     assert "not signed by the roster key" in _refusals(run)
     assert not run.attack.observed.stolen
 

@@ -21,6 +21,12 @@ def test_pack_then_unpack_is_the_identity(bits: int, length: int, seed: int) -> 
     packed = pack_words(words, bits)
     assert packed.dtype == np.uint8 and packed.size == packed_size(length, bits)
     np.testing.assert_array_equal(unpack_words(packed, bits, length), words)
+    # the wire format: word i at bits [i*k, (i+1)*k) of a little-endian bit string
+    as_bits = np.unpackbits(
+        words.astype("<u8").view(np.uint8).reshape(-1, 8), axis=1, bitorder="little"
+    )
+    reference = np.packbits(as_bits[:, :bits].reshape(-1), bitorder="little")
+    np.testing.assert_array_equal(packed, reference)
 
 
 def test_a_word_too_wide_for_the_modulus_is_refused() -> None:

@@ -9,6 +9,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fedkd.secagg import crypto
 from fedkd.secagg.config import SecAggConfig
@@ -115,3 +117,56 @@ def test_package_imports_neither_flwr_nor_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_fast_hkdf_is_rfc5869_as_cryptography_computes_it() -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    for size in (0, 1, 31, 32, 33, 200):
+        ikm, info = os.urandom(32), os.urandom(size)
+        reference = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(ikm)
+        assert crypto.hkdf_sha256(ikm, info) == reference
+
+
+def test_small_order_keys_are_caught_in_every_encoding() -> None:
+    p = 2**255 - 19
+    for u in crypto.SMALL_ORDER | {p, p + 1}:
+        for top in (0, 1 << 255):
+            if u | top < 1 << 256:
+                assert crypto.is_low_order((u | top).to_bytes(32, "little"))
+    for _ in range(50):
+        assert not crypto.is_low_order(crypto.generate_keypair().public)
+    assert crypto.is_low_order(b"short")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=8), min_size=1, max_size=40), st.data())
+def test_a_merkle_path_proves_one_leaf_at_one_index_of_one_tree(
+    leaves: list[bytes], data: st.DataObject
+) -> None:
+    from fedkd.secagg import merkle
+
+    tree = merkle.Tree(leaves)
+    index = data.draw(st.integers(0, len(leaves) - 1))
+    path = tree.path(index)
+    assert merkle.verify(tree.root, len(leaves), index, leaves[index], path)
+    assert not merkle.verify(tree.root, len(leaves) + 1, index, leaves[index], path)
+    assert not merkle.verify(tree.root, len(leaves), index, leaves[index] + b"x", path)
+    other = data.draw(st.integers(0, len(leaves) - 1))
+    if leaves[other] != leaves[index]:
+        assert not merkle.verify(tree.root, len(leaves), other, leaves[index], tree.path(other))
+
+
+@pytest.mark.parametrize("length", [1, 7, 16_384, 16_385, 40_000])
+def test_masks_applied_block_by_block_equal_masks_applied_one_by_one(length: int) -> None:
+    from fedkd.secagg.masking import MaskExpander
+
+    masks = [(os.urandom(32), bool(i % 2), i == 0) for i in range(9)]
+    one_by_one = np.arange(length, dtype=np.uint64)
+    blocks = one_by_one.copy()
+    expander = MaskExpander(length)
+    for seed, subtract, self_mask in masks:
+        expander.add(one_by_one, seed, subtract=subtract, self_mask=self_mask)
+    expander.add_many(blocks, masks)
+    np.testing.assert_array_equal(blocks, one_by_one)

@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
+from fedkd.attacks.secagg.scripted import MaliciousServer, scripted
 from fedkd.secagg import client, server
+from fedkd.secagg.client_masked import client_masked_input
 from fedkd.secagg.client_state import ClientState, decode_client_state, encode_client_state
 from fedkd.secagg.client_unmask import client_unmask
 from fedkd.secagg.config import SecAggConfig
-from fedkd.secagg.driver import MaliciousServer, run_secagg
+from fedkd.secagg.driver import run_secagg
 from fedkd.secagg.errors import (
     AuthenticationFailure,
     ConfigError,
@@ -71,13 +73,16 @@ class Round:
 
     def share(self) -> Round:
         assert self.keys is not None
-        replies = [client.client_share_keys(c, self.keys) for c in self.clients.values()]
+        receive = server.server_route_receive_keys(self.srv)
+        replies = [
+            client.client_share_keys(c, self.keys, (), receive[v]) for v, c in self.clients.items()
+        ]
         self.routed = server.server_route_shares(self.srv, replies)
         return self
 
     def mask(self, skip: tuple[int, ...] = ()) -> Round:
         replies = [
-            client.client_masked_input(self.clients[v], self.routed[v], INPUTS[v])
+            client_masked_input(self.clients[v], self.routed[v], INPUTS[v])
             for v in self.routed
             if v not in skip
         ]
@@ -112,7 +117,7 @@ def test_overlapping_lists_refused_and_no_share_revealed() -> None:
 
 def test_driver_overlap_is_refused() -> None:
     with pytest.raises(InconsistentLists, match="both surviving and dropped"):
-        run_secagg(INPUTS, malicious=MaliciousServer(overlap_survivor_dropped=True))
+        run_secagg(INPUTS, wrap=scripted(MaliciousServer(overlap_survivor_dropped=True)))
 
 
 def test_too_few_survivors_refused() -> None:
@@ -120,7 +125,7 @@ def test_too_few_survivors_refused() -> None:
     few = UnmaskRequest((0, 1), (2, 3, 4))
     _assert_refused_silently(rnd.clients[0], client_unmask, few, TooFewSurvivors)
     with pytest.raises(TooFewSurvivors, match="fewer than the threshold"):
-        run_secagg(INPUTS, malicious=MaliciousServer(too_few_survivors=True))
+        run_secagg(INPUTS, wrap=scripted(MaliciousServer(too_few_survivors=True)))
 
 
 def test_lists_naming_strangers_or_omitting_senders_refused() -> None:
@@ -178,7 +183,7 @@ def test_threshold_at_or_below_half_is_refused() -> None:
 
 def test_inconsistent_config_detected_at_share_keys() -> None:
     with pytest.raises(ConfigMismatch, match="different configuration"):
-        run_secagg(INPUTS, malicious=MaliciousServer(inconsistent_config_for=2))
+        run_secagg(INPUTS, wrap=scripted(MaliciousServer(inconsistent_config_for=2)))
 
 
 def test_participant_list_mismatch_detected_before_any_share_leaves() -> None:
@@ -195,7 +200,8 @@ def test_participant_list_mismatch_detected_before_any_share_leaves() -> None:
 
 
 def test_rewritten_digests_still_fail_authentication() -> None:
-    """A server that hides the mismatch by rewriting digests is caught by HKDF/AEAD binding."""
+    """A server that hides the mismatch by rewriting digests is caught by HKDF/AEAD binding:
+    the victim opens no share and refuses; the others open none of the victim's and report it."""
     rnd = Round.start()
     crafted = dataclasses.replace(rnd.config, public_set_digest=b"\x01" * 32)
     replies = []
@@ -206,26 +212,24 @@ def test_rewritten_digests_still_fail_authentication() -> None:
         replies.append(reply)
     honest = [dataclasses.replace(r, config_digest=rnd.config.digest()) for r in replies]
     victim = [dataclasses.replace(r, config_digest=crafted.digest()) for r in replies]
+    rnd.srv.advertised = {r.node_id: r for r in replies}
+    receive = server.server_route_receive_keys(rnd.srv)
     shared = [
         client.client_share_keys(
-            rnd.clients[v], ShareKeysRequest(tuple(victim if v == 0 else honest))
+            rnd.clients[v], ShareKeysRequest(tuple(victim if v == 0 else honest)), (), receive[v]
         )
         for v in range(N)
     ]
-    rnd.srv.advertised = {r.node_id: r for r in replies}
     routed = server.server_route_shares(rnd.srv, shared)
     _assert_refused_silently(
         rnd.clients[0],
-        lambda s, r: client.client_masked_input(s, r, INPUTS[0]),
+        lambda s, r: client_masked_input(s, r, INPUTS[0]),
         routed[0],
-        AuthenticationFailure,
+        TooFewSurvivors,
     )
-    _assert_refused_silently(
-        rnd.clients[1],
-        lambda s, r: client.client_masked_input(s, r, INPUTS[1]),
-        routed[1],
-        AuthenticationFailure,
-    )
+    assert rnd.clients[0].held.keys() == {0}  # nobody's shares opened for the victim
+    reported = client_masked_input(rnd.clients[1], routed[1], INPUTS[1])
+    assert reported.accused == (0,) and 0 not in rnd.clients[1].held
 
 
 # --- replay -----------------------------------------------------------------------------------
@@ -235,12 +239,12 @@ def test_second_masked_input_request_refused() -> None:
     rnd = Round.start().advertise().share().mask()
     _assert_refused_silently(
         rnd.clients[0],
-        lambda s, r: client.client_masked_input(s, r, INPUTS[0]),
+        lambda s, r: client_masked_input(s, r, INPUTS[0]),
         rnd.routed[0],
         ReplayedRequest,
     )
     with pytest.raises(ReplayedRequest, match="already sent its masked input"):
-        run_secagg(INPUTS, malicious=MaliciousServer(replay_round=True))
+        run_secagg(INPUTS, wrap=scripted(MaliciousServer(replay_round=True)))
 
 
 def test_second_unmask_request_refused() -> None:
@@ -276,37 +280,36 @@ def test_out_of_order_request_refused() -> None:
 # --- authentication ---------------------------------------------------------------------------
 
 
-def test_tampered_ciphertext_rejected() -> None:
+def test_tampered_ciphertext_is_reported_not_used() -> None:
+    """A ciphertext that does not open is not used: the client masks without its sender and
+    reports it (with its receive key for that sender: without a roster the server is trusted
+    to relay faithfully). The honest server then finds the original valid and drops the
+    reporter, not the sender (here the tampering server is the liar)."""
     rnd = Round.start().advertise().share()
     request = rnd.routed[2]
     sealed = bytearray(request.ciphertexts[1])
     sealed[20] ^= 0x80
-    tampered = MaskedInputRequest(
-        request.senders, (request.ciphertexts[0], bytes(sealed), *request.ciphertexts[2:])
+    tampered = dataclasses.replace(
+        request, ciphertexts=(request.ciphertexts[0], bytes(sealed), *request.ciphertexts[2:])
     )
-    _assert_refused_silently(
-        rnd.clients[2],
-        lambda s, r: client.client_masked_input(s, r, INPUTS[2]),
-        tampered,
-        AuthenticationFailure,
-    )
-    with pytest.raises(AuthenticationFailure, match="failed authentication"):
-        run_secagg(INPUTS, malicious=MaliciousServer(tamper_share_for=1))
+    reply = client_masked_input(rnd.clients[2], tampered, INPUTS[2])
+    sender = request.senders[1]
+    assert reply.accused == (sender,) and sender not in rnd.clients[2].held
+    assert reply.evidence == (rnd.clients[2].receive_private[sender],)
+    result = run_secagg(INPUTS, wrap=scripted(MaliciousServer(tamper_share_for=1)))
+    assert result.survivors == [0, 2, 3, 4]
 
 
-def test_misattributed_ciphertext_rejected() -> None:
+def test_misattributed_ciphertext_is_reported() -> None:
     """The AEAD associated data binds the sender: swapping two senders' ciphertexts fails."""
     rnd = Round.start().advertise().share()
     request = rnd.routed[0]
-    swapped = MaskedInputRequest(
-        request.senders, (request.ciphertexts[1], request.ciphertexts[0], *request.ciphertexts[2:])
+    swapped = dataclasses.replace(
+        request,
+        ciphertexts=(request.ciphertexts[1], request.ciphertexts[0], *request.ciphertexts[2:]),
     )
-    _assert_refused_silently(
-        rnd.clients[0],
-        lambda s, r: client.client_masked_input(s, r, INPUTS[0]),
-        swapped,
-        AuthenticationFailure,
-    )
+    reply = client_masked_input(rnd.clients[0], swapped, INPUTS[0])
+    assert reply.accused == request.senders[:2]
 
 
 def test_altered_or_low_order_keys_rejected() -> None:
@@ -316,14 +319,6 @@ def test_altered_or_low_order_keys_rejected() -> None:
     keys[1] = dataclasses.replace(keys[1], cipher_public=bytes(32))  # low-order point
     _assert_refused_silently(
         rnd.clients[0],
-        client.client_share_keys,
-        ShareKeysRequest(tuple(keys)),
-        AuthenticationFailure,
-    )
-    keys = list(rnd.keys.keys)
-    keys[2] = dataclasses.replace(keys[2], mask_public=keys[3].mask_public)
-    _assert_refused_silently(
-        rnd.clients[1],
         client.client_share_keys,
         ShareKeysRequest(tuple(keys)),
         AuthenticationFailure,

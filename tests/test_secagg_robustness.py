@@ -232,9 +232,9 @@ def test_a_large_roster_sends_no_tags_and_checks_every_key_by_signature(
     """Past TAG_ROSTER_LIMIT members a client tags nobody (tags would grow with the roster,
     not with the round); every holder's keys are then verified by signature, the sum is exact,
     and a key-substituting server is still refused."""
+    from fedkd.attacks.secagg.key_substitution import KeySubstitution
+    from fedkd.attacks.secagg.leakage import assess
     from fedkd.secagg import client_auth
-    from fedkd.secagg.key_substitution import KeySubstitution
-    from fedkd.secagg.leakage import assess
 
     honest = simulate(INPUTS, threshold=4, roster=True)
     monkeypatch.setattr(client_auth, "TAG_ROSTER_LIMIT", N - 1)

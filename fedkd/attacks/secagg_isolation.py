@@ -2,10 +2,10 @@
 
 Threat model: a malicious server that deviates from the protocol in any way it likes,
 against honest clients; success means it computes the exact sum of fewer than ``t`` clients
-(one input, at best). The attacks are those of :mod:`fedkd.secagg.attacks` (issue 9), as
+(one input, at best). The attacks are those of :mod:`fedkd.attacks.secagg` (issue 9), as
 wrappers around the honest round's transport, plus the two below; each is run against
 fedkd with identities and a roster (the malicious-server mode) and fedkd without one (the
-curious-server mode), and the leakage assessment (:func:`fedkd.secagg.leakage.assess`)
+curious-server mode), and the leakage assessment (:func:`fedkd.attacks.secagg.leakage.assess`)
 says which sums the attacker can compute. The third system, Flower 1.42's own SecAgg+, is
 attacked in ``experiments/attacks/flower_isolation.py`` (``fedkd`` never imports ``flwr``).
 
@@ -23,9 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import fedkd.attacks.secagg as attacks
+import fedkd.secagg.protocol as protocol
 from fedkd.attacks.common import StudyOptions, StudyResult, markdown_table
-from fedkd.secagg import attacks, protocol
-from fedkd.secagg.attack_base import Attack, with_payload
+from fedkd.attacks.secagg.base import Attack, with_payload
 from fedkd.secagg.quantize import Quantizer
 from fedkd.secagg.wire import AdvertiseRequest
 from fedkd.transport import Envelope, Transport

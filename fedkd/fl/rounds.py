@@ -42,7 +42,7 @@ from fedkd.secagg import SecAggConfig, ServerState, majority_threshold
 from fedkd.secagg.identity import NO_ROSTER, Roster
 from fedkd.secagg.protocol import secure_sum
 from fedkd.secagg.quantize import modulus_bits_for
-from fedkd.secagg.wire import AdvertiseRequest
+from fedkd.secagg.server import server_advertise_request
 from fedkd.transport import Envelope, ExchangeResult, Transport, broadcast
 
 log = logging.getLogger("fedkd.server")
@@ -163,7 +163,7 @@ def fedkd_request(
     """The round's train message: the last teacher, and in FedDF the student's weights too."""
     request = Envelope(keys.TRAIN, {keys.ROUND: server_round, keys.PHASE: "fedkd"})
     if state is not None:
-        request.fields[keys.SECAGG_CONFIG] = AdvertiseRequest(state.config).to_bytes()
+        request.fields[keys.SECAGG_CONFIG] = server_advertise_request(state).to_bytes()
     if fed.config.mode == "feddf":
         request.arrays.update(
             {

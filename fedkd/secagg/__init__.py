@@ -2,24 +2,22 @@
 
 Modules: :mod:`config` (public round parameters and their digest), :mod:`crypto` (X25519, HKDF,
 AES-GCM), :mod:`shamir` (secret sharing), :mod:`quantize` (fixed-point codec), :mod:`masking`
-(AES-CTR mask expansion), :mod:`graph` (SecAgg+ neighbours), :mod:`wire` (messages),
-:mod:`identity` (Ed25519 identities, the roster and its files), :mod:`auth` (what is signed and
-committed), :mod:`client_state`, :mod:`client`, :mod:`client_unmask`, :mod:`server`,
+(AES-CTR mask expansion), :mod:`graph` (SecAgg+ neighbours), :mod:`merkle` (one signature
+over per-neighbour values), :mod:`message` and :mod:`wire` (messages), :mod:`identity`
+(Ed25519 identities, the roster and its files), :mod:`auth` (what is signed, tagged and
+committed), :mod:`accusation` (reports of bad shares), :mod:`client_state`, :mod:`client`,
+:mod:`client_masked`, :mod:`client_unmask`, :mod:`server`, :mod:`server_masked`,
 :mod:`server_unmask` (stage functions), :mod:`protocol` (the stage sequence over a transport),
-:mod:`driver` (in-process runs), :mod:`attacks` and :mod:`leakage` (a malicious server's
-attacks and what they release), :mod:`errors`. Imports numpy, cryptography and the standard
-library only.
+:mod:`driver` (in-process runs), :mod:`errors`. Imports numpy, cryptography and the standard
+library only. What attacks it (a malicious server's wrappers, what they release) lives in
+:mod:`fedkd.attacks.secagg`, outside this public API.
 """
 
-from fedkd.secagg.client import (
-    client_advertise,
-    client_masked_input,
-    client_share_keys,
-)
+from fedkd.secagg.client import client_advertise, client_share_keys
+from fedkd.secagg.client_masked import client_masked_input
 from fedkd.secagg.client_state import ClientState, decode_client_state, encode_client_state
 from fedkd.secagg.client_unmask import client_consistency, client_unmask
 from fedkd.secagg.config import SecAggConfig, majority_threshold
-from fedkd.secagg.driver import DriverResult, MaliciousServer, run_secagg
 from fedkd.secagg.errors import (
     ConfigError,
     ProtocolAbort,
@@ -53,9 +51,7 @@ __all__ = [
     "AggregateResult",
     "ClientState",
     "ConfigError",
-    "DriverResult",
     "Identity",
-    "MaliciousServer",
     "ProtocolAbort",
     "RefusedRequest",
     "ReplayedRequest",
@@ -74,7 +70,6 @@ __all__ = [
     "majority_threshold",
     "read_identity",
     "read_roster",
-    "run_secagg",
     "server_advertise_request",
     "server_collect_keys",
     "server_collect_masked",

@@ -5,7 +5,9 @@ tags them for every other roster member with an HMAC under the static pair key t
 from their identities (:meth:`Identity.pair_key`, computed once and cached in the state). A
 peer checks the tag addressed to it in microseconds and falls back to the signature when the
 tag is missing or wrong, so tags only ever save work: they never accept what the signature
-would refuse.
+would refuse. The pair key is the same in both directions, so the tagged message names the
+author and the recipient in order: a tag a client made for a peer never verifies as that
+peer's tag for it (a reflected tag), nor as a tag for a third member.
 """
 
 from __future__ import annotations
@@ -15,18 +17,23 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 
-from fedkd.secagg import auth
+import fedkd.secagg.auth as auth
 from fedkd.secagg.client_state import ClientState
 from fedkd.secagg.errors import AuthenticationFailure
 from fedkd.secagg.wire import AdvertisedKeys
 
-_TAG_LABEL = b"fedkd-secagg/keys-tag/v1"
+_TAG_LABEL = b"fedkd-secagg/keys-tag/v2"
 TAG_BYTES = 32
 
 
-def keys_tag(pair_key: bytes, keys: AdvertisedKeys) -> bytes:
-    """HMAC-SHA256 of :func:`fedkd.secagg.auth.keys_message` under a static pair key."""
-    return hmac.new(pair_key, _TAG_LABEL + auth.keys_message(keys), hashlib.sha256).digest()
+def keys_tag(pair_key: bytes, author: str, recipient: str, keys: AdvertisedKeys) -> bytes:
+    """HMAC-SHA256 of :func:`fedkd.secagg.auth.keys_message` from ``author`` to ``recipient``
+    (roster names) under their static pair key."""
+    names = b"".join(
+        len(raw).to_bytes(4, "big") + raw for raw in (author.encode(), recipient.encode())
+    )
+    message = _TAG_LABEL + names + auth.keys_message(keys)
+    return hmac.new(pair_key, message, hashlib.sha256).digest()
 
 
 def _pair_key(state: ClientState, peer: str) -> bytes:
@@ -54,7 +61,7 @@ def sign_keys(state: ClientState, keys: AdvertisedKeys) -> AdvertisedKeys:
         named,
         signature=state.identity.sign(auth.keys_message(named)),
         tag_names=peers,
-        tags=tuple(keys_tag(_pair_key(state, n), named) for n in peers),
+        tags=tuple(keys_tag(_pair_key(state, n), state.identity.name, n, named) for n in peers),
     )
 
 
@@ -84,7 +91,9 @@ def check_peers(
             tag is not None
             and keys.identity in roster.keys
             and keys.identity != own.identity
-            and hmac.compare_digest(keys_tag(_pair_key(state, keys.identity), keys), tag)
+            and hmac.compare_digest(
+                keys_tag(_pair_key(state, keys.identity), keys.identity, identity.name, keys), tag
+            )
         ):
             tagged.add(keys.node_id)
     refused = auth.check_advertised(roster, [own, *used], trusted=tagged)

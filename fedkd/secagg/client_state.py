@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from fedkd.secagg.codec import (
     Fields,
     decode_fields,
@@ -63,8 +65,15 @@ class ClientState:
         The round's secrets: share-encryption key, mask-agreement key, self-mask seed.
     peer_keys : dict[int, AdvertisedKeys]
         Advertised keys of this client's neighbours that answered stage 1.
+    receive_private : dict[int, bytes]
+        Per neighbour, the private half of this client's receive key for it (one direction).
     share_keys : dict[int, bytes]
-        AES-GCM keys shared with those neighbours (derived once, used both ways).
+        Per share holder, the directed AES-GCM key this client encrypted its shares to it with
+        (also keys the consistency tags it sends that holder).
+    received_keys : dict[int, bytes]
+        Per sender whose shares this client opened, the directed key of that direction.
+    accused : tuple[int, ...]
+        Senders whose shares were bad (this client masked with none of them).
     advertised : tuple[int, ...]
         Every client that answered stage 1 (the server's claim).
     held : dict[int, HeldShares]
@@ -85,6 +94,10 @@ class ClientState:
         The survivor set this client signed in the consistency stage of this round.
     pair_keys : dict[str, bytes]
         Static keys shared with other roster members (derived once, kept across rounds).
+    loaded : dict[bytes, X25519PrivateKey]
+        The round's private keys already loaded (raw bytes -> key object), so a process that
+        keeps its state between stages does not pay a scalar multiplication to reload them;
+        never persisted (:func:`loaded_key` fills it on demand).
     """
 
     node_id: int
@@ -96,7 +109,10 @@ class ClientState:
     mask_private: bytes = b""
     self_seed: bytes = b""
     peer_keys: dict[int, AdvertisedKeys] = field(default_factory=dict)
+    receive_private: dict[int, bytes] = field(default_factory=dict)
     share_keys: dict[int, bytes] = field(default_factory=dict)
+    received_keys: dict[int, bytes] = field(default_factory=dict)
+    accused: tuple[int, ...] = ()
     advertised: tuple[int, ...] = ()
     held: dict[int, HeldShares] = field(default_factory=dict)
     share_senders: tuple[int, ...] = ()
@@ -108,6 +124,7 @@ class ClientState:
     identities: dict[int, str] = field(default_factory=dict)
     signed: tuple[int, ...] = ()
     pair_keys: dict[str, bytes] = field(default_factory=dict)
+    loaded: dict[bytes, X25519PrivateKey] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if (self.identity is None) != (self.roster is None):
@@ -128,6 +145,17 @@ class ClientState:
     def round_key(self) -> tuple[int, int] | None:
         """(run_id, round) of the current round, ``None`` before the first request."""
         return None if self.config is None else (self.config.run_id, self.config.round)
+
+    def loaded_key(self, raw: bytes) -> X25519PrivateKey:
+        """The loaded private key of ``raw`` (loaded once per process)."""
+        key = self.loaded.get(raw)
+        if key is None:
+            key = self.loaded[raw] = X25519PrivateKey.from_private_bytes(raw)
+        return key
+
+    def public_of(self, raw: bytes) -> bytes:
+        """The public key of the private key ``raw``."""
+        return self.loaded_key(raw).public_key().public_bytes_raw()
 
 
 def encode_client_state(state: ClientState, *, with_roster: bool = True) -> bytes:
@@ -163,6 +191,11 @@ def encode_client_state(state: ClientState, *, with_roster: bool = True) -> byte
         "self_seed": state.self_seed,
         "share_key_owners": sorted(state.share_keys),
         "share_keys": [state.share_keys[v] for v in sorted(state.share_keys)],
+        "received_key_owners": sorted(state.received_keys),
+        "received_keys": [state.received_keys[v] for v in sorted(state.received_keys)],
+        "receive_owners": sorted(state.receive_private),
+        "receive_private": [state.receive_private[v] for v in sorted(state.receive_private)],
+        "accused": list(state.accused),
         "peer_keys": ShareKeysRequest(tuple(state.peer_keys.values())).to_bytes(),
         "advertised": list(state.advertised),
         "held_owners": owners,
@@ -183,6 +216,13 @@ def encode_client_state(state: ClientState, *, with_roster: bool = True) -> byte
         "pair_keys": [state.pair_keys[n] for n in sorted(state.pair_keys)],
     }
     return encode_fields(fields)
+
+
+def _keyed(f: Fields, owners: str, values: str) -> dict[int, bytes]:
+    ids, raw = get_ints(f, owners), get_bytes_list(f, values)
+    if len(ids) != len(raw):
+        raise WireFormatError(f"client state: {owners} and {values} differ in length")
+    return dict(zip(ids, raw, strict=True))
 
 
 def _optional(value: int | None) -> int:
@@ -234,6 +274,9 @@ def decode_client_state(data: bytes, *, roster: Roster | None = None) -> ClientS
         self_seed=get_bytes(f, "self_seed"),
         peer_keys={k.node_id: k for k in peers},
         share_keys=dict(zip(key_owners, keys, strict=True)),
+        received_keys=_keyed(f, "received_key_owners", "received_keys"),
+        receive_private=_keyed(f, "receive_owners", "receive_private"),
+        accused=tuple(get_ints(f, "accused")),
         advertised=tuple(get_ints(f, "advertised")),
         held={o: HeldShares(b, s) for o, b, s in zip(owners, self_masks, mask_keys, strict=True)},
         share_senders=tuple(get_ints(f, "share_senders")),

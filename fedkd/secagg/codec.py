@@ -80,26 +80,52 @@ def encode_fields(fields: Mapping[str, FieldValue]) -> bytes:
     return b"".join(parts)
 
 
+_U32 = struct.Struct(">I")
+
+
 class _Reader:
+    """Reads length-prefixed values off one ``bytes`` object (lists in one tight loop each)."""
+
     def __init__(self, data: bytes) -> None:
-        self.data = memoryview(data)
+        self.data = bytes(data)
         self.pos = 0
 
     def take(self, size: int) -> bytes:
-        if self.pos + size > len(self.data):
+        end = self.pos + size
+        if end > len(self.data):
             raise WireFormatError("truncated message")
-        chunk = bytes(self.data[self.pos : self.pos + size])
-        self.pos += size
+        chunk = self.data[self.pos : end]
+        self.pos = end
         return chunk
 
     def u32(self) -> int:
-        return int(struct.unpack(">I", self.take(4))[0])
+        if self.pos + 4 > len(self.data):
+            raise WireFormatError("truncated message")
+        (value,) = _U32.unpack_from(self.data, self.pos)
+        self.pos += 4
+        return int(value)
 
     def int_(self) -> int:
         return int.from_bytes(self.take(self.u32()), "big", signed=True)
 
     def bytes_(self) -> bytes:
         return self.take(self.u32())
+
+    def chunks(self, count: int) -> list[bytes]:
+        """``count`` length-prefixed byte strings."""
+        data, pos, end, unpack = self.data, self.pos, len(self.data), _U32.unpack_from
+        out = []
+        for _ in range(count):
+            if pos + 4 > end:
+                raise WireFormatError("truncated message")
+            (size,) = unpack(data, pos)
+            pos += 4
+            if pos + size > end:
+                raise WireFormatError("truncated message")
+            out.append(data[pos : pos + size])
+            pos += size
+        self.pos = pos
+        return out
 
 
 def _read_value(reader: _Reader) -> FieldValue:
@@ -115,9 +141,9 @@ def _read_value(reader: _Reader) -> FieldValue:
     if tag == b"a":
         return np.frombuffer(reader.bytes_(), dtype="<u8").astype(np.uint64)
     if tag == b"I":
-        return [reader.int_() for _ in range(reader.u32())]
+        return [int.from_bytes(raw, "big", signed=True) for raw in reader.chunks(reader.u32())]
     if tag == b"B":
-        return [reader.bytes_() for _ in range(reader.u32())]
+        return reader.chunks(reader.u32())
     raise WireFormatError(f"unknown field tag {tag!r}")
 
 

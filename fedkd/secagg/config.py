@@ -18,9 +18,12 @@ refused.
 ``roster_digest`` says which trust model the round runs under: all zeros is the curious-server
 mode (no identities; nothing stops a server that substitutes keys or invents participants), any
 other value is the digest of the roster every client must hold (:mod:`fedkd.secagg.identity`);
-then advertised keys are signed and a consistency stage certifies one survivor set, which
-needs ``consistency_quorum`` signatures: at least ``threshold`` and a strict majority of the
-participants, so two different survivor sets can never both be certified by honest clients.
+then advertised keys are signed and a consistency stage certifies one survivor set per
+neighbourhood: a client unmasks only when, for every client whose shares it holds, ``threshold``
+of that client's ``k + 1`` share holders endorsed the set it signed. ``2 t > k + 1`` makes any
+two such endorsements of one neighbourhood share an honest endorser, so two different
+survivor sets are never both certified to holders of one client's shares
+(:mod:`fedkd.secagg.client_unmask`).
 """
 
 from __future__ import annotations
@@ -159,11 +162,6 @@ class SecAggConfig:
     def authenticated(self) -> bool:
         """Whether clients authenticate each other with a roster (the malicious-server mode)."""
         return self.roster_digest != NO_ROSTER
-
-    @property
-    def consistency_quorum(self) -> int:
-        """Signatures on one survivor set a client needs before it unmasks."""
-        return max(self.threshold, self.num_clients // 2 + 1)
 
     @property
     def quantizer(self) -> Quantizer:

@@ -4,41 +4,33 @@
 the federated round uses -- over an :class:`~fedkd.transport.InProcessTransport` whose nodes
 are honest :class:`~fedkd.secagg.client_state.ClientState` holders. Client ids are ``0..n-1``
 (indexes into ``inputs``); ``dropouts[stage]`` lists the clients that vanish before answering
-``stage`` (and stay gone). A :class:`MaliciousServer` is a wrapper around the transport that
-rewrites what the honest server sends; honest clients must refuse each deviation, and the
-first refusal is re-raised to the caller. Timings and message sizes are measured per stage.
+``stage`` (and stay gone). ``wrap`` puts a deviating server (a wrapper around the transport,
+e.g. :mod:`fedkd.attacks.secagg`) around the honest one; honest clients must refuse each
+deviation, and :func:`run_secagg` re-raises the first refusal. Timings and message sizes are
+measured per stage.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+import fedkd.secagg.protocol as protocol
 from fedkd.dp.plan import noise_headroom
-from fedkd.secagg import protocol
 from fedkd.secagg.client_state import ClientState
 from fedkd.secagg.config import SecAggConfig, majority_threshold
 from fedkd.secagg.errors import ProtocolAbort, RefusedRequest
 from fedkd.secagg.identity import NO_ROSTER, Roster, simulated_identities
 from fedkd.secagg.quantize import modulus_bits_for
 from fedkd.secagg.server import ServerState
-from fedkd.secagg.wire import (
-    AdvertisedKeys,
-    AdvertiseRequest,
-    MaskedInputRequest,
-    Stage,
-    UnmaskRequest,
-)
-from fedkd.transport import Envelope, ExchangeResult, InProcessTransport, Refusal, Transport
+from fedkd.secagg.wire import Stage
+from fedkd.transport import Envelope, InProcessTransport, Refusal, Transport
 
 __all__ = [
     "DriverResult",
-    "MaliciousServer",
-    "MaliciousTransport",
     "Simulation",
     "Stage",
     "run_secagg",
@@ -53,83 +45,6 @@ STAGE_OF_KIND = {
     protocol.UNMASK: Stage.UNMASK,
 }
 SIMULATION_SEED = b"fedkd-secagg/driver-identities"  # the simulated out-of-band secret
-
-
-@dataclass
-class MaliciousServer:
-    """Server deviations the driver can inject; honest clients must refuse each of them.
-
-    ``replay_round`` re-sends the masked-input request to the first survivor after its masked
-    input arrived. ``tamper_share_for`` has no effect when that client dropped before stage 3.
-    """
-
-    overlap_survivor_dropped: bool = False  # claims a survivor dropped to get both shares
-    too_few_survivors: bool = False
-    inconsistent_config_for: int | None = None  # send this client a different config
-    replay_round: bool = False  # re-run masked input for the same round
-    tamper_share_for: int | None = None  # flip a ciphertext byte for this recipient
-
-
-class MaliciousTransport:
-    """Wraps an honest server's transport and deviates as :class:`MaliciousServer` says."""
-
-    def __init__(self, inner: Transport, behaviour: MaliciousServer) -> None:
-        self.inner, self.bad = inner, behaviour
-        self.honest_digest: bytes | None = None
-
-    def nodes(self) -> list[int]:
-        return self.inner.nodes()
-
-    def exchange(
-        self, requests: Mapping[int, Envelope], *, timeout: float, group: str = ""
-    ) -> ExchangeResult:
-        requests = {node: self._rewrite(node, message) for node, message in requests.items()}
-        result = self.inner.exchange(requests, timeout=timeout, group=group)
-        kinds = {m.kind for m in requests.values()}
-        if protocol.MASKED_INPUT in kinds and self.bad.replay_round and result.replies:
-            first = min(result.replies)
-            self.inner.exchange({first: requests[first]}, timeout=timeout, group=group)
-        if protocol.ADVERTISE in kinds and self.bad.inconsistent_config_for is not None:
-            # The lying server hides the target's different digest from its own check.
-            self._restore_digest(result)
-        return result
-
-    def _rewrite(self, node: int, message: Envelope) -> Envelope:
-        bad, kind = self.bad, message.kind
-        if kind == protocol.ADVERTISE and bad.inconsistent_config_for == node:
-            config = AdvertiseRequest.from_bytes(protocol.payload_of(message)).config
-            self.honest_digest = config.digest()
-            crafted = dataclasses.replace(
-                config,
-                public_set_digest=hashlib.sha256(b"crafted" + config.public_set_digest).digest(),
-            )
-            return protocol.stage_envelope(kind, AdvertiseRequest(crafted).to_bytes(), 0)
-        if kind == protocol.MASKED_INPUT and bad.tamper_share_for == node:
-            request = MaskedInputRequest.from_bytes(protocol.payload_of(message))
-            if request.ciphertexts:
-                first = bytearray(request.ciphertexts[0])
-                first[-1] ^= 0x01
-                request = MaskedInputRequest(
-                    request.senders, (bytes(first), *request.ciphertexts[1:])
-                )
-            return protocol.stage_envelope(kind, request.to_bytes(), 0)
-        if kind == protocol.UNMASK and (bad.overlap_survivor_dropped or bad.too_few_survivors):
-            unmask = UnmaskRequest.from_bytes(protocol.payload_of(message))
-            survivors, dropped = unmask.survivors, unmask.dropped
-            if bad.overlap_survivor_dropped:
-                dropped = (*dropped, survivors[-1])
-            if bad.too_few_survivors:
-                cut = max(len(survivors) // 2, 1)
-                survivors, dropped = survivors[:cut], (*dropped, *survivors[cut:])
-            return protocol.stage_envelope(kind, UnmaskRequest(survivors, dropped).to_bytes(), 0)
-        return message
-
-    def _restore_digest(self, result: ExchangeResult) -> None:
-        target = self.bad.inconsistent_config_for
-        if target in result.replies and self.honest_digest is not None:
-            keys = AdvertisedKeys.from_bytes(protocol.payload_of(result.replies[target]))
-            keys = dataclasses.replace(keys, config_digest=self.honest_digest)
-            result.replies[target] = protocol.stage_envelope(protocol.ADVERTISE, keys.to_bytes(), 0)
 
 
 @dataclass
@@ -270,7 +185,7 @@ def simulate(
     """Run one round over honest in-process nodes, the transport optionally wrapped by an attacker.
 
     Parameters are those of :func:`run_secagg`; ``wrap`` turns the honest transport into the
-    one the server uses (e.g. an attack of :mod:`fedkd.secagg.attacks`). ``roster`` gives every
+    one the server uses (e.g. an attack of :mod:`fedkd.attacks.secagg`). ``roster`` gives every
     client a simulated identity and the roster (the malicious-server mode; the out-of-band
     step is simulated by deriving both from :data:`SIMULATION_SEED`), ``server_roster`` hands
     the server the roster too, ``warm`` lets the clients start with the static pair keys an
@@ -303,7 +218,7 @@ def run_secagg(
     clip: float = 64.0,
     bits: int = 32,
     dropouts: Mapping[Stage, Collection[int]] | None = None,
-    malicious: MaliciousServer | None = None,
+    wrap: Callable[[Transport], Transport] | None = None,
     run_id: int = 0,
     round: int = 1,
     seed: int = 0,
@@ -325,8 +240,8 @@ def run_secagg(
         Quantization range ``[-clip, clip]`` and bits per value.
     dropouts : Mapping[Stage, Collection[int]] | None
         Clients that vanish before answering each stage.
-    malicious : MaliciousServer | None
-        Server deviations to inject (a wrapper around the transport).
+    wrap : Callable[[Transport], Transport] | None
+        Turns the honest transport into the server's (server deviations to inject).
     run_id, round, seed : int
         Round identity; ``seed`` seeds the public graph order and the public-set digest.
     roster : bool
@@ -349,7 +264,6 @@ def run_secagg(
     RefusedRequest
         When an honest client refuses an injected malicious request (the first refusal).
     """
-    bad = malicious
     sim = simulate(
         inputs,
         threshold=threshold,
@@ -357,7 +271,7 @@ def run_secagg(
         clip=clip,
         bits=bits,
         dropouts=dropouts,
-        wrap=None if bad is None else (lambda inner: MaliciousTransport(inner, bad)),
+        wrap=wrap,
         run_id=run_id,
         round=round,
         seed=seed,

@@ -45,7 +45,7 @@ def check_degree(num_clients: int, neighbours: int) -> None:
         )
 
 
-def _ring_key(seed: int, node: int) -> bytes:
+def ring_key(seed: int, node: int) -> bytes:
     return hashlib.sha256(_LABEL + seed.to_bytes(8, "big") + node.to_bytes(8, "big")).digest()
 
 
@@ -57,7 +57,7 @@ def _neighbour_table(
     check_degree(n, neighbours)
     if neighbours == n - 1:
         return {u: tuple(v for v in participants if v != u) for u in participants}
-    ring = sorted(participants, key=lambda node: _ring_key(seed, node))
+    ring = sorted(participants, key=lambda node: ring_key(seed, node))
     table: dict[int, tuple[int, ...]] = {}
     for position, node in enumerate(ring):
         offsets = [j for j in range(1, neighbours // 2 + 1)] + [

@@ -160,11 +160,13 @@ class Roster:
 
     @cached_property
     def _public(self) -> dict[str, Ed25519PublicKey]:
-        return {n: Ed25519PublicKey.from_public_bytes(k) for n, k in self.keys.items()}
+        return {}  # filled on demand: a round touches its participants, not the whole roster
 
     def verifies(self, name: str, message: bytes, signature: bytes) -> bool:
         """Whether ``signature`` is ``name``'s valid signature of ``message``."""
         key = self._public.get(name)
+        if key is None and name in self.keys:
+            key = self._public[name] = Ed25519PublicKey.from_public_bytes(self.keys[name])
         if key is None or len(signature) != SIGNATURE_BYTES:
             return False
         try:

@@ -13,7 +13,7 @@ Pairwise mask convention: client ``u`` adds ``PRG(s_uv)`` when ``u < v`` and sub
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 _SELF_NONCE = b"\x01" + bytes(15)
 _PAIR_NONCE = bytes(16)
 _BLOCK = 16
+_BLOCK_WORDS = 16_384  # 128 KiB of accumulator per block: fits a core's L2 cache
 
 
 @lru_cache(maxsize=8)
@@ -71,6 +72,29 @@ class MaskExpander:
         else:
             np.add(accumulator, stream, out=accumulator)
 
+    def add_many(self, accumulator: np.ndarray, masks: Sequence[tuple[bytes, bool, bool]]) -> None:
+        """Apply many masks ``(seed, subtract, self_mask)`` at once, a cache-sized block at a
+        time: each block of the accumulator stays in cache while every keystream passes over
+        it (one pass over memory instead of one per mask). Same result as :meth:`add` each."""
+        if len(accumulator) != self.length:
+            raise ValueError(f"accumulator has length {len(accumulator)}, expected {self.length}")
+        streams = []
+        for seed, subtract, self_mask in masks:
+            if len(seed) != 32:
+                raise ValueError(f"mask seeds must be 32 bytes, got {len(seed)}")
+            nonce = _SELF_NONCE if self_mask else _PAIR_NONCE
+            cipher = Cipher(algorithms.AES(seed), modes.CTR(nonce)).encryptor()
+            streams.append((cipher, np.subtract if subtract else np.add))
+        block = min(_BLOCK_WORDS, self.length)
+        buffer = memoryview(self._buffer)
+        for start in range(0, self.length, block):
+            words = min(block, self.length - start)
+            zeros, out = self._zeros[: 8 * words], buffer[: 8 * words + _BLOCK]
+            view, part = self._view[:words], accumulator[start : start + words]
+            for cipher, combine in streams:
+                cipher.update_into(zeros, out)
+                combine(part, view, out=part)
+
 
 def pair_adds(owner: int, peer: int) -> bool:
     """Whether ``owner`` adds (``True``) or subtracts the mask it shares with ``peer``."""
@@ -105,9 +129,9 @@ def mask_vector(
     np.ndarray
         ``values`` itself.
     """
-    expander.add(values, self_seed, self_mask=True)
-    for peer, seed in pair_seeds.items():
-        expander.add(values, seed, subtract=not pair_adds(node_id, peer))
+    masks = [(self_seed, False, True)]
+    masks += [(seed, not pair_adds(node_id, peer), False) for peer, seed in pair_seeds.items()]
+    expander.add_many(values, masks)
     return values
 
 

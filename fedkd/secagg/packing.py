@@ -13,6 +13,8 @@ bits ``[i*k, (i+1)*k)``), so the format does not depend on the host.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from fedkd.secagg.errors import WireFormatError
@@ -38,6 +40,23 @@ def packed_size(length: int, bits: int) -> int:
     return (length * bits + 7) // 8
 
 
+@lru_cache(maxsize=64)
+def _lane_plan(bits: int) -> tuple[tuple[int, int, int, int], ...]:
+    """For each residue ``r`` of a word index mod 64: its lane, shift, and spill (if any).
+
+    64 words of ``bits`` bits fill exactly ``bits`` 64-bit lanes, so word ``g * 64 + r``
+    starts in lane ``g * bits + lane`` at bit ``shift``; ``spill`` is 1 when it runs into the
+    next lane (never past the group's last lane). Each residue class is then one vectorised
+    numpy operation over the groups.
+    """
+    plan = []
+    for r in range(WORD_BITS):
+        start = r * bits
+        lane, shift = divmod(start, WORD_BITS)
+        plan.append((r, lane, shift, int(shift + bits > WORD_BITS)))
+    return tuple(plan)
+
+
 def pack_words(values: np.ndarray, bits: int) -> np.ndarray:
     """Pack ``uint64`` words, each already below ``2^bits``, into a ``uint8`` byte string.
 
@@ -53,8 +72,20 @@ def pack_words(values: np.ndarray, bits: int) -> np.ndarray:
         raise ValueError(f"a word does not fit in {bits} bits; reduce it modulo 2^{bits} first")
     if bits == WORD_BITS:
         return words.view(np.uint8).copy()
-    as_bits = np.unpackbits(words.view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
-    return np.packbits(as_bits[:, :bits].reshape(-1), bitorder="little")
+    groups = -(-words.size // WORD_BITS)
+    padded = np.zeros(groups * WORD_BITS, dtype=np.uint64)
+    padded[: words.size] = words
+    residues = np.ascontiguousarray(padded.reshape(groups, WORD_BITS).T)  # (64, groups)
+    lanes = np.zeros((bits, groups), dtype=np.uint64)
+    scratch = np.empty(groups, dtype=np.uint64)
+    for r, lane, shift, spill in _lane_plan(bits):
+        np.left_shift(residues[r], np.uint64(shift), out=scratch)
+        np.bitwise_or(lanes[lane], scratch, out=lanes[lane])
+        if spill:
+            np.right_shift(residues[r], np.uint64(WORD_BITS - shift), out=scratch)
+            np.bitwise_or(lanes[lane + 1], scratch, out=lanes[lane + 1])
+    packed = np.ascontiguousarray(lanes.T).astype("<u8", copy=False).view(np.uint8).reshape(-1)
+    return packed[: packed_size(words.size, bits)]
 
 
 def unpack_words(packed: object, bits: int, length: int) -> np.ndarray:
@@ -83,8 +114,18 @@ def unpack_words(packed: object, bits: int, length: int) -> np.ndarray:
         )
     if bits == WORD_BITS:
         return packed.view("<u8").astype(np.uint64)
-    as_bits = np.unpackbits(packed, bitorder="little", count=length * bits).reshape(length, bits)
-    full = np.zeros((length, WORD_BITS), dtype=np.uint8)
-    full[:, :bits] = as_bits
-    words = np.packbits(full, axis=1, bitorder="little").view("<u8").reshape(length)
-    return words.astype(np.uint64)
+    groups = -(-length // WORD_BITS)
+    raw = np.zeros(groups * bits * 8, dtype=np.uint8)
+    raw[:expected] = packed
+    lanes = np.ascontiguousarray(raw.view("<u8").astype(np.uint64).reshape(groups, bits).T)
+    words = np.empty((WORD_BITS, groups), dtype=np.uint64)  # (64, groups): one row per residue
+    scratch = np.empty(groups, dtype=np.uint64)
+    mask = word_mask(bits)
+    for r, lane, shift, spill in _lane_plan(bits):
+        row = words[r]
+        np.right_shift(lanes[lane], np.uint64(shift), out=row)
+        if spill:
+            np.left_shift(lanes[lane + 1], np.uint64(WORD_BITS - shift), out=scratch)
+            np.bitwise_or(row, scratch, out=row)
+        np.bitwise_and(row, mask, out=row)
+    return np.ascontiguousarray(words.T).reshape(-1)[:length].copy()

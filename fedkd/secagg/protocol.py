@@ -25,11 +25,8 @@ from typing import TypeVar
 
 import numpy as np
 
-from fedkd.secagg.client import (
-    client_advertise,
-    client_masked_input,
-    client_share_keys,
-)
+from fedkd.secagg.client import client_advertise, client_share_keys
+from fedkd.secagg.client_masked import client_masked_input
 from fedkd.secagg.client_state import ClientState
 from fedkd.secagg.client_unmask import client_consistency, client_unmask
 from fedkd.secagg.config import SecAggConfig
@@ -38,15 +35,18 @@ from fedkd.secagg.packing import pack_words, unpack_words
 from fedkd.secagg.server import (
     AggregateResult,
     ServerState,
+    server_advertise_request,
     server_collect_keys,
     server_collect_masked,
     server_collect_signatures,
     server_consistency_request,
+    server_route_receive_keys,
     server_route_shares,
     server_route_tags,
     server_unmask,
 )
 from fedkd.secagg.wire import (
+    Accusations,
     AdvertisedKeys,
     AdvertiseRequest,
     ConsistencyReply,
@@ -54,11 +54,12 @@ from fedkd.secagg.wire import (
     EncryptedShares,
     MaskedInput,
     MaskedInputRequest,
+    ReceiveKeys,
     ShareKeysRequest,
     UnmaskReply,
     UnmaskRequest,
 )
-from fedkd.transport import Envelope, ExchangeResult, Transport, broadcast, log_failures
+from fedkd.transport import Envelope, ExchangeResult, Scalar, Transport, broadcast, log_failures
 
 # Envelope kinds of the stages, and the fields that carry them.
 ADVERTISE = "advertise"
@@ -72,6 +73,8 @@ MASKED = "masked"  # array: a client's masked words, packed to the modulus' widt
 ROUND = "round"  # field: the train round the stage belongs to
 RIDING = "secagg-config"  # field: stage 1's request riding on another message (the train one)
 TAGS = "tags"  # field (share keys, roster rounds): the peers' 32-byte key tags for this node
+RECEIVE = "receive"  # field (share keys): this node's holders' receive keys (ReceiveKeys)
+ACCUSED = "accused"  # field (masked input replies): the node's reports of bad shares
 
 _M = TypeVar("_M")
 
@@ -107,9 +110,19 @@ def payload_of(message: Envelope) -> bytes:
 def payload_limit(config: SecAggConfig, kind: str) -> int:
     """Largest reply payload (bytes) an honest client sends in stage ``kind``."""
     if kind == ADVERTISE:  # tags for every roster member: bounded, not by the round's size
-        return 1 << 20
-    per_holder = {SHARE_KEYS: 256, CONSISTENCY: 64, UNMASK: 64}.get(kind, 0)
-    return 4096 + per_holder * (config.neighbours + 1)
+        return (1 << 20) + 64 * config.neighbours
+    depth = (config.neighbours + 1).bit_length()  # Merkle path hashes per holder
+    per_holder = {SHARE_KEYS: 256 + 32 * depth, MASKED_INPUT: 64, CONSISTENCY: 64, UNMASK: 128}
+    return 4096 + per_holder.get(kind, 0) * (config.neighbours + 1)
+
+
+def masked_reply(node: int, message: Envelope, config: SecAggConfig) -> MaskedInput:
+    """A masked-input reply: its words and its reports of bad shares (``ValueError`` if too big)."""
+    raw = message.fields.get(ACCUSED, b"")
+    if not isinstance(raw, bytes) or len(raw) > payload_limit(config, MASKED_INPUT):
+        raise ValueError(f"'{ACCUSED}' must be bytes within the stage's size limit")
+    reports = Accusations.from_bytes(raw) if raw else Accusations((), ())
+    return MaskedInput(node, masked_words(message, config), reports.accused, reports.evidence)
 
 
 def masked_words(message: Envelope, config: SecAggConfig) -> np.ndarray:
@@ -178,7 +191,7 @@ class _Run:
 
     # ---------------------------------------------------------------- stage 1: advertise
     def advertise(self, nodes: list[int]) -> dict[int, AdvertisedKeys]:
-        request = AdvertiseRequest(self.state.config).to_bytes()
+        request = server_advertise_request(self.state).to_bytes()
         round_ = self.state.config.round
         result = self.send(ADVERTISE, broadcast(nodes, stage_envelope(ADVERTISE, request, round_)))
         return self.advertised(result)
@@ -194,10 +207,16 @@ class _Run:
         )
         message = stage_envelope(SHARE_KEYS, request.to_bytes(), self.state.config.round)
         nodes = sorted(self.state.advertised)
-        requests = broadcast(nodes, message)
+        receive = self.server(ADVERTISE, lambda: server_route_receive_keys(self.state))
+        tags: Mapping[int, bytes] = {}
         if self.state.config.authenticated:
             tags = self.server(ADVERTISE, lambda: server_route_tags(self.state, request))
-            requests = {v: Envelope(SHARE_KEYS, {**message.fields, TAGS: tags[v]}) for v in nodes}
+        requests = {}
+        for v in nodes:
+            fields = {**message.fields, RECEIVE: receive[v].to_bytes()}
+            if v in tags:
+                fields[TAGS] = tags[v]
+            requests[v] = Envelope(SHARE_KEYS, fields)
         result = self.send(SHARE_KEYS, requests)
         return self.decode(
             SHARE_KEYS, result, lambda n, m: EncryptedShares.from_bytes(payload_of(m))
@@ -215,9 +234,7 @@ class _Run:
         }
         result = self.send(MASKED_INPUT, requests)
         config = self.state.config
-        return self.decode(
-            MASKED_INPUT, result, lambda n, m: MaskedInput(n, masked_words(m, config))
-        )
+        return self.decode(MASKED_INPUT, result, lambda n, m: masked_reply(n, m, config))
 
     # ---------------------------------------------------------------- stage 3b: consistency
     def consistency(self, masked: dict[int, MaskedInput]) -> dict[int, UnmaskRequest]:
@@ -325,7 +342,9 @@ def serve_stage(
         reply: bytes = client_advertise(state, AdvertiseRequest.from_bytes(payload)).to_bytes()
     elif kind == SHARE_KEYS:
         keys = ShareKeysRequest.from_bytes(payload)
-        reply = client_share_keys(state, keys, _tags(request)).to_bytes()
+        raw = request.fields.get(RECEIVE, b"")
+        receive = ReceiveKeys.from_bytes(raw) if isinstance(raw, bytes) and raw else None
+        reply = client_share_keys(state, keys, _tags(request), receive).to_bytes()
     elif kind == MASKED_INPUT:
         if values is None:
             raise ProtocolAbort("no contribution to mask on this node")
@@ -333,7 +352,10 @@ def serve_stage(
             state, MaskedInputRequest.from_bytes(payload), values, noise_rng
         )
         width = state.config.modulus_bits if state.config is not None else 64
-        return Envelope(kind, arrays={MASKED: pack_words(masked.masked, width)})
+        fields: dict[str, Scalar] = {}
+        if masked.accused:
+            fields[ACCUSED] = Accusations(masked.accused, masked.evidence).to_bytes()
+        return Envelope(kind, fields, arrays={MASKED: pack_words(masked.masked, width)})
     elif kind == CONSISTENCY:
         reply = client_consistency(state, ConsistencyRequest.from_bytes(payload)).to_bytes()
     elif kind == UNMASK:

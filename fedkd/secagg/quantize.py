@@ -142,7 +142,8 @@ class Quantizer:
             raise ValueError(
                 "input contains NaN or infinite values; only finite floats are accepted"
             )
-        clipped = np.count_nonzero(np.abs(x) > self.clip)
+        levels = np.clip(x, -self.clip, self.clip)
+        clipped = x.size - np.count_nonzero(levels == x)
         fraction = float(clipped / x.size) if x.size else 0.0
         if warn and fraction > CLIP_WARNING_FRACTION:
             warnings.warn(
@@ -150,7 +151,9 @@ class Quantizer:
                 f"[-{self.clip}, {self.clip}] and were clipped; raise clip to keep them",
                 stacklevel=2,
             )
-        levels = np.rint((np.clip(x, -self.clip, self.clip) + self.clip) * self.scale)
+        levels += self.clip  # in place: one temporary for the whole encoding
+        levels *= self.scale
+        np.rint(levels, out=levels)
         np.clip(levels, 0, self.max_level, out=levels)
         return QuantizedVector(values=levels.astype(np.uint64), clipped_fraction=fraction)
 

@@ -1,35 +1,41 @@
-"""Server stage functions over an explicit :class:`ServerState`.
+"""Server stage functions over an explicit :class:`ServerState`: stages 1 and 2.
 
 The server relays keys and ciphertexts, sums masked inputs as they arrive, certifies one
-survivor set (with a roster) and finally removes the masks (:mod:`fedkd.secagg.server_unmask`).
-What one client sends never ends the round: a duplicated, unknown, spoofed, malformed or
-inconsistent reply makes that client a dropout (``state.rejected`` keeps the reason). Each
-function raises :class:`ProtocolAbort` only when the clients left cannot complete the round
-(fewer than ``threshold`` in some neighbourhood, too few signatures, a secret without
-``threshold`` good shares). Per-client requests are returned as ``dict[node_id, message]``.
+survivor set (with a roster) and finally removes the masks. Stages 3 and 3b are in
+:mod:`fedkd.secagg.server_masked`, stage 4 in :mod:`fedkd.secagg.server_unmask`; this module
+re-exports them. What one client sends never ends the round: a duplicated, unknown, spoofed,
+malformed or inconsistent reply, an unusable (low-order) or copied key, makes that client a
+dropout (``state.rejected`` keeps the reason). Each function raises :class:`ProtocolAbort` only
+when the clients left cannot complete the round (fewer than ``threshold`` in some
+neighbourhood, a secret without ``threshold`` good shares). Per-client requests are returned as
+``dict[node_id, message]``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
-from fedkd.secagg import auth, crypto, shamir
+import fedkd.secagg.auth as auth
+import fedkd.secagg.crypto as crypto
+import fedkd.secagg.merkle as merkle
+import fedkd.secagg.shamir as shamir
 from fedkd.secagg.config import SecAggConfig
 from fedkd.secagg.errors import ProtocolAbort
+from fedkd.secagg.identity import SIGNATURE_BYTES
+from fedkd.secagg.server_masked import (
+    server_collect_masked,
+    server_collect_signatures,
+    server_consistency_request,
+)
 from fedkd.secagg.server_state import AggregateResult, ServerState
 from fedkd.secagg.server_unmask import server_unmask
 from fedkd.secagg.wire import (
     AdvertisedKeys,
     AdvertiseRequest,
-    ConsistencyReply,
-    ConsistencyRequest,
     EncryptedShares,
-    MaskedInput,
     MaskedInputRequest,
+    ReceiveKeys,
     ShareKeysRequest,
-    UnmaskRequest,
 )
 
 __all__ = [
@@ -40,6 +46,7 @@ __all__ = [
     "server_collect_masked",
     "server_collect_signatures",
     "server_consistency_request",
+    "server_route_receive_keys",
     "server_route_shares",
     "server_route_tags",
     "server_unmask",
@@ -49,8 +56,11 @@ SEALED_BYTES = crypto.NONCE_BYTES + 2 * shamir.SHARE_BYTES + 16  # one encrypted
 
 
 def server_advertise_request(state: ServerState) -> AdvertiseRequest:
-    """Stage 1 request: the configuration every participant receives."""
-    return AdvertiseRequest(state.config)
+    """Stage 1 request: the configuration, and the server's key of the round for proofs of
+    possession (kept in ``state.pop_private`` to settle copied keys)."""
+    if not state.pop_private:
+        state.pop_private = crypto.generate_keypair().private
+    return AdvertiseRequest(state.config, crypto.public_from_private(state.pop_private))
 
 
 def _require_neighbourhoods(config: SecAggConfig, present: set[int], stage: str) -> None:
@@ -76,15 +86,50 @@ def _key_problem(state: ServerState, reply: AdvertisedKeys) -> str | None:
         return f"repeated keys from client {reply.node_id}"
     if reply.config_digest != config.digest():
         return "a different configuration (config digest differs from the server's)"
-    if len(reply.cipher_public) != 32 or len(reply.mask_public) != 32:
-        return "public keys that are not 32 bytes"
+    if crypto.is_low_order(reply.cipher_public) or crypto.is_low_order(reply.mask_public):
+        return "public keys that are not 32 bytes or of low order"
+    count = len(config.neighbours_of(reply.node_id))
+    if len(reply.receive_publics) != count or len(reply.receive_paths) != count:
+        return "receive keys or their paths missing or extra"
+    if any(crypto.is_low_order(k) for k in reply.receive_publics):
+        return "receive keys that are not 32 bytes or of low order"
     return None
+
+
+def _drop_copies(state: ServerState, accepted: list[AdvertisedKeys]) -> list[AdvertisedKeys]:
+    """Of clients advertising one public key, keep those proving they hold it (first only)."""
+    claims: dict[bytes, list[int]] = {}
+    for keys in accepted:
+        for public in {keys.cipher_public, keys.mask_public}:
+            claims.setdefault(public, []).append(keys.node_id)
+    shared = {node for nodes in claims.values() if len(nodes) > 1 for node in nodes}
+    if not shared:
+        return accepted
+    by_id = {k.node_id: k for k in accepted}
+    proven = {
+        v for v in shared if state.pop_private and auth.possesses(state.pop_private, by_id[v])
+    }
+    dropped: set[int] = set()
+    for nodes in claims.values():
+        if len(nodes) < 2:
+            continue
+        keep = next((v for v in nodes if v in proven), None)
+        for node in nodes:
+            if node != keep and node not in dropped:
+                dropped.add(node)
+                state.reject(
+                    node,
+                    "advertised a public key another client advertised too, without proving "
+                    "it holds the private key",
+                )
+    return [k for k in accepted if k.node_id not in dropped]
 
 
 def server_collect_keys(state: ServerState, replies: Sequence[AdvertisedKeys]) -> ShareKeysRequest:
     """Stage 1 -> 2: record the advertised keys and broadcast them.
 
-    A duplicated, unknown or mis-configured sender, and (when the server holds the roster) an
+    A duplicated, unknown or mis-configured sender, unusable keys, a client that copied
+    another's key (it cannot prove possession), and (when the server holds the roster) an
     unsigned, forged or duplicated identity, is dropped.
 
     Raises
@@ -104,17 +149,27 @@ def server_collect_keys(state: ServerState, replies: Sequence[AdvertisedKeys]) -
         for node, reason in auth.check_advertised(state.roster, accepted).items():
             state.reject(node, reason)
             del state.advertised[node]
+        accepted = [k for k in accepted if k.node_id in state.advertised]
+    kept = {k.node_id for k in _drop_copies(state, accepted)}
+    state.advertised = {v: k for v, k in state.advertised.items() if v in kept}
     _require_neighbourhoods(state.config, set(state.advertised), "advertise")
     return ShareKeysRequest(tuple(state.advertised[v] for v in sorted(state.advertised)))
 
 
 def server_route_tags(state: ServerState, request: ShareKeysRequest) -> dict[int, bytes]:
-    """Per recipient, the tags its peers addressed to it, aligned with ``request.keys``.
+    """Per recipient, the key tags its peers addressed to it, aligned with ``request.keys``.
 
     Each value is the concatenation of 32-byte tags (zeros where a peer sent none); the
     recipient checks them and falls back to signatures (:mod:`fedkd.secagg.client_auth`).
     """
-    by_owner = [dict(zip(k.tag_names, k.tags, strict=True)) for k in request.keys]
+    by_owner = [
+        dict(
+            zip(
+                state.advertised[k.node_id].tag_names, state.advertised[k.node_id].tags, strict=True
+            )
+        )
+        for k in request.keys
+    ]
     missing = bytes(32)
     routed = {}
     for keys in request.keys:
@@ -123,26 +178,73 @@ def server_route_tags(state: ServerState, request: ShareKeysRequest) -> dict[int
     return routed
 
 
+def server_route_receive_keys(state: ServerState) -> dict[int, ReceiveKeys]:
+    """Per client, each of its share holders' receive key for it with the path the holder
+    sent along (relayed as is: the client checks it against the root the holder signed)."""
+    config, present = state.config, set(state.advertised)
+    position = {v: {w: i for i, w in enumerate(config.neighbours_of(v))} for v in present}
+    routed = {}
+    for sender in sorted(present):
+        holders = [w for w in config.neighbours_of(sender) if w in present]
+        advertised = [state.advertised[w] for w in holders]
+        index = [position[w][sender] for w in holders]
+        routed[sender] = ReceiveKeys(
+            tuple(holders),
+            tuple(k.receive_publics[i] for k, i in zip(advertised, index, strict=True)),
+            tuple(k.receive_paths[i] for k, i in zip(advertised, index, strict=True)),
+        )
+    return routed
+
+
 def _shares_problem(state: ServerState, reply: EncryptedShares) -> str | None:
-    sender = reply.node_id
+    sender, config = reply.node_id, state.config
     if sender not in state.advertised or sender in state.shares:
         return f"unexpected or repeated shares from client {sender}"
-    allowed = set(state.config.neighbours_of(sender)) & set(state.advertised)
-    if not set(reply.recipients) <= allowed or len(set(reply.recipients)) != len(reply.recipients):
-        return f"client {sender} addressed shares outside its neighbourhood"
+    expected = tuple(v for v in config.neighbours_of(sender) if v in state.advertised)
+    addressed = tuple(v for v in expected if v not in set(reply.unverified))
+    if reply.recipients != addressed or not set(reply.unverified) <= set(expected):
+        return f"client {sender} did not address its shares to exactly its neighbours"
     if any(len(c) != SEALED_BYTES for c in reply.ciphertexts):
-        return f"client {sender} sent ciphertexts that are not {SEALED_BYTES} bytes"
-    if len(reply.share_commitments) != 2 * len(reply.holders) or any(
-        len(c) != 32 for c in (*reply.share_commitments, reply.self_mask_commitment)
-    ):
-        return f"client {sender} sent malformed commitments"
+        return f"client {sender} sent ciphertexts of the wrong size"
+    commitments = reply.share_commitments
+    if len(commitments) != 2 * len(reply.holders) or any(len(c) != 32 for c in commitments):
+        return f"client {sender} sent the wrong number of share commitments"
+    if len(reply.self_mask_commitment) != 32:
+        return f"client {sender} sent a self-mask commitment of the wrong size"
+    wanted = SIGNATURE_BYTES if config.authenticated else 0
+    if len(reply.signature) != wanted:
+        return f"client {sender} sent a ciphertext signature of {len(reply.signature)} bytes"
+    if config.authenticated and len(reply.paths) != len(reply.recipients):
+        return f"client {sender} sent {len(reply.paths)} ciphertext paths"
     return None
+
+
+def _judge_receive_reports(state: ServerState) -> dict[int, str]:
+    """Who lied in each report of a receive key that did not match its owner's root: the
+    owner when the key and path it sent do not lead to the root it signed, else the reporter."""
+    config, liars = state.config, dict[int, str]()
+    for reporter, reply in state.shares.items():
+        for owner in reply.unverified:
+            keys = state.advertised[owner]
+            index = config.neighbours_of(owner).index(reporter)
+            leaf = auth.receive_leaf(owner, reporter, keys.receive_publics[index])
+            count = len(config.neighbours_of(owner))
+            if merkle.verify(keys.receive_root, count, index, leaf, keys.receive_paths[index]):
+                liars.setdefault(reporter, f"reported client {owner}'s valid receive key")
+            else:
+                liars.setdefault(owner, f"sent a receive key for client {reporter} off its root")
+    return liars
 
 
 def server_route_shares(
     state: ServerState, replies: Sequence[EncryptedShares]
 ) -> dict[int, MaskedInputRequest]:
-    """Stage 2 -> 3: forward to each client the ciphertexts addressed to it.
+    """Stage 2 -> 3: route each ciphertext, with its commitments, to its recipient.
+
+    With a roster each also carries its sender's signature and the Merkle path the sender
+    sent along: what a recipient needs to prove a bad ciphertext came from its sender. A
+    sender that did not address exactly its neighbours, or sent malformed ciphertexts or
+    commitments, is dropped.
 
     Returns
     -------
@@ -155,111 +257,32 @@ def server_route_shares(
             state.reject(reply.node_id, problem)
         else:
             state.shares[reply.node_id] = reply
+    for liar, reason in _judge_receive_reports(state).items():
+        state.reject(liar, reason)
+        state.shares.pop(liar, None)
     present = set(state.shares)
     _require_neighbourhoods(state.config, present, "share")
-    inbox: dict[int, tuple[list[int], list[bytes]]] = {v: ([], []) for v in sorted(present)}
+    signed = state.config.authenticated
+    inbox: dict[int, list[tuple[int, bytes, bytes, bytes, bytes]]] = {
+        v: [] for v in sorted(present)
+    }
     for sender in sorted(present):
         reply = state.shares[sender]
-        for recipient, sealed in zip(reply.recipients, reply.ciphertexts, strict=True):
-            if recipient in inbox:
-                inbox[recipient][0].append(sender)
-                inbox[recipient][1].append(sealed)
-    return {v: MaskedInputRequest(tuple(s), tuple(c)) for v, (s, c) in inbox.items()}
-
-
-def server_collect_masked(state: ServerState, replies: Sequence[MaskedInput]) -> UnmaskRequest:
-    """Stage 3 -> 4: add the masked inputs and announce survivors and dropped clients.
-
-    A repeated, unexpected, wrong-length or non-``uint64`` masked input is dropped (its
-    sender then counts as dropped before stage 3).
-
-    Returns
-    -------
-    UnmaskRequest
-        The same request for every survivor (without signatures).
-    """
-    config = state.config
-    if state.masked_sum is None:
-        state.masked_sum = np.zeros(config.vector_length, dtype=np.uint64)
-    arrived = set(state.survivors)
-    for reply in replies:
-        masked = reply.masked
-        if reply.node_id not in state.shares or reply.node_id in arrived:
-            state.reject(reply.node_id, f"unexpected or repeated masked input from {reply.node_id}")
-        elif (
-            not isinstance(masked, np.ndarray)
-            or masked.dtype != np.uint64
-            or masked.shape != (config.vector_length,)
+        for index, (recipient, sealed) in enumerate(
+            zip(reply.recipients, reply.ciphertexts, strict=True)
         ):
-            what = f"{masked.dtype} {masked.shape}" if isinstance(masked, np.ndarray) else "?"
-            state.reject(reply.node_id, f"a masked input of dtype/shape {what}")
-        else:
-            np.add(state.masked_sum, masked, out=state.masked_sum)
-            arrived.add(reply.node_id)
-    if len(arrived) < config.threshold:
-        raise ProtocolAbort(
-            f"only {len(arrived)} masked inputs arrived, fewer than the threshold "
-            f"{config.threshold}; the round cannot complete"
-        )
-    state.survivors = tuple(sorted(arrived))
-    state.dropped = tuple(sorted(set(state.shares) - arrived))
-    return UnmaskRequest(state.survivors, state.dropped)
-
-
-def server_consistency_request(state: ServerState) -> ConsistencyRequest:
-    """Stage 3b request (rounds with a roster): the survivor set every survivor signs."""
-    return ConsistencyRequest(state.survivors)
-
-
-def server_collect_signatures(
-    state: ServerState, replies: Sequence[ConsistencyReply]
-) -> dict[int, UnmaskRequest]:
-    """Stage 3b -> 4: relay the survivors' signatures (and tags) of the survivor set.
-
-    A signature that does not verify (checked when the server holds the roster) is not
-    relayed, nor are its signer's tags; its signer stays a survivor (its masked input is in
-    the sum).
-
-    Returns
-    -------
-    dict[int, UnmaskRequest]
-        One request per survivor: the lists, every signature, and the tags addressed to it.
-
-    Raises
-    ------
-    ProtocolAbort
-        When fewer than ``config.consistency_quorum`` signatures remain: no honest client
-        would unmask.
-    """
-    config, members = state.config, set(state.survivors)
-    message = auth.survivors_message(config, state.survivors)
-    for reply in replies:
-        node = reply.node_id
-        keys = state.advertised.get(node)
-        if node not in members or node in state.signatures or keys is None:
-            continue  # not a survivor, or a second signature: nothing to relay
-        if state.roster is None or state.roster.verifies(keys.identity, message, reply.signature):
-            state.signatures[node] = reply.signature
-            for recipient, tag in zip(reply.recipients, reply.tags, strict=True):
-                if recipient in members:
-                    state.tags.setdefault(recipient, {})[node] = tag
-    if len(state.signatures) < config.consistency_quorum:
-        raise ProtocolAbort(
-            f"only {len(state.signatures)} clients signed the survivor set, fewer than the "
-            f"quorum {config.consistency_quorum}; no honest client would unmask"
-        )
-    signers = tuple(sorted(state.signatures))
-    signatures = tuple(state.signatures[v] for v in signers)
+            if recipient in inbox:
+                path = reply.paths[index] if signed else b""
+                entry = (sender, sealed, reply.commitments_for(index), reply.signature, path)
+                inbox[recipient].append(entry)
     requests = {}
-    for node in state.survivors:
-        tags = state.tags.get(node, {})
-        taggers = tuple(sorted(tags))
-        requests[node] = UnmaskRequest(
-            state.survivors,
-            state.dropped,
-            signers,
-            signatures,
-            taggers,
-            tuple(tags[v] for v in taggers),
+    for recipient, entries in inbox.items():
+        requests[recipient] = MaskedInputRequest(
+            tuple(e[0] for e in entries),
+            tuple(e[1] for e in entries),
+            tuple(e[2] for e in entries),
+            tuple(e[3] for e in entries) if signed else (),
+            tuple(e[4] for e in entries) if signed else (),
         )
+        state.routed[recipient] = frozenset(requests[recipient].senders)
     return requests

@@ -38,6 +38,14 @@ class ServerState:
     tags : dict[int, dict[int, bytes]]
         Consistency-stage HMAC tags, ``recipient -> {signer: tag}`` (relayed, not checkable
         by the server).
+    pop_private : bytes
+        The server's X25519 key of the round for proofs of possession (empty: none asked).
+    routed : dict[int, frozenset[int]]
+        Stage 3: the senders whose ciphertexts were routed to each client.
+    accused : dict[int, frozenset[int]]
+        Stage 3: the senders each surviving client reported (and masked with none of).
+    pair_seeds : dict[tuple[int, int], bytes]
+        Stage 4: ``(survivor, dropped) -> pairwise seed`` revealed by the survivor.
     self_mask_shares, key_shares : dict[int, dict[int, int]]
         Shares received in stage 4: ``owner -> {holder: share}``.
     rejected : dict[int, str]
@@ -57,6 +65,10 @@ class ServerState:
     dropped: tuple[int, ...] = ()
     signatures: dict[int, bytes] = field(default_factory=dict)
     tags: dict[int, dict[int, bytes]] = field(default_factory=dict)
+    pop_private: bytes = b""
+    routed: dict[int, frozenset[int]] = field(default_factory=dict)
+    accused: dict[int, frozenset[int]] = field(default_factory=dict)
+    pair_seeds: dict[tuple[int, int], bytes] = field(default_factory=dict)
     self_mask_shares: dict[int, dict[int, int]] = field(default_factory=dict)
     key_shares: dict[int, dict[int, int]] = field(default_factory=dict)
     rejected: dict[int, str] = field(default_factory=dict)
@@ -72,6 +84,26 @@ class ServerState:
     def reject(self, node: int, reason: str) -> None:
         """Drop ``node`` for this round because of what it sent (first reason kept)."""
         self.rejected.setdefault(node, reason)
+
+    def partners(self, owner: int) -> list[int]:
+        """Survivors that masked with ``owner``: its shares reached them and opened (O(k))."""
+        sent = self.shares.get(owner)
+        if sent is None:
+            return []
+        alive = self._alive()
+        return [
+            v
+            for v in sent.recipients
+            if v in alive
+            and owner in self.routed.get(v, ())
+            and owner not in self.accused.get(v, ())
+        ]
+
+    def _alive(self) -> frozenset[int]:
+        cached = self.__dict__.get("_alive_cache")
+        if cached is None or cached[0] != self.survivors:
+            cached = self.__dict__["_alive_cache"] = (self.survivors, frozenset(self.survivors))
+        return cached[1]
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,26 @@
 """Stage 4 on the server: collect the revealed shares, reconstruct the secrets, strip the masks.
 
-Survivors' self masks are removed with their reconstructed seeds ``b``; dropped clients'
-pairwise masks with their reconstructed mask keys ``s_sk``. Every revealed share is
-attributable: its owner committed to it in stage 2 (``EncryptedShares.share_commitments``).
-When a reconstructed secret contradicts its commitment, the server checks that owner's shares
-one by one, drops every holder whose share does not match (``state.liars``, reason in
-``state.rejected``) and reconstructs from the others when ``threshold`` good shares remain.
+Survivors' self masks are removed with their reconstructed seeds ``b``. A dropped client's
+pairwise masks are removed with its mask key ``s_sk`` rebuilt from its shares (checked against
+the key it advertised), or, when that key cannot be rebuilt (it dealt bad shares and was
+dropped for it), with the seeds its surviving partners revealed. Every
+revealed share is attributable: its owner committed to it in stage 2
+(``EncryptedShares.share_commitments``). When a reconstructed secret contradicts its
+commitment, the server checks that owner's shares one by one, drops every holder whose share
+does not match (``state.liars``, reason in ``state.rejected``) and reconstructs from the others
+when ``threshold`` good shares remain. A self-mask seed whose good shares agree on one secret
+that is not the committed one is used anyway (its owner committed to garbage, its shares decide);
+shares that agree on no secret end the round, naming their owner.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fedkd.secagg import auth, crypto, shamir
-from fedkd.secagg.client import self_mask_commitment
+import fedkd.secagg.auth as auth
+import fedkd.secagg.crypto as crypto
+import fedkd.secagg.shamir as shamir
+from fedkd.secagg.client_checks import self_mask_commitment
 from fedkd.secagg.config import SecAggConfig
 from fedkd.secagg.errors import ProtocolAbort
 from fedkd.secagg.masking import MaskExpander, pair_adds
@@ -35,6 +42,12 @@ def _reply_problem(state: ServerState, reply: UnmaskReply) -> str | None:
         for owner in owners:
             if owner not in expected or holder not in config.holders_of(owner):
                 return f"client {holder} sent a share of client {owner} it cannot hold"
+    partners = reply.pair_partners
+    if len(set(partners)) != len(partners) or any(len(s) != 32 for s in reply.pair_seeds):
+        return f"client {holder} sent malformed pairwise seeds"
+    for partner in partners:
+        if partner not in dropped or holder not in state.partners(partner):
+            return f"client {holder} sent a pairwise seed for client {partner}, not its partner"
     return None
 
 
@@ -58,6 +71,8 @@ def _record_reply(state: ServerState, reply: UnmaskReply) -> None:
     state.unmasked.add(reply.node_id)
     for store, owner, value in parsed:
         store.setdefault(owner, {})[reply.node_id] = value
+    for partner, seed in zip(reply.pair_partners, reply.pair_seeds, strict=True):
+        state.pair_seeds[(reply.node_id, partner)] = seed
 
 
 def _matches(state: ServerState, owner: int, holder: int, kind: bytes, value: int) -> bool:
@@ -81,35 +96,56 @@ def _combine(config: SecAggConfig, shares: dict[int, int]) -> bytes | None:
         return None
 
 
-def _reconstruct(state: ServerState, owner: int, kind: bytes) -> bytes:
-    """The secret ``kind`` of ``owner``, dropping holders whose share contradicts the commitment."""
+def _good_shares(state: ServerState, owner: int, kind: bytes) -> dict[int, int]:
     config = state.config
     store = state.self_mask_shares if kind == auth.SEED_SHARE else state.key_shares
-    what = "self-mask seed" if kind == auth.SEED_SHARE else "mask key"
     shares = {h: v for h, v in store.get(owner, {}).items() if h not in state.liars}
-    for attempt in range(2):
-        if len(shares) < config.threshold:
-            raise ProtocolAbort(
-                f"only {len(shares)} good shares of client {owner}'s {what} arrived, fewer "
-                f"than the threshold {config.threshold}; the round cannot complete"
+    if len(shares) < config.threshold:
+        what = "self-mask seed" if kind == auth.SEED_SHARE else "mask key"
+        raise ProtocolAbort(
+            f"only {len(shares)} good shares of client {owner}'s {what} arrived, fewer "
+            f"than the threshold {config.threshold}; the round cannot complete"
+        )
+    return shares
+
+
+def _drop_liars(state: ServerState, owner: int, kind: bytes, shares: dict[int, int]) -> None:
+    what = "self-mask seed" if kind == auth.SEED_SHARE else "mask key"
+    for holder, value in list(shares.items()):
+        if not _matches(state, owner, holder, kind, value):
+            state.liars.add(holder)
+            state.reject(
+                holder, f"revealed a share of client {owner}'s {what} unlike its owner's commitment"
             )
-        secret = _combine(config, shares)
-        if secret is not None and _verifies(state, owner, kind, secret):
-            return secret
-        if attempt == 0:
-            for holder, value in list(shares.items()):
-                if not _matches(state, owner, holder, kind, value):
-                    state.liars.add(holder)
-                    state.reject(
-                        holder,
-                        f"revealed a share of client {owner}'s {what} unlike "
-                        "its owner's commitment",
-                    )
-                    del shares[holder]
-    raise ProtocolAbort(
-        f"the shares of client {owner}'s {what} match their commitments but not the secret: "
-        f"client {owner} committed inconsistently"
-    )
+            del shares[holder]
+
+
+def _reconstruct(state: ServerState, owner: int, kind: bytes) -> bytes | None:
+    """The secret ``kind`` of ``owner``, dropping holders whose share contradicts the commitment.
+
+    ``None`` for a mask key whose good shares do not rebuild the advertised key (its owner
+    dealt bad shares: the caller uses the pairwise seeds instead).
+    """
+    config = state.config
+    shares = _good_shares(state, owner, kind)
+    secret = _combine(config, shares)
+    if secret is not None and _verifies(state, owner, kind, secret):
+        return secret
+    _drop_liars(state, owner, kind, shares)
+    shares = _good_shares(state, owner, kind)
+    secret = _combine(config, shares)
+    if secret is not None and _verifies(state, owner, kind, secret):
+        return secret
+    if kind == auth.KEY_SHARE:
+        return None
+    holders = sorted(shares)
+    xs, ys = [config.share_x(h) for h in holders], [shares[h] for h in holders]
+    if secret is None or not shamir.consistent(xs, ys, config.threshold):
+        raise ProtocolAbort(
+            f"client {owner} dealt shares of its self-mask seed that agree on no secret; "
+            "the round cannot complete"
+        )
+    return secret  # its commitment is wrong, its shares agree: they decide
 
 
 def _verifies(state: ServerState, owner: int, kind: bytes, secret: bytes) -> bool:
@@ -119,6 +155,41 @@ def _verifies(state: ServerState, owner: int, kind: bytes, secret: bytes) -> boo
             self_mask_commitment(context, owner, secret) == state.shares[owner].self_mask_commitment
         )
     return crypto.public_from_private(secret) == state.advertised[owner].mask_public
+
+
+def _pair_seeds(state: ServerState, owner: int, context: bytes) -> dict[int, bytes]:
+    """The seed of every mask a survivor added for dropped ``owner``.
+
+    From ``owner``'s mask key rebuilt from its shares when it can be (checked against the key
+    it advertised), else the seeds the survivors revealed themselves (``owner`` dealt shares
+    of no valid key, or too few arrived).
+    """
+    partners = state.partners(owner)
+    if not partners:
+        return {}
+    try:
+        key = _reconstruct(state, owner, auth.KEY_SHARE)
+    except ProtocolAbort:
+        key = None
+    if key is not None:
+        loaded = crypto.load_private(key)
+        return {
+            partner: crypto.derive_key(
+                crypto.agree(loaded, state.advertised[partner].mask_public),
+                label=crypto.MASK_SEED_LABEL,
+                context=context,
+                first=owner,
+                second=partner,
+            )
+            for partner in partners
+        }
+    missing = [v for v in partners if (v, owner) not in state.pair_seeds]
+    if missing:
+        raise ProtocolAbort(
+            f"client {owner}'s mask key cannot be rebuilt from its shares, and clients "
+            f"{missing} masked with it but did not reveal their seeds; the round cannot complete"
+        )
+    return {partner: state.pair_seeds[(partner, owner)] for partner in partners}
 
 
 def server_unmask(state: ServerState, replies: Sequence[UnmaskReply]) -> AggregateResult:
@@ -136,21 +207,15 @@ def server_unmask(state: ServerState, replies: Sequence[UnmaskReply]) -> Aggrega
         _record_reply(state, reply)
     context, expander = config.key_context(), MaskExpander(config.vector_length)
     total = state.masked_sum.copy()
+    masks: list[tuple[bytes, bool, bool]] = []
     for owner in state.survivors:
         seed = _reconstruct(state, owner, auth.SEED_SHARE)
-        expander.add(total, seed, subtract=True, self_mask=True)
-    survivors = set(state.survivors)
+        assert seed is not None
+        masks.append((seed, True, True))
     for owner in state.dropped:
-        partners = [w for w in config.neighbours_of(owner) if w in survivors]
-        if not partners:
-            continue
-        loaded = crypto.load_private(_reconstruct(state, owner, auth.KEY_SHARE))
-        for partner in partners:
-            secret = crypto.agree(loaded, state.advertised[partner].mask_public)
-            seed = crypto.derive_key(
-                secret, label=crypto.MASK_SEED_LABEL, context=context, first=owner, second=partner
-            )
-            expander.add(total, seed, subtract=pair_adds(partner, owner))
+        for partner, seed in _pair_seeds(state, owner, context).items():
+            masks.append((seed, pair_adds(partner, owner), False))
+    expander.add_many(total, masks)
     reduce_words(total, config.modulus_bits)
     quantizer, count, width = config.quantizer, len(state.survivors), config.modulus_bits
     return AggregateResult(

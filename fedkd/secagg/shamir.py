@@ -117,6 +117,26 @@ def combine_shares(xs: Sequence[int], ys: Sequence[int]) -> bytes:
     return value.to_bytes(SECRET_BYTES, "big")
 
 
+def consistent(xs: Sequence[int], ys: Sequence[int], threshold: int) -> bool:
+    """Whether all points ``(xs[i], ys[i])`` lie on one polynomial of degree ``threshold - 1``.
+
+    The first ``threshold`` points define it; every other one is checked against it (a dealer
+    that handed out shares of no single secret fails).
+    """
+    base_x, base_y = list(xs[:threshold]), list(ys[:threshold])
+    for x, y in zip(xs[threshold:], ys[threshold:], strict=True):
+        value = 0
+        for i, (xi, yi) in enumerate(zip(base_x, base_y, strict=True)):
+            term = yi
+            for j, xj in enumerate(base_x):
+                if j != i:
+                    term = term * (x - xj) % PRIME * pow(xi - xj, -1, PRIME) % PRIME
+            value = (value + term) % PRIME
+        if value != y % PRIME:
+            return False
+    return True
+
+
 def share_to_bytes(value: int) -> bytes:
     """Fixed-width (33-byte) big-endian encoding of a share value."""
     return value.to_bytes(SHARE_BYTES, "big")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from fedkd.secagg import protocol
+import fedkd.secagg.protocol as protocol
+from fedkd.attacks.secagg.leakage import Observation
 from fedkd.secagg.errors import SecAggError
-from fedkd.secagg.leakage import Observation
 from fedkd.secagg.wire import (
     AdvertisedKeys,
     AdvertiseRequest,
@@ -83,7 +83,9 @@ class Attack:
                     obs.encrypted[node] = EncryptedShares.from_bytes(protocol.payload_of(reply))
                 elif reply.kind == protocol.MASKED_INPUT:
                     if obs.config is not None:
-                        obs.masked[node] = protocol.masked_words(reply, obs.config)
+                        masked = protocol.masked_reply(node, reply, obs.config)
+                        obs.masked[node] = masked.masked
+                        obs.accused[node] = frozenset(masked.accused)
                 elif reply.kind == protocol.UNMASK:
                     obs.revealed[node] = UnmaskReply.from_bytes(protocol.payload_of(reply))
             except (SecAggError, KeyError, TypeError, ValueError):

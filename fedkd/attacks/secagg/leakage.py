@@ -1,7 +1,7 @@
 """What a (malicious) server can compute from what it saw: the attacker's side of the ledger.
 
 :class:`Observation` is everything the server sent and received in one round, as recorded by
-an attack wrapper (:mod:`fedkd.secagg.attacks`), plus the private keys of the public keys the
+an attack wrapper (:mod:`fedkd.attacks.secagg`), plus the private keys of the public keys the
 attacker substituted and the shares it decrypted itself. :func:`assess` reconstructs every
 secret the attacker holds at least ``t`` shares of, works out which masked inputs it can strip
 of every mask term, and returns the groups of clients whose exact sum it can compute.
@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedkd.secagg import crypto, shamir
-from fedkd.secagg.client import self_mask_commitment
+import fedkd.secagg.crypto as crypto
+import fedkd.secagg.shamir as shamir
+from fedkd.secagg.client_checks import self_mask_commitment
 from fedkd.secagg.config import SecAggConfig
 from fedkd.secagg.errors import SecAggError
 from fedkd.secagg.masking import MaskExpander, pair_adds
@@ -39,6 +40,7 @@ class Observation:
     shown: dict[int, dict[int, AdvertisedKeys]] = field(default_factory=dict)  # what each saw
     encrypted: dict[int, EncryptedShares] = field(default_factory=dict)
     routed: dict[int, tuple[int, ...]] = field(default_factory=dict)  # senders sent to each
+    accused: dict[int, frozenset[int]] = field(default_factory=dict)  # senders each reported
     masked: dict[int, np.ndarray] = field(default_factory=dict)
     revealed: dict[int, UnmaskReply] = field(default_factory=dict)
     attacker_keys: dict[bytes, bytes] = field(default_factory=dict)  # public -> private
@@ -47,6 +49,18 @@ class Observation:
     def steal(self, what: str, owner: int, holder: int, share: int) -> None:
         """Record a share the attacker obtained outside the unmask stage."""
         self.stolen.setdefault((what, owner), {})[holder] = share
+
+    def partners(self, owner: int) -> tuple[int, ...]:
+        """The clients whose pairwise mask ``owner`` added: routed senders it did not report."""
+        reported = self.accused.get(owner, frozenset())
+        return tuple(v for v in self.routed.get(owner, ()) if v not in reported)
+
+    def pair_seed(self, holder: int, other: int) -> bytes | None:
+        """The seed of the mask ``holder`` added for ``other``, if ``holder`` revealed it."""
+        reply = self.revealed.get(holder)
+        if reply is not None and other in reply.pair_partners:
+            return reply.pair_seeds[reply.pair_partners.index(other)]
+        return None
 
 
 @dataclass(frozen=True)
@@ -129,6 +143,11 @@ def _term_seed(obs: Observation, keys: dict[int, bytes], owner: int, peer: int) 
     """The seed of the mask term ``owner`` added for ``peer``, if the attacker can compute it."""
     config = obs.config
     assert config is not None
+    revealed = obs.pair_seed(owner, peer)
+    if revealed is None and _real_both_ways(obs, owner, peer):
+        revealed = obs.pair_seed(peer, owner)  # the same seed: both used the real keys
+    if revealed is not None:
+        return revealed
     used = obs.shown.get(owner, {}).get(peer)
     if used is None or owner not in obs.advertised:
         return None
@@ -150,6 +169,13 @@ def _term_seed(obs: Observation, keys: dict[int, bytes], owner: int, peer: int) 
     )
 
 
+def _real_both_ways(obs: Observation, owner: int, peer: int) -> bool:
+    real_owner, real_peer = obs.advertised.get(owner), obs.advertised.get(peer)
+    return _same(obs.shown.get(owner, {}).get(peer), real_peer) and _same(
+        obs.shown.get(peer, {}).get(owner), real_owner
+    )
+
+
 def _cancels(obs: Observation, owner: int, peer: int) -> bool:
     """Whether the two terms of a pair are equal: both used each other's real keys."""
     real_owner, real_peer = obs.advertised.get(owner), obs.advertised.get(peer)
@@ -158,8 +184,8 @@ def _cancels(obs: Observation, owner: int, peer: int) -> bool:
         and real_peer is not None
         and _same(obs.shown.get(owner, {}).get(peer), real_peer)
         and _same(obs.shown.get(peer, {}).get(owner), real_owner)
-        and owner in obs.routed.get(peer, ())
-        and peer in obs.routed.get(owner, ())
+        and owner in obs.partners(peer)
+        and peer in obs.partners(owner)
     )
 
 
@@ -179,7 +205,7 @@ def assess(obs: Observation) -> Leak:
 
     tainted: set[int] = set()
     for owner in members:
-        for peer in obs.routed.get(owner, ()):
+        for peer in obs.partners(owner):
             if _term_seed(obs, keys, owner, peer) is not None:
                 continue
             if peer in parent and _cancels(obs, owner, peer):
@@ -217,7 +243,7 @@ def recover_sum(obs: Observation, group: tuple[int, ...]) -> np.ndarray:
             raise ValueError(f"client {owner}'s masked input or self-mask seed is unknown")
         np.add(total, obs.masked[owner], out=total)
         expander.add(total, seeds[owner], subtract=True, self_mask=True)
-        for peer in obs.routed.get(owner, ()):
+        for peer in obs.partners(owner):
             if peer in inside and _cancels(obs, owner, peer):
                 continue
             seed = _term_seed(obs, keys, owner, peer)
