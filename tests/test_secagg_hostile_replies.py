@@ -182,11 +182,11 @@ def test_one_hostile_node_of_ten_costs_each_round_nothing_but_itself(
     widths: dict[int, int] = {}
     serve, secure_sum = protocol.serve_stage, rounds.secure_sum
 
-    def serving(state: Any, request: Any, values: Any = None) -> Any:
+    def serving(state: Any, request: Any, values: Any = None, noise_rng: Any = None) -> Any:
         if values is not None and request.kind == protocol.MASKED_INPUT:
             config = state.config
             contributions[(config.round, state.node_id)] = config.quantizer.encode(values).values
-        return serve(state, request, values)
+        return serve(state, request, values, noise_rng)
 
     def summing(*args: Any, **kwargs: Any) -> protocol.SecureOutcome:
         config = args[1].config
