@@ -65,6 +65,7 @@ class BadRequest(ValueError):
 
 
 CRASHED = 500  # error code of an injected crash
+SUMMED_PHASES = ("fedkd", "feddf")  # phases whose reply is a contribution to the (secure) sum
 CLOCK_SLACK = 5.0  # seconds of clock difference tolerated between server and client
 
 
@@ -207,7 +208,7 @@ def _single_array(request: Envelope, name: str, shape: tuple[int, ...]) -> np.nd
 
 def _phase(request: Envelope, config: FedConfig) -> str:
     phase = str(request.fields.get(keys.PHASE, config.method))
-    if phase not in ("fedkd", "fedavg", "fedprox", "local"):
+    if phase not in ("fedkd", "feddf", "fedavg", "fedprox", "local"):
         raise BadRequest(f"unknown phase {phase!r}")
     return phase
 
@@ -247,7 +248,9 @@ def _model(
         raise BadRequest(
             f"pushed weights do not fit model '{config.local.model}': {problem}"
         ) from None
-    return model, _round(request) == 1
+    # Warm-up epochs serve a first teacher (FedKD); FedAvg's and FedDF's clients train the
+    # pushed model for their local epochs alone, as published.
+    return model, phase == "fedkd" and _round(request) == 1
 
 
 def dpsgd_history(store: NodeStore) -> list[tuple[float, float, int]]:
@@ -305,7 +308,7 @@ def train(
             f"this node requires secure aggregation; a {phase} round would send its weights "
             "or its statistics in the clear"
         )
-    if phase == "fedkd" and not secure and (config.secagg.enabled or node.require_secagg):
+    if phase in SUMMED_PHASES and not secure and (config.secagg.enabled or node.require_secagg):
         # A server that drops the secure-aggregation config would get our logits in the clear.
         raise PlaintextRefused(
             "the run (or this node's 'require-secagg') demands secure aggregation, but the "
@@ -347,9 +350,10 @@ def train(
             model,
             server_round=server_round,
             teacher_logits=teacher,
-            contribute=phase == "fedkd",
+            contribute=phase in SUMMED_PHASES,
             first_round=fresh,
             dpsgd_history=dpsgd_history(store),
+            send_weights=phase == "feddf",
         )
     if config.dp.client_dp_sgd and result.dpsgd_history:  # the accountant outlives the round
         history = np.asarray(result.dpsgd_history, dtype=np.float64)  # (entries, 3)
@@ -371,7 +375,7 @@ def train(
                 arrays={k: v.detach().cpu().numpy() for k, v in model.state_dict().items()},
             ),
         )
-    if phase == "fedkd":  # the statistics ride inside the summed vector; only who answered
+    if phase in SUMMED_PHASES:  # the statistics ride inside the summed vector; only who answered
         reply = Envelope(keys.TRAIN, {keys.PARTITION_ID: node.partition_id})
     else:
         reply = Envelope(keys.TRAIN, dict(_metrics(result, node.partition_id)))
@@ -388,7 +392,7 @@ def train(
             keys.STATE_PENDING, Envelope(keys.STATE_PENDING, arrays={"values": result.vector})
         )
         reply.fields[secagg.PAYLOAD] = stage.fields[secagg.PAYLOAD]
-    elif phase == "fedkd":
+    elif phase in SUMMED_PHASES:
         reply.arrays[keys.CONTRIBUTION] = result.vector
     return reply
 

@@ -25,7 +25,7 @@ from fedkd.distill import (
 from fedkd.distill.recipe import TrainReport
 from fedkd.distill.train import train_with_soft_targets
 from fedkd.fl.config import FedConfig
-from fedkd.fl.contribution import stats_block, teacher_contribution
+from fedkd.fl.contribution import max_count, stats_block, teacher_contribution, value_bound
 from fedkd.fl.data import FederatedData
 from fedkd.fl.privacy import client_release, private_local_training
 from fedkd.models import FeatureModel, build_model
@@ -70,6 +70,7 @@ def local_round(
     first_round: bool = False,
     dpsgd_history: Sequence[tuple[float, float, int]] = (),
     proximal_mu: float = 0.0,
+    send_weights: bool = False,
 ) -> LocalResult:
     """Run one client's round on ``model`` (updated in place).
 
@@ -91,9 +92,13 @@ def local_round(
         Compute the teacher contribution (false for FedAvg/FedProx/local rounds).
     proximal_mu
         FedProx: the proximal weight mu of ``mu / 2 * ||w - w_pushed||^2`` (0: none).
+    send_weights
+        FedDF as published: the contribution carries the change local training made to
+        the pushed weights too (:mod:`fedkd.fl.feddf`), weighted by the shard size.
     """
     start = time.perf_counter()
     local = config.local
+    pushed = {k: v.detach().clone() for k, v in model.state_dict().items()} if send_weights else {}
     seed = config.seed * 1_000_003 + server_round * 1_009 + partition_id
     public_x = data.split.public.x
     if teacher_logits is not None and teacher_logits.shape != (
@@ -166,6 +171,17 @@ def local_round(
         train_loss, num_examples = float("nan"), 1
     if contribute:
         vector, clipped = teacher_contribution(config, data, partition_id, model)
+        if send_weights:  # FedDF: the weights ride in the same secure sum, before the stats
+            from fedkd.fl.feddf import weights_block
+
+            block, _ = weights_block(
+                model,
+                pushed,
+                num_examples / max_count(config, data),
+                clip=config.secagg.weights_clip,
+                bound=value_bound(config),
+            )
+            vector = np.concatenate([vector, block])
         vector = np.concatenate([vector, stats_block(accuracy, train_loss, clipped)])
         vector = client_release(config, vector, data.num_partitions)  # client-level DP clip
     return LocalResult(
