@@ -25,8 +25,9 @@ from fedkd.distill import (
 from fedkd.distill.recipe import TrainReport
 from fedkd.distill.train import train_with_soft_targets
 from fedkd.fl.config import FedConfig
-from fedkd.fl.contribution import max_count, stats_block, teacher_contribution, value_bound
+from fedkd.fl.contribution import stats_block, teacher_contribution
 from fedkd.fl.data import FederatedData
+from fedkd.fl.feddf import client_weights_block
 from fedkd.fl.privacy import client_release, private_local_training
 from fedkd.models import FeatureModel, build_model
 
@@ -171,16 +172,8 @@ def local_round(
         train_loss, num_examples = float("nan"), 1
     if contribute:
         vector, clipped = teacher_contribution(config, data, partition_id, model)
-        if send_weights:  # FedDF: the weights ride in the same secure sum, before the stats
-            from fedkd.fl.feddf import weights_block
-
-            block, _ = weights_block(
-                model,
-                pushed,
-                num_examples / max_count(config, data),
-                clip=config.secagg.weights_clip,
-                bound=value_bound(config),
-            )
+        if send_weights:  # FedDF as published: the weights ride in the same sum
+            block = client_weights_block(config, data, model, pushed, num_examples)
             vector = np.concatenate([vector, block])
         vector = np.concatenate([vector, stats_block(accuracy, train_loss, clipped)])
         vector = client_release(config, vector, data.num_partitions)  # client-level DP clip

@@ -29,7 +29,8 @@ import torch
 from fedkd.data import DataSplit
 from fedkd.distill import evaluate
 from fedkd.fl.config import FedConfig
-from fedkd.fl.contribution import vector_length
+from fedkd.fl.contribution import max_count, value_bound, vector_length
+from fedkd.fl.data import FederatedData
 
 log = logging.getLogger("fedkd.server")
 
@@ -94,6 +95,33 @@ def weights_block(
     clipped = float(np.mean(np.abs(change) > clip)) if change.size else 0.0
     scale = share * bound
     return np.concatenate([scale * np.clip(change / clip, -1.0, 1.0), [scale]]), clipped
+
+
+def client_weights_block(
+    config: FedConfig,
+    data: FederatedData,
+    model: torch.nn.Module,
+    pushed: dict[str, torch.Tensor],
+    num_examples: int,
+) -> np.ndarray:
+    """A client's weights block for the run: its shard's share of the pool (the bound
+    :func:`~fedkd.fl.contribution.max_count` that scales the teacher weights too) and the
+    run's clip range and quantiser range."""
+    block, clipped = weights_block(
+        model,
+        pushed,
+        num_examples / max_count(config, data),
+        clip=config.secagg.weights_clip,
+        bound=value_bound(config),
+    )
+    if clipped > 0.01:  # the node's own log: the server cannot see one client's changes
+        logging.getLogger("fedkd.client").warning(
+            "%.1f%% of this round's weight changes exceeded secagg-weights-clip = %g and "
+            "were clipped; raise it",
+            100 * clipped,
+            config.secagg.weights_clip,
+        )
+    return block
 
 
 def average_from_block(block: np.ndarray, model: torch.nn.Module, *, clip: float) -> Weights | None:

@@ -195,8 +195,12 @@ class AggregateOutcome:
     seconds_secagg: float = 0.0
 
 
-def plaintext_sum(fed: Federation, train: ExchangeResult, length: int) -> AggregateOutcome:
-    """Sum the contributions in the clear (secagg=false); malformed ones drop their sender."""
+def plaintext_sum(
+    fed: Federation, train: ExchangeResult, length: int | None = None
+) -> AggregateOutcome:
+    """Sum the contributions in the clear (secagg=false); malformed ones drop their sender.
+    ``length`` is the contributions' (default: FedKD's, :func:`vector_length`)."""
+    length = vector_length(fed.split) if length is None else length
     total, count = np.zeros(length, dtype=np.float64), 0
     for node, reply in list(train.replies.items()):
         vector = reply.arrays.get(keys.CONTRIBUTION)
