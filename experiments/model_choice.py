@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
 import time
 from pathlib import Path
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         if key in shared:
             parser.error(f"--set {key}: model_choice sets it itself")
     torch.set_num_threads(1)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # round by round
     runs = []
     for seed in args.seeds:
         for model in args.models:

@@ -222,7 +222,7 @@ def test_bad_settings_exit_2_before_anything_runs(
 def test_compare_runs_fedprox_and_central_for_real_and_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two real ``flwr run`` launches (FedProx through Flower's strategy, centralized), then
+    """Two real ``flwr run`` launches (FedProx, the library round, and centralized), then
     the same command again: nothing runs, the table is rebuilt from the folders."""
     out = tmp_path / "cmp"
     argv = [

@@ -188,8 +188,8 @@ def _config(run_config: Mapping[str, Any]) -> FedConfig:
 
 
 def _round(request: Envelope) -> int:
-    """The train round a request belongs to (ours or Flower's FedAvg spelling)."""
-    value = request.fields.get(keys.ROUND, request.fields.get(keys.FLOWER_ROUND, 0))
+    """The train round a request belongs to."""
+    value = request.fields.get(keys.ROUND, 0)
     if isinstance(value, bool) or not isinstance(value, int):
         raise BadRequest(f"field '{keys.ROUND}' must be an integer, got {value!r}")
     return value
@@ -293,7 +293,7 @@ def train(
 
     # Small models on few cores: one intra-op thread per process avoids oversubscription.
     torch.set_num_threads(config.local.torch_threads)
-    if keys.ROUND not in request.fields and keys.FLOWER_ROUND not in request.fields:
+    if keys.ROUND not in request.fields:
         raise BadRequest(f"train message has no '{keys.ROUND}' in its 'config' record")
     deadline = request.fields.get(keys.DEADLINE)
     if isinstance(deadline, float) and time.time() > deadline + CLOCK_SLACK:

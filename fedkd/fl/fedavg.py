@@ -24,6 +24,7 @@ import torch
 
 from fedkd.distill import evaluate
 from fedkd.fl import keys
+from fedkd.fl.client import weights_arrays
 from fedkd.fl.history import RoundRecord
 from fedkd.fl.rounds import (
     Federation,
@@ -134,7 +135,7 @@ def weights_request(
     request = Envelope(keys.TRAIN, {keys.ROUND: server_round, keys.PHASE: phase})
     if phase == "fedprox":
         request.fields[keys.PROXIMAL_MU] = float(proximal_mu)
-    request.arrays.update({keys.WEIGHTS_PREFIX + k: v for k, v in weights_of(student).items()})
+    request.arrays.update(weights_arrays(student))
     return request
 
 
