@@ -1,7 +1,7 @@
 """Envelopes to Flower records and back: the one translation both adapters use.
 
 An :class:`~fedkd.transport.Envelope` becomes a ``RecordDict`` laid out the way Flower's own
-strategies expect, so the FedAvg baseline (Flower's strategy) and our rounds share a client:
+strategies expect (Flower's FedAvg aggregates our replies: tests/test_fedavg.py):
 
 - weights (arrays named ``weights/<tensor>``) -> ``ArrayRecord "arrays"`` (tensor names);
 - any other array ``name`` -> ``ArrayRecord name`` holding that one array;

@@ -1,7 +1,10 @@
 """The ``fedkd`` command: the federated run and every single-node experiment.
 
     fedkd run [--clients N] [--set key=value ...]    federated run through `flwr run`
-    fedkd compare ...                                 FedKD vs FedAvg/FedProx/local/central
+    fedkd compare ...                                 FedKD vs FedMD, FedDF, FedAvg, FedProx, ...
+    fedkd split-stats ...                             what each partitioner does to the same pool
+    fedkd fedavg-reference ...                        FedAvg against a plain-PyTorch FedAvg
+    fedkd model-choice ...                            student architectures under FedAvg and FedKD
     fedkd bench-secagg ...                            secure-aggregation benchmark
     fedkd <mode> ...                                  single-node modes (compression, probes, ...)
 
@@ -36,6 +39,9 @@ DEFAULT_CLIENTS = 10
 LAUNCH_FILE = "launch.json"
 MODULES = {
     "compare": "experiments.compare",
+    "split-stats": "experiments.split_stats",
+    "fedavg-reference": "experiments.fedavg_reference",
+    "model-choice": "experiments.model_choice",
     "bench-secagg": "experiments.bench_secagg",
     "bench-round": "experiments.bench_round",
     "keys": "experiments.keys",

@@ -1,15 +1,20 @@
-"""FedKD vs FedAvg vs FedProx vs local-only vs centralized, over seeds and label skews; every
-run a real ``flwr run``.
+"""FedKD vs FedMD vs FedDF vs FedAvg vs FedProx vs local-only vs centralized, over seeds and
+label skews; every run a real ``flwr run`` (or, ``--engine inprocess``, the same library rounds
+in this process).
 
     python -m experiments.compare                          # digits, 10 clients, alpha 0.5
     python -m experiments.compare --clients 20 --rounds 20 --seeds 0 1 2 \
-        --alphas 0.1 0.5 1.0 --set dataset=idx data-root=../shared/data/mnist \
-        split-private=6000 split-public=2000 split-test=2000
+        --alphas 0.1 0.5 1.0 --set dataset=fashion-mnist data-root=../shared/data/fashion-mnist \
+        split-private=50000 split-public=10000 split-test=1.0
+    python -m experiments.compare --table runs/compare-.../results.json   # the table again
 
-Every method gets the same run config (data, seed, partition, student model, rounds, local
-training); only ``method`` changes, and ``seed`` and ``alpha`` over the grid. ``central`` pools
-all private data, so it does not depend on alpha: it runs once per seed and appears in every
-alpha's block. Every run's config is checked before the first one starts (exit 2 on a bad one).
+Methods (the table's names): ``fedkd`` (the default loop), ``fedmd`` (``method=fedkd
+mode=fedmd``), ``feddf`` (FedDF as published: weights and logits, both summed securely),
+``fedavg``, ``fedprox``, ``local``, ``central``. Every method gets the same run config (data,
+seed, partition, student model, rounds, local training); only the method changes, and ``seed``
+and ``alpha`` over the grid. ``central`` pools all private data, so it does not depend on alpha:
+it runs once per seed and appears in every alpha's block. Every run's config is checked before
+the first one starts (exit 2 on a bad one).
 
 Each run keeps its own folder under ``--out`` (``<method>-a<alpha>-s<seed>``, ``central-s<seed>``)
 with its ``history.json``; the tables and plots are rebuilt from those folders after every run.
@@ -17,12 +22,13 @@ Running the command again with the same ``--out`` skips the runs already complet
 ``summary.json`` and the same config), so a crash or Ctrl-C loses nothing already computed; an
 incomplete folder is kept aside as ``<name>.partial-<n>`` and the run starts again.
 
-Writes ``comparison.md`` (mean ± std over seeds per method and alpha: student final and best,
-clients' mean final, MB up per round, seconds per round), ``comparison.json``,
+Writes ``results.json`` (every run's figures and the rows of the table), ``comparison.md``
+(generated from it: mean ± std over seeds per method and alpha: student final and best, the
+clients' mean and minimum final, MB sent up per client per round, seconds per round),
 ``comparison.png`` (accuracy vs round, a band over seeds, one column per alpha; a second row for
 the clients, with their min-max spread when the histories hold it) and ``comparison_bytes.png``
 (accuracy vs cumulative bytes sent). Exit code 0 when every run completed, 1 when one failed
-(its cause printed on one line and kept in ``comparison.json``), 2 on a bad configuration,
+(its cause printed on one line and kept in ``results.json``), 2 on a bad configuration,
 130 / 143 when interrupted (the finished runs are kept; no new one starts).
 """
 
@@ -41,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.launch import flwr_run, report
+from experiments.launch import LaunchResult, flwr_run, report
 from experiments.run_config import (
     PROJECT_ROOT,
     absolute_paths,
@@ -49,7 +55,9 @@ from experiments.run_config import (
     parse_assignments,
 )
 
-METHODS = ("fedkd", "fedavg", "fedprox", "local", "central")
+METHODS = ("fedkd", "fedmd", "feddf", "fedavg", "fedprox", "local", "central")
+# A table name that is not a run-config method: the settings that make it.
+VARIANTS: dict[str, dict[str, object]] = {"fedmd": {"method": "fedkd", "mode": "fedmd"}}
 ALPHA_FREE = ("central",)  # methods that never partition the data
 # Keys only one method reads: the other methods' runs leave them at the default, so that a
 # finished FedAvg run stays valid when only FedProx's mu changes.
@@ -109,21 +117,43 @@ def _best(history: History, key: str) -> float:
     return max(values) if values else math.nan
 
 
+def _upload_per_client(history: History) -> float:
+    """MB one sampled client sent up per round, over the rounds that sampled clients."""
+    per_round = [
+        float(row["bytes_up"]) / float(row["sampled"])
+        for row in history
+        if isinstance(row.get("sampled"), int) and row["sampled"] > 0
+        and isinstance(row.get("bytes_up"), (int, float))
+    ]  # fmt: skip
+    return statistics.fmean(per_round) / 1e6 if per_round else math.nan
+
+
 def run_figures(history: History) -> dict[str, float]:
-    """The table's figures for one run: student final and best, clients' mean final, MB up
-    per round and seconds per round (NaN where the method has no such model)."""
+    """The table's figures for one run: student final and best, the clients' mean and minimum
+    final, MB up per round (all clients, and per sampled client) and seconds per round (NaN
+    where the method has no such model)."""
     rounds = max(len(history), 1)
     return {
         "student_final": _final(history, "student_accuracy"),
         "student_best": _best(history, "student_accuracy"),
         "clients_final": _final(history, "client_accuracy_mean"),
+        "clients_min_final": _final(history, "client_accuracy_min"),
         "mb_up": sum(_values(history, "bytes_up")) / rounds / 1e6,
+        "mb_up_client": _upload_per_client(history),
         "seconds": sum(_values(history, "seconds")) / rounds,
         "rounds": float(len(history)),
     }
 
 
-FIGURES = ("student_final", "student_best", "clients_final", "mb_up", "seconds")
+FIGURES = (
+    "student_final",
+    "student_best",
+    "clients_final",
+    "clients_min_final",
+    "mb_up",
+    "mb_up_client",
+    "seconds",
+)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
@@ -167,6 +197,9 @@ def aggregate(runs: Sequence[Mapping[str, Any]], alphas: Sequence[float]) -> lis
 # --------------------------------------------------------------------------- table
 
 
+_ABSENT = {"mean": math.nan, "std": math.nan, "n": 0}  # a figure older results lack
+
+
 def _cell(stat: Mapping[str, float], scale: float, digits: int) -> str:
     """``mean ± std`` (``-`` when the method has no such figure; no ± for a single seed)."""
     if not stat["n"]:
@@ -188,17 +221,21 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], title: str) -> str:
             "",
             f"**Dirichlet α = {alpha:g}**",
             "",
-            "| method | student (final) | student (best) | clients (final) | MB up / round "
-            "| s / round | seeds |",
-            "|---|---|---|---|---|---|---|",
+            "| method | student (final) | student (best) | clients (final) | clients' min "
+            "(final) | MB up / client / round | s / round | seeds |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for row in (r for r in rows if float(r["alpha"]) == alpha):
-            lines.append(
-                f"| {row['method']} | {_cell(row['student_final'], 100, 1)} "
-                f"| {_cell(row['student_best'], 100, 1)} | {_cell(row['clients_final'], 100, 1)} "
-                f"| {_cell(row['mb_up'], 1, 2)} | {_cell(row['seconds'], 1, 1)} "
-                f"| {' '.join(map(str, row['seeds']))} |"
-            )
+            cells = [
+                _cell(row["student_final"], 100, 1),
+                _cell(row["student_best"], 100, 1),
+                _cell(row["clients_final"], 100, 1),
+                _cell(row.get("clients_min_final", _ABSENT), 100, 1),
+                _cell(row.get("mb_up_client", _ABSENT), 1, 3),
+                _cell(row["seconds"], 1, 1),
+            ]
+            seeds = " ".join(map(str, row["seeds"]))
+            lines.append(f"| {row['method']} | {' | '.join(cells)} | {seeds} |")
     return "\n".join(lines) + "\n"
 
 
@@ -441,10 +478,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
     parser.add_argument("--quiet", action="store_true", help="do not echo the Flower logs")
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="flower",
+        help="flower: each run a real `flwr run` (default); inprocess: the same library rounds "
+        "and clients in this process, one after another (fedkd.fl.experiment.simulate)",
+    )
+    parser.add_argument(
+        "--table",
+        type=Path,
+        default=None,
+        metavar="RESULTS_JSON",
+        help="print the table of a finished comparison's results.json and exit",
+    )
     args = parser.parse_args(argv)
     args.alphas = list(dict.fromkeys(args.alphas))
     args.seeds = list(dict.fromkeys(args.seeds))
     args.methods = list(dict.fromkeys(args.methods))
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
 
 
@@ -468,6 +520,7 @@ def run_configs(
     configs: dict[RunSpec, dict[str, object]] = {}
     for spec in grid(args.methods, args.seeds, args.alphas):
         config = {**shared, "method": spec.method, "seed": spec.seed, "run-name": spec.name}
+        config.update(VARIANTS.get(spec.method, {}))
         for key, readers in METHOD_KEYS.items():
             if spec.method not in readers:
                 config.pop(key, None)
@@ -483,9 +536,47 @@ def run_configs(
     return shared, configs
 
 
+def print_table(path: Path) -> int:
+    """The Markdown table of a comparison's ``results.json`` (generated, never typed)."""
+    try:
+        payload = json.loads(path.read_text())
+        print(markdown_table(payload["rows"], str(payload["title"])))
+    except (OSError, ValueError, KeyError) as error:
+        print(f"compare: cannot read the table of {path}: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def inprocess_run(
+    config: dict[str, object], *, num_supernodes: int, echo: bool = True, **_: object
+) -> LaunchResult:
+    """One run through :func:`fedkd.fl.experiment.simulate`: the library's rounds and clients
+    in this process (no Flower, no Ray), written where ``flwr run`` would write it."""
+    import logging
+
+    from fedkd.fl.experiment import simulate
+
+    if echo and not logging.getLogger("fedkd").handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        recorder = simulate(config, num_supernodes)
+    except KeyboardInterrupt:
+        return LaunchResult(130, None, status="finished:stopped", cause="interrupted")
+    except Exception as error:  # a failed run is reported, and the next one starts
+        return LaunchResult(
+            1, None, status="finished:failed", cause=f"{type(error).__name__}: {error}"
+        )
+    return LaunchResult(0, recorder.path, status="finished:completed")
+
+
+ENGINES = ("flower", "inprocess")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every cell of the grid not already on disk, write the tables and plots."""
     args = parse_args(argv)
+    if args.table is not None:
+        return print_table(args.table)
     out = (args.out or default_out()).resolve()
     try:
         shared, configs = run_configs(args, out)
@@ -549,7 +640,8 @@ def _run_all(
         if moved is not None:
             print(f"compare: incomplete {spec.name} kept as {moved.name}; running it again")
         print(f"\n=== {spec.name} ({index}/{len(todo)}) ===", flush=True)
-        result = flwr_run(
+        launch = flwr_run if args.engine == "flower" else inprocess_run
+        result = launch(
             configs[spec],
             num_supernodes=args.clients,
             federation_config=args.federation,
@@ -599,6 +691,8 @@ class Progress:
             table += f"\n- {name}: did not complete ({cause})"
         (self.out / "comparison.md").write_text(table + "\n")
         payload = {
+            "title": title,
+            "command": "python -m experiments.compare " + " ".join(self.args.argv),
             "config": self.shared,
             "clients": self.args.clients,
             "seeds": self.args.seeds,
@@ -607,7 +701,7 @@ class Progress:
             "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs],
             "failed": self.failed,
         }
-        (self.out / "comparison.json").write_text(json.dumps(_json_safe(payload), indent=2))
+        (self.out / "results.json").write_text(json.dumps(_json_safe(payload), indent=2))
         if runs:
             plot(runs, self.args.alphas, self.out, title)
         if final:

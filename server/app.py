@@ -1,9 +1,9 @@
 """fedkd ServerApp: check the run config, then run the chosen method over the Grid.
 
-Methods: ``fedkd`` (the default; secure aggregation on), ``local`` (each client alone) and
-``central`` (no clients) are library code (``fedkd.fl.experiment``) over a
-:class:`GridTransport`; ``fedavg`` and ``fedprox`` are Flower's own FedAvg and FedProx
-strategies (``server/baselines.py``).
+Every method -- ``fedkd`` (the default; secure aggregation on), ``feddf``, ``fedavg``,
+``fedprox``, ``local`` and ``central`` -- is library code (``fedkd.fl.experiment``) over a
+:class:`GridTransport`: the same rounds as on every other engine. (FedAvg's aggregate equals
+Flower's own ``FedAvg`` strategy's on the same replies: tests/test_fedavg.py.)
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedkd.fl.config import parse_run_config
 from fedkd.fl.experiment import open_run, run_method
-from server.baselines import run_fedavg, run_fedprox
 from server.grid_transport import GridTransport, wait_for_nodes
 
 app = ServerApp()
@@ -46,12 +45,7 @@ def main(grid: Grid, context: Context) -> None:
     # Everything a client or a later round could trip over is checked here, once.
     run = open_run(context.run_config, num_clients=max(len(nodes), config.min_clients))
     start = time.perf_counter()
-    if config.method == "fedavg":
-        run_fedavg(grid, run.config, run.split, run.recorder)
-    elif config.method == "fedprox":
-        run_fedprox(grid, run.config, run.split, run.recorder)
-    else:
-        run_method(run, GridTransport(grid), context.run_id)
+    run_method(run, GridTransport(grid), context.run_id)
     run.recorder.finish(config.method, seconds=time.perf_counter() - start)
     log.info("results written to %s", run.recorder.path.resolve())
     print(f"fedkd results: {run.recorder.path.resolve()}", flush=True)

@@ -29,6 +29,7 @@ def _history(method: str, level: float, rounds: int = 3) -> list[dict[str, Any]]
                 "client_accuracy_max": None if method == "central" else level * share,
                 "bytes_up": 0 if method == "central" else 2_000_000,
                 "bytes_down": 0 if method == "central" else 1_000_000,
+                "sampled": 0 if method == "central" else 4,
                 "seconds": 2.0,
             }
         )
@@ -93,9 +94,11 @@ def test_table_formats_mean_std_and_missing_figures() -> None:
     runs[1]["figures"]["student_final"] = 0.97  # seed 1 of fedkd: 95 and 97 -> 96.0 ± 1.4
     table = compare.markdown_table(compare.aggregate(runs, [0.1]), "test")
     lines = {line.split(" | ")[0]: line for line in table.splitlines() if line.startswith("| ")}
-    assert lines["| fedkd"].startswith("| fedkd | 96.0 ± 1.4 | 95.0 ± 0.0 | 47.5 ± 0.0 | 2.00")
-    assert lines["| local"].startswith("| local | - | - | 30.0 ± 0.0 |")
-    assert lines["| fedavg"].startswith("| fedavg | - | - | - |")  # no round: no figures
+    assert lines["| fedkd"].startswith(
+        "| fedkd | 96.0 ± 1.4 | 95.0 ± 0.0 | 47.5 ± 0.0 | 23.8 ± 0.0 | 0.500 ± 0.000 | 2.0"
+    )  # 2 MB up in a round of 4 clients: 0.5 MB per client
+    assert lines["| local"].startswith("| local | - | - | 30.0 ± 0.0 | 15.0 ± 0.0 |")
+    assert lines["| fedavg"].startswith("| fedavg | - | - | - | - | - |")  # no round: no figures
     assert lines["| fedkd"].endswith("| 0 1 |") and "**Dirichlet α = 0.1**" in table
 
 
@@ -132,7 +135,7 @@ def test_rerun_skips_finished_runs_and_redoes_incomplete_ones(
     monkeypatch.setattr(compare, "flwr_run", first)
     assert compare.main(_args(out, *grid)) == 1
     assert len(first.calls) == 6
-    payload = json.loads((out / "comparison.json").read_text())
+    payload = json.loads((out / "results.json").read_text())
     assert set(payload["failed"]) == {"fedavg-a0.5-s1"} and len(payload["runs"]) == 5
     assert "fedavg-a0.5-s1: did not complete (fake end 1)" in (out / "comparison.md").read_text()
 
@@ -141,7 +144,7 @@ def test_rerun_skips_finished_runs_and_redoes_incomplete_ones(
     assert compare.main(_args(out, *grid)) == 0
     assert again.calls == ["fedavg-a0.5-s1"]  # only the one that did not finish
     assert (out / "fedavg-a0.5-s1.partial-1" / "config.json").is_file()  # kept aside
-    payload = json.loads((out / "comparison.json").read_text())
+    payload = json.loads((out / "results.json").read_text())
     assert payload["failed"] == {} and len(payload["runs"]) == 6
     rows = {(r["alpha"], r["method"]): r for r in payload["rows"]}
     assert rows[(0.5, "central")]["seeds"] == [0, 1] and rows[(0.5, "fedavg")]["seeds"] == [0, 1]
@@ -196,7 +199,7 @@ def test_interrupted_comparison_keeps_what_is_done_and_starts_nothing_new(
     monkeypatch.setattr(compare, "flwr_run", launcher)
     assert compare.main(_args(out, "--methods", "fedavg", "fedprox", "local")) == 130
     assert launcher.calls == ["fedavg-a0.5-s0", "fedprox-a0.5-s0"]
-    payload = json.loads((out / "comparison.json").read_text())
+    payload = json.loads((out / "results.json").read_text())
     assert [r["method"] for r in payload["runs"]] == ["fedavg"]
 
 
@@ -219,7 +222,7 @@ def test_bad_settings_exit_2_before_anything_runs(
 def test_compare_runs_fedprox_and_central_for_real_and_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two real ``flwr run`` launches (FedProx through Flower's strategy, centralized), then
+    """Two real ``flwr run`` launches (FedProx, the library round, and centralized), then
     the same command again: nothing runs, the table is rebuilt from the folders."""
     out = tmp_path / "cmp"
     argv = [
@@ -238,5 +241,49 @@ def test_compare_runs_fedprox_and_central_for_real_and_resumes(
 
     monkeypatch.setattr(compare, "flwr_run", no_launch)
     assert compare.main(argv) == 0
-    rows = json.loads((out / "comparison.json").read_text())["rows"]
+    rows = json.loads((out / "results.json").read_text())["rows"]
     assert [r["method"] for r in rows] == ["fedprox", "central"]
+
+
+def test_table_is_printed_from_results_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(compare, "flwr_run", FakeLauncher())
+    out = tmp_path / "cmp"
+    assert compare.main(_args(out, "--methods", "fedkd", "fedmd")) == 0
+    printed = capsys.readouterr().out
+    payload = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in payload["rows"]] == ["fedkd", "fedmd"]
+    assert payload["command"].startswith("python -m experiments.compare --clients 4")
+    assert compare.main(["--table", str(out / "results.json")]) == 0
+    table = capsys.readouterr().out
+    assert table.strip() in printed and "| fedmd |" in table
+    assert compare.main(["--table", str(tmp_path / "absent.json")]) == 2
+
+
+def test_variants_set_their_method_and_mode(tmp_path: Path) -> None:
+    args = compare.parse_args(_args(tmp_path, "--methods", "fedmd", "feddf", "fedkd"))
+    _, configs = compare.run_configs(args, tmp_path)
+    chosen = {spec.method: (c["method"], c.get("mode")) for spec, c in configs.items()}
+    assert chosen == {
+        "fedmd": ("fedkd", "fedmd"),
+        "feddf": ("feddf", None),
+        "fedkd": ("fedkd", None),
+    }
+
+
+@pytest.mark.slow
+def test_inprocess_engine_runs_fedmd_and_feddf(tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    argv = [
+        *("--clients", "3", "--rounds", "1", "--out", str(out), "--quiet", "--engine", "inprocess"),
+        *("--methods", "fedmd", "feddf", "--seeds", "0", "--alphas", "0.5"),
+        *("--set", "local-epochs=1", "warmup-epochs=0", "distill-epochs=2", "eval-clients=true"),
+    ]
+    assert compare.main(argv) == 0
+    rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows["fedmd"]["student_final"]["mean"] > 0.2 and rows["feddf"]["student_final"]["n"] == 1
+    # FedDF sends its weights beside its logits: more upload per client than FedMD's logits.
+    assert rows["feddf"]["mb_up_client"]["mean"] > rows["fedmd"]["mb_up_client"]["mean"]
+    config = json.loads((out / "fedmd-a0.5-s0" / "config.json").read_text())
+    assert (config["method"], config["mode"]) == ("fedkd", "fedmd")

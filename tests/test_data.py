@@ -21,6 +21,7 @@ from fedkd.data import registry as registry_module
 from fedkd.data.builtin import make_synthetic
 
 SHARED_MNIST = Path("/work/shared/data/mnist")
+SHARED_FASHION = Path("/work/shared/data/fashion-mnist")
 BUILTIN_NAMES = {"cifar10", "digits", "fashion-mnist", "idx", "mnist", "synthetic"}
 
 
@@ -333,7 +334,7 @@ def test_shared_mnist_through_idx() -> None:
 # ---------------------------------------------------------------------------- torchvision
 
 
-@pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "cifar10"])
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
 def test_torchvision_datasets_without_download_explain_missing_files(
     tmp_path: Path, name: str
 ) -> None:
@@ -342,3 +343,60 @@ def test_torchvision_datasets_without_download_explain_missing_files(
     if name != "cifar10":
         assert "'idx' dataset" in str(info.value)
     assert list(tmp_path.iterdir()) == []  # nothing was downloaded or created
+
+
+# ---------------------------------------------------------------------------- Fashion-MNIST
+
+
+def write_train_test(folder: Path, train: int, test: int) -> None:
+    """IDX train and t10k pairs whose first pixel tells them apart (0 in train, 255 in test)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, count, mark in (("train", train, 0), ("t10k", test, 255)):
+        images = np.full((count, 4, 4), 7, dtype=np.uint8)
+        images[:, 0, 0] = mark
+        images[:, 1, 1] = np.arange(count) % 256  # rows differ, so duplicates would show
+        images[:, 1, 2] = np.arange(count) // 256
+        labels = (np.arange(count) % 10).astype(np.uint8)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images, compress=True)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels, compress=True)
+
+
+def rows(data: ArrayDataset) -> set[tuple[float, ...]]:
+    return {tuple(row) for row in data.x.reshape(len(data), -1).tolist()}
+
+
+@pytest.mark.parametrize("layout", [".", "FashionMNIST/raw"])
+def test_fashion_mnist_draws_test_from_test_files(tmp_path: Path, layout: str) -> None:
+    write_train_test(tmp_path / layout, train=300, test=100)
+    split = load_split("fashion-mnist", data_root=tmp_path, private=0.6, public=100, test=1.0)
+    assert (len(split.private), len(split.public), len(split.test)) == (180, 100, 100)
+    assert (split.private.x[:, 0, 0, 0] == 0).all() and (split.public.x[:, 0, 0, 0] == 0).all()
+    assert (split.test.x[:, 0, 0, 0] == 1).all()  # every test image from the t10k files
+    assert not rows(split.private) & rows(split.public)
+    assert split.num_classes == 10 and split.input_shape == (1, 4, 4)
+    with pytest.raises(ValueError, match="only 300"):  # private + public come from train
+        load_split("fashion-mnist", data_root=tmp_path, private=250, public=100, test=10)
+
+
+def test_fashion_mnist_missing_files_say_how_to_get_them(tmp_path: Path) -> None:
+    write_mnist_pair(tmp_path, "t10k", 10, compress=True, seed=0)  # no train files
+    with pytest.raises(FileNotFoundError) as info:
+        load_split("fashion-mnist", data_root=tmp_path)
+    message = str(info.value)
+    assert "apt-get install dataset-fashion-mnist" in message and "torchvision" in message
+
+
+def test_idx_folder_with_train_and_test_files_keeps_them_apart(tmp_path: Path) -> None:
+    write_train_test(tmp_path, train=200, test=50)
+    split = load_split("idx", data_root=tmp_path, private=100, public=50, test=50)
+    assert (split.test.x[:, 0, 0, 0] == 1).all() and (split.private.x[:, 0, 0, 0] == 0).all()
+
+
+@pytest.mark.skipif(not SHARED_FASHION.is_dir(), reason="shared Fashion-MNIST files not present")
+def test_shared_fashion_mnist() -> None:
+    split = load_split(
+        "fashion-mnist", data_root=SHARED_FASHION, private=50_000, public=10_000, test=1.0
+    )
+    check_split(split, (50_000, 10_000, 10_000), (1, 28, 28))
+    assert np.bincount(split.test.y).tolist() == [1000] * 10  # the official test set
+    assert np.bincount(split.public.y).tolist() == [1000] * 10

@@ -80,7 +80,7 @@ def test_a_dpsgd_clients_plaintext_reply_is_its_dp_model_and_nothing_else(
     config = run_config(tmp_path, method=phase)
     parsed = parse_run_config(config)
     store = MemoryStore()
-    request = Envelope(keys.TRAIN, {keys.FLOWER_ROUND: 1, keys.PHASE: phase})
+    request = Envelope(keys.TRAIN, {keys.ROUND: 1, keys.PHASE: phase})
     if phase == "fedavg":
         student = new_student(parsed, federated_data(parsed, CLIENTS).split)
         request.arrays.update(weights_arrays(student))

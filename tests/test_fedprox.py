@@ -1,4 +1,4 @@
-"""FedProx: the proximal term (fedkd.distill), the client's round, Flower's strategy in the app."""
+"""FedProx: the proximal term (fedkd.distill), the client's round, the library round in the app."""
 
 from __future__ import annotations
 
@@ -133,7 +133,7 @@ def test_bad_proximal_mu_in_the_run_config_names_the_key() -> None:
 
 
 def test_fedprox_app_round_trip_sends_mu_and_learns(tmp_path: Path) -> None:
-    """Flower's FedProx strategy in our ServerApp, our ClientApp, an in-process Grid."""
+    """The library's FedProx round in our ServerApp, our ClientApp, an in-process Grid."""
     config = {
         **FedConfig().to_dict(),
         **{"method": "fedprox", "proximal-mu": 0.05, "num-rounds": 2, "local-epochs": 1},
@@ -156,6 +156,6 @@ def test_fedprox_app_round_trip_sends_mu_and_learns(tmp_path: Path) -> None:
     trains = [m for m in grid.sent if m.metadata.message_type == keys.TRAIN]
     assert len(trains) == 6
     for message in trains:
-        sent = message.content[codec.CONFIG]
+        sent = codec.decode(keys.TRAIN, message.content).fields
         assert sent[keys.PROXIMAL_MU] == 0.05 and sent[keys.PHASE] == "fedprox"
     assert not any(r.has_error() for r in grid.replies)

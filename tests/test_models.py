@@ -19,7 +19,7 @@ from fedkd.models import (
 from fedkd.models import registry as registry_module
 from fedkd.models.mobilenet import small_image_setting
 
-MODEL_NAMES = ("mlp", "cnn", "resnet18", "mobilenet_v2")
+MODEL_NAMES = ("mlp", "cnn", "cnn_plain", "resnet18", "mobilenet_v2")
 INPUT_SHAPES = ((1, 8, 8), (1, 28, 28), (3, 32, 32))
 NUM_CLASSES = 10
 
@@ -71,6 +71,7 @@ EXPECTED_SHAPES = {
         "conv3": (128, 8, 8),
         "fc": (128,),
     },
+    ("cnn_plain", (1, 28, 28)): {"conv1": (32, 14, 14), "conv2": (64, 7, 7), "fc": (64,)},
     ("resnet18", (1, 8, 8)): {
         "layer1": (64, 8, 8),
         "layer2": (128, 4, 4),
@@ -132,6 +133,36 @@ def test_state_dict_round_trip(name: str) -> None:
     assert not torch.equal(source(x), target(x))
     target.load_state_dict(source.state_dict())
     torch.testing.assert_close(source(x), target(x))
+
+
+def test_cnn_plain_is_the_reference_fedavg_model() -> None:
+    # ../shared/reference/fedavg_plain.py's PlainCNN, copied: the same computation, weights
+    # renamed only.
+    class Reference(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1 = nn.Conv2d(1, 32, 3, padding=1)
+            self.c2 = nn.Conv2d(32, 64, 3, padding=1)
+            self.f1 = nn.Linear(64 * 7 * 7, 64)
+            self.f2 = nn.Linear(64, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = nn.functional.max_pool2d(nn.functional.relu(self.c1(x)), 2)
+            x = nn.functional.max_pool2d(nn.functional.relu(self.c2(x)), 2)
+            return self.f2(nn.functional.relu(self.f1(x.flatten(1))))
+
+    ours = build_model("cnn_plain", input_shape=(1, 28, 28), num_classes=10)
+    reference = Reference()
+    assert count_parameters(ours) == count_parameters(reference)
+    names = {"c1": "conv1", "c2": "conv2", "f1": "fc", "f2": "head"}
+    ours.load_state_dict(
+        {
+            names[k.split(".")[0]] + "." + k.split(".")[1]: v
+            for k, v in reference.state_dict().items()
+        }
+    )
+    x = torch.rand(5, 1, 28, 28)
+    torch.testing.assert_close(ours(x), reference(x))
 
 
 def test_cnn_group_norm_trains_on_single_sample_batch() -> None:
@@ -208,7 +239,7 @@ def test_registry_lists_builtins() -> None:
 
 
 def test_unknown_model_lists_known_names() -> None:
-    known = "cnn, cnn_small, mlp, mobilenet_v2, resnet18"
+    known = "cnn, cnn_plain, cnn_small, mlp, mobilenet_v2, resnet18"
     with pytest.raises(ValueError, match=f"unknown model .vgg.*{known}"):
         build_model("vgg", input_shape=(1, 8, 8), num_classes=10)
 

@@ -10,7 +10,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedkd.data import PARTITION_METHODS, label_histogram, partition, plot_label_histogram
+from fedkd.data import (
+    PARTITION_METHODS,
+    label_histogram,
+    label_tv,
+    partition,
+    partition_stats,
+    plot_label_histogram,
+)
 from fedkd.data.partition import dirichlet_min_partition_sizes
 
 
@@ -124,6 +131,55 @@ def test_dirichlet_skew_grows_as_alpha_shrinks() -> None:
     assert entropy[0.1] < entropy[1.0] < entropy[10.0]
     assert entropy[10.0] > 0.9 * np.log(10)
     assert entropy[0.1] < 0.6 * np.log(10)
+
+
+def per_class_dirichlet(labels: np.ndarray, clients: int, alpha: float, seed: int) -> list:
+    """The literature's construction, written out independently (Hsu et al. 2019; FedDF;
+    NIID-Bench): each class split over the clients in Dirichlet(alpha) proportions."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[] for _ in range(clients)]
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        cuts = (np.cumsum(rng.dirichlet([alpha] * clients)) * len(members)).astype(int)[:-1]
+        for client, chunk in enumerate(np.split(members, cuts)):
+            parts[client] += chunk.tolist()
+    return [np.asarray(p, dtype=np.int64) for p in parts]
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.5])
+def test_default_dirichlet_is_as_skewed_as_the_per_class_split(alpha: float) -> None:
+    # Target of issue 28: the size-weighted label TV within 0.03 of the literature's split.
+    labels, seeds = pool_labels(6000), range(8)
+    ours = [label_tv(label_histogram(labels, partition(labels, num_partitions=20, alpha=alpha,
+                                                       seed=s), 10)) for s in seeds]  # fmt: skip
+    theirs = [label_tv(label_histogram(labels, per_class_dirichlet(labels, 20, alpha, s), 10))
+              for s in range(64)]  # fmt: skip  # cheap: a tighter mean of the literature's
+    assert abs(np.mean(ours) - np.mean(theirs)) < 0.03
+    # Self-balancing, the option, is more skewed at the same alpha.
+    balanced = [
+        label_tv(label_histogram(labels, partition(labels, num_partitions=20, alpha=alpha,
+                                                   method="dirichlet-balanced", seed=s), 10))
+        for s in seeds
+    ]  # fmt: skip
+    assert np.mean(balanced) > np.mean(ours) + 0.03
+
+
+def test_dirichlet_keeps_a_minimum_shard_size() -> None:
+    labels = pool_labels(6000)
+    for seed in range(4):  # the per-class split alone leaves shards of 3 samples at alpha 0.1
+        parts = partition(labels, num_partitions=20, alpha=0.1, seed=seed)
+        assert min(map(len, parts)) >= 10
+        assert_exact_cover(parts, len(labels))
+
+
+def test_partition_stats_of_iid_and_one_class_shards() -> None:
+    labels = np.tile(np.arange(4), 25)  # 4 classes of 25
+    one_class = [np.flatnonzero(labels == c) for c in range(4)]
+    stats = partition_stats(labels, one_class, 4)
+    assert stats.sizes.tolist() == [25] * 4 and stats.classes.tolist() == [1] * 4
+    assert stats.label_tv == pytest.approx(0.75)  # 1 - 1/classes
+    mixed = [np.arange(20 * k, 20 * k + 20) for k in range(5)]  # each the pool's mix
+    assert partition_stats(labels, mixed, 4).label_tv == pytest.approx(0.0)
 
 
 def test_dirichlet_small_pool_strong_skew_has_no_empty_partition() -> None:

@@ -1,4 +1,4 @@
-"""In-memory dataset types: :class:`ArrayDataset` and :class:`DataSplit`."""
+"""In-memory dataset types: :class:`ArrayDataset`, :class:`TrainTest` and :class:`DataSplit`."""
 
 from __future__ import annotations
 
@@ -76,6 +76,19 @@ class ArrayDataset:
                 f"indices must lie in [0, {len(self)}); got range [{idx.min()}, {idx.max()}]"
             )
         return ArrayDataset(x=self.x[idx], y=self.y[idx])
+
+
+@dataclass(frozen=True)
+class TrainTest:
+    """A dataset that ships its own test set (MNIST-style ``train-*`` and ``t10k-*`` files).
+
+    :func:`fedkd.data.load_split` draws the private pool and the public set from ``train``
+    (disjoint) and the test set from ``test``, as the literature evaluates on the official
+    test images.
+    """
+
+    train: ArrayDataset
+    test: ArrayDataset
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""Per-partition label counts and their heat-map."""
+"""Per-partition label counts, how skewed they are, and their heat-map."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,53 @@ def label_histogram(labels: np.ndarray, parts: list[np.ndarray], num_classes: in
             )
         hist[row] = np.bincount(labels[idx], minlength=num_classes)
     return hist
+
+
+def label_tv(hist: np.ndarray) -> float:
+    """Size-weighted total-variation distance of the partitions' label mixes from the pool's.
+
+    ``sum_k n_k / N * 0.5 * || p_k - p ||_1`` with ``p_k`` partition ``k``'s label mix and ``p``
+    the pool's: 0 for IID shards, towards 1 - 1/classes when each shard holds one class.
+
+    Parameters
+    ----------
+    hist : np.ndarray
+        Label counts ``(partitions, classes)``, as from :func:`label_histogram`.
+
+    Returns
+    -------
+    float
+        The distance, in ``[0, 1]``.
+    """
+    counts = np.asarray(hist, dtype=np.float64)  # (partitions, classes)
+    sizes = counts.sum(axis=1)
+    held = sizes > 0
+    pool = counts.sum(axis=0) / sizes.sum()
+    mixes = counts[held] / sizes[held, None]
+    distances = 0.5 * np.abs(mixes - pool).sum(axis=1)
+    return float(np.sum(sizes[held] / sizes.sum() * distances))
+
+
+@dataclass(frozen=True)
+class PartitionStats:
+    """What a split looks like: shard sizes, classes per shard, label skew."""
+
+    sizes: np.ndarray  # (partitions,) samples per shard
+    classes: np.ndarray  # (partitions,) classes with at least one sample in the shard
+    label_tv: float  # size-weighted label TV from the pool's mix (:func:`label_tv`)
+
+
+def partition_stats(
+    labels: np.ndarray, parts: list[np.ndarray], num_classes: int
+) -> PartitionStats:
+    """Shard sizes, classes per shard and the size-weighted label TV of a partition.
+
+    Parameters are those of :func:`label_histogram`.
+    """
+    hist = label_histogram(labels, parts, num_classes)
+    return PartitionStats(
+        sizes=hist.sum(axis=1), classes=(hist > 0).sum(axis=1), label_tv=label_tv(hist)
+    )
 
 
 def plot_label_histogram(hist: np.ndarray, path: str | Path) -> Path:

@@ -115,6 +115,42 @@ def _load_idx_pair(images_path: Path, labels_path: Path) -> ArrayDataset:
     return ArrayDataset(x=x, y=labels.astype(np.int64))
 
 
+def load_idx_parts(folder: str | Path) -> dict[str, ArrayDataset]:
+    """The IDX image/label pairs of a folder by prefix (``"train"``, ``"t10k"``), those found.
+
+    See :func:`load_idx_folder` for the file names and the errors.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"IDX folder not found: {folder}")
+    parts: dict[str, ArrayDataset] = {}
+    for prefix in IDX_SPLIT_PREFIXES:
+        images_path = _find_one(folder, f"{prefix}-images*idx3*")
+        labels_path = _find_one(folder, f"{prefix}-labels*idx1*")
+        if images_path is None and labels_path is None:
+            continue
+        if images_path is None or labels_path is None:
+            present, missing = (
+                (images_path, f"{prefix}-labels*idx1*")
+                if labels_path is None
+                else (labels_path, f"{prefix}-images*idx3*")
+            )
+            raise FileNotFoundError(f"found {present} but no matching '{missing}' file in {folder}")
+        parts[prefix] = _load_idx_pair(images_path, labels_path)
+    if not parts:
+        contents = sorted(p.name for p in folder.iterdir())
+        raise FileNotFoundError(
+            f"no IDX image/label files in {folder}; expected names like "
+            f"'train-images-idx3-ubyte[.gz]' + 'train-labels-idx1-ubyte[.gz]' and/or "
+            f"'t10k-images-idx3-ubyte[.gz]' + 't10k-labels-idx1-ubyte[.gz]'; "
+            f"folder holds: {contents}"
+        )
+    shapes = {part.x.shape[1:] for part in parts.values()}
+    if len(shapes) > 1:
+        raise ValueError(f"IDX image sizes differ between files in {folder}: {sorted(shapes)}")
+    return parts
+
+
 def load_idx_folder(folder: str | Path) -> ArrayDataset:
     """Load every MNIST-style IDX image/label pair found in a folder.
 
@@ -140,34 +176,7 @@ def load_idx_folder(folder: str | Path) -> ArrayDataset:
     ValueError
         If a file is corrupt, or images and labels disagree in count or image size.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"IDX folder not found: {folder}")
-    parts: list[ArrayDataset] = []
-    for prefix in IDX_SPLIT_PREFIXES:
-        images_path = _find_one(folder, f"{prefix}-images*idx3*")
-        labels_path = _find_one(folder, f"{prefix}-labels*idx1*")
-        if images_path is None and labels_path is None:
-            continue
-        if images_path is None or labels_path is None:
-            present, missing = (
-                (images_path, f"{prefix}-labels*idx1*")
-                if labels_path is None
-                else (labels_path, f"{prefix}-images*idx3*")
-            )
-            raise FileNotFoundError(f"found {present} but no matching '{missing}' file in {folder}")
-        parts.append(_load_idx_pair(images_path, labels_path))
-    if not parts:
-        contents = sorted(p.name for p in folder.iterdir())
-        raise FileNotFoundError(
-            f"no IDX image/label files in {folder}; expected names like "
-            f"'train-images-idx3-ubyte[.gz]' + 'train-labels-idx1-ubyte[.gz]' and/or "
-            f"'t10k-images-idx3-ubyte[.gz]' + 't10k-labels-idx1-ubyte[.gz]'; "
-            f"folder holds: {contents}"
-        )
-    shapes = {part.x.shape[1:] for part in parts}
-    if len(shapes) > 1:
-        raise ValueError(f"IDX image sizes differ between files in {folder}: {sorted(shapes)}")
+    parts = list(load_idx_parts(folder).values())
     return ArrayDataset(
         x=np.concatenate([part.x for part in parts]),
         y=np.concatenate([part.y for part in parts]),

@@ -1,14 +1,16 @@
-"""Dataset registry: names mapped to loaders that return a whole :class:`ArrayDataset`."""
+"""Dataset registry: names mapped to loaders that return the whole dataset: one
+:class:`ArrayDataset` pool, or a :class:`TrainTest` pair when it ships its own test set."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Protocol
 
-from fedkd.data.arrays import ArrayDataset
+from fedkd.data.arrays import ArrayDataset, TrainTest
 from fedkd.data.builtin import load_digits, load_synthetic
-from fedkd.data.idx import load_idx_folder
-from fedkd.data.torchvision_sets import load_cifar10, load_fashion_mnist, load_mnist
+from fedkd.data.fashion_mnist import load_fashion_mnist
+from fedkd.data.idx import load_idx_parts
+from fedkd.data.torchvision_sets import load_cifar10, load_mnist
 
 
 class DatasetLoader(Protocol):
@@ -20,13 +22,13 @@ class DatasetLoader(Protocol):
 
     def __call__(
         self, *, data_root: str | Path | None, download: bool, seed: int
-    ) -> ArrayDataset: ...
+    ) -> ArrayDataset | TrainTest: ...
 
 
 def load_idx(
     *, data_root: str | Path | None = None, download: bool = False, seed: int = 0
-) -> ArrayDataset:
-    """Registry loader for ``"idx"``: every IDX image/label pair in ``data_root``.
+) -> ArrayDataset | TrainTest:
+    """Registry loader for ``"idx"``: the IDX image/label pairs in ``data_root``.
 
     Parameters
     ----------
@@ -39,8 +41,9 @@ def load_idx(
 
     Returns
     -------
-    ArrayDataset
-        See :func:`fedkd.data.idx.load_idx_folder`.
+    ArrayDataset or TrainTest
+        Both the ``train`` and the ``t10k`` pair: a :class:`TrainTest`; one of them alone
+        (e.g. MNIST's 10,000 test images): that pool (:func:`fedkd.data.idx.load_idx_parts`).
 
     Raises
     ------
@@ -57,7 +60,10 @@ def load_idx(
             "the 'idx' dataset reads local files and cannot download; use 'mnist' or "
             "'fashion-mnist' with download=True to fetch files"
         )
-    return load_idx_folder(data_root)
+    parts = load_idx_parts(data_root)
+    if len(parts) == 2:
+        return TrainTest(train=parts["train"], test=parts["t10k"])
+    return next(iter(parts.values()))
 
 
 _LOADERS: dict[str, DatasetLoader] = {
@@ -79,7 +85,8 @@ def register_dataset(name: str, loader: DatasetLoader) -> None:
         Registry name; must be non-empty and not registered yet.
     loader : DatasetLoader
         Called as ``loader(data_root=..., download=..., seed=...)``; returns the whole
-        dataset as an :class:`ArrayDataset` with images in ``[0, 1]``.
+        dataset with images in ``[0, 1]``: an :class:`ArrayDataset`, or a :class:`TrainTest`
+        when the test set is fixed.
 
     Raises
     ------

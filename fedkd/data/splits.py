@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedkd.data.arrays import ArrayDataset, DataSplit
+from fedkd.data.arrays import ArrayDataset, DataSplit, TrainTest
 from fedkd.data.registry import get_loader
 
 SPLIT_NAMES = ("private", "public", "test")
@@ -108,6 +108,31 @@ def _check_loaded(name: str, data: object) -> None:
         raise ValueError(f"dataset {name!r} has negative labels (min {data.y.min()})")
 
 
+def _cut(data: ArrayDataset, counts: list[int], rng: np.random.Generator) -> list[ArrayDataset]:
+    """Disjoint stratified draws of ``counts`` samples from ``data``, each in random order."""
+    order = stratified_order(data.y, rng)
+    chunks = np.split(order, np.cumsum(counts))[: len(counts)]
+    return [data.subset(rng.permutation(chunk)) for chunk in chunks]
+
+
+def _draw_sets(
+    name: str, data: ArrayDataset | TrainTest, sizes: dict[str, float | int], seed: int
+) -> list[ArrayDataset]:
+    """Private, public and test sets: from one pool, or private and public from the train
+    set and test from the test set when the dataset ships one."""
+    rng = np.random.default_rng(seed)
+    if isinstance(data, TrainTest):
+        for part in (data.train, data.test):
+            _check_loaded(name, part)
+        counts = resolve_split_sizes({k: sizes[k] for k in SPLIT_NAMES[:2]}, len(data.train))
+        test = resolve_split_sizes({"test": sizes["test"]}, len(data.test))
+        private, public = _cut(data.train, [counts["private"], counts["public"]], rng)
+        return [private, public, *_cut(data.test, [test["test"]], rng)]
+    _check_loaded(name, data)
+    counts = resolve_split_sizes(sizes, available=len(data))
+    return _cut(data, [counts[split] for split in SPLIT_NAMES], rng)
+
+
 def load_split(
     name: str = "digits",
     *,
@@ -123,7 +148,10 @@ def load_split(
 
     The split is stratified (each set keeps the class proportions to within a sample or
     two per class), disjoint, and a pure function of the data and ``seed``. Samples left
-    over when the sizes sum below the dataset size are not used.
+    over when the sizes sum below the dataset size are not used. A dataset that ships its own
+    test set (:class:`TrainTest`: ``fashion-mnist``, ``mnist``, ``cifar10``, an ``idx``
+    folder with train and t10k files) gives private and public from its train set and the
+    test set from its test set; sizes given as fractions are then fractions of those.
 
     Parameters
     ----------
@@ -134,10 +162,11 @@ def load_split(
     seed : int
         Seed of the split (and of generated data such as ``"synthetic"``).
     private, public, test : float or int
-        Size of each set: a fraction in ``(0, 1]`` (fractions sum to at most 1) or an
-        absolute count >= 1.
+        Size of each set: a fraction in ``(0, 1]`` (fractions drawn from one set sum to at
+        most 1) or an absolute count >= 1.
     data_root : str or Path, optional
-        Folder the loader reads (``"idx"``: the IDX folder; torchvision sets: their root).
+        Folder the loader reads (``"idx"``: the IDX folder; ``"fashion-mnist"``: its IDX
+        folder, by default Debian's; torchvision sets: their root).
     download : bool
         Allow torchvision loaders to download missing files.
     num_samples : int, optional
@@ -163,24 +192,19 @@ def load_split(
         raise ValueError(f"num_samples applies to the 'synthetic' dataset only, not {name!r}")
     options = {} if num_samples is None else {"num_samples": num_samples}
     data = loader(data_root=data_root, download=download, seed=seed, **options)
-    _check_loaded(name, data)
-    counts = resolve_split_sizes(
-        {"private": private, "public": public, "test": test}, available=len(data)
-    )
-    rng = np.random.default_rng(seed)
-    order = stratified_order(data.y, rng)
-    bounds = np.cumsum([counts[split] for split in SPLIT_NAMES])
-    chunks = np.split(order, bounds)[: len(SPLIT_NAMES)]
-    sets = {
-        split: data.subset(rng.permutation(chunk))
-        for split, chunk in zip(SPLIT_NAMES, chunks, strict=True)
-    }
-    c, h, w = data.x.shape[1:]
+    if not isinstance(data, (ArrayDataset, TrainTest)):
+        raise TypeError(
+            f"loader for {name!r} returned {type(data).__name__}, not ArrayDataset or TrainTest"
+        )
+    sizes = {"private": private, "public": public, "test": test}
+    sets = dict(zip(SPLIT_NAMES, _draw_sets(name, data, sizes, seed), strict=True))
+    whole = (data.train, data.test) if isinstance(data, TrainTest) else (data,)
+    c, h, w = sets["private"].x.shape[1:]
     return DataSplit(
         name=name,
         private=sets["private"],
         public=sets["public"],
         test=sets["test"],
-        num_classes=int(data.y.max()) + 1,
+        num_classes=int(max(part.y.max() for part in whole)) + 1,
         input_shape=(int(c), int(h), int(w)),
     )

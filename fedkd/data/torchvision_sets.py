@@ -1,4 +1,8 @@
-"""MNIST, Fashion-MNIST and CIFAR-10 through torchvision, stored under a data root."""
+"""MNIST, Fashion-MNIST and CIFAR-10 through torchvision, stored under a data root.
+
+Fashion-MNIST's registry entry reads local IDX files first (``fedkd.data.fashion_mnist``) and
+comes here only to download.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from fedkd.data.arrays import ArrayDataset
+from fedkd.data.arrays import ArrayDataset, TrainTest
 
 DEFAULT_DATA_ROOT = Path("data")
 
@@ -52,7 +56,9 @@ class _Source:
 
 _SOURCES: dict[str, _Source] = {
     "mnist": _Source("MNIST", "MNIST", _IDX_HINT),
-    "fashion-mnist": _Source("FashionMNIST", "Fashion-MNIST", _IDX_HINT),
+    "fashion-mnist": _Source(
+        "FashionMNIST", "Fashion-MNIST", "install Debian's dataset-fashion-mnist package"
+    ),
     "cifar10": _Source(
         "CIFAR10",
         "CIFAR-10",
@@ -61,16 +67,24 @@ _SOURCES: dict[str, _Source] = {
 }
 
 
+def _as_dataset(split: Any) -> ArrayDataset:
+    # MNIST-like sets hold (N, H, W) uint8 tensors; CIFAR-10 (N, H, W, C) uint8 arrays
+    images, labels = np.asarray(split.data), np.asarray(split.targets)
+    images = images[:, None, :, :] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
+    x = (images / np.float32(255.0)).astype(np.float32)  # (N, C, H, W)
+    return ArrayDataset(x=x, y=labels.astype(np.int64))
+
+
 def load_torchvision(
     name: str, *, data_root: str | Path | None = None, download: bool = False
-) -> ArrayDataset:
-    """Load a torchvision dataset (train + test together) as an :class:`ArrayDataset`.
+) -> TrainTest:
+    """Load a torchvision dataset's train and test sets.
 
     Parameters
     ----------
     name : str
-        ``"mnist"`` (70,000 images ``(1, 28, 28)``), ``"fashion-mnist"`` (70,000 images
-        ``(1, 28, 28)``) or ``"cifar10"`` (60,000 colour images ``(3, 32, 32)``).
+        ``"mnist"`` (60,000 + 10,000 images ``(1, 28, 28)``), ``"fashion-mnist"`` (the same
+        sizes) or ``"cifar10"`` (50,000 + 10,000 colour images ``(3, 32, 32)``).
     data_root : str or Path, optional
         Folder torchvision reads from and downloads into (``MNIST/raw``, ``FashionMNIST/raw``
         or ``cifar-10-batches-py`` below it); defaults to ``./data``.
@@ -79,8 +93,9 @@ def load_torchvision(
 
     Returns
     -------
-    ArrayDataset
-        Images ``(N, C, H, W)`` float32 in ``[0, 1]``, labels int64.
+    TrainTest
+        Images ``(N, C, H, W)`` float32 in ``[0, 1]``, labels int64; the private pool and the
+        public set are drawn from ``train``, the test set from ``test``.
 
     Raises
     ------
@@ -99,38 +114,23 @@ def load_torchvision(
     dataset_cls = getattr(torchvision.datasets, source.class_name)
     root = _resolve_root(data_root)
     train, test = _open_both_splits(dataset_cls, source.title, root, download, source.hint)
-    # MNIST-like sets hold (N, H, W) uint8 tensors; CIFAR-10 (N, H, W, C) uint8 arrays
-    images = np.concatenate([np.asarray(train.data), np.asarray(test.data)])
-    labels = np.concatenate([np.asarray(train.targets), np.asarray(test.targets)])
-    images = images[:, None, :, :] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
-    x = (images / np.float32(255.0)).astype(np.float32)  # (N, C, H, W)
-    return ArrayDataset(x=x, y=labels.astype(np.int64))
+    return TrainTest(train=_as_dataset(train), test=_as_dataset(test))
 
 
 def load_mnist(
     *, data_root: str | Path | None = None, download: bool = False, seed: int = 0
-) -> ArrayDataset:
-    """Load MNIST (70,000 images ``(1, 28, 28)``); ``seed`` is ignored.
+) -> TrainTest:
+    """Load MNIST (60,000 + 10,000 images ``(1, 28, 28)``); ``seed`` is ignored.
 
     See :func:`load_torchvision` for the parameters, the result and the errors.
     """
     return load_torchvision("mnist", data_root=data_root, download=download)
 
 
-def load_fashion_mnist(
-    *, data_root: str | Path | None = None, download: bool = False, seed: int = 0
-) -> ArrayDataset:
-    """Load Fashion-MNIST (70,000 images ``(1, 28, 28)``); ``seed`` is ignored.
-
-    See :func:`load_torchvision` for the parameters, the result and the errors.
-    """
-    return load_torchvision("fashion-mnist", data_root=data_root, download=download)
-
-
 def load_cifar10(
     *, data_root: str | Path | None = None, download: bool = False, seed: int = 0
-) -> ArrayDataset:
-    """Load CIFAR-10 (60,000 colour images ``(3, 32, 32)``); ``seed`` is ignored.
+) -> TrainTest:
+    """Load CIFAR-10 (50,000 + 10,000 colour images ``(3, 32, 32)``); ``seed`` is ignored.
 
     See :func:`load_torchvision` for the parameters, the result and the errors.
     """

@@ -60,6 +60,7 @@ FAULT_STAGE = {
 
 
 CRASHED = 500  # error code of an injected crash
+SUMMED_PHASES = ("fedkd", "feddf")  # phases whose reply is a contribution to the (secure) sum
 CLOCK_SLACK = 5.0  # seconds of clock difference tolerated between server and client
 
 
@@ -104,7 +105,7 @@ def handle(
             node.partition_id,
             request.kind,
             node.run_id,
-            request.fields.get(keys.ROUND, request.fields.get(keys.FLOWER_ROUND, "?")),
+            request.fields.get(keys.ROUND, "?"),
             refusal,
         )
         return Refusal(REFUSED, str(refusal))
@@ -129,8 +130,8 @@ def _config(run_config: Mapping[str, Any]) -> FedConfig:
 
 
 def _round(request: Envelope) -> int:
-    """The train round a request belongs to (ours or Flower's FedAvg spelling)."""
-    value = request.fields.get(keys.ROUND, request.fields.get(keys.FLOWER_ROUND, 0))
+    """The train round a request belongs to."""
+    value = request.fields.get(keys.ROUND, 0)
     if isinstance(value, bool) or not isinstance(value, int):
         raise BadRequest(f"field '{keys.ROUND}' must be an integer, got {value!r}")
     return value
@@ -149,7 +150,7 @@ def _single_array(request: Envelope, name: str, shape: tuple[int, ...]) -> np.nd
 
 def _phase(request: Envelope, config: FedConfig) -> str:
     phase = str(request.fields.get(keys.PHASE, config.method))
-    if phase not in ("fedkd", "fedavg", "fedprox", "local"):
+    if phase not in ("fedkd", "feddf", "fedavg", "fedprox", "local"):
         raise BadRequest(f"unknown phase {phase!r}")
     return phase
 
@@ -189,7 +190,9 @@ def _model(
         raise BadRequest(
             f"pushed weights do not fit model '{config.local.model}': {problem}"
         ) from None
-    return model, _round(request) == 1
+    # Warm-up epochs serve a first teacher (FedKD); FedAvg's and FedDF's clients train the
+    # pushed model for their local epochs alone, as published.
+    return model, phase == "fedkd" and _round(request) == 1
 
 
 def dpsgd_history(store: NodeStore) -> list[tuple[float, float, int]]:
@@ -224,7 +227,7 @@ def _refuse_plaintext(phase: str, secure: bool, node: NodeInfo, config: FedConfi
             f"this node requires secure aggregation; a {phase} round would send its weights "
             "or its statistics in the clear"
         )
-    if phase == "fedkd" and not secure and (config.secagg.enabled or node.require_secagg):
+    if phase in SUMMED_PHASES and not secure and (config.secagg.enabled or node.require_secagg):
         # A server that drops the secure-aggregation config would get our logits in the clear.
         raise PlaintextRefused(
             "the run (or this node's 'require-secagg') demands secure aggregation, but the "
@@ -233,7 +236,7 @@ def _refuse_plaintext(phase: str, secure: bool, node: NodeInfo, config: FedConfi
 
 
 def _check_train_request(request: Envelope, config: FedConfig) -> None:
-    if keys.ROUND not in request.fields and keys.FLOWER_ROUND not in request.fields:
+    if keys.ROUND not in request.fields:
         raise BadRequest(f"train message has no '{keys.ROUND}' in its 'config' record")
     deadline = request.fields.get(keys.DEADLINE)
     if isinstance(deadline, float) and time.time() > deadline + CLOCK_SLACK:
@@ -329,10 +332,11 @@ def _work(
         model,
         server_round=server_round,
         teacher_logits=teacher,
-        contribute=phase == "fedkd",
+        contribute=phase in SUMMED_PHASES,
         first_round=fresh,
         dpsgd_history=history,
         dpsgd_seed=seed,
+        send_weights=phase == "feddf",
     )
     return result, model
 
@@ -368,12 +372,12 @@ def train(
     nb = _admit(node, config, data, server_round)
     result, model = _work(request, node, store, config, data, nb, server_round)
     _keep(store, config, phase, model, result, nb)
-    if phase != "fedkd":
+    if phase not in SUMMED_PHASES:
         reply = Envelope(keys.TRAIN, dict(_metrics(result, node.partition_id)))
         if phase in ("fedavg", "fedprox"):
             reply.arrays.update(weights_arrays(model))
         return reply
-    # FedKD: the statistics ride inside the summed vector; only who answered is in the clear
+    # FedKD, FedDF: the statistics ride inside the summed vector; only who answered is in the clear
     reply = Envelope(keys.TRAIN, {keys.PARTITION_ID: node.partition_id})
     prepared = release.prepare_release(nb, node, config, result.vector, server_round, round_config)
     if advertise is None:

@@ -26,6 +26,7 @@ from fedkd.distill.train import train_with_soft_targets
 from fedkd.fl.config import FedConfig
 from fedkd.fl.contribution import stats_block, teacher_contribution
 from fedkd.fl.data import FederatedData
+from fedkd.fl.feddf import client_weights_block
 from fedkd.fl.privacy import private_local_training
 from fedkd.models import FeatureModel, build_model
 
@@ -69,6 +70,7 @@ def local_round(
     dpsgd_history: Sequence[tuple[float, float, int]] = (),
     dpsgd_seed: int | None = None,
     proximal_mu: float = 0.0,
+    send_weights: bool = False,
 ) -> LocalResult:
     """Run one client's round on ``model`` (updated in place).
 
@@ -93,12 +95,16 @@ def local_round(
         and sampling (the node's own; ``None``: OS entropy).
     proximal_mu
         FedProx: the proximal weight mu of ``mu / 2 * ||w - w_pushed||^2`` (0: none).
+    send_weights
+        FedDF as published: the contribution carries the change local training made to
+        the pushed weights too (:mod:`fedkd.fl.feddf`), weighted by the shard size.
 
     The contribution vector is the client's raw one: the node clips and noises what it
     releases (:func:`fedkd.fl.release.prepare_release`). No timing leaves the client: under
     DP-SGD the time taken tracks the shard size.
     """
     local = config.local
+    pushed = {k: v.detach().clone() for k, v in model.state_dict().items()} if send_weights else {}
     seed = config.seed * 1_000_003 + server_round * 1_009 + partition_id
     public_x = data.split.public.x
     if teacher_logits is not None and teacher_logits.shape != (
@@ -177,6 +183,9 @@ def local_round(
         train_loss, num_examples = float("nan"), 1
     if contribute:
         vector, clipped = teacher_contribution(config, data, partition_id, model)
+        if send_weights:  # FedDF as published: the weights ride in the same sum
+            block = client_weights_block(config, data, model, pushed, num_examples)
+            vector = np.concatenate([vector, block])
         vector = np.concatenate([vector, stats_block(accuracy, train_loss, clipped)])
     return LocalResult(
         vector=vector,

@@ -25,9 +25,9 @@ from fedkd.dp.settings import RUN_CONFIG_KEYS as DP_RUN_CONFIG_KEYS
 from fedkd.dp.settings import DPConfig
 from fedkd.dp.settings import check as check_dp
 
-METHODS = ("fedkd", "fedavg", "fedprox", "local", "central")
+METHODS = ("fedkd", "feddf", "fedavg", "fedprox", "local", "central")
 MODES = ("feddf", "fedmd")
-PARTITIONERS = ("iid", "dirichlet", "shard", "pathological")
+PARTITIONERS = ("iid", "dirichlet", "dirichlet-balanced", "shard", "pathological")
 OPTIMIZERS = ("adam", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 FAULT_STAGES = ("none", "train", "share", "mask", "consistency", "unmask")
@@ -111,6 +111,7 @@ class SecAggSettings:
     clip: float = 32.0  # |logit / T| clipped here before quantisation
     bits: int = 16  # fixed-point bits per value; a masked word is bits + ceil(log2 n) wide
     roster: str = "simulated"  # "" curious server, "simulated", or a roster.json (fedkd keys)
+    weights_clip: float = 1.0  # feddf: |change of a weight in a round| clipped here
 
 
 @dataclass(frozen=True)
@@ -152,8 +153,9 @@ class FedConfig:
     dp: DPConfig = field(default_factory=DPConfig)  # differential privacy (fedkd.dp.settings)
 
     def model_for_partition(self, partition_id: int) -> str:
-        """Architecture a client runs: FedDF clients share the student's, FedMD may differ."""
-        if self.mode == "feddf":
+        """Architecture a client runs: the student's wherever weights travel (FedKD's FedDF
+        mode, FedDF, FedAvg, FedProx); FedMD's and local-only clients may differ."""
+        if self.mode == "feddf" or self.method in ("feddf", "fedavg", "fedprox"):
             return self.local.model
         names = self.local.client_model_list
         return names[partition_id % len(names)]
@@ -206,6 +208,7 @@ RUN_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "secagg-clip": ("secagg", "clip"),
     "secagg-bits": ("secagg", "bits"),
     "secagg-roster": ("secagg", "roster"),
+    "secagg-weights-clip": ("secagg", "weights_clip"),
     "fault-stage": ("faults", "stage"),
     "fault-prob": ("faults", "prob"),
     "fault-kind": ("faults", "kind"),
@@ -341,6 +344,7 @@ def _ranges(config: FedConfig) -> None:
         ("secagg-threshold", 0.0 < secagg.threshold <= 1.0, "a fraction in (0, 1]"),
         ("secagg-neighbours", secagg.neighbours >= 0, ">= 0 (0: full SecAgg)"),
         ("secagg-clip", secagg.clip > 0, "> 0"),
+        ("secagg-weights-clip", secagg.weights_clip > 0, "> 0"),
         ("secagg-bits", 1 <= secagg.bits <= 48, "in [1, 48]"),
         ("fault-prob", 0.0 <= config.faults.prob <= 1.0, "in [0, 1]"),
         ("stage-timeout", config.stage_timeout >= 0, ">= 0 seconds (0: automatic)"),
@@ -370,12 +374,16 @@ def validate(config: FedConfig) -> None:
         client_models=[config.local.model, *config.local.client_model_list],
         mode=config.mode,
     )
-    if config.method == "fedkd" and not config.secagg.enabled:
+    if config.method in ("fedkd", "feddf") and not config.secagg.enabled:
         warnings.warn(
             "secure aggregation is OFF (secagg=false): the server sees every client's logits",
             stacklevel=3,
         )
-    if config.method == "fedkd" and config.secagg.enabled and config.secagg.threshold <= 0.5:
+    if (
+        config.method in ("fedkd", "feddf")
+        and config.secagg.threshold <= 0.5
+        and config.secagg.enabled
+    ):
         warnings.warn(
             "secagg-threshold <= 0.5: a malicious server that forges dropouts can then learn "
             "individual inputs (Bonawitz et al. need t > n/2)",

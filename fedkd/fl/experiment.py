@@ -21,14 +21,25 @@ from fedkd.fl import keys
 from fedkd.fl.client import MemoryStore, NodeInfo, handle
 from fedkd.fl.config import FedConfig, preflight
 from fedkd.fl.data import load_run_split, public_digest
+from fedkd.fl.fedavg import run_fedavg
 from fedkd.fl.history import RunRecorder
 from fedkd.fl.identities import server_roster
-from fedkd.fl.rounds import METHODS, Federation, run_central
+from fedkd.fl.rounds import Federation, run_central, run_fedkd, run_local
 from fedkd.transport import Envelope, InProcessTransport, Refusal, Transport
 
 log = logging.getLogger("fedkd.server")
 
 FIRST_NODE_ID = 1000  # in-process node ids: FIRST_NODE_ID + partition id
+
+# method -> its rounds over a Transport (``central`` has no clients: run_central)
+METHODS: dict[str, Callable[[Federation], None]] = {
+    "fedkd": run_fedkd,
+    "feddf": run_fedkd,  # FedDF as published: the same round, weights summed beside the logits
+    "fedavg": run_fedavg,
+    "fedprox": run_fedavg,  # FedAvg's round with proximal-mu in the train message
+    "local": run_local,
+}
+SECURE_METHODS = ("fedkd", "feddf")  # the methods whose sums go through secure aggregation
 
 
 @dataclass
@@ -81,15 +92,15 @@ def _check_resumable(saved: Mapping[str, Any], now: Mapping[str, Any]) -> None:
 
 
 def run_method(run: OpenRun, transport: Transport, run_id: int) -> None:
-    """Run ``fedkd``, ``local`` or ``central`` (FedAvg is Flower's own, in ``server/``)."""
+    """Run the config's method over ``transport`` (``central`` needs no clients)."""
     config = run.config
     if config.method == "central":
         run_central(config, run.split, run.recorder)
         return
     if config.method not in METHODS:
-        raise ValueError(f"method {config.method!r} needs Flower's strategy; use the ServerApp")
+        raise ValueError(f"method {config.method!r} has no rounds; known: {sorted(METHODS)}")
     roster = None
-    if config.method == "fedkd" and config.secagg.enabled:
+    if config.method in SECURE_METHODS and config.secagg.enabled:
         roster = server_roster(
             config.secagg.roster, run_id=run_id, num_partitions=len(transport.nodes())
         )
@@ -143,7 +154,7 @@ def simulate(
     Parameters
     ----------
     run_config
-        Flat run config (defaults for keys left out); ``method=fedavg`` is not available here.
+        Flat run config (defaults for keys left out); every method runs here.
     num_clients
         Clients (partitions) of the federation.
     run_id

@@ -1,8 +1,9 @@
 """A FedProx client's round (Li et al., MLSys 2020): FedAvg's local training plus the
 proximal term ``mu / 2 * ||w - w_global||^2``, free of any transport.
 
-The server side is Flower's own ``FedProx`` strategy (``server/baselines.py``); it sends
-``mu`` in every train message (``proximal-mu``), and the client adds the term to its loss.
+The server side is FedAvg's round (``fedkd.fl.fedavg``, ``method = fedprox``), which sends
+``mu`` in every train message (``proximal-mu``, as Flower's ``FedProx`` strategy does), and the
+client adds the term to its loss.
 Everything else is what a FedAvg client does in :func:`fedkd.fl.client_work.local_round`
 (same epochs, warm-up, seeds and evaluation), so ``mu = 0`` reproduces a FedAvg client
 exactly (a test checks it): the two baselines differ by the term and nothing else.

@@ -207,7 +207,7 @@ class RunRecorder:
             str(c.get("mode", "")) if c.get("method") == "fedkd" else "",
         ]
         parts.append(f"{c.get('dataset', '')} {c.get('partitioner', '')}")
-        if c.get("partitioner") == "dirichlet":
+        if str(c.get("partitioner", "")).startswith("dirichlet"):
             parts[-1] += f" α={c.get('alpha')}"
         sampled = max((r.sampled for r in self.rows), default=0)
         if sampled:

@@ -14,8 +14,7 @@ TEACHER = "teacher"  # FedMD: the ensemble teacher's logits on the public set, p
 CONTRIBUTION = "contribution"  # plaintext path: a client's teacher contribution, up
 
 # Field names in an envelope.
-ROUND = "round"  # the train round (Flower's FedAvg strategy says "server-round")
-FLOWER_ROUND = "server-round"
+ROUND = "round"  # the train round
 PHASE = "phase"  # which method the round belongs to: fedkd, fedavg, fedprox, local
 PROXIMAL_MU = "proximal-mu"  # FedProx: the proximal weight (Flower's FedProx strategy sends it)
 DEADLINE = "deadline"  # wall-clock time (epoch seconds) after which the server no longer waits

@@ -1,6 +1,7 @@
 """The federated rounds, over any :class:`~fedkd.transport.Transport`.
 
-A FedKD round reads like the protocol::
+A FedKD round reads like the protocol (FedDF as published, ``method = feddf``, is the same
+round with the clients' weights summed beside their logits: ``fedkd.fl.feddf``)::
 
     sample clients
     train            (+ secure-aggregation stage 1: advertise keys, on the same message)
@@ -9,16 +10,16 @@ A FedKD round reads like the protocol::
     distill          the student on the public set against the teacher
     record           one RoundRecord, history, teacher and checkpoint written at once
 
-The local-only and centralized baselines share the data split, student and results layout.
-Flower's FedAvg baseline is Flower's own strategy, in ``server/``.
+The local-only and centralized baselines share the data split, student and results layout;
+FedAvg and FedProx are in ``fedkd.fl.fedavg``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +30,7 @@ from fedkd.distill import evaluate, train_supervised
 from fedkd.fl import keys
 from fedkd.fl.config import FedConfig
 from fedkd.fl.contribution import split_sum, value_bound, vector_length
+from fedkd.fl.feddf import contribution_length, start_from_average
 from fedkd.fl.history import RoundRecord, RunRecorder
 from fedkd.fl.privacy import secagg_with_dp, server_release
 from fedkd.fl.server_work import (
@@ -84,12 +86,13 @@ class Federation:
 
 
 def secagg_round_config(
-    fed: Federation, server_round: int, participants: list[int]
+    fed: Federation, server_round: int, participants: list[int], length: int | None = None
 ) -> SecAggConfig:
     """The round's public secure-aggregation parameters (identical for every participant).
 
     The threshold is the configured share of each client's share holders, and never less than
     a strict majority of them (below that a server that forges dropouts learns inputs).
+    ``length`` is the contribution's (default: FedKD's, :func:`vector_length`).
     """
     settings, n = fed.config.secagg, len(participants)
     neighbours = n - 1 if settings.neighbours <= 0 else min(settings.neighbours, n - 1)
@@ -101,7 +104,7 @@ def secagg_round_config(
         threshold=min(max(majority_threshold(neighbours), wanted), neighbours + 1),
         neighbours=neighbours,
         clip=value_bound(fed.config),
-        vector_length=vector_length(fed.split),
+        vector_length=vector_length(fed.split) if length is None else length,
         bits=settings.bits,
         modulus_bits=modulus_bits_for(n, settings.bits),
         public_set_digest=fed.public_digest,
@@ -160,18 +163,21 @@ def fedkd_request(
     teacher: np.ndarray | None,
     state: ServerState | None,
 ) -> Envelope:
-    """The round's train message: the last teacher, and in FedDF the student's weights too."""
-    request = Envelope(keys.TRAIN, {keys.ROUND: server_round, keys.PHASE: "fedkd"})
+    """The round's train message: the last teacher, and in FedDF the student's weights too
+    (FedDF as published, ``method = feddf``: the weights only)."""
+    published = fed.config.method == "feddf"
+    phase = "feddf" if published else "fedkd"
+    request = Envelope(keys.TRAIN, {keys.ROUND: server_round, keys.PHASE: phase})
     if state is not None:
         request.fields[keys.SECAGG_CONFIG] = server_advertise_request(state).to_bytes()
-    if fed.config.mode == "feddf":
+    if fed.config.mode == "feddf" or published:
         request.arrays.update(
             {
                 keys.WEIGHTS_PREFIX + k: v.detach().cpu().numpy()
                 for k, v in student.state_dict().items()
             }
         )
-    if teacher is not None:
+    if teacher is not None and not published:
         request.arrays[keys.TEACHER] = teacher.astype(np.float32)
     return request
 
@@ -189,9 +195,12 @@ class AggregateOutcome:
     seconds_secagg: float = 0.0
 
 
-def plaintext_sum(fed: Federation, train: ExchangeResult) -> AggregateOutcome:
-    """Sum the contributions in the clear (secagg=false); malformed ones drop their sender."""
-    length = vector_length(fed.split)
+def plaintext_sum(
+    fed: Federation, train: ExchangeResult, length: int | None = None
+) -> AggregateOutcome:
+    """Sum the contributions in the clear (secagg=false); malformed ones drop their sender.
+    ``length`` is the contributions' (default: FedKD's, :func:`vector_length`)."""
+    length = vector_length(fed.split) if length is None else length
     total, count = np.zeros(length, dtype=np.float64), 0
     for node, reply in list(train.replies.items()):
         vector = reply.arrays.get(keys.CONTRIBUTION)
@@ -240,8 +249,9 @@ def fedkd_round(
         fed.transport.nodes(), fraction=config.fraction, minimum=config.min_clients, rng=rng
     )
     # --- train (+ advertise keys) -------------------------------------------------------
+    length = contribution_length(config, fed.split, student)
     state = (
-        ServerState(secagg_round_config(fed, server_round, sampled), roster=fed.roster)
+        ServerState(secagg_round_config(fed, server_round, sampled, length), roster=fed.roster)
         if config.secagg.enabled
         else None
     )
@@ -250,12 +260,12 @@ def fedkd_round(
     )
     # --- aggregate ------------------------------------------------------------------------
     if state is None:
-        agg = plaintext_sum(fed, train.result)
+        agg = plaintext_sum(fed, train.result, length)
     else:
         agg = secure_aggregate(fed, state, train.result, server_round)
     record = RoundRecord(
         round=server_round,
-        method="fedkd",
+        method=config.method,
         bytes_up=sum(x.bytes_up for x in agg.exchanges),
         bytes_down=sum(x.bytes_down for x in agg.exchanges),
         seconds_train=train.result.seconds,
@@ -269,18 +279,31 @@ def fedkd_round(
         record.status, record.reason = "skipped", agg.reason
         record.seconds = time.perf_counter() - start
         return record, None
-    # --- teacher and distillation -------------------------------------------------------------
-    total = agg.total
+    new_teacher = teach(fed, student, agg.total, record, None if state is None else state.config)
+    record.seconds = time.perf_counter() - start
+    return record, new_teacher
+
+
+def teach(
+    fed: Federation,
+    student: FeatureModel,
+    total: np.ndarray,
+    record: RoundRecord,
+    secagg: SecAggConfig | None,
+) -> np.ndarray:
+    """The summed contributions -> the clients' statistics, the teacher, the distilled student
+    (FedDF as published: distilled from the clients' averaged weights). Returns the teacher."""
+    config = fed.config
     if config.dp.enabled:  # central noise, realised noise and epsilon spent (fedkd.fl.privacy)
         total = server_release(
             config,
-            agg.total,
+            total,
             record,
             fed.recorder.rows,
             num_clients=len(fed.transport.nodes()),
-            secagg=None if state is None else state.config,
+            secagg=secagg,
         )
-    summed, clients = split_sum(total, agg.survivors)
+    summed, clients = split_sum(total, record.survivors)
     record.client_accuracy_mean = clients.accuracy_mean
     record.client_accuracy_min = clients.accuracy_min
     record.client_accuracy_median = clients.accuracy_median
@@ -288,15 +311,17 @@ def fedkd_round(
     record.client_train_loss = clients.train_loss_mean
     record.clipped_fraction = clients.clipped_fraction
     _warn_if_clipped(record, config)
+    if config.method == "feddf":
+        summed = start_from_average(student, summed, config, fed.split, record.round)
+        config = dataclasses.replace(config, distill=dataclasses.replace(config.distill, ema=0.0))
     new_teacher = teacher_from_aggregate(summed, config, fed.split)
-    fed.recorder.save_teacher(server_round, new_teacher)
-    distilled = distill_round(student, new_teacher, config, fed.split, server_round=server_round)
+    fed.recorder.save_teacher(record.round, new_teacher)
+    distilled = distill_round(student, new_teacher, config, fed.split, server_round=record.round)
     record.teacher_accuracy = distilled.teacher_accuracy
     record.student_accuracy = distilled.student_accuracy
     record.distill_loss = distilled.distill_loss
     record.seconds_distill = distilled.seconds
-    record.seconds = time.perf_counter() - start
-    return record, new_teacher
+    return new_teacher
 
 
 def _warn_if_clipped(record: RoundRecord, config: FedConfig) -> None:
@@ -435,6 +460,3 @@ def run_central(config: FedConfig, split: DataSplit, recorder: RunRecorder) -> N
         recorder.add(record)
         recorder.checkpoint(student)
         _log_round(record, config.num_rounds)
-
-
-METHODS: dict[str, Callable[[Federation], None]] = {"fedkd": run_fedkd, "local": run_local}

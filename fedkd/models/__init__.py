@@ -10,7 +10,7 @@ from fedkd._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from fedkd.models.base import FeatureModel
-    from fedkd.models.cnn import SmallCNN, build_cnn
+    from fedkd.models.cnn import PlainCNN, SmallCNN, build_cnn
     from fedkd.models.mlp import MLP, build_mlp
     from fedkd.models.mobilenet import MobileNetV2, build_mobilenet_v2
     from fedkd.models.norm import NORM_KINDS
@@ -30,6 +30,7 @@ __all__ = [
     "ModelFactory",
     "NORM_KINDS",
     "ResNet18",
+    "PlainCNN",
     "SmallCNN",
     "available_models",
     "build_cnn",

@@ -1,9 +1,10 @@
-"""The default small CNN, sized for 8x8 to 32x32 grey or colour images."""
+"""Small CNNs for 8x8 to 32x32 grey or colour images: the normalised default and a plain one."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fedkd.models.base import FeatureModel
@@ -123,3 +124,41 @@ def build_cnn_small(
         norm=norm,
         dropout=dropout,
     )
+
+
+class PlainCNN(FeatureModel):
+    """Two conv blocks and two linear layers, no normalisation: the "CNN" of FedAvg papers.
+
+    ``conv3x3 -> ReLU -> max-pool`` twice (32 and 64 channels), then a 64-unit hidden layer on
+    the flattened maps and the logits: McMahan et al.'s MNIST CNN at a third of its width, and
+    exactly the model of the reference FedAvg (``../shared/reference/fedavg_plain.py``), where
+    it beat the GroupNorm ``cnn`` for FedAvg under label skew (docs/results.md). Images of at
+    least 4x4 pixels; features ``"conv1"``, ``"conv2"``, ``"fc"``.
+    """
+
+    def __init__(
+        self, *, input_shape: tuple[int, int, int], num_classes: int, hidden: int = 64
+    ) -> None:
+        if min(input_shape[1:]) < 4:
+            raise ValueError(f"PlainCNN needs images of at least 4x4; got {input_shape[1:]}")
+        super().__init__(
+            input_shape=input_shape, num_classes=num_classes, feature_names=("conv1", "conv2", "fc")
+        )
+        self.conv1 = nn.Conv2d(input_shape[0], 32, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=3, padding=1)
+        flat = 64 * (input_shape[1] // 4) * (input_shape[2] // 4)
+        self.fc = nn.Linear(flat, hidden)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward_features(self, x: Tensor) -> dict[str, Tensor]:
+        """Return ``{"conv1": (B, 32, H/2, W/2), "conv2": (B, 64, H/4, W/4), "fc": (B, hidden),
+        "logits": (B, K)}``."""
+        self.check_input(x, exact_size=True)
+        conv1 = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        conv2 = F.max_pool2d(F.relu(self.conv2(conv1)), 2)
+        fc = F.relu(self.fc(conv2.flatten(1)))
+        return {"conv1": conv1, "conv2": conv2, "fc": fc, "logits": self.head(fc)}
+
+
+# Registry factory of "cnn_plain".
+build_cnn_plain = PlainCNN

@@ -21,6 +21,7 @@ _BUILT_IN: dict[str, tuple[str, str]] = {
     "mlp": ("fedkd.models.mlp", "build_mlp"),
     "cnn": ("fedkd.models.cnn", "build_cnn"),
     "cnn_small": ("fedkd.models.cnn", "build_cnn_small"),
+    "cnn_plain": ("fedkd.models.cnn", "build_cnn_plain"),
     "resnet18": ("fedkd.models.resnet", "build_resnet18"),
     "mobilenet_v2": ("fedkd.models.mobilenet", "build_mobilenet_v2"),
 }
@@ -78,8 +79,9 @@ def build_model(
     Parameters
     ----------
     name
-        One of :func:`available_models` (built in: ``"mlp"``, ``"cnn"`` (the default small CNN),
-        ``"resnet18"``, ``"mobilenet_v2"``).
+        One of :func:`available_models` (built in: ``"mlp"``, ``"cnn"`` (a small CNN with
+        GroupNorm), ``"cnn_small"`` (its quarter width), ``"cnn_plain"`` (two conv layers, no
+        normalisation), ``"resnet18"``, ``"mobilenet_v2"``).
     input_shape
         ``(C, H, W)`` of one input image.
     num_classes
