@@ -77,7 +77,7 @@ class MaliciousTransport:
         self.inner, self.bad = inner, behaviour
         self.honest_digest: bytes | None = None
 
-    def nodes(self) -> list[int]:
+    def nodes(self) -> Sequence[int]:
         return self.inner.nodes()
 
     def exchange(
