@@ -53,8 +53,8 @@ class RayResources:
     state_budget
         Bytes of node state an actor keeps in memory before it spills to disk.
     address
-        A running Ray cluster (``"auto"`` or ``host:port``); empty: start Ray in this process
-        on 127.0.0.1 and stop it at :meth:`RayTransport.close`.
+        A running Ray cluster (``"auto"`` or ``host:port``); empty: ``RAY_ADDRESS`` if set,
+        else start Ray in this process on 127.0.0.1 and stop it at :meth:`RayTransport.close`.
     """
 
     workers: int = 0
@@ -69,15 +69,17 @@ class RayResources:
 
 
 def start_ray(address: str) -> bool:
-    """Connect to ``address``, or start Ray here on the loopback; True if we started it."""
+    """Connect to ``address``, or start Ray here on the loopback; True if this call did
+    either (the caller then shuts the connection down when done)."""
     os.environ.setdefault(LOOPBACK_ENV, "0")  # read when ray is imported
     import ray
 
     if ray.is_initialized():
         return False
+    address = address or os.environ.get("RAY_ADDRESS", "")  # as Flower's simulation reads it
     if address:
         ray.init(address=address, log_to_driver=True, configure_logging=False)
-        return False
+        return True
     ray._private.ray_constants.ENABLE_RAY_CLUSTER = (
         os.environ[LOOPBACK_ENV] != "0"
     )  # if imported earlier
@@ -273,7 +275,8 @@ class RayTransport:
         return list(ray.get([worker.stats.remote() for worker in self.workers]))
 
     def close(self) -> None:
-        """Stop the actors (and Ray, if this transport started it); remove spilled state."""
+        """Stop the actors (and Ray, or the connection to a cluster, if this transport made
+        it); remove spilled state."""
         import ray
 
         for worker in self.workers:

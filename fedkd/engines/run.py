@@ -14,7 +14,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fedkd.fl.experiment import in_process_clients, open_run, run_method
+import torch
+
+from fedkd.fl.experiment import OpenRun, in_process_clients, open_run, run_method
 from fedkd.fl.history import RunRecorder
 from fedkd.transport import Transport
 
@@ -53,6 +55,24 @@ def run_federation(
     if engine not in ENGINES:
         raise ValueError(f"engine {engine!r}; accepted: {', '.join(ENGINES)} (flower: flwr run)")
     run = open_run(run_config, num_clients)
+    run_opened(run, run_config, num_clients, engine, run_id, resources, wrap, on_transport)
+    return run.recorder
+
+
+def run_opened(
+    run: OpenRun,
+    run_config: Mapping[str, Any],
+    num_clients: int,
+    engine: str,
+    run_id: int,
+    resources: Any = None,
+    wrap: Callable[[Transport], Transport] | None = None,
+    on_transport: Callable[[Transport], None] | None = None,
+) -> None:
+    """:func:`run_federation` for a run already opened (its results folder known)."""
+    # The server's own threads, as the ServerApp sets them: the student's distillation is
+    # then the same float computation on every engine (and no pool oversubscribes the cores).
+    torch.set_num_threads(run.config.local.torch_threads)
     transport: Any = None
     try:
         if run.config.method != "central":
@@ -65,7 +85,6 @@ def run_federation(
     finally:
         if transport is not None and hasattr(transport, "close"):
             transport.close()
-    return run.recorder
 
 
 def _transport(

@@ -1,0 +1,421 @@
+"""The same rounds on every engine, in one run: where each round's seconds go, and peak memory.
+
+Engines: ``inprocess`` (every client called in this process), ``ray`` (fedkd's Ray engine,
+``fedkd.engines``) and ``flower`` (Flower's simulation through ``flwr run``, on a private
+SuperLink). Each round's seconds are split into
+
+* **client**: the clients' compute in the train exchange, on its critical path (the busiest
+  worker; in-process: all of it);
+* **secagg**: the clients' compute in the secure-aggregation exchanges (critical path) plus
+  the server's own secure-aggregation compute;
+* **distill**: the server's distillation (and evaluation) of the student;
+* **other**: the rest -- routing, serialisation, waiting, sampling, recording.
+
+Flower's ClientApps cannot be timed from outside, so its client and client-side secagg
+compute are the Ray engine's for the same round (the same seed runs the same client code on
+the same number of cores); its **other** is then what Flower adds. Peak memory is the peak of
+the summed proportional set size (PSS, shared pages split between their users) of every
+process the run started (they carry a marker in their environment). The first round (warm-up
+epochs, start-up) is reported but left out of the steady figures (median of the rest).
+Equality: each engine's per-round teachers against the in-process run's (max abs diff) and
+the final student accuracy.
+
+    python -m experiments.bench_engine                       # every case -> runs/bench_engine
+    python -m experiments.bench_engine --cases digits-20 --rounds 3
+    nice -n 10 python -m experiments.bench_engine --cases pop-1e4 pop-1e5 pop-1e6
+
+Results: ``<out>/results.json`` (every round of every run) and a printed table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments.processes import tagged_processes
+from fedkd.fl import keys
+from fedkd.fl.contribution import STATS
+from fedkd.transport import Envelope, ExchangeResult, Transport
+
+MARKER = "FEDKD_BENCH_ENGINE"  # in the environment of every process a measured run starts
+FASHION_ROOTS = ("/usr/share/datasets/fashion-mnist", "../shared/data/fashion-mnist")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One federation, run on several engines."""
+
+    name: str
+    clients: int
+    cohort: int
+    engines: tuple[str, ...]
+    config: Mapping[str, Any]
+
+
+def population_config(data_root: str) -> dict[str, Any]:
+    """A cross-device federation: shards drawn on demand from Fashion-MNIST (or synthetic)."""
+    data: dict[str, Any] = {"dataset": "synthetic", "synthetic-samples": 30_000}
+    if data_root:
+        data = {"dataset": "idx", "data-root": data_root}
+    return {
+        **data,
+        "partitioner": "population",
+        "split-private": 0.8,
+        "split-public": 1000,
+        "split-test": 2000,
+        "model": "mlp",
+        "local-epochs": 1,
+        "local-public-samples": 256,
+        "distill-epochs": 5,
+    }
+
+
+def cases(data_root: str) -> dict[str, Case]:
+    """The issue's cases: 20 clients on digits; 10^4 at 100 per round; 10^4-10^6 at 1,000."""
+    pop = population_config(data_root)
+    every = ("inprocess", "ray", "flower")
+    table = [Case("digits-20", 20, 20, every, {"min-clients": 20})]
+    table.append(Case("pop-1e4-c100", 10_000, 100, every, pop))
+    for exponent in (4, 5, 6):
+        n = 10**exponent
+        table.append(Case(f"pop-1e{exponent}", n, 1000, ("ray",), pop))
+    return {case.name: case for case in table}
+
+
+class Timed:
+    """A transport wrapper that adds up, per round, the clients' critical-path compute."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.rounds: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+
+    def nodes(self) -> Sequence[int]:
+        return self.inner.nodes()
+
+    def exchange(
+        self, requests: Mapping[int, Envelope], *, timeout: float, group: str = ""
+    ) -> ExchangeResult:
+        result = self.inner.exchange(requests, timeout=timeout, group=group)
+        kinds = {request.kind for request in requests.values()}
+        part = "client_train" if keys.TRAIN in kinds else "client_secagg"
+        self.rounds[group][part] += result.client_seconds
+        self.rounds[group]["exchanges"] += result.seconds
+        return result
+
+
+class PeakMemory:
+    """Samples the summed PSS of every process that carries ``MARKER=tag``."""
+
+    def __init__(self, tag: str, every: float = 0.5) -> None:
+        self.tag, self.every, self.peak = tag, every, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.peak = max(self.peak, sum(_pss(p) for p in tagged_processes(MARKER, self.tag)))
+
+
+def _pss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+@dataclass
+class Run:
+    """One case on one engine: its rounds, the split of their seconds, memory, equality."""
+
+    case: str
+    engine: str
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    peak_memory_bytes: int = 0
+    wall_s: float = 0.0
+    results: str = ""
+    error: str = ""
+    workers: list[dict[str, Any]] = field(default_factory=list)
+    teacher_gap: float | None = None  # max abs teacher difference from the in-process run
+
+    def steady(self, key: str) -> float:
+        values = [r[key] for r in self.rounds[1:] or self.rounds if r.get(key) is not None]
+        return float(statistics.median(values)) if values else float("nan")
+
+
+def split_round(row: Mapping[str, Any], timed: Mapping[str, float] | None) -> dict[str, Any]:
+    """A history row's seconds split into client / secagg / distill / other."""
+    seconds, distill = float(row["seconds"]), float(row.get("seconds_distill") or 0.0)
+    server = float(row.get("seconds_secagg_server") or 0.0)
+    out = {
+        "round": row["round"],
+        "seconds": seconds,
+        "train_exchange": float(row.get("seconds_train") or 0.0),
+        "secagg_exchanges": float(row.get("seconds_secagg") or 0.0),
+        "secagg_server": server,
+        "distill": distill,
+        "student_accuracy": row.get("student_accuracy"),
+        "survivors": row.get("survivors"),
+    }
+    if timed is not None:
+        client, secagg = timed.get("client_train", 0.0), timed.get("client_secagg", 0.0) + server
+        out.update(client=client, secagg=secagg, other=seconds - client - secagg - distill)
+    return out
+
+
+def _history(folder: Path) -> list[dict[str, Any]]:
+    return list(json.loads((folder / "history.json").read_text()))
+
+
+def run_library(case: Case, engine: str, run_config: dict[str, Any]) -> Run:
+    """One case on the in-process transport or the Ray engine."""
+    from fedkd.engines import run_federation
+
+    run, wrapped = Run(case.name, engine), {}
+
+    def wrap(inner: Transport) -> Transport:
+        wrapped["timed"] = Timed(inner)
+        return wrapped["timed"]
+
+    def workers(transport: Any) -> None:
+        if hasattr(transport, "stats"):
+            run.workers = [vars(s) for s in transport.stats()]
+
+    start = time.perf_counter()
+    recorder = run_federation(
+        {**run_config, "run-name": f"{case.name}-{engine}"},
+        case.clients,
+        engine=engine,
+        wrap=wrap,
+        on_transport=workers,
+    )
+    run.wall_s, run.results = time.perf_counter() - start, str(recorder.path)
+    timed = wrapped["timed"].rounds
+    run.rounds = [split_round(r, timed.get(f"round-{r['round']}")) for r in _history(recorder.path)]
+    return run
+
+
+def run_flower(case: Case, run_config: dict[str, Any], borrowed: Run | None) -> Run:
+    """One case through ``flwr run`` (Flower's simulation), client compute borrowed."""
+    from experiments.launch import flwr_run
+
+    run, start = Run(case.name, "flower"), time.perf_counter()
+    launched = flwr_run(
+        {**run_config, "run-name": f"{case.name}-flower"},
+        num_supernodes=case.clients,
+        federation_config=["client-resources-num-cpus=1"],
+        echo=False,
+    )
+    run.wall_s = time.perf_counter() - start
+    if not launched.ok or launched.results is None:
+        run.error = f"{launched.status}: {launched.cause}"
+        return run
+    run.results = str(launched.results)
+    reference = {r["round"]: r for r in borrowed.rounds} if borrowed else {}
+    for row in _history(launched.results):
+        lent = reference.get(row["round"])
+        timed = None
+        if lent is not None and "client" in lent:
+            timed = {"client_train": lent["client"], "client_secagg": lent["secagg"]}
+            timed["client_secagg"] -= lent["secagg_server"]
+        run.rounds.append(split_round(row, timed))
+    return run
+
+
+# ---------------------------------------------------------------------------- secure aggregation
+def secagg_costs(cohorts: Sequence[int], length: int, seed: int) -> list[dict[str, Any]]:
+    """Per-client and server seconds of one secure round (roster, consistency), full SecAgg
+    against the SecAgg+ degree ``secagg-neighbours = 0`` picks, at each cohort size."""
+    from fedkd.fl.cohort import plus_neighbours, threshold_for
+    from fedkd.secagg.driver import run_secagg
+
+    rows, rng = [], np.random.default_rng(seed)
+    for n in cohorts:
+        inputs = [rng.uniform(-1, 1, length) for _ in range(n)]
+        for label, k in (("full", n - 1), ("secagg+", plus_neighbours(n, 0.66))):
+            start = time.perf_counter()
+            done = run_secagg(
+                inputs, neighbours=k, threshold=threshold_for(k, 0.66), roster=True, seed=seed
+            )
+            rows.append(
+                {
+                    "cohort": n,
+                    "graph": label,
+                    "neighbours": k,
+                    "vector_length": length,
+                    "client_s_mean": done.client_seconds["total"],
+                    "server_s": done.server_seconds["total"],
+                    "bytes_up_per_client": done.bytes_up_per_client,
+                    "wall_s": time.perf_counter() - start,
+                }
+            )
+            print(
+                f"secagg n={n} {label} k={k}: client {rows[-1]['client_s_mean']:.3f} s, "
+                f"server {rows[-1]['server_s']:.2f} s",
+                flush=True,
+            )
+    return rows
+
+
+# ---------------------------------------------------------------------------- one run
+def run_one(case: Case, engine: str, run_config: dict[str, Any], borrowed: Path | None) -> Run:
+    """One case on one engine, in this process (the parent measures its memory)."""
+    if engine == "flower":
+        lent = None
+        if borrowed is not None and borrowed.is_file():
+            lent = Run(**json.loads(borrowed.read_text()))
+        return run_flower(case, run_config, lent)
+    return run_library(case, engine, run_config)
+
+
+def measured(case: Case, engine: str, run_config: dict[str, Any], folder: Path) -> Run:
+    """Run one (case, engine) in a child process, its processes' peak PSS sampled."""
+    import subprocess
+
+    tag, out = uuid.uuid4().hex, folder / f"{case.name}-{engine}.json"
+    ray_run = folder / f"{case.name}-ray.json"
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.bench_engine",
+        "--one",
+        case.name,
+        engine,
+        "--config",
+        json.dumps(run_config),
+        "--json",
+        str(out),
+        "--borrow",
+        str(ray_run),
+    ]
+    env = {**os.environ, MARKER: tag}
+    with PeakMemory(tag) as memory:
+        done = subprocess.run(command, env=env)
+    if done.returncode != 0 or not out.is_file():
+        return Run(case.name, engine, error=f"exit code {done.returncode}")
+    run = Run(**json.loads(out.read_text()))
+    run.peak_memory_bytes = memory.peak
+    out.write_text(json.dumps(vars(run), indent=1))
+    return run
+
+
+def teacher_gap(run: Run, reference: Run) -> float | None:
+    """Max abs difference of the per-round teachers from the reference run's (None: absent)."""
+    gaps = []
+    for row in run.rounds:
+        name = f"teachers/round-{row['round']:03d}.npy"
+        mine, theirs = Path(run.results) / name, Path(reference.results) / name
+        if mine.is_file() and theirs.is_file():
+            gaps.append(float(np.max(np.abs(np.load(mine) - np.load(theirs)))))
+    return max(gaps) if gaps else None
+
+
+def print_table(runs: Sequence[Run]) -> None:
+    """Steady round and its split per (case, engine); ratio against Flower in the same case."""
+    head = f"{'case':14} {'engine':9} {'round s':>8} {'client':>7} {'secagg':>7} {'distill':>7} "
+    print(
+        "\n" + head + f"{'other':>7} {'other%':>6} {'peak GiB':>8} {'flower/x':>8} {'teacher Δ':>9}"
+    )
+    flower = {r.case: r.steady("seconds") for r in runs if r.engine == "flower" and r.rounds}
+    for run in runs:
+        if run.error:
+            print(f"{run.case:14} {run.engine:9} failed: {run.error}")
+            continue
+        round_s, other = run.steady("seconds"), run.steady("other")
+        ratio = flower.get(run.case, float("nan")) / round_s
+        gap = run.teacher_gap
+        print(
+            f"{run.case:14} {run.engine:9} {round_s:8.2f} {run.steady('client'):7.2f} "
+            f"{run.steady('secagg'):7.2f} {run.steady('distill'):7.2f} {other:7.2f} "
+            f"{100 * other / round_s:5.1f}% {run.peak_memory_bytes / 2**30:8.2f} {ratio:8.1f} "
+            f"{'-' if gap is None else f'{gap:.1e}':>9}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench_engine", description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="*", default=None, help="default: all")
+    parser.add_argument("--engines", nargs="*", default=None, help="default: each case's")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-root", default=None, help="Fashion-MNIST IDX folder")
+    parser.add_argument("--secagg-cohorts", type=int, nargs="*", default=[100, 1000])
+    parser.add_argument("--out", type=Path, default=Path("runs/bench_engine"))
+    parser.add_argument("--one", nargs=2, metavar=("CASE", "ENGINE"), help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--borrow", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    root = args.data_root
+    if root is None:
+        root = next(
+            (r for r in FASHION_ROOTS if Path(r, "train-labels-idx1-ubyte.gz").is_file()), ""
+        )
+    table = cases(os.path.abspath(root) if root else "")
+    if args.one:
+        case, engine = table[args.one[0]], args.one[1]
+        run = run_one(case, engine, json.loads(args.config), args.borrow)
+        args.json.write_text(json.dumps(vars(run), indent=1))
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="runs-", dir=args.out))
+    runs: list[Run] = []
+    for name in args.cases or list(table):
+        case = table[name]
+        run_config = {
+            **case.config,
+            "num-rounds": args.rounds,
+            "seed": args.seed,
+            "fraction": (case.cohort - 0.5) / case.clients,
+            "min-clients": case.cohort,
+            "out-dir": str(folder),
+        }
+        done: dict[str, Run] = {}
+        for engine in [e for e in case.engines if args.engines is None or e in args.engines]:
+            print(f"== {name} on {engine}", flush=True)
+            done[engine] = measured(case, engine, run_config, folder)
+        reference = done.get("inprocess")
+        for run in done.values():
+            if reference is not None and run is not reference and run.results and reference.results:
+                run.teacher_gap = teacher_gap(run, reference)
+        runs.extend(done.values())
+    length = 1000 * 10 + 10 + len(STATS)  # the population cases' vector: public x classes...
+    secagg = secagg_costs(args.secagg_cohorts, length, args.seed) if args.secagg_cohorts else []
+    results = {
+        "command": "python -m experiments.bench_engine " + " ".join(argv or sys.argv[1:]),
+        "cpus": os.cpu_count(),
+        "runs": [vars(r) for r in runs],
+        "secagg": secagg,
+    }
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    print_table(runs)
+    print(f"\nresults: {args.out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
