@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -72,6 +73,9 @@ def start_ray(address: str) -> bool:
     """Connect to ``address``, or start Ray here on the loopback; True if this call did
     either (the caller then shuts the connection down when done)."""
     os.environ.setdefault(LOOPBACK_ENV, "0")  # read when ray is imported
+    # Ray's tip that GPU masking for num_gpus=0 actors will change: actors without a GPU
+    # share see no GPU today, which is what the engine wants (experiments/launch.py too).
+    warnings.filterwarnings("ignore", category=FutureWarning, module="ray._private.worker")
     import ray
 
     if ray.is_initialized():
