@@ -106,3 +106,11 @@ def test_a_slow_node_misses_the_deadline_and_the_engine_goes_on() -> None:
         later = Envelope(keys.TRAIN, {keys.ROUND: 2, keys.PHASE: "local"})
         again = transport.exchange(broadcast(nodes, later), timeout=120)  # stalls are 5 s
         assert transport.replaced == 0 and sorted(again.replies) == nodes
+
+
+def test_gpu_shares_on_a_cluster_without_gpus_are_refused_at_once() -> None:
+    import ray
+
+    with pytest.raises(ValueError, match="has no GPU"):
+        RayTransport(FAST, 4, resources=RayResources(gpus=0.25))
+    assert ray.is_initialized()  # the module's Ray (not this transport's) is left running

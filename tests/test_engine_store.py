@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -102,3 +103,16 @@ def test_a_client_that_raises_is_a_crashed_node(tmp_path: Path, monkeypatch) -> 
     worker = _worker(tmp_path)
     answer = worker.answer(FIRST_NODE_ID, Envelope(keys.TRAIN))
     assert answer.reply == "crashed: MemoryError: the client ran out of memory"
+
+
+def test_clients_train_where_they_are_told() -> None:
+    import pytest
+
+    from fedkd.fl.client_work import client_device
+    from fedkd.fl.config import parse_run_config, preflight
+
+    assert client_device(parse_run_config({})) == "cpu"  # the default: bit-equal everywhere
+    auto = client_device(parse_run_config({"client-device": "auto"}))
+    assert auto == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="client-device"):
+        preflight({"client-device": "cuda", "client-dp-sgd": True, "client-dp-noise": 1.0}, 4)

@@ -223,3 +223,49 @@ def test_cluster_fixture_leaves_no_process(tmp_path: Path) -> None:
     assert _tagged(tag) == [process.pid]
     _stop(cluster)
     assert _tagged(tag) == [] and process.poll() is not None
+
+
+@pytest.mark.slow
+def test_ray_engine_runs_clients_on_both_nodes_of_a_ray_cluster(
+    ray_cluster: RayCluster, tmp_path: Path
+) -> None:
+    """fedkd's Ray engine attached to the cluster: one 1-CPU actor lands on each node (each
+    has one CPU), both serve clients, and the secure round completes."""
+    import ray
+
+    from fedkd.engines import RayResources, run_federation
+
+    seen: dict[str, object] = {}
+
+    def placement(transport: object) -> None:
+        role = {
+            n["NodeID"]: "worker" if n["Resources"].get(WORKER_RESOURCE) else "head"
+            for n in ray.nodes()
+            if n["Alive"]
+        }
+        served: dict[str, int] = {}
+        for stats in transport.stats():  # type: ignore[attr-defined]
+            served[role[stats.ray_node]] = served.get(role[stats.ray_node], 0) + stats.nodes_served
+        seen["served"] = served
+
+    recorder = run_federation(
+        {
+            "num-rounds": 1,
+            "local-epochs": 1,
+            "warmup-epochs": 0,
+            "distill-epochs": 1,
+            "min-clients": 4,
+            "model": "mlp",
+            "out-dir": str(tmp_path / "runs"),
+        },  # fmt: skip
+        4,
+        engine="ray",
+        resources=RayResources(address=ray_cluster.address, workers=2),
+        on_transport=placement,
+    )
+    assert not ray.is_initialized()  # the engine disconnected what it connected
+    assert recorder.rows[0].status == "ok" and recorder.rows[0].survivors == 4
+    print(f"ray engine placement: {seen}")
+    served = seen["served"]
+    assert isinstance(served, dict) and set(served) == {"head", "worker"}
+    assert served["head"] > 0 and served["worker"] > 0

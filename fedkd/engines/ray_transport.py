@@ -96,6 +96,26 @@ def start_ray(address: str) -> bool:
     return True
 
 
+def pool_size(resources: RayResources, cluster: Mapping[str, float]) -> int:
+    """Actors the cluster holds at once: one per ``cpus`` (one per core by default), and per
+    ``gpus`` share of its GPUs when actors take one.
+
+    Raises
+    ------
+    ValueError
+        When actors ask for a GPU share and the cluster has no GPU (they would never start).
+    """
+    count = int(cluster.get("CPU", 1) // resources.cpus)
+    if resources.gpus > 0:
+        gpus = cluster.get("GPU", 0)
+        if gpus <= 0:
+            raise ValueError(
+                f"client-resources-num-gpus = {resources.gpus:g} but the Ray cluster has no GPU"
+            )
+        count = min(count, int(gpus // resources.gpus))
+    return max(1, count)
+
+
 class RayTransport:
     """Exchanges envelopes with a population of library clients run by Ray actors.
 
@@ -127,21 +147,25 @@ class RayTransport:
         if num_clients < 1:
             raise ValueError(f"a population needs at least one client, got {num_clients}")
         self.run_config, self.num_clients, self.run_id = dict(run_config), num_clients, run_id
-        self.resources = resources
-        self._owns_ray = start_ray(resources.address)
-        config = parse_run_config(self.run_config)
-        self._data = ray.put(data if data is not None else federated_data(config, num_clients))
-        self._spill_root = Path(tempfile.mkdtemp(prefix="fedkd-node-state-"))
-        self._actor = ray.remote(ClientWorker).options(  # type: ignore[attr-defined]
-            num_cpus=resources.cpus, num_gpus=resources.gpus, max_restarts=0
-        )
-        count = resources.workers or max(
-            1, int(ray.cluster_resources().get("CPU", 1) // resources.cpus)
-        )
-        self.workers: list[Any] = [self._start(slot) for slot in range(count)]
-        ray.get([worker.ping.remote() for worker in self.workers])
+        self.resources, self.replaced = resources, 0
+        self.workers: list[Any] = []
         self._busy: dict[int, tuple[Any, float]] = {}  # slot -> (stream, its deadline)
-        self.replaced = 0
+        self._spill_root = Path(tempfile.mkdtemp(prefix="fedkd-node-state-"))
+        self._owns_ray = start_ray(resources.address)
+        try:
+            count = pool_size(resources, ray.cluster_resources())  # refuses GPUs that are not
+            count = resources.workers or count
+            config = parse_run_config(self.run_config)
+            data = data if data is not None else federated_data(config, num_clients)
+            self._data = ray.put(data)  # one copy per machine, read in place by its actors
+            self._actor = ray.remote(ClientWorker).options(  # type: ignore[attr-defined]
+                num_cpus=resources.cpus, num_gpus=resources.gpus, max_restarts=0
+            )
+            self.workers = [self._start(slot) for slot in range(count)]
+            ray.get([worker.ping.remote() for worker in self.workers])
+        except BaseException:
+            self.close()
+            raise
         log.info(
             "Ray engine: %d actors (%g CPU, %g GPU each), %d clients",
             count,
