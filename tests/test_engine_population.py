@@ -213,3 +213,17 @@ def test_node_state_config_fields_survive_dataclass_replace() -> None:
     )
     again = parse_run_config(config.to_dict())
     assert dataclasses.asdict(again) == dataclasses.asdict(config)
+
+
+def test_a_remembered_verification_is_bound_to_signer_message_and_signature() -> None:
+    """Simulated clients of one worker share signature checks: a signature valid for one
+    message, or for one signer, still fails for another after it was remembered."""
+    roster = DerivedRoster(9, 1000)
+    signer, _ = client_identity("simulated", {}, run_id=9, partition_id=3, num_partitions=1000)
+    assert signer is not None
+    good = signer.sign(b"survivors 1 2 3")
+    for _ in range(2):  # first computed, then remembered
+        assert roster.verifies("3", b"survivors 1 2 3", good)
+        assert not roster.verifies("3", b"survivors 1 2", good)
+        assert not roster.verifies("4", b"survivors 1 2 3", good)
+        assert not roster.verifies("3", b"survivors 1 2 3", bytes(64))

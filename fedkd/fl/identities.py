@@ -59,6 +59,30 @@ def _verifier(run_id: int, partition_id: int) -> Any:
     return Ed25519PublicKey.from_public_bytes(public)
 
 
+def _verified(run_id: int, number: int, digest: bytes, message: bytes, signature: bytes) -> bool:
+    """Whether ``signature`` is member ``number``'s signature of ``message`` (``digest``: its
+    SHA-256). One simulated process plays many clients, and in a round of n each checks the
+    same survivor-set signatures: the outcome is kept per (signer, message, signature), so a
+    worker verifies each once (a valid signature stays valid; the exact bytes are the key)."""
+    key = (run_id, number, digest, signature)
+    known = _VERIFIED.get(key)
+    if known is None:
+        from cryptography.exceptions import InvalidSignature
+
+        try:
+            _verifier(run_id, number).verify(signature, message)
+            known = True
+        except InvalidSignature:
+            known = False
+        if len(_VERIFIED) >= _KEY_CACHE:
+            _VERIFIED.clear()
+        _VERIFIED[key] = known
+    return known
+
+
+_VERIFIED: dict[tuple[int, int, bytes, bytes], bool] = {}
+
+
 class DerivedKeys(Mapping[str, bytes]):
     """The public keys of simulated identities ``"0" .. str(size - 1)``, each derived when it
     is looked up: a roster of a million costs nothing until its members take part."""
@@ -93,7 +117,8 @@ class DerivedRoster(Roster):
     """The simulated roster of ``size`` clients, derived member by member on demand.
 
     Behind :class:`~fedkd.secagg.identity.Roster`'s interface: ``keys`` looks members up
-    (deriving their keys), :meth:`verifies` derives the one key it needs, and the digest that
+    (deriving their keys), :meth:`verifies` derives the one key it needs (and remembers the
+    outcome for the other simulated clients of its process), and the digest that
     every client binds into the round commits to the derivation (a hash of the simulation
     secret and the run) and the size instead of hashing a million keys. Two derived rosters
     with one digest are the same roster; a derived roster and a file's never share a digest.
@@ -117,16 +142,11 @@ class DerivedRoster(Roster):
         return hashlib.sha256(_DERIVED_ROSTER_LABEL + commitment + size).digest()
 
     def verifies(self, name: str, message: bytes, signature: bytes) -> bool:
-        from cryptography.exceptions import InvalidSignature
-
         number = self.members.partition(name)
         if number is None or len(signature) != SIGNATURE_BYTES:
             return False
-        try:
-            _verifier(self.members.run_id, number).verify(signature, message)
-        except InvalidSignature:
-            return False
-        return True
+        digest = hashlib.sha256(message).digest()
+        return _verified(self.members.run_id, number, digest, message, signature)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Roster) and self.digest() == other.digest()
