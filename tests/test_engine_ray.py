@@ -5,6 +5,7 @@ One local Ray (on 127.0.0.1) serves the module; each test starts its own actor p
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,3 +115,41 @@ def test_gpu_shares_on_a_cluster_without_gpus_are_refused_at_once() -> None:
     with pytest.raises(ValueError, match="has no GPU"):
         RayTransport(FAST, 4, resources=RayResources(gpus=0.25))
     assert ray.is_initialized()  # the module's Ray (not this transport's) is left running
+
+
+class Replaying:
+    """A server that re-sends one client's masked-input request after it was answered."""
+
+    def __init__(self, inner: RayTransport) -> None:
+        self.inner = inner
+        self.replayed: dict[int, str] = {}
+
+    def nodes(self) -> range:
+        return self.inner.nodes()
+
+    def exchange(self, requests, *, timeout, group=""):  # type: ignore[no-untyped-def]
+        result = self.inner.exchange(requests, timeout=timeout, group=group)
+        if {r.kind for r in requests.values()} == {"masked_input"} and result.replies:
+            first = min(result.replies)
+            again = self.inner.exchange({first: requests[first]}, timeout=timeout, group=group)
+            self.replayed.update(again.failures)
+        return result
+
+
+def test_distributed_dp_and_an_attacking_server_on_the_ray_engine(tmp_path: Path) -> None:
+    """The round's DP and a wrapper around the engine's transport work as in-process: the
+    noise is added, and a replayed request is refused by the node (its state is kept by the
+    actor that serves it)."""
+    wrapped: list[Replaying] = []
+
+    def wrap(inner):  # type: ignore[no-untyped-def]
+        wrapped.append(Replaying(inner))
+        return wrapped[-1]
+
+    config = {**FAST, "num-rounds": 1, "dp": "distributed", "dp-epsilon": 8.0,
+              "out-dir": str(tmp_path)}  # fmt: skip
+    recorder = run_federation(config, 6, engine="ray", wrap=wrap)
+    row = recorder.rows[0]
+    assert row.status == "ok" and math.isfinite(row.dp_epsilon) and row.dp_noise_std > 0
+    (reason,) = wrapped[0].replayed.values()
+    assert "refused" in reason and "already" in reason
