@@ -5,6 +5,7 @@ One local Ray (on 127.0.0.1) serves the module; each test starts its own actor p
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterator
@@ -153,3 +154,24 @@ def test_distributed_dp_and_an_attacking_server_on_the_ray_engine(tmp_path: Path
     assert row.status == "ok" and math.isfinite(row.dp_epsilon) and row.dp_noise_std > 0
     (reason,) = wrapped[0].replayed.values()
     assert "refused" in reason and "already" in reason
+
+
+def test_fedkd_run_on_the_ray_engine_and_its_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``fedkd run`` (the Ray engine by default) writes the run folder and launch.json;
+    ``--resume`` repeats the engine and goes on from the last round."""
+    from experiments.cli import main
+
+    settings = ["model=mlp", "local-epochs=1", "warmup-epochs=0", "distill-epochs=1",
+                "num-rounds=1"]  # fmt: skip
+    assert (
+        main(["run", "--clients", "4", "--quiet", "--out", str(tmp_path), "--set", *settings]) == 0
+    )
+    (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    launch = json.loads((folder / "launch.json").read_text())
+    assert launch == {"clients": 4, "federation": [], "engine": "ray"}
+    assert main(["run", "--resume", str(folder), "--quiet", "--set", "num-rounds=2"]) == 0
+    rows = json.loads((folder / "history.json").read_text())
+    assert [r["round"] for r in rows] == [1, 2] and all(r["status"] == "ok" for r in rows)
+    assert "run results:" in capsys.readouterr().out
