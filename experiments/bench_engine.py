@@ -47,12 +47,17 @@ from typing import Any
 import numpy as np
 
 from experiments.processes import tagged_processes
+from experiments.run_config import PROJECT_ROOT
 from fedkd.fl import keys
 from fedkd.fl.contribution import STATS
 from fedkd.transport import Envelope, ExchangeResult, Transport
 
 MARKER = "FEDKD_BENCH_ENGINE"  # in the environment of every process a measured run starts
-FASHION_ROOTS = ("/usr/share/datasets/fashion-mnist", "../shared/data/fashion-mnist")
+# Debian's dataset-fashion-mnist, else a shared/data folder beside the checkout (or above it)
+FASHION_ROOTS = (
+    Path("/usr/share/datasets/fashion-mnist"),
+    *(parent / "shared/data/fashion-mnist" for parent in PROJECT_ROOT.parents),
+)
 
 
 @dataclass(frozen=True)
@@ -336,24 +341,23 @@ def teacher_gap(run: Run, reference: Run) -> float | None:
 
 def print_table(runs: Sequence[Run]) -> None:
     """Steady round and its split per (case, engine); ratio against Flower in the same case."""
-    head = f"{'case':14} {'engine':9} {'round s':>8} {'client':>7} {'secagg':>7} {'distill':>7} "
-    print(
-        "\n" + head + f"{'other':>7} {'other%':>6} {'peak GiB':>8} {'flower/x':>8} {'teacher Δ':>9}"
-    )
+    columns = ("round s", "client", "secagg", "distill", "other", "other%", "peak GiB")
+    print(f"\n{'case':14} {'engine':9} " + " ".join(f"{c:>8}" for c in columns), end=" ")
+    print(f"{'flower/x':>8} {'teacher Δ':>9} {'student':>8}")
     flower = {r.case: r.steady("seconds") for r in runs if r.engine == "flower" and r.rounds}
     for run in runs:
-        if run.error:
+        if run.error or not run.rounds:
             print(f"{run.case:14} {run.engine:9} failed: {run.error}")
             continue
         round_s, other = run.steady("seconds"), run.steady("other")
+        values = (round_s, run.steady("client"), run.steady("secagg"), run.steady("distill"))
+        cells = [f"{v:8.2f}" for v in (*values, other)]
+        cells += [f"{100 * other / round_s:7.1f}%", f"{run.peak_memory_bytes / 2**30:8.2f}"]
+        gap = "-" if run.teacher_gap is None else f"{run.teacher_gap:.1e}"
         ratio = flower.get(run.case, float("nan")) / round_s
-        gap = run.teacher_gap
-        print(
-            f"{run.case:14} {run.engine:9} {round_s:8.2f} {run.steady('client'):7.2f} "
-            f"{run.steady('secagg'):7.2f} {run.steady('distill'):7.2f} {other:7.2f} "
-            f"{100 * other / round_s:5.1f}% {run.peak_memory_bytes / 2**30:8.2f} {ratio:8.1f} "
-            f"{'-' if gap is None else f'{gap:.1e}':>9}"
-        )
+        student = run.rounds[-1]["student_accuracy"]
+        print(f"{run.case:14} {run.engine:9} " + " ".join(cells), end=" ")
+        print(f"{ratio:8.1f} {gap:>9} {student:8.4f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -365,16 +369,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default=None, help="Fashion-MNIST IDX folder")
     parser.add_argument("--secagg-cohorts", type=int, nargs="*", default=[100, 1000])
     parser.add_argument("--out", type=Path, default=Path("runs/bench_engine"))
+    parser.add_argument("--table", type=Path, help="print the table of a results.json")
     parser.add_argument("--one", nargs=2, metavar=("CASE", "ENGINE"), help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--borrow", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.table is not None:
+        print_table([Run(**run) for run in json.loads(args.table.read_text())["runs"]])
+        return 0
     root = args.data_root
     if root is None:
-        root = next(
-            (r for r in FASHION_ROOTS if Path(r, "train-labels-idx1-ubyte.gz").is_file()), ""
-        )
+        found = (r for r in FASHION_ROOTS if (r / "train-labels-idx1-ubyte.gz").is_file())
+        root = str(next(found, ""))
     table = cases(os.path.abspath(root) if root else "")
     if args.one:
         case, engine = table[args.one[0]], args.one[1]
@@ -400,7 +407,10 @@ def main(argv: list[str] | None = None) -> int:
             done[engine] = measured(case, engine, run_config, folder)
         reference = done.get("inprocess")
         for run in done.values():
-            if reference is not None and run is not reference and run.results and reference.results:
+            # Flower numbers its simulated nodes at random: with fraction < 1 it samples
+            # other clients than the in-process and Ray engines (docs/engines.md).
+            comparable = run.engine != "flower" or case.cohort == case.clients
+            if reference is not None and run is not reference and comparable and run.results:
                 run.teacher_gap = teacher_gap(run, reference)
         runs.extend(done.values())
     length = 1000 * 10 + 10 + len(STATS)  # the population cases' vector: public x classes...

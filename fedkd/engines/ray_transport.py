@@ -84,9 +84,9 @@ def start_ray(address: str) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True, configure_logging=False)
         return True
-    ray._private.ray_constants.ENABLE_RAY_CLUSTER = (
-        os.environ[LOOPBACK_ENV] != "0"
-    )  # if imported earlier
+    # Ray reads the variable when it is first imported; if it was imported before, set the
+    # flag it was read into, so that the local Ray still binds to the loopback.
+    ray._private.ray_constants.ENABLE_RAY_CLUSTER = os.environ[LOOPBACK_ENV] != "0"
     ray.init(
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
