@@ -123,10 +123,13 @@ class Timed:
 
 
 class PeakMemory:
-    """Samples the summed PSS of every process that carries ``MARKER=tag``."""
+    """Samples the summed PSS of every process that carries ``MARKER=tag`` (its peak) and
+    the CPU seconds each has used (their sum: a measure the machine's other load does not
+    inflate, unlike seconds of wall clock)."""
 
     def __init__(self, tag: str, every: float = 0.5) -> None:
         self.tag, self.every, self.peak = tag, every, 0
+        self._cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -138,9 +141,25 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
 
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self._cpu.values())
+
     def _run(self) -> None:
         while not self._stop.wait(self.every):
-            self.peak = max(self.peak, sum(_pss(p) for p in tagged_processes(MARKER, self.tag)))
+            pids = tagged_processes(MARKER, self.tag)
+            self.peak = max(self.peak, sum(_pss(p) for p in pids))
+            for pid in pids:
+                self._cpu[pid] = max(self._cpu.get(pid, 0.0), _cpu(pid))
+
+
+def _cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def _pss(pid: int) -> int:
@@ -166,6 +185,8 @@ class Run:
     error: str = ""
     workers: list[dict[str, Any]] = field(default_factory=list)
     teacher_gap: float | None = None  # max abs teacher difference from the in-process run
+    repeat: int = 0
+    cpu_s: float = 0.0  # CPU seconds of every process of the run (start-up included)
 
     def steady(self, key: str) -> float:
         values = [r[key] for r in self.rounds[1:] or self.rounds if r.get(key) is not None]
@@ -212,7 +233,7 @@ def run_library(case: Case, engine: str, run_config: dict[str, Any]) -> Run:
 
     start = time.perf_counter()
     recorder = run_federation(
-        {**run_config, "run-name": f"{case.name}-{engine}"},
+        {**run_config, "run-name": f"{run_config.get('run-name', case.name)}-{engine}"},
         case.clients,
         engine=engine,
         wrap=wrap,
@@ -230,7 +251,7 @@ def run_flower(case: Case, run_config: dict[str, Any], borrowed: Run | None) -> 
 
     run, start = Run(case.name, "flower"), time.perf_counter()
     launched = flwr_run(
-        {**run_config, "run-name": f"{case.name}-flower"},
+        {**run_config, "run-name": f"{run_config.get('run-name', case.name)}-flower"},
         num_supernodes=case.clients,
         federation_config=["client-resources-num-cpus=1"],
         echo=False,
@@ -301,8 +322,12 @@ def measured(case: Case, engine: str, run_config: dict[str, Any], folder: Path) 
     """Run one (case, engine) in a child process, its processes' peak PSS sampled."""
     import subprocess
 
-    tag, out = uuid.uuid4().hex, folder / f"{case.name}-{engine}.json"
-    ray_run = folder / f"{case.name}-ray.json"
+    name = str(run_config["run-name"])
+    tag, out, ray_run = (
+        uuid.uuid4().hex,
+        folder / f"{name}-{engine}.json",
+        folder / f"{name}-ray.json",
+    )
     command = [
         sys.executable,
         "-m",
@@ -323,7 +348,7 @@ def measured(case: Case, engine: str, run_config: dict[str, Any], folder: Path) 
     if done.returncode != 0 or not out.is_file():
         return Run(case.name, engine, error=f"exit code {done.returncode}")
     run = Run(**json.loads(out.read_text()))
-    run.peak_memory_bytes = memory.peak
+    run.peak_memory_bytes, run.cpu_s = memory.peak, memory.cpu_seconds
     out.write_text(json.dumps(vars(run), indent=1))
     return run
 
@@ -339,25 +364,64 @@ def teacher_gap(run: Run, reference: Run) -> float | None:
     return max(gaps) if gaps else None
 
 
+def _median(values: Sequence[float]) -> float:
+    finite = [v for v in values if v == v]
+    return float(statistics.median(finite)) if finite else float("nan")
+
+
 def print_table(runs: Sequence[Run]) -> None:
-    """Steady round and its split per (case, engine); ratio against Flower in the same case."""
-    columns = ("round s", "client", "secagg", "distill", "other", "other%", "peak GiB")
+    """Per (case, engine), the median over repeats of the steady round and its split; the
+    ratio against Flower in the same case; CPU seconds per round (start-up included)."""
+    columns = ("round s", "client", "secagg", "distill", "other", "other%", "peak GiB", "CPU s/r")
     print(f"\n{'case':14} {'engine':9} " + " ".join(f"{c:>8}" for c in columns), end=" ")
-    print(f"{'flower/x':>8} {'teacher Δ':>9} {'student':>8}")
-    flower = {r.case: r.steady("seconds") for r in runs if r.engine == "flower" and r.rounds}
+    print(f"{'flower/x':>8} {'teacher Δ':>9} {'student':>8} {'runs':>4}")
+    groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
     for run in runs:
-        if run.error or not run.rounds:
-            print(f"{run.case:14} {run.engine:9} failed: {run.error}")
+        groups[(run.case, run.engine)].append(run)
+    flower = {c: _median([r.steady("seconds") for r in g if r.rounds])
+              for (c, e), g in groups.items() if e == "flower"}  # fmt: skip
+    for (case, engine), group in groups.items():
+        ok = [r for r in group if not r.error and r.rounds]
+        if not ok:
+            print(f"{case:14} {engine:9} failed: {group[0].error}")
             continue
-        round_s, other = run.steady("seconds"), run.steady("other")
-        values = (round_s, run.steady("client"), run.steady("secagg"), run.steady("distill"))
-        cells = [f"{v:8.2f}" for v in (*values, other)]
-        cells += [f"{100 * other / round_s:7.1f}%", f"{run.peak_memory_bytes / 2**30:8.2f}"]
-        gap = "-" if run.teacher_gap is None else f"{run.teacher_gap:.1e}"
-        ratio = flower.get(run.case, float("nan")) / round_s
-        student = run.rounds[-1]["student_accuracy"]
-        print(f"{run.case:14} {run.engine:9} " + " ".join(cells), end=" ")
-        print(f"{ratio:8.1f} {gap:>9} {student:8.4f}")
+        split = {k: _median([r.steady(k) for r in ok]) for k in ("seconds", "client", "secagg")}
+        split.update({k: _median([r.steady(k) for r in ok]) for k in ("distill", "other")})
+        cells = [f"{split[k]:8.2f}" for k in ("seconds", "client", "secagg", "distill", "other")]
+        cells.append(f"{100 * split['other'] / split['seconds']:7.1f}%")
+        cells.append(f"{max(r.peak_memory_bytes for r in ok) / 2**30:8.2f}")
+        cells.append(f"{_median([r.cpu_s / len(r.rounds) for r in ok]):8.1f}")
+        gaps = [r.teacher_gap for r in ok if r.teacher_gap is not None]
+        gap = f"{max(gaps):.1e}" if gaps else "-"
+        ratio = flower.get(case, float("nan")) / split["seconds"]
+        print(f"{case:14} {engine:9} " + " ".join(cells), end=" ")
+        print(f"{ratio:8.1f} {gap:>9} {ok[0].rounds[-1]['student_accuracy']:8.4f} {len(ok):4d}")
+
+
+def run_case(case: Case, args: argparse.Namespace, folder: Path, repeat: int) -> list[Run]:
+    """One case on each of its engines, one after another; teachers against in-process."""
+    run_config = {
+        **case.config,
+        "num-rounds": args.rounds,
+        "seed": args.seed,
+        "fraction": (case.cohort - 0.5) / case.clients,
+        "min-clients": case.cohort,
+        "out-dir": str(folder),
+        "run-name": f"{case.name}-r{repeat}",
+    }
+    done: dict[str, Run] = {}
+    for engine in [e for e in case.engines if args.engines is None or e in args.engines]:
+        print(f"== {case.name} on {engine} (repeat {repeat})", flush=True)
+        done[engine] = measured(case, engine, run_config, folder)
+        done[engine].repeat = repeat
+    reference = done.get("inprocess")
+    for run in done.values():
+        # Flower numbers its simulated nodes at random: with fraction < 1 it samples other
+        # clients than the in-process and Ray engines do (docs/engines.md).
+        comparable = run.engine != "flower" or case.cohort == case.clients
+        if reference is not None and run is not reference and comparable and run.results:
+            run.teacher_gap = teacher_gap(run, reference)
+    return list(done.values())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -365,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", nargs="*", default=None, help="default: all")
     parser.add_argument("--engines", nargs="*", default=None, help="default: each case's")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=2, help="runs per (case, engine)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root", default=None, help="Fashion-MNIST IDX folder")
     parser.add_argument("--secagg-cohorts", type=int, nargs="*", default=[100, 1000])
@@ -391,28 +456,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="runs-", dir=args.out))
     runs: list[Run] = []
-    for name in args.cases or list(table):
-        case = table[name]
-        run_config = {
-            **case.config,
-            "num-rounds": args.rounds,
-            "seed": args.seed,
-            "fraction": (case.cohort - 0.5) / case.clients,
-            "min-clients": case.cohort,
-            "out-dir": str(folder),
-        }
-        done: dict[str, Run] = {}
-        for engine in [e for e in case.engines if args.engines is None or e in args.engines]:
-            print(f"== {name} on {engine}", flush=True)
-            done[engine] = measured(case, engine, run_config, folder)
-        reference = done.get("inprocess")
-        for run in done.values():
-            # Flower numbers its simulated nodes at random: with fraction < 1 it samples
-            # other clients than the in-process and Ray engines (docs/engines.md).
-            comparable = run.engine != "flower" or case.cohort == case.clients
-            if reference is not None and run is not reference and comparable and run.results:
-                run.teacher_gap = teacher_gap(run, reference)
-        runs.extend(done.values())
+    for repeat in range(args.repeat):  # engines (and cases) alternate: load drifts between
+        for name in args.cases or list(table):
+            runs.extend(run_case(table[name], args, folder, repeat))
     length = 1000 * 10 + 10 + len(STATS)  # the population cases' vector: public x classes...
     secagg = secagg_costs(args.secagg_cohorts, length, args.seed) if args.secagg_cohorts else []
     results = {
