@@ -436,7 +436,7 @@ def run_case(case: Case, args: argparse.Namespace, folder: Path, repeat: int) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench_engine", description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="*", default=None, help="default: all")
+    parser.add_argument("--cases", nargs="*", default=None, help="default: all (none: --cases)")
     parser.add_argument("--engines", nargs="*", default=None, help="default: each case's")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=2, help="runs per (case, engine)")
@@ -468,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="runs-", dir=args.out))
     runs: list[Run] = []
     for repeat in range(args.repeat):  # engines (and cases) alternate: load drifts between
-        for name in args.cases or list(table):
+        for name in list(table) if args.cases is None else args.cases:
             runs.extend(run_case(table[name], args, folder, repeat))
     results = {
         "command": "python -m experiments.bench_engine " + " ".join(argv or sys.argv[1:]),
