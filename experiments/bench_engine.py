@@ -352,7 +352,9 @@ def measured(case: Case, engine: str, run_config: dict[str, Any], folder: Path) 
         "--borrow",
         str(ray_run),
     ]
-    env = {**os.environ, MARKER: tag}
+    # Ray (the Ray engine's and Flower's simulation's) runs its workers at the driver's
+    # priority: on a busy machine the engines then compete on equal terms with in-process.
+    env = {**os.environ, MARKER: tag, "RAY_worker_niceness": "0"}
     with PeakMemory(tag) as memory:
         done = subprocess.run(command, env=env)
     if done.returncode != 0 or not out.is_file():

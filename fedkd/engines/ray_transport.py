@@ -38,6 +38,7 @@ from fedkd.transport import Envelope, ExchangeResult, Refusal
 log = logging.getLogger("fedkd.engine")
 GRACE = 30.0  # seconds a busy actor may overrun its batch's deadline before it is replaced
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a local Ray binds to 127.0.0.1
+WORKER_NICENESS_ENV = "RAY_worker_niceness"  # Ray's own setting (default 15), read at start
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,9 @@ def start_ray(address: str) -> bool:
     # Ray reads the variable when it is first imported; if it was imported before, set the
     # flag it was read into, so that the local Ray still binds to the loopback.
     ray._private.ray_constants.ENABLE_RAY_CLUSTER = os.environ[LOOPBACK_ENV] != "0"
+    # Ray starts its workers at nice +15 (background work); here they are the clients, the
+    # run's main work, so they run at the driver's own priority unless the user says otherwise.
+    os.environ.setdefault(WORKER_NICENESS_ENV, "0")
     ray.init(
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
