@@ -188,8 +188,11 @@ class Run:
     repeat: int = 0
     cpu_s: float = 0.0  # CPU seconds of every process of the run (start-up included)
 
+    def steady_values(self, key: str) -> list[float]:
+        return [r[key] for r in self.rounds[1:] or self.rounds if r.get(key) is not None]
+
     def steady(self, key: str) -> float:
-        values = [r[key] for r in self.rounds[1:] or self.rounds if r.get(key) is not None]
+        values = self.steady_values(key)
         return float(statistics.median(values)) if values else float("nan")
 
 
@@ -382,9 +385,11 @@ def _median(values: Sequence[float]) -> float:
 
 
 def print_table(runs: Sequence[Run]) -> None:
-    """Per (case, engine), the median over repeats of the steady round and its split; the
-    ratio against Flower in the same case; CPU seconds per round (start-up included)."""
-    columns = ("round s", "client", "secagg", "distill", "other", "other%", "peak GiB", "CPU s/r")
+    """Per (case, engine), the median over repeats and steady rounds of the round and its
+    split, and the best (least disturbed) steady round; the ratio of medians against Flower
+    in the same case; CPU seconds per round of all its processes (start-up included)."""
+    columns = ("round s", "best", "client", "secagg", "distill", "other", "other%", "peak GiB")
+    columns += ("CPU s/r",)
     print(f"\n{'case':14} {'engine':9} " + " ".join(f"{c:>8}" for c in columns), end=" ")
     print(f"{'flower/x':>8} {'teacher Δ':>9} {'student':>8} {'runs':>4}")
     groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
@@ -399,7 +404,9 @@ def print_table(runs: Sequence[Run]) -> None:
             continue
         split = {k: _median([r.steady(k) for r in ok]) for k in ("seconds", "client", "secagg")}
         split.update({k: _median([r.steady(k) for r in ok]) for k in ("distill", "other")})
-        cells = [f"{split[k]:8.2f}" for k in ("seconds", "client", "secagg", "distill", "other")]
+        best = min(v for r in ok for v in r.steady_values("seconds"))  # the least disturbed
+        cells = [f"{split['seconds']:8.2f}", f"{best:8.2f}"]
+        cells += [f"{split[k]:8.2f}" for k in ("client", "secagg", "distill", "other")]
         cells.append(f"{100 * split['other'] / split['seconds']:7.1f}%")
         cells.append(f"{max(r.peak_memory_bytes for r in ok) / 2**30:8.2f}")
         cells.append(f"{_median([r.cpu_s / len(r.rounds) for r in ok]):8.1f}")
