@@ -116,3 +116,18 @@ def test_clients_train_where_they_are_told() -> None:
     assert auto == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(ValueError, match="client-device"):
         preflight({"client-device": "cuda", "client-dp-sgd": True, "client-dp-noise": 1.0}, 4)
+
+
+def test_the_pool_is_one_actor_per_core_and_per_gpu_share() -> None:
+    import pytest
+
+    from fedkd.engines.ray_transport import RayResources, pool_size
+
+    assert pool_size(RayResources(), {"CPU": 16.0}) == 16
+    assert pool_size(RayResources(cpus=2.0), {"CPU": 16.0}) == 8
+    assert pool_size(RayResources(gpus=0.25), {"CPU": 16.0, "GPU": 1.0}) == 4
+    assert pool_size(RayResources(cpus=4.0), {"CPU": 2.0}) == 1  # at least one
+    with pytest.raises(ValueError, match="no GPU"):
+        pool_size(RayResources(gpus=0.5), {"CPU": 2.0})
+    with pytest.raises(ValueError, match="invalid Ray engine resources"):
+        RayResources(cpus=0.0)
