@@ -1,6 +1,7 @@
 """The ``fedkd`` command: the federated run and every single-node experiment.
 
-    fedkd run [--clients N] [--set key=value ...]    federated run through `flwr run`
+    fedkd run [--clients N] [--engine ray|flower] [--set key=value ...]
+                                                      federated run (docs/engines.md)
     fedkd compare ...                                 FedKD vs FedMD, FedDF, FedAvg, FedProx, ...
     fedkd split-stats ...                             what each partitioner does to the same pool
     fedkd fedavg-reference ...                        FedAvg against a plain-PyTorch FedAvg
@@ -36,6 +37,8 @@ __all__ = ["main", "parse_assignments", "print_summary", "run_main"]
 
 EXIT_USAGE = 2
 DEFAULT_CLIENTS = 10
+ENGINES = ("ray", "flower")
+DEFAULT_ENGINE = "ray"  # measured: docs/engines.md
 LAUNCH_FILE = "launch.json"
 MODULES = {
     "compare": "experiments.compare",
@@ -62,8 +65,9 @@ def run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedkd run",
         description="Run the federated app (default: FedKD with secure aggregation on digits, "
-        "10 clients) through `flwr run . --stream` on a private local SuperLink (own Flower "
-        "home, own free ports), then stop everything it started.",
+        "10 clients) on fedkd's Ray engine in this process (--engine ray), or through "
+        "`flwr run . --stream` on a private local SuperLink (--engine flower: own Flower "
+        "home, own free ports); stop everything it started.",
         epilog="exit codes: 0 completed, 1 failed, 2 bad config (nothing started), "
         "124 timed out, 130/143 interrupted",
     )
@@ -72,6 +76,19 @@ def run_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="simulated SuperNodes (default 10; with --resume, the stopped run's number)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=None,
+        help=f"what carries the round (default {DEFAULT_ENGINE}; with --resume, the stopped "
+        "run's); both run the same round and results agree for the same seed",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default="",
+        help="--engine ray: a running Ray cluster (host:port, or 'auto'; default RAY_ADDRESS, "
+        "else a local Ray on 127.0.0.1)",
     )
     parser.add_argument(
         "--resume",
@@ -93,7 +110,9 @@ def run_parser() -> argparse.ArgumentParser:
         nargs="*",
         default=[],
         metavar="KEY=VALUE",
-        help="extra federation config, e.g. client-resources-num-cpus=1",
+        help="extra federation config, e.g. client-resources-num-cpus=1 "
+        "client-resources-num-gpus=0.25 (both engines); Ray engine also num-workers, "
+        "state-budget-mb",
     )
     parser.add_argument("--out", default=str(PROJECT_ROOT / "runs"), help="results root")
     parser.add_argument(
@@ -115,36 +134,59 @@ def run_main(argv: list[str]) -> int:
     args = run_parser().parse_args(argv)
     try:
         overrides = absolute_paths({"out-dir": args.out, **parse_assignments(args.set)})
-        clients = args.clients
+        clients, engine = args.clients, args.engine
         if args.resume is not None:
             overrides, clients = resume_overrides(args.resume, overrides, clients, args.app)
+            engine = engine or recorded_engine(args.resume)
         clients = DEFAULT_CLIENTS if clients is None else clients
+        engine = engine or DEFAULT_ENGINE
         if clients < 1:
             raise ValueError(f"--clients must be >= 1, got {clients}")
         check_run_config(overrides, clients, args.app.resolve())
     except ValueError as error:
         print(f"fedkd run: {error}", file=sys.stderr)
         return EXIT_USAGE
-    result = flwr_run(
-        overrides,
-        num_supernodes=clients,
-        federation_config=args.federation,
-        echo=not args.quiet,
-        timeout=args.timeout,
-        install_dependencies=args.install_deps,
-        app_dir=args.app.resolve(),
-    )
+    if engine == "ray":
+        from experiments.ray_launch import ray_resources, ray_run
+
+        try:
+            ray_resources(args.federation)
+        except ValueError as error:
+            print(f"fedkd run: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        result = ray_run(
+            overrides,
+            num_clients=clients,
+            federation_config=args.federation,
+            address=args.ray_address,
+            echo=not args.quiet,
+            timeout=args.timeout,
+            app_dir=args.app.resolve(),
+        )
+    else:
+        result = flwr_run(
+            overrides,
+            num_supernodes=clients,
+            federation_config=args.federation,
+            echo=not args.quiet,
+            timeout=args.timeout,
+            install_dependencies=args.install_deps,
+            app_dir=args.app.resolve(),
+        )
     if result.results is not None:
-        record_launch(result.results, clients, args.federation)
+        record_launch(result.results, clients, args.federation, engine)
         print_summary(result.results)
     report(result)
     return result.returncode
 
 
-def record_launch(folder: Path, clients: int, federation: list[str]) -> None:
-    """Write ``launch.json`` (clients, federation config) so ``--resume`` can repeat them."""
+def record_launch(
+    folder: Path, clients: int, federation: list[str], engine: str = "flower"
+) -> None:
+    """Write ``launch.json`` (clients, federation config, engine) so ``--resume`` can repeat
+    them."""
     if folder.is_dir():
-        payload = {"clients": clients, "federation": federation}
+        payload = {"clients": clients, "federation": federation, "engine": engine}
         (folder / LAUNCH_FILE).write_text(json.dumps(payload, indent=2) + "\n")
 
 
@@ -177,6 +219,14 @@ def resume_overrides(
             )
         clients = recorded
     return merged, clients
+
+
+def recorded_engine(folder: Path) -> str | None:
+    """The engine a stopped run used (``launch.json``; runs from before engines: Flower)."""
+    launch = folder.resolve() / LAUNCH_FILE
+    if not launch.is_file():
+        return None
+    return str(json.loads(launch.read_text()).get("engine", "flower"))
 
 
 def print_summary(folder: Path) -> None:

@@ -124,3 +124,15 @@ def test_resume_repeats_the_stopped_runs_config_and_clients(
     with pytest.raises(ValueError, match="--clients 3"):
         resume_overrides(tmp_path, {}, 5, APP)
     assert main(["run", "--resume", str(tmp_path), "--clients", "5"]) == 2
+
+
+def test_ray_engine_settings_are_checked_before_anything_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["run", "--engine", "ray", "--federation", "num-supernodes=5"]) == 2
+    assert "does not apply to the Ray engine" in capsys.readouterr().err
+    assert main(["run", "--federation", "client-resources-num-cpus=half"]) == 2
+    assert "must be a number" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:  # argparse: not an engine
+        main(["run", "--engine", "spark"])
+    assert usage.value.code == 2

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,25 +134,34 @@ def _stop(cluster: RayCluster) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-@pytest.fixture
-def ray_cluster(tmp_path: Path) -> Iterator[RayCluster]:
-    # A short path: Ray's Unix sockets live under the temp dir (108-byte limit).
-    temp_dir = Path(tempfile.mkdtemp(prefix="rayc-", dir="/tmp"))
+def _ray_logs(temp_dir: Path) -> str:
+    """Why a Ray process died: its exit log and the tails of the raylet's and GCS's logs."""
+    logs = temp_dir / "session_latest" / "logs"
+    parts = []
+    for name in ("ray_process_exit.log", "raylet.out", "gcs_server.out"):
+        if (logs / name).exists():
+            parts.append(f"--- {name}\n{(logs / name).read_text(errors='replace')[-1500:]}")
+    return "\n".join(parts)
+
+
+def _start_cluster(tmp_path: Path, temp_dir: Path) -> RayCluster:
+    """A head and a worker node on the loopback, both listed by ``ray status``."""
     (head_port,) = free_ports(1)
     cluster = RayCluster(f"127.0.0.1:{head_port}", temp_dir, uuid.uuid4().hex, [])
+    head_args = [
+        "--head",
+        f"--port={head_port}",
+        "--include-dashboard=false",
+        f"--ray-client-server-port={free_ports(1)[0]}",
+    ]
+    _ray_start(cluster, head_args, tmp_path / "head.log")
+    deadline = time.monotonic() + 120
+    worker_started = False
     try:
-        head_args = [
-            "--head",
-            f"--port={head_port}",
-            "--include-dashboard=false",
-            f"--ray-client-server-port={free_ports(1)[0]}",
-        ]
-        _ray_start(cluster, head_args, tmp_path / "head.log")
-        deadline = time.monotonic() + 120
-        worker_started = False
         while True:
-            head_log = (tmp_path / "head.log").read_text()
-            assert all(p.poll() is None for p in cluster.processes), head_log[-3000:]
+            if not all(p.poll() is None for p in cluster.processes):
+                head_log = (tmp_path / "head.log").read_text()
+                raise RuntimeError(f"a Ray node died\n{head_log[-2000:]}\n{_ray_logs(temp_dir)}")
             status = subprocess.run(
                 [str(BIN_DIR / "ray"), "status", f"--address={cluster.address}"],
                 env=cluster.env(), capture_output=True, text=True,
@@ -164,12 +174,34 @@ def ray_cluster(tmp_path: Path) -> Iterator[RayCluster]:
                 _ray_start(cluster, worker_args, tmp_path / "worker.log")
                 worker_started = True
             elif status.returncode == 0 and status.stdout.count("node_") >= 2:
-                break
+                return cluster
             assert time.monotonic() < deadline, status.stdout + status.stderr
             time.sleep(1.0)
-        yield cluster
-    finally:
+    except BaseException:
         _stop(cluster)
+        raise
+
+
+@pytest.fixture
+def ray_cluster(tmp_path: Path) -> Iterator[RayCluster]:
+    # A short path: Ray's Unix sockets live under the temp dir (108-byte limit).
+    temp_dir = Path(tempfile.mkdtemp(prefix="rayc-", dir="/tmp"))
+    try:
+        try:
+            cluster = _start_cluster(tmp_path, temp_dir)
+        except RuntimeError as died:
+            # Once in CI (another Ray starting beside it on 2 busy cores) the head died right
+            # after `ray start` said it was up; a second start is what a user would do. A
+            # cluster that dies twice fails the test with both nodes' logs.
+            warnings.warn(f"Ray cluster start failed once, retrying: {died}", stacklevel=1)
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            temp_dir.mkdir()
+            cluster = _start_cluster(tmp_path, temp_dir)
+        try:
+            yield cluster
+        finally:
+            _stop(cluster)
+    finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
@@ -223,3 +255,49 @@ def test_cluster_fixture_leaves_no_process(tmp_path: Path) -> None:
     assert _tagged(tag) == [process.pid]
     _stop(cluster)
     assert _tagged(tag) == [] and process.poll() is not None
+
+
+@pytest.mark.slow
+def test_ray_engine_runs_clients_on_both_nodes_of_a_ray_cluster(
+    ray_cluster: RayCluster, tmp_path: Path
+) -> None:
+    """fedkd's Ray engine attached to the cluster: one 1-CPU actor lands on each node (each
+    has one CPU), both serve clients, and the secure round completes."""
+    import ray
+
+    from fedkd.engines import RayResources, run_federation
+
+    seen: dict[str, object] = {}
+
+    def placement(transport: object) -> None:
+        role = {
+            n["NodeID"]: "worker" if n["Resources"].get(WORKER_RESOURCE) else "head"
+            for n in ray.nodes()
+            if n["Alive"]
+        }
+        served: dict[str, int] = {}
+        for stats in transport.stats():  # type: ignore[attr-defined]
+            served[role[stats.ray_node]] = served.get(role[stats.ray_node], 0) + stats.nodes_served
+        seen["served"] = served
+
+    recorder = run_federation(
+        {
+            "num-rounds": 1,
+            "local-epochs": 1,
+            "warmup-epochs": 0,
+            "distill-epochs": 1,
+            "min-clients": 4,
+            "model": "mlp",
+            "out-dir": str(tmp_path / "runs"),
+        },  # fmt: skip
+        4,
+        engine="ray",
+        resources=RayResources(address=ray_cluster.address, workers=2),
+        on_transport=placement,
+    )
+    assert not ray.is_initialized()  # the engine disconnected what it connected
+    assert recorder.rows[0].status == "ok" and recorder.rows[0].survivors == 4
+    print(f"ray engine placement: {seen}")
+    served = seen["served"]
+    assert isinstance(served, dict) and set(served) == {"head", "worker"}
+    assert served["head"] > 0 and served["worker"] > 0

@@ -57,6 +57,16 @@ def new_client_model(config: FedConfig, data: FederatedData, partition_id: int) 
     )
 
 
+def client_device(config: FedConfig) -> str:
+    """Where this client trains: ``client-device``, with ``auto`` meaning CUDA when this
+    process sees a GPU (an engine gives one to its workers through their GPU share). DP-SGD
+    (Opacus) trains on the CPU."""
+    wanted = config.local.device
+    if wanted == "auto":
+        wanted = "cuda" if torch.cuda.is_available() and not config.dp.client_dp_sgd else "cpu"
+    return wanted
+
+
 def local_round(
     config: FedConfig,
     data: FederatedData,
@@ -103,7 +113,7 @@ def local_round(
     releases (:func:`fedkd.fl.release.prepare_release`). No timing leaves the client: under
     DP-SGD the time taken tracks the shard size.
     """
-    local = config.local
+    local, device = config.local, client_device(config)
     pushed = {k: v.detach().clone() for k, v in model.state_dict().items()} if send_weights else {}
     seed = config.seed * 1_000_003 + server_round * 1_009 + partition_id
     public_x = data.split.public.x
@@ -124,7 +134,7 @@ def local_round(
             epochs=local.digest_epochs,
             batch_size=config.distill.batch_size,
             lr=local.lr,
-            device="cpu",
+            device=device,
             seed=seed,
         )
     train = data.client_train(partition_id)
@@ -155,7 +165,7 @@ def local_round(
             batch_size=local.batch_size,
             lr=local.lr,
             optimizer=local.optimizer,
-            device="cpu",
+            device=device,
             seed=seed,
         )
     else:
@@ -165,14 +175,14 @@ def local_round(
             epochs=epochs,
             batch_size=local.batch_size,
             lr=local.lr,
-            device="cpu",
+            device=device,
             seed=seed,
             optimizer=local.optimizer,
             proximal_mu=proximal_mu,
         )
     accuracy = float("nan")
     if local.eval_clients:
-        accuracy = evaluate(model, data.split.test, device="cpu").accuracy
+        accuracy = evaluate(model, data.split.test, device=device).accuracy
     vector, clipped = np.zeros(0), 0.0
     train_loss = report.losses[-1] if report.losses else float("nan")
     num_examples = len(train)
@@ -182,7 +192,7 @@ def local_round(
         # weighs its clients equally, as DP-FedAvg does).
         train_loss, num_examples = float("nan"), 1
     if contribute:
-        vector, clipped = teacher_contribution(config, data, partition_id, model)
+        vector, clipped = teacher_contribution(config, data, partition_id, model, device=device)
         if send_weights:  # FedDF as published: the weights ride in the same sum
             block = client_weights_block(config, data, model, pushed, num_examples)
             vector = np.concatenate([vector, block])

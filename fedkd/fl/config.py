@@ -27,9 +27,10 @@ from fedkd.dp.settings import check as check_dp
 
 METHODS = ("fedkd", "feddf", "fedavg", "fedprox", "local", "central")
 MODES = ("feddf", "fedmd")
-PARTITIONERS = ("iid", "dirichlet", "dirichlet-balanced", "shard", "pathological")
+PARTITIONERS = ("iid", "dirichlet", "dirichlet-balanced", "shard", "pathological", "population")
 OPTIMIZERS = ("adam", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
+CLIENT_DEVICES = ("cpu", "auto", "cuda")  # auto: CUDA when the client's process was given a GPU
 FAULT_STAGES = ("none", "train", "share", "mask", "consistency", "unmask")
 FAULT_KINDS = ("crash", "timeout")
 
@@ -46,6 +47,10 @@ class DataConfig:
     partitioner: str = "dirichlet"
     alpha: float = 0.5
     synthetic_samples: int = 2000  # size of the generated 'synthetic' set
+    # partitioner = population: shards drawn on demand (fedkd.data.population), any number
+    # of clients; their mean size, and 0 = Poisson sizes, > 0 = log-normal with this sigma
+    shard_size: float = 50.0
+    shard_size_sigma: float = 0.0
 
     @property
     def num_samples(self) -> int | None:
@@ -78,6 +83,7 @@ class LocalConfig:
     public_samples: int = 0  # public rows rehearsed per local round (0: all of them)
     eval_clients: bool = True
     torch_threads: int = 1  # per process: simulated clients run in parallel Ray actors already
+    device: str = "cpu"  # where clients train and predict (engines give GPUs to their actors)
     proximal_mu: float = 0.01  # FedProx: weight of mu/2 ||w - w_global||^2 (Flower's FedProx)
 
     @property
@@ -177,6 +183,8 @@ RUN_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     **{k: _path("data", k.replace("-", "_")) for k in ("split-private", "split-public")},
     **{k: _path("data", k.replace("-", "_")) for k in ("split-test", "partitioner", "alpha")},
     "synthetic-samples": ("data", "synthetic_samples"),
+    "shard-size": ("data", "shard_size"),
+    "shard-size-sigma": ("data", "shard_size_sigma"),
     "model": ("local", "model"),
     "client-models": ("local", "client_models"),
     "local-epochs": ("local", "epochs"),
@@ -202,6 +210,7 @@ RUN_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "distill-holdout": ("distill", "holdout"),
     "student-ema": ("distill", "ema"),
     "torch-threads": ("local", "torch_threads"),
+    "client-device": ("local", "device"),
     "secagg": ("secagg", "enabled"),
     "secagg-threshold": ("secagg", "threshold"),
     "secagg-neighbours": ("secagg", "neighbours"),
@@ -306,6 +315,7 @@ def _registries(config: FedConfig) -> None:
         ("partitioner", config.data.partitioner, PARTITIONERS),
         ("optimizer", config.local.optimizer, OPTIMIZERS),
         ("device", config.distill.device, DEVICES),
+        ("client-device", config.local.device, CLIENT_DEVICES),
         ("fault-stage", config.faults.stage, FAULT_STAGES),
         ("fault-kind", config.faults.kind, FAULT_KINDS),
         ("dataset", config.data.dataset, available_datasets()),
@@ -325,6 +335,8 @@ def _ranges(config: FedConfig) -> None:
         ("fraction", 0.0 < config.fraction <= 1.0, "in (0, 1]"),
         ("alpha", config.data.alpha > 0, "> 0 (Dirichlet concentration)"),
         ("synthetic-samples", config.data.synthetic_samples >= 10, ">= 10"),
+        ("shard-size", 1.0 <= config.data.shard_size < float("inf"), ">= 1 samples"),
+        ("shard-size-sigma", 0.0 <= config.data.shard_size_sigma < float("inf"), ">= 0"),
         ("local-epochs", local.epochs >= 1, ">= 1"),
         ("batch-size", local.batch_size >= 1, ">= 1"),
         ("torch-threads", local.torch_threads >= 1, ">= 1"),
@@ -422,13 +434,19 @@ def preflight(run_config: Mapping[str, Any], num_clients: int) -> FedConfig:
 
         if not torch.cuda.is_available():
             raise ValueError("run config 'device' = 'cuda' but PyTorch sees no CUDA device")
+    if config.local.device == "cuda" and config.dp.client_dp_sgd:
+        raise ValueError(
+            "run config 'client-device' = 'cuda' with 'client-dp-sgd': DP-SGD "
+            "clients train on the CPU; use client-device=cpu"
+        )
     from fedkd.fl.data import load_run_split
 
     try:
         split = load_run_split(config)
     except (OSError, ValueError) as problem:
         raise ValueError(f"dataset '{config.data.dataset}' cannot be loaded: {problem}") from None
-    if config.method != "central" and num_clients > len(split.private):
+    on_demand = config.data.partitioner == "population"  # shards drawn with replacement
+    if config.method != "central" and not on_demand and num_clients > len(split.private):
         raise ValueError(
             f"{num_clients} clients but the private pool of '{config.data.dataset}' holds only "
             f"{len(split.private)} samples; use more data ('split-private') or fewer clients"

@@ -84,7 +84,7 @@ def weight_counts(
     if config.dp.client_dp_sgd:
         predicted = np.bincount(logits.argmax(axis=1), minlength=data.split.num_classes)
         return predicted.astype(np.int64), len(logits)
-    return data.label_counts(partition_id), len(data.parts[partition_id])
+    return data.label_counts(partition_id), data.shard_size(partition_id)
 
 
 def value_bound(config: FedConfig) -> float:
@@ -152,14 +152,19 @@ def split_sum(total: np.ndarray, count: int) -> tuple[np.ndarray, ClientStats]:
 
 
 def teacher_contribution(
-    config: FedConfig, data: FederatedData, partition_id: int, model: FeatureModel
+    config: FedConfig,
+    data: FederatedData,
+    partition_id: int,
+    model: FeatureModel,
+    *,
+    device: str = "cpu",
 ) -> tuple[np.ndarray, float]:
     """A client's contribution vector to the teacher sum, and the share of logits clipped.
 
     Logits are clipped at ``±secagg-clip · T`` (the quantiser's range after the client's
     temperature), then turned into the rule's weighted terms and scaled into [0, 1] weights.
     """
-    logits = predict_logits(model, data.split.public.x, device="cpu").astype(np.float64)
+    logits = predict_logits(model, data.split.public.x, device=device).astype(np.float64)
     bound = config.secagg.clip * config.teacher.temperature
     clipped = float(np.mean(np.abs(logits) > bound))
     counts, num_samples = weight_counts(config, data, partition_id, logits)

@@ -41,7 +41,8 @@ class RoundRecord:
     bytes_down: int = 0
     seconds: float = 0.0
     seconds_train: float = 0.0
-    seconds_secagg: float = 0.0
+    seconds_secagg: float = 0.0  # the secure-aggregation exchanges after train
+    seconds_secagg_server: float = 0.0  # the server's secure-aggregation compute (in seconds)
     seconds_distill: float = 0.0
     sampled: int = 0
     survivors: int = 0

@@ -28,6 +28,7 @@ import torch
 from fedkd.data import DataSplit
 from fedkd.distill import evaluate, train_supervised
 from fedkd.fl import keys
+from fedkd.fl.cohort import round_neighbours, threshold_for
 from fedkd.fl.config import FedConfig
 from fedkd.fl.contribution import split_sum, value_bound, vector_length
 from fedkd.fl.feddf import contribution_length, start_from_average
@@ -40,7 +41,7 @@ from fedkd.fl.server_work import (
     teacher_from_aggregate,
 )
 from fedkd.models import FeatureModel
-from fedkd.secagg import SecAggConfig, ServerState, majority_threshold
+from fedkd.secagg import SecAggConfig, ServerState
 from fedkd.secagg.identity import NO_ROSTER, Roster
 from fedkd.secagg.protocol import secure_sum
 from fedkd.secagg.quantize import modulus_bits_for
@@ -90,18 +91,19 @@ def secagg_round_config(
 ) -> SecAggConfig:
     """The round's public secure-aggregation parameters (identical for every participant).
 
-    The threshold is the configured share of each client's share holders, and never less than
-    a strict majority of them (below that a server that forges dropouts learns inputs).
+    Neighbours: ``secagg-neighbours``, or (0, auto) full SecAgg for small cohorts and SecAgg+
+    with O(log n) neighbours from :data:`~fedkd.fl.cohort.SECAGG_PLUS_FROM` clients. The
+    threshold is the configured share of each client's share holders, and never less than a
+    strict majority of them (below that a server that forges dropouts learns inputs).
     ``length`` is the contribution's (default: FedKD's, :func:`vector_length`).
     """
     settings, n = fed.config.secagg, len(participants)
-    neighbours = n - 1 if settings.neighbours <= 0 else min(settings.neighbours, n - 1)
-    wanted = math.ceil(settings.threshold * (neighbours + 1))
+    neighbours = round_neighbours(n, settings.neighbours, settings.threshold)
     plain = SecAggConfig(
         run_id=fed.run_id,
         round=server_round,
         participants=tuple(participants),
-        threshold=min(max(majority_threshold(neighbours), wanted), neighbours + 1),
+        threshold=threshold_for(neighbours, settings.threshold),
         neighbours=neighbours,
         clip=value_bound(fed.config),
         vector_length=vector_length(fed.split) if length is None else length,
@@ -192,7 +194,8 @@ class AggregateOutcome:
     survivors: int
     failed: dict[int, str]
     exchanges: list[ExchangeResult]
-    seconds_secagg: float = 0.0
+    seconds_secagg: float = 0.0  # the exchanges after train
+    seconds_secagg_server: float = 0.0  # the server's own secure-aggregation compute
 
 
 def plaintext_sum(
@@ -234,6 +237,7 @@ def secure_aggregate(
         outcome.failed,
         [train, *later],
         sum(x.seconds for x in later),
+        sum(outcome.server_seconds.values()),
     )
 
 
@@ -270,6 +274,7 @@ def fedkd_round(
         bytes_down=sum(x.bytes_down for x in agg.exchanges),
         seconds_train=train.result.seconds,
         seconds_secagg=agg.seconds_secagg,
+        seconds_secagg_server=agg.seconds_secagg_server,
         sampled=len(sampled),
         survivors=agg.survivors,
     )
@@ -411,7 +416,7 @@ def set_client_spread(record: RoundRecord, values: list[float]) -> None:
 
 def run_local(fed: Federation) -> None:
     """Local-only baseline: every client trains alone; we record their mean test accuracy."""
-    nodes = fed.transport.nodes()
+    nodes = list(fed.transport.nodes())  # every client, every round: local-only's definition
     for server_round in range(len(fed.recorder.rows) + 1, fed.config.num_rounds + 1):
         start = time.perf_counter()
         request = Envelope(keys.TRAIN, {keys.ROUND: server_round, keys.PHASE: "local"})

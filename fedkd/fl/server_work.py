@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,9 +31,10 @@ def sample_size(num_nodes: int, *, fraction: float, minimum: int) -> int:
 
 
 def sample_clients(
-    node_ids: list[int], *, fraction: float, minimum: int, rng: np.random.Generator
+    node_ids: Sequence[int], *, fraction: float, minimum: int, rng: np.random.Generator
 ) -> list[int]:
-    """Sample :func:`sample_size` distinct nodes."""
+    """Sample :func:`sample_size` distinct nodes (O(sampled) work: a population of a million
+    is a ``range``, and numpy draws a small sample without permuting the whole)."""
     count = sample_size(len(node_ids), fraction=fraction, minimum=minimum)
     chosen = rng.choice(len(node_ids), size=count, replace=False)
     return sorted(node_ids[i] for i in chosen)

@@ -173,10 +173,6 @@ class SecAggConfig:
         return neighbour_table(self.participants, self.neighbours, self.graph_seed)
 
     @cached_property
-    def _holder_table(self) -> dict[int, frozenset[int]]:
-        return {u: frozenset((*peers, u)) for u, peers in self._neighbour_table.items()}
-
-    @cached_property
     def _rank(self) -> dict[int, int]:
         return {node: rank for rank, node in enumerate(self.participants, start=1)}
 
@@ -189,10 +185,9 @@ class SecAggConfig:
 
     def holders_of(self, node: int) -> frozenset[int]:
         """Clients holding shares of ``node``'s secrets: its neighbours and itself."""
-        try:
-            return self._holder_table[node]
-        except KeyError:
-            raise KeyError(f"node {node} is not a participant of the round") from None
+        # One node's holders, not a table of all: each of n clients asks about its own
+        # neighbourhood, and a table would cost every client O(n k) (1,000-client rounds).
+        return frozenset((*self.neighbours_of(node), node))
 
     def share_x(self, node: int) -> int:
         """Shamir evaluation point of ``node``: its 1-based rank among the participants."""

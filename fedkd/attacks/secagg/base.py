@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import fedkd.secagg.protocol as protocol
 from fedkd.attacks.secagg.leakage import Observation
@@ -26,7 +26,7 @@ class Attack:
         self.inner = inner
         self.observed = Observation()
 
-    def nodes(self) -> list[int]:
+    def nodes(self) -> Sequence[int]:
         """The wrapped transport's nodes."""
         return self.inner.nodes()
 

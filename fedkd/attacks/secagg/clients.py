@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import fedkd.secagg.auth as auth
@@ -256,7 +256,7 @@ class MaliciousClient:
     ) -> None:
         self.inner, self.bad, self.behaviour, self.state = inner, bad, behaviour, state
 
-    def nodes(self) -> list[int]:
+    def nodes(self) -> Sequence[int]:
         """The wrapped transport's nodes."""
         return self.inner.nodes()
 

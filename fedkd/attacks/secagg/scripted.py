@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import fedkd.secagg.protocol as protocol
@@ -46,7 +46,7 @@ class MaliciousTransport:
         self.inner, self.bad = inner, behaviour
         self.honest_digest: bytes | None = None
 
-    def nodes(self) -> list[int]:
+    def nodes(self) -> Sequence[int]:
         return self.inner.nodes()
 
     def exchange(

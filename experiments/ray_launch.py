@@ -1,0 +1,134 @@
+"""``fedkd run --engine ray``: the run in this process, its clients on fedkd's Ray engine.
+
+The same run config as ``flwr run`` gets (the app's ``[tool.flwr.app.config]`` with the
+``--set`` overrides on top), the same round, the same results folder and the same exit codes
+(:class:`~experiments.launch.LaunchResult`). Flower's ``client-resources-*`` federation
+settings size the actor pool; ``RAY_ADDRESS`` (or ``--ray-address``) points it at a cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import signal
+import sys
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from experiments.launch import (
+    EXIT_FAILED,
+    EXIT_TIMEOUT,
+    Interrupted,
+    LaunchResult,
+    signals_as_interrupt,
+)
+from experiments.run_config import PROJECT_ROOT, app_run_config
+
+RESOURCE_KEYS = {"client-resources-num-cpus": "cpus", "client-resources-num-gpus": "gpus"}
+ENGINE_KEYS = {"num-workers": "workers", "state-budget-mb": "state_budget"}
+
+
+def ray_resources(federation_config: Sequence[str], address: str = "") -> Any:
+    """``--federation key=value`` items as the Ray engine's resources.
+
+    Raises
+    ------
+    ValueError
+        For a key the Ray engine does not know or a value that is not a number.
+    """
+    from fedkd.engines import RayResources
+
+    settings: dict[str, Any] = {"address": address}
+    known = {**RESOURCE_KEYS, **ENGINE_KEYS}
+    for item in federation_config:
+        key, _, raw = item.partition("=")
+        if key not in known:
+            raise ValueError(
+                f"--federation {key!r} does not apply to the Ray engine; accepted: "
+                + ", ".join(sorted(known))
+            )
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"--federation {key} must be a number, got {raw!r}") from None
+        name = known[key]
+        settings[name] = value
+        if name == "workers":
+            settings[name] = int(value)
+        if name == "state_budget":
+            settings[name] = int(value * 2**20)
+    return RayResources(**settings)
+
+
+class _TimedOut(Exception):
+    pass
+
+
+@contextmanager
+def _deadline(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`_TimedOut` in the main thread after ``seconds``."""
+    if not seconds:
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise _TimedOut
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _configure_logging(echo: bool) -> None:
+    log = logging.getLogger("fedkd")
+    if echo and not log.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s fedkd %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def ray_run(
+    overrides: Mapping[str, object],
+    *,
+    num_clients: int,
+    federation_config: Sequence[str] = (),
+    address: str = "",
+    echo: bool = True,
+    timeout: float | None = None,
+    app_dir: Path = PROJECT_ROOT,
+) -> LaunchResult:
+    """Run the app's round on the Ray engine in this process; stop what it started."""
+    from fedkd.engines.run import run_opened
+    from fedkd.fl.experiment import open_run
+
+    _configure_logging(echo)
+    run_config = {**app_run_config(app_dir), **overrides}
+    resources = ray_resources(federation_config, address)
+    if resources.gpus > 0 and "client-device" not in overrides:
+        run_config["client-device"] = "auto"  # clients train on the GPU share they are given
+    results: Path | None = None
+    try:
+        with signals_as_interrupt(), _deadline(timeout):
+            run = open_run(run_config, num_clients)
+            results = run.recorder.path
+            run_opened(run, run_config, num_clients, "ray", secrets.randbits(63), resources)
+    except Interrupted as stop:
+        return LaunchResult(128 + stop.signum, results, status="finished:stopped", cause=str(stop))
+    except _TimedOut:
+        cause = f"timed out after {timeout:g} s"
+        return LaunchResult(EXIT_TIMEOUT, results, status="finished:stopped", cause=cause)
+    except Exception as error:  # noqa: BLE001 -- reported as the run's failure, one line
+        if echo:
+            traceback.print_exc()
+        cause = f"{type(error).__name__}: {error}"
+        return LaunchResult(EXIT_FAILED, results, status="finished:failed", cause=cause)
+    return LaunchResult(0, results, status="finished:completed")
