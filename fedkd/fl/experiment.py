@@ -21,6 +21,7 @@ from fedkd.fl.config import FedConfig, preflight
 from fedkd.fl.data import load_run_split, public_digest
 from fedkd.fl.history import RunRecorder
 from fedkd.fl.identities import server_roster
+from fedkd.fl.journal import JournalingTransport, RoundJournal
 from fedkd.fl.rounds import METHODS, Federation, run_central
 from fedkd.transport import Envelope, InProcessTransport, Refusal, Transport
 
@@ -91,8 +92,18 @@ def run_method(run: OpenRun, transport: Transport, run_id: int) -> None:
         roster = server_roster(
             config.secagg.roster, run_id=run_id, num_partitions=len(transport.nodes())
         )
+    journal = RoundJournal(run.recorder.path)
+    rows = run.recorder.rows
+    journal.write("start", flower_run=run_id, resumed_after=rows[-1].round if rows else None)
     federation = Federation(
-        transport, config, run.split, run.recorder, run_id, public_digest(run.split), roster=roster
+        JournalingTransport(transport, journal),
+        config,
+        run.split,
+        run.recorder,
+        run_id,
+        public_digest(run.split),
+        roster=roster,
+        journal=journal,
     )
     METHODS[config.method](federation)
 

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from fedkd.data import DataSplit
 from fedkd.distill import evaluate, train_supervised
@@ -30,9 +29,20 @@ from fedkd.fl import keys
 from fedkd.fl.config import FedConfig
 from fedkd.fl.contribution import split_sum, value_bound, vector_length
 from fedkd.fl.history import RoundRecord, RunRecorder
+from fedkd.fl.journal import RoundJournal
 from fedkd.fl.privacy import secagg_with_dp, server_release
+from fedkd.fl.resume import (
+    RoundOutcome,
+    commit_round,
+    distill_into,
+    faults_of,
+    log_dropouts,
+    log_membership,
+    log_round,
+    resume_point,
+    save_aggregated,
+)
 from fedkd.fl.server_work import (
-    distill_round,
     new_student,
     sample_clients,
     teacher_from_aggregate,
@@ -62,6 +72,8 @@ class Federation:
     partitions: dict[int, int] = field(default_factory=dict)  # node -> partition id, learned
     last_train_seconds: float | None = None  # the previous train exchange, for auto deadlines
     roster: Roster | None = None  # secure aggregation's roster (None: curious-server mode)
+    journal: RoundJournal | None = None  # the write-ahead round journal (None: not kept)
+    known_nodes: set[int] = field(default_factory=set)  # the nodes seen in earlier rounds
 
     def timeout(self) -> float:
         """Seconds an exchange may take: ``stage-timeout``, or (0 = auto) a deadline from the
@@ -231,14 +243,14 @@ def secure_aggregate(
 # ------------------------------------------------------------------------------ the round
 def fedkd_round(
     fed: Federation, student: FeatureModel, teacher: np.ndarray | None, server_round: int
-) -> tuple[RoundRecord, np.ndarray | None]:
-    """One FedKD round; returns its record and the new teacher (``None`` if skipped)."""
+) -> RoundOutcome:
+    """One FedKD round: its record, the new teacher and the faults (who dropped where)."""
     start, config = time.perf_counter(), fed.config
     # --- sample -----------------------------------------------------------------------
     rng = np.random.default_rng([config.seed, server_round])
-    sampled = sample_clients(
-        fed.transport.nodes(), fraction=config.fraction, minimum=config.min_clients, rng=rng
-    )
+    nodes = fed.transport.nodes()
+    log_membership(fed, nodes, server_round)
+    sampled = sample_clients(nodes, fraction=config.fraction, minimum=config.min_clients, rng=rng)
     # --- train (+ advertise keys) -------------------------------------------------------
     state = (
         ServerState(secagg_round_config(fed, server_round, sampled), roster=fed.roster)
@@ -264,11 +276,12 @@ def fedkd_round(
         survivors=agg.survivors,
         dropped=sorted(fed.partition_of(node) for node in agg.failed),
     )
-    _log_dropouts(fed, agg.failed, server_round)
+    log_dropouts(fed, agg.failed, server_round)
+    outcome = RoundOutcome(record, None, faults_of(fed, agg.failed))
     if agg.total is None:
         record.status, record.reason = "skipped", agg.reason
         record.seconds = time.perf_counter() - start
-        return record, None
+        return outcome
     # --- teacher and distillation -------------------------------------------------------------
     total = agg.total
     if config.dp.enabled:  # central noise, realised noise and epsilon spent (fedkd.fl.privacy)
@@ -289,14 +302,12 @@ def fedkd_round(
     record.clipped_fraction = clients.clipped_fraction
     _warn_if_clipped(record, config)
     new_teacher = teacher_from_aggregate(summed, config, fed.split)
-    fed.recorder.save_teacher(server_round, new_teacher)
-    distilled = distill_round(student, new_teacher, config, fed.split, server_round=server_round)
-    record.teacher_accuracy = distilled.teacher_accuracy
-    record.student_accuracy = distilled.student_accuracy
-    record.distill_loss = distilled.distill_loss
-    record.seconds_distill = distilled.seconds
     record.seconds = time.perf_counter() - start
-    return record, new_teacher
+    save_aggregated(fed, record, new_teacher)
+    distill_into(fed, student, new_teacher, record)
+    record.seconds = time.perf_counter() - start
+    outcome.teacher = new_teacher
+    return outcome
 
 
 def _warn_if_clipped(record: RoundRecord, config: FedConfig) -> None:
@@ -309,65 +320,16 @@ def _warn_if_clipped(record: RoundRecord, config: FedConfig) -> None:
         )
 
 
-def _log_dropouts(fed: Federation, failed: dict[int, str], server_round: int) -> None:
-    for node, reason in sorted(failed.items()):
-        log.warning(
-            "round %d: partition %s (node %s) dropped at %s",
-            server_round,
-            fed.partition_of(node),
-            node,
-            reason,
-        )
-
-
-def _log_round(record: RoundRecord, num_rounds: int) -> None:
-    head = f"[{record.method}] round {record.round}/{num_rounds}"
-    if record.status != "ok":
-        log.warning("%s skipped: %s", head, record.reason)
-        return
-    parts = [
-        f"{name} {value:.4f}"
-        for name, value in (
-            ("student", record.student_accuracy),
-            ("teacher", record.teacher_accuracy),
-            ("clients", record.client_accuracy_mean),
-        )
-        if math.isfinite(value)
-    ]
-    if record.sampled:
-        parts.append(f"{record.survivors}/{record.sampled} answered")
-    log.info("%s: %s | %.1f s", head, " | ".join(parts), record.seconds)
-
-
-def resume_point(fed: Federation) -> tuple[int, FeatureModel]:
-    """The first round to run and the student to start it from (the checkpoint, if resumed).
-
-    Per-round randomness is seeded by (seed, round), so a resumed run samples and distills
-    as the uninterrupted one would. Clients keep nothing across Flower runs: a resumed FedMD
-    client starts from a fresh model (with its warm-up epochs), as in round 1.
-    """
-    student = _load_checkpoint(new_student(fed.config, fed.split), fed.recorder)
-    return len(fed.recorder.rows) + 1, student
-
-
-def _load_checkpoint(student: FeatureModel, recorder: RunRecorder) -> FeatureModel:
-    checkpoint = recorder.path / "student.pt"
-    if recorder.rows and checkpoint.is_file():
-        student.load_state_dict(torch.load(checkpoint, weights_only=True))
-    return student
-
-
 def run_fedkd(fed: Federation) -> None:
     """FedKD: clients' public-set logits -> (secure) sum -> teacher -> distilled student."""
     first, student = resume_point(fed)
     teacher = fed.recorder.last_teacher()
     for server_round in range(first, fed.config.num_rounds + 1):
-        record, new_teacher = fedkd_round(fed, student, teacher, server_round)
-        teacher = teacher if new_teacher is None else new_teacher
-        fed.recorder.add(record)
-        if record.status == "ok":
-            fed.recorder.checkpoint(student)
-        _log_round(record, fed.config.num_rounds)
+        if fed.journal is not None:
+            fed.journal.round = server_round
+        outcome = fedkd_round(fed, student, teacher, server_round)
+        teacher = teacher if outcome.teacher is None else outcome.teacher
+        commit_round(fed, outcome, student)
 
 
 def set_client_spread(record: RoundRecord, values: list[float]) -> None:
@@ -382,6 +344,8 @@ def run_local(fed: Federation) -> None:
     """Local-only baseline: every client trains alone; we record their mean test accuracy."""
     nodes = fed.transport.nodes()
     for server_round in range(len(fed.recorder.rows) + 1, fed.config.num_rounds + 1):
+        if fed.journal is not None:
+            fed.journal.round = server_round
         start = time.perf_counter()
         request = Envelope(keys.TRAIN, {keys.ROUND: server_round, keys.PHASE: "local"})
         train = train_phase(fed, request, nodes, server_round)
@@ -398,8 +362,15 @@ def run_local(fed: Federation) -> None:
             seconds_train=train.result.seconds,
         )
         set_client_spread(record, _client_values(train.result, keys.CLIENT_ACCURACY))
-        fed.recorder.add(record)
-        _log_round(record, fed.config.num_rounds)
+        commit_round(
+            fed,
+            RoundOutcome(
+                record,
+                None,
+                faults_of(fed, {n: f"train: {why}" for n, why in train.result.failures.items()}),
+            ),
+            None,
+        )
 
 
 def run_central(config: FedConfig, split: DataSplit, recorder: RunRecorder) -> None:
@@ -407,7 +378,7 @@ def run_central(config: FedConfig, split: DataSplit, recorder: RunRecorder) -> N
 
     One "round" is ``local-epochs`` epochs, so the curve lines up with the federated ones.
     """
-    student, local = _load_checkpoint(new_student(config, split), recorder), config.local
+    student, local = recorder.load_student(new_student(config, split)), config.local
     for server_round in range(len(recorder.rows) + 1, config.num_rounds + 1):
         start = time.perf_counter()
         train_supervised(
@@ -425,9 +396,8 @@ def run_central(config: FedConfig, split: DataSplit, recorder: RunRecorder) -> N
             student_accuracy=evaluate(student, split.test).accuracy,
             seconds=time.perf_counter() - start,
         )
-        recorder.add(record)
-        recorder.checkpoint(student)
-        _log_round(record, config.num_rounds)
+        recorder.commit(record, student)
+        log_round(record, config.num_rounds)
 
 
 METHODS: dict[str, Callable[[Federation], None]] = {"fedkd": run_fedkd, "local": run_local}
