@@ -3,6 +3,7 @@
     fedkd run [--clients N] [--set key=value ...]    federated run through `flwr run`
     fedkd compare ...                                 FedKD vs FedAvg/FedProx/local/central
     fedkd bench-secagg ...                            secure-aggregation benchmark
+    fedkd status RUN_FOLDER                           a (deployed) run's round, survivors, faults
     fedkd <mode> ...                                  single-node modes (compression, probes, ...)
 
 Each experiment is also ``python -m experiments.<name>``.
@@ -41,6 +42,8 @@ MODULES = {
     "keys": "experiments.keys",
     "attack": "experiments.attacks.cli",
     "deploy-local": "experiments.deploy_local",
+    "status": "experiments.status",
+    "fault-drill": "experiments.fault_drill",
     "compression": "experiments.compression",
     "probes": "experiments.probes",
     "continual": "experiments.continual",

@@ -66,7 +66,15 @@ def open_run(run_config: Mapping[str, Any], num_clients: int) -> OpenRun:
 
 # What may differ between a run and its resumption: where it writes, how long it goes on.
 RESUMABLE_CHANGES = frozenset(
-    {"num-rounds", "resume", "out-dir", "run-name", "node-wait", "stage-timeout"}
+    {
+        "num-rounds",
+        "resume",
+        "out-dir",
+        "run-name",
+        "node-wait",
+        "stage-timeout",
+        "secagg-timeout",
+    }
 )
 
 

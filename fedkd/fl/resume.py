@@ -76,7 +76,8 @@ def log_membership(fed: Federation, nodes: list[int], server_round: int) -> None
             log.info("round %d: node %s joined the federation", server_round, node)
         for node in sorted(fed.known_nodes - set(nodes)):
             partition = fed.partition_of(node)
-            log.info("round %d: node %s (partition %s) left", server_round, node, partition)
+            shown = "?" if partition < 0 else partition
+            log.info("round %d: node %s (partition %s) left", server_round, node, shown)
     fed.known_nodes = set(nodes)
 
 

@@ -53,7 +53,7 @@ from fedkd.secagg.identity import NO_ROSTER, Roster
 from fedkd.secagg.protocol import secure_sum
 from fedkd.secagg.quantize import modulus_bits_for
 from fedkd.secagg.wire import AdvertiseRequest
-from fedkd.transport import Envelope, ExchangeResult, Transport, broadcast
+from fedkd.transport import NO_REPLY, Envelope, ExchangeResult, Transport, broadcast
 
 log = logging.getLogger("fedkd.server")
 FIRST_ROUND_TIMEOUT, MIN_AUTO_TIMEOUT = 1800.0, 60.0  # seconds, for stage-timeout = 0 (auto)
@@ -74,11 +74,16 @@ class Federation:
     roster: Roster | None = None  # secure aggregation's roster (None: curious-server mode)
     journal: RoundJournal | None = None  # the write-ahead round journal (None: not kept)
     known_nodes: set[int] = field(default_factory=set)  # the nodes seen in earlier rounds
+    silent: set[int] = field(default_factory=set)  # nodes that did not answer last round
 
-    def timeout(self) -> float:
+    def timeout(self, *, secagg: bool = False) -> float:
         """Seconds an exchange may take: ``stage-timeout``, or (0 = auto) a deadline from the
         measured work: generous for the first train exchange (warm-up epochs, start-up), then
-        three times the last train exchange, never under a minute."""
+        three times the last train exchange, never under a minute. The secure-aggregation
+        stages after train (no training in them) take ``secagg-timeout`` when it is set: a
+        node lost there then costs the round that long, not a training deadline."""
+        if secagg and self.config.secagg_timeout > 0:
+            return self.config.secagg_timeout
         if self.config.stage_timeout > 0:
             return self.config.stage_timeout
         if self.last_train_seconds is None:
@@ -225,7 +230,7 @@ def secure_aggregate(
     outcome = secure_sum(
         fed.transport,
         state,
-        timeout=fed.timeout(),
+        timeout=fed.timeout(secagg=True),
         advertised=train,
         group=f"round-{server_round}",
     )
@@ -240,6 +245,28 @@ def secure_aggregate(
     )
 
 
+def sit_out_silent(fed: Federation, nodes: list[int], server_round: int) -> list[int]:
+    """The nodes a round samples from: those that answered last round.
+
+    A node silent past the deadline last round sits this one out: a killed SuperNode stays
+    listed by the SuperLink until its heartbeats expire (up to a minute), and sampled it would
+    raise the round's threshold while never answering; a slow one gets time to drain its queue
+    instead of starting every round's work late. When too few would remain, all are sampled.
+    """
+    ready = [node for node in nodes if node not in fed.silent]
+    if len(ready) < fed.config.min_clients:
+        return nodes
+    for node in sorted(set(nodes) & fed.silent):
+        partition = fed.partition_of(node)
+        log.info(
+            "round %d: node %s (partition %s) was silent last round: sitting this one out",
+            server_round,
+            node,
+            "?" if partition < 0 else partition,
+        )
+    return ready
+
+
 # ------------------------------------------------------------------------------ the round
 def fedkd_round(
     fed: Federation, student: FeatureModel, teacher: np.ndarray | None, server_round: int
@@ -250,7 +277,12 @@ def fedkd_round(
     rng = np.random.default_rng([config.seed, server_round])
     nodes = fed.transport.nodes()
     log_membership(fed, nodes, server_round)
-    sampled = sample_clients(nodes, fraction=config.fraction, minimum=config.min_clients, rng=rng)
+    sampled = sample_clients(
+        sit_out_silent(fed, nodes, server_round),
+        fraction=config.fraction,
+        minimum=config.min_clients,
+        rng=rng,
+    )
     # --- train (+ advertise keys) -------------------------------------------------------
     state = (
         ServerState(secagg_round_config(fed, server_round, sampled), roster=fed.roster)
@@ -277,6 +309,7 @@ def fedkd_round(
         dropped=sorted(fed.partition_of(node) for node in agg.failed),
     )
     log_dropouts(fed, agg.failed, server_round)
+    fed.silent = {node for node, why in agg.failed.items() if NO_REPLY in why}
     outcome = RoundOutcome(record, None, faults_of(fed, agg.failed))
     if agg.total is None:
         record.status, record.reason = "skipped", agg.reason

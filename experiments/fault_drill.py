@@ -1,0 +1,249 @@
+"""Fault drills on a real loopback deployment: kill, cut or throttle at a chosen round and stage.
+
+    python -m experiments.fault_drill --supernodes 3 --keys --rounds 3 \\
+        --fault 1:share_keys:kill-node:2 --fault 2:masked_input:kill-server [--check]
+
+A fault is ``ROUND:STAGE:ACTION[:PARTITION[:SECONDS]]``. It fires when the server's round journal
+(``journal.jsonl``, written before each request goes out) shows round ROUND asking for STAGE
+(``train``, ``share_keys``, ``masked_input``, ``consistency``, ``unmask``):
+
+- ``kill-node``: SIGKILL SuperNode PARTITION and all it started; start it again SECONDS later
+  (default 2; a new process: a new node id and a fresh state);
+- ``kill-server``: SIGKILL the SuperLink, its SuperExec and the ServerApp; start the SuperLink
+  again on its database, stop the dead run (``flwr stop``) and resume the run
+  (``resume=<folder>``), as ``fedkd run --resume`` does;
+- ``cut-link``: drop SuperNode PARTITION's connection for SECONDS (default 20), then restore it;
+- ``slow-cpu``: cap SuperNode PARTITION at SECONDS of a core from then on (a cgroup quota, the
+  mechanism of ``docker --cpus``; default 0.05).
+
+With ``--check`` the result is held against :mod:`experiments.fault_check`: every round once,
+no client asked twice to release for one round, each completed round's teacher equal to the
+one computed from the surviving clients' own plaintext contributions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from experiments.deployment import CONNECTION_NAME, FlwrRun, LoopbackDeployment, toml_string
+from experiments.flower_status import stop_run, wait_for_status
+from fedkd.fl.journal import read_journal
+
+STAGES = ("train", "share_keys", "masked_input", "consistency", "unmask")
+ACTIONS = {"kill-node": 2.0, "kill-server": 0.0, "cut-link": 20.0, "slow-cpu": 0.05}
+SMALL_RUN = (
+    "local-epochs=1 warmup-epochs=0 distill-epochs=1 eval-clients=false "
+    "stage-timeout=60 secagg-timeout=20"
+)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One scheduled fault (see the module docstring for the syntax)."""
+
+    round: int
+    stage: str
+    action: str
+    partition: int = 0
+    seconds: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> Fault:
+        parts = text.split(":")
+        if len(parts) < 3 or len(parts) > 5:
+            raise ValueError(f"fault {text!r}: expected ROUND:STAGE:ACTION[:PARTITION[:SECONDS]]")
+        if parts[1] not in STAGES:
+            raise ValueError(f"fault {text!r}: stage must be one of {', '.join(STAGES)}")
+        if parts[2] not in ACTIONS:
+            raise ValueError(f"fault {text!r}: action must be one of {', '.join(ACTIONS)}")
+        seconds = float(parts[4]) if len(parts) == 5 else ACTIONS[parts[2]]
+        partition = int(parts[3]) if len(parts) >= 4 else 0
+        return cls(int(parts[0]), parts[1], parts[2], partition, seconds)
+
+    def __str__(self) -> str:
+        return f"{self.round}:{self.stage}:{self.action}:{self.partition}:{self.seconds:g}"
+
+
+@dataclass
+class DrillResult:
+    """What a drill did: the run folder, the Flower runs, the faults fired and when."""
+
+    folder: Path
+    flower_runs: list[int]
+    fired: list[dict[str, object]] = field(default_factory=list)
+    status: str = "unknown"
+    seconds: float = 0.0
+    log_dir: Path | None = None
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "finished:completed"
+
+
+class Drill:
+    """Runs one federated run on ``deployment`` and fires ``faults`` as the journal shows
+    their round and stage."""
+
+    def __init__(
+        self, deployment: LoopbackDeployment, faults: Sequence[Fault], overrides: Sequence[str]
+    ) -> None:
+        self.deployment, self.faults = deployment, list(faults)
+        self.folder = deployment.work_dir / "runs" / "drill"
+        self.overrides = [
+            *overrides,
+            f"out-dir={toml_string(str(self.folder.parent))}",
+            'run-name="drill"',
+        ]
+        self.fired: list[dict[str, object]] = []
+        self.later: list[tuple[float, str, int]] = []  # (when, what, partition)
+
+    def run(self, timeout: float) -> DrillResult:
+        start, deadline = time.monotonic(), time.monotonic() + timeout
+        run = self.deployment.submit(self.overrides)
+        pending = list(self.faults)
+        while True:
+            asked = self._asked()
+            for fault in [f for f in pending if (f.round, f.stage) in asked]:
+                pending.remove(fault)
+                run = self._fire(fault, run, start)
+            self._due()
+            if run.wait(0.05):
+                break
+            if time.monotonic() > deadline:
+                run.stop()
+                break
+        for _, what, partition in self.later:  # restarts still due when the run ended
+            self._act(what, partition)
+        status = "unknown" if run.run_id is None else self._status(run.run_id)
+        return DrillResult(
+            self.folder,
+            read_journal(self.folder).flower_runs,
+            self.fired,
+            status,
+            time.monotonic() - start,
+            self.deployment.log_dir,
+        )
+
+    def _asked(self) -> set[tuple[int, str]]:
+        state = read_journal(self.folder)
+        return {(int(e["round"]), str(e["stage"])) for e in state.events if e["event"] == "ask"}
+
+    def _status(self, run_id: int) -> str:
+        return wait_for_status(run_id, self.deployment.cli_env, CONNECTION_NAME).status
+
+    def _fire(self, fault: Fault, run: FlwrRun, start: float) -> FlwrRun:
+        self.fired.append({"fault": str(fault), "at": round(time.monotonic() - start, 2)})
+        print(f"drill: firing {fault}", flush=True)
+        deployment = self.deployment
+        if fault.action == "kill-node":
+            deployment.kill(deployment.supernode_name(fault.partition))
+            self.later.append((time.monotonic() + fault.seconds, "restart", fault.partition))
+        elif fault.action == "cut-link":
+            deployment.relays[fault.partition].cut()
+            self.later.append((time.monotonic() + fault.seconds, "restore", fault.partition))
+        elif fault.action == "slow-cpu":
+            deployment.cap_cpu(fault.partition, fault.seconds)
+        else:
+            return self._restart_server(run)
+        return run
+
+    def _restart_server(self, run: FlwrRun) -> FlwrRun:
+        """The server machine dies and comes back: SuperLink on its database, the dead run
+        stopped, the run resumed from its folder (the ServerApp applies the resume rule)."""
+        self.deployment.kill_server()
+        run.wait(30)
+        run.stop()
+        self.deployment.start_superlink()
+        if run.run_id is not None:
+            stop_run(run.run_id, self.deployment.cli_env, CONNECTION_NAME)
+        return self.deployment.submit([*self.overrides, f"resume={toml_string(str(self.folder))}"])
+
+    def _due(self) -> None:
+        now = time.monotonic()
+        for item in [x for x in self.later if x[0] <= now]:
+            self.later.remove(item)
+            self._act(item[1], item[2])
+
+    def _act(self, what: str, partition: int) -> None:
+        if what == "restart":
+            self.deployment.start_supernode(partition)
+        else:
+            self.deployment.relays[partition].restore()
+
+
+def run_drill(
+    faults: Sequence[Fault],
+    *,
+    supernodes: int = 3,
+    rounds: int = 3,
+    run_config: Sequence[str] = (),
+    work_dir: Path | None = None,
+    port: int = 19391,
+    tls: bool = False,
+    keys: bool = True,
+    timeout: float = 1800.0,
+) -> DrillResult:
+    """Start a loopback deployment, run ``rounds`` rounds with ``faults``, stop everything."""
+    work_dir = Path(tempfile.mkdtemp(prefix="fedkd-drill-")) if work_dir is None else work_dir
+    relayed = sorted({f.partition for f in faults if f.action == "cut-link"})
+    overrides = [SMALL_RUN, f"num-rounds={rounds} min-clients={supernodes}", *run_config]
+    with LoopbackDeployment(
+        supernodes, work_dir, port=port, tls=tls, keys=keys, relayed=relayed
+    ) as deployment:
+        deployment.start()
+        return Drill(deployment, faults, overrides).run(timeout)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.fault_drill", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--supernodes", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--fault", action="append", default=[], type=Fault.parse, metavar="SPEC")
+    parser.add_argument("--run-config", action="append", default=[], metavar="'K=V ...'")
+    parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument("--port", type=int, default=19391)
+    parser.add_argument("--tls", action="store_true")
+    parser.add_argument("--no-keys", action="store_true", help="no fedkd keys identities")
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--check", action="store_true", help="hold the run against its replay")
+    args = parser.parse_args(argv)
+    result = run_drill(
+        args.fault,
+        supernodes=args.supernodes,
+        rounds=args.rounds,
+        run_config=args.run_config,
+        work_dir=args.work_dir,
+        port=args.port,
+        tls=args.tls,
+        keys=not args.no_keys,
+        timeout=args.timeout,
+    )
+    summary: dict[str, object] = {
+        "status": result.status,
+        "folder": str(result.folder),
+        "flower_runs": result.flower_runs,
+        "fired": result.fired,
+        "seconds": round(result.seconds, 1),
+    }
+    ok = result.completed
+    if args.check:
+        from experiments.fault_check import check_run
+
+        report = check_run(result.folder, args.supernodes)
+        summary["check"] = report.as_dict()
+        ok = ok and report.ok
+    print(json.dumps(summary, indent=2))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
