@@ -256,10 +256,17 @@ class LoopbackDeployment:
 
     def start_supernode(self, index: int) -> None:
         """Start (or restart) SuperNode ``index``: a new process, so a new node id and a
-        fresh state, with the same partition, port and identity."""
+        fresh in-memory state, with the same partition, port, identity and state folder
+        (node config ``state-dir``: what the node keeps across its restarts)."""
         relay = self.relays.get(index)
         target = self.address if relay is None else relay.address
-        config = f"partition-id={index} num-partitions={self.num_supernodes}"
+        # The node's own state folder outlives its process (a restart keeps what it released).
+        state_dir = self.work_dir / "node-state" / str(index)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        config = (
+            f"partition-id={index} num-partitions={self.num_supernodes} "
+            f"state-dir={toml_string(str(state_dir))}"
+        )
         self._start(
             self.supernode_name(index),
             [
@@ -295,14 +302,42 @@ class LoopbackDeployment:
             time.sleep(0.05)
         return victims
 
-    def kill_server(self) -> list[int]:
+    def kill_server(self) -> None:
         """SIGKILL the SuperLink, its SuperExec and the ServerApp (the server machine dies)."""
-        return self.kill("superlink")
+        self.kill("superlink")
+
+    # ------------------------------------------------------------------ fault verbs
+    def kill_node(self, index: int) -> None:
+        self.kill(self.supernode_name(index))
+
+    def restart_node(self, index: int) -> None:
+        self.start_supernode(index)
+
+    def restart_server(self) -> None:
+        self.start_superlink()
+
+    def cut_link(self, index: int) -> None:
+        self.relays[index].cut()
+
+    def restore_link(self, index: int) -> None:
+        self.relays[index].restore()
+
+    def throttle(self, index: int, cpus: float) -> None:
+        self.cap_cpu(index, cpus)
+
+    def unthrottle(self, index: int) -> None:
+        """Lift the cap of :meth:`cap_cpu` (the group stays, without a quota)."""
+        group = self._cgroup(index)
+        if group.is_dir():
+            (group / "cpu.cfs_quota_us").write_text("-1")
+
+    def _cgroup(self, index: int) -> Path:
+        return Path("/sys/fs/cgroup/cpu") / f"fedkd-{os.getpid()}-{index}"
 
     def cap_cpu(self, index: int, fraction: float) -> Path:
         """Cap SuperNode ``index`` and all it starts at ``fraction`` of one core (a cgroup-v1
         CPU quota, what ``docker run --cpus`` sets); returns the cgroup folder."""
-        group = Path("/sys/fs/cgroup/cpu") / f"fedkd-{os.getpid()}-{index}"
+        group = self._cgroup(index)
         group.mkdir(exist_ok=True)
         self.cgroups.append(group)
         period = 100_000

@@ -13,8 +13,8 @@ A fault is ``ROUND:STAGE:ACTION[:PARTITION[:SECONDS]]``. It fires when the serve
   again on its database, stop the dead run (``flwr stop``) and resume the run
   (``resume=<folder>``), as ``fedkd run --resume`` does;
 - ``cut-link``: drop SuperNode PARTITION's connection for SECONDS (default 20), then restore it;
-- ``slow-cpu``: cap SuperNode PARTITION at SECONDS of a core from then on (a cgroup quota, the
-  mechanism of ``docker --cpus``; default 0.05).
+- ``slow-cpu``: cap client PARTITION (its SuperNode and ClientApps) at 5% of a core for SECONDS
+  (default 300), then lift the cap (a CPU cgroup quota, the mechanism of ``docker --cpus``).
 
 With ``--check`` the result is held against :mod:`experiments.fault_check`: every round once,
 no client asked twice to release for one round, each completed round's teacher equal to the
@@ -31,16 +31,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from experiments.deployment import CONNECTION_NAME, FlwrRun, LoopbackDeployment, toml_string
 from experiments.flower_status import stop_run, wait_for_status
 from fedkd.fl.journal import read_journal
 
 STAGES = ("train", "share_keys", "masked_input", "consistency", "unmask")
-ACTIONS = {"kill-node": 2.0, "kill-server": 0.0, "cut-link": 20.0, "slow-cpu": 0.05}
+ACTIONS = {"kill-node": 2.0, "kill-server": 0.0, "cut-link": 20.0, "slow-cpu": 300.0}
+SLOW_CPUS = 0.05  # the share of a core a slowed client keeps
 SMALL_RUN = (
     "local-epochs=1 warmup-epochs=0 distill-epochs=1 eval-clients=false "
-    "stage-timeout=60 secagg-timeout=20"
+    "stage-timeout=120 secagg-timeout=40"
 )
 
 
@@ -80,41 +82,72 @@ class DrillResult:
     fired: list[dict[str, object]] = field(default_factory=list)
     status: str = "unknown"
     seconds: float = 0.0
-    log_dir: Path | None = None
 
     @property
     def completed(self) -> bool:
         return self.status == "finished:completed"
 
 
+class FaultTarget(Protocol):
+    """What a drill needs of a deployment (loopback processes or the compose stack)."""
+
+    cli_env: dict[str, str]
+
+    def submit(self, overrides: Sequence[str]) -> FlwrRun: ...
+    def kill_node(self, index: int) -> None: ...
+    def restart_node(self, index: int) -> None: ...
+    def kill_server(self) -> None: ...
+    def restart_server(self) -> None: ...
+    def cut_link(self, index: int) -> None: ...
+    def restore_link(self, index: int) -> None: ...
+    def throttle(self, index: int, cpus: float) -> None: ...
+    def unthrottle(self, index: int) -> None: ...
+
+
 class Drill:
-    """Runs one federated run on ``deployment`` and fires ``faults`` as the journal shows
-    their round and stage."""
+    """Runs one federated run on ``target`` and fires ``faults`` as the journal shows their
+    round and stage.
+
+    ``results_on_host`` is where this process reads the ServerApp's results root,
+    ``results_in_app`` where the ServerApp writes it (the same folder for loopback processes,
+    a volume in the compose stack); the run is named ``run_name``.
+    """
 
     def __init__(
-        self, deployment: LoopbackDeployment, faults: Sequence[Fault], overrides: Sequence[str]
+        self,
+        target: FaultTarget,
+        faults: Sequence[Fault],
+        overrides: Sequence[str],
+        *,
+        connection: str,
+        results_on_host: Path,
+        results_in_app: str,
+        run_name: str = "drill",
     ) -> None:
-        self.deployment, self.faults = deployment, list(faults)
-        self.folder = deployment.work_dir / "runs" / "drill"
+        self.target, self.faults, self.connection = target, list(faults), connection
+        self.folder = results_on_host / run_name
+        self.folder_in_app = f"{results_in_app.rstrip('/')}/{run_name}"
         self.overrides = [
             *overrides,
-            f"out-dir={toml_string(str(self.folder.parent))}",
-            'run-name="drill"',
+            f"out-dir={toml_string(results_in_app)}",
+            f"run-name={toml_string(run_name)}",
         ]
         self.fired: list[dict[str, object]] = []
         self.later: list[tuple[float, str, int]] = []  # (when, what, partition)
+        self.start = time.monotonic()
 
     def run(self, timeout: float) -> DrillResult:
-        start, deadline = time.monotonic(), time.monotonic() + timeout
-        run = self.deployment.submit(self.overrides)
+        self.start = time.monotonic()
+        deadline = self.start + timeout
+        run = self.target.submit(self.overrides)
         pending = list(self.faults)
         while True:
             asked = self._asked()
             for fault in [f for f in pending if (f.round, f.stage) in asked]:
                 pending.remove(fault)
-                run = self._fire(fault, run, start)
+                run = self._fire(fault, run)
             self._due()
-            if run.wait(0.05):
+            if run.wait(0.1):
                 break
             if time.monotonic() > deadline:
                 run.stop()
@@ -127,8 +160,7 @@ class Drill:
             read_journal(self.folder).flower_runs,
             self.fired,
             status,
-            time.monotonic() - start,
-            self.deployment.log_dir,
+            time.monotonic() - self.start,
         )
 
     def _asked(self) -> set[tuple[int, str]]:
@@ -136,20 +168,21 @@ class Drill:
         return {(int(e["round"]), str(e["stage"])) for e in state.events if e["event"] == "ask"}
 
     def _status(self, run_id: int) -> str:
-        return wait_for_status(run_id, self.deployment.cli_env, CONNECTION_NAME).status
+        return wait_for_status(run_id, self.target.cli_env, self.connection).status
 
-    def _fire(self, fault: Fault, run: FlwrRun, start: float) -> FlwrRun:
-        self.fired.append({"fault": str(fault), "at": round(time.monotonic() - start, 2)})
+    def _fire(self, fault: Fault, run: FlwrRun) -> FlwrRun:
+        self.fired.append({"fault": str(fault), "at": round(time.monotonic() - self.start, 2)})
         print(f"drill: firing {fault}", flush=True)
-        deployment = self.deployment
+        target, later = self.target, time.monotonic() + fault.seconds
         if fault.action == "kill-node":
-            deployment.kill(deployment.supernode_name(fault.partition))
-            self.later.append((time.monotonic() + fault.seconds, "restart", fault.partition))
+            target.kill_node(fault.partition)
+            self.later.append((later, "restart", fault.partition))
         elif fault.action == "cut-link":
-            deployment.relays[fault.partition].cut()
-            self.later.append((time.monotonic() + fault.seconds, "restore", fault.partition))
+            target.cut_link(fault.partition)
+            self.later.append((later, "restore", fault.partition))
         elif fault.action == "slow-cpu":
-            deployment.cap_cpu(fault.partition, fault.seconds)
+            target.throttle(fault.partition, SLOW_CPUS)
+            self.later.append((later, "unthrottle", fault.partition))
         else:
             return self._restart_server(run)
         return run
@@ -157,13 +190,14 @@ class Drill:
     def _restart_server(self, run: FlwrRun) -> FlwrRun:
         """The server machine dies and comes back: SuperLink on its database, the dead run
         stopped, the run resumed from its folder (the ServerApp applies the resume rule)."""
-        self.deployment.kill_server()
+        self.target.kill_server()
         run.wait(30)
         run.stop()
-        self.deployment.start_superlink()
+        self.target.restart_server()
         if run.run_id is not None:
-            stop_run(run.run_id, self.deployment.cli_env, CONNECTION_NAME)
-        return self.deployment.submit([*self.overrides, f"resume={toml_string(str(self.folder))}"])
+            stop_run(run.run_id, self.target.cli_env, self.connection)
+        resume = f"resume={toml_string(self.folder_in_app)}"
+        return self.target.submit([*self.overrides, resume])
 
     def _due(self) -> None:
         now = time.monotonic()
@@ -173,9 +207,11 @@ class Drill:
 
     def _act(self, what: str, partition: int) -> None:
         if what == "restart":
-            self.deployment.start_supernode(partition)
+            self.target.restart_node(partition)
+        elif what == "unthrottle":
+            self.target.unthrottle(partition)
         else:
-            self.deployment.relays[partition].restore()
+            self.target.restore_link(partition)
 
 
 def run_drill(
@@ -198,7 +234,16 @@ def run_drill(
         supernodes, work_dir, port=port, tls=tls, keys=keys, relayed=relayed
     ) as deployment:
         deployment.start()
-        return Drill(deployment, faults, overrides).run(timeout)
+        runs = deployment.work_dir / "runs"
+        drill = Drill(
+            deployment,
+            faults,
+            overrides,
+            connection=CONNECTION_NAME,
+            results_on_host=runs,
+            results_in_app=str(runs),
+        )
+        return drill.run(timeout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
