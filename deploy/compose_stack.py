@@ -129,7 +129,8 @@ class ComposeStack:
         if keys:
             self._add_identities(loopback, supernodes)
         link = f"127.0.0.1:{e2e.LINK_PORT}"
-        self.relays = {index: Relay(link) for index in relayed}
+        # Down until the SuperLink listens (up()), so a relayed SuperNode retries meanwhile.
+        self.relays = {index: Relay(link, up=False) for index in relayed}
         for index, relay in self.relays.items():
             spec = loopback["services"][f"supernode-{index}"]
             spec["command"] = _set_flag(spec["command"], "--superlink", relay.address)
@@ -191,6 +192,8 @@ class ComposeStack:
         self.compose("down", "-v", "--remove-orphans")  # leftovers of an aborted run
         self.compose("up", "-d", "--no-build")
         self.e2e._wait_for_port(self.e2e.LINK_PORT, patience=180)
+        for relay in self.relays.values():
+            relay.restore()
 
     def down(self) -> None:
         with open(self.log_dir / "compose.log", "w") as log:
@@ -243,6 +246,14 @@ class ComposeStack:
         ]
         for assignment in [*self.run_config, *overrides]:
             command += ["--run-config", assignment]
+        run = FlwrRun(command, self.cli_env, self.log_dir / "flwr-run.log")
+        self.runs.append(run)
+        return run
+
+    def resume(self, folder: Path, folder_in_app: str) -> FlwrRun:
+        """``fedkd run --connection fedkd-docker --resume FOLDER --server-path PATH``."""
+        command = [sys.executable, "-m", "experiments.cli", "run", "--connection"]
+        command += [self.e2e.CONNECTION, "--resume", str(folder), "--server-path", folder_in_app]
         run = FlwrRun(command, self.cli_env, self.log_dir / "flwr-run.log")
         self.runs.append(run)
         return run

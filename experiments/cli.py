@@ -1,6 +1,7 @@
 """The ``fedkd`` command: the federated run and every single-node experiment.
 
     fedkd run [--clients N] [--set key=value ...]    federated run through `flwr run`
+    fedkd run --connection NAME [--resume FOLDER]     the same on a deployed SuperLink
     fedkd compare ...                                 FedKD vs FedAvg/FedProx/local/central
     fedkd bench-secagg ...                            secure-aggregation benchmark
     fedkd status RUN_FOLDER                           a (deployed) run's round, survivors, faults
@@ -21,7 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-from experiments.launch import flwr_run, report
+from experiments.launch import deployed_run, flwr_run, report
 from experiments.run_config import (
     PROJECT_ROOT,
     absolute_paths,
@@ -92,7 +93,26 @@ def run_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="extra federation config, e.g. client-resources-num-cpus=1",
     )
-    parser.add_argument("--out", default=str(PROJECT_ROOT / "runs"), help="results root")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="results root (default: runs/ here; in a deployment, the ServerApp's default)",
+    )
+    parser.add_argument(
+        "--connection",
+        default="",
+        metavar="NAME",
+        help="run on a deployed SuperLink instead of a local simulation: a connection of "
+        "$FLWR_HOME/config.toml (as for `flwr run . NAME`); with --resume the stopped run "
+        "continues there",
+    )
+    parser.add_argument(
+        "--server-path",
+        default=None,
+        metavar="PATH",
+        help="with --connection --resume: the run folder's path where the ServerApp runs "
+        "(e.g. /app/runs/NAME in the compose stack; default: RUN_FOLDER)",
+    )
     parser.add_argument(
         "--install-deps",
         action="store_true",
@@ -111,17 +131,34 @@ def run_main(argv: list[str]) -> int:
     """``fedkd run``: validate the config, run it, report; returns the exit code."""
     args = run_parser().parse_args(argv)
     try:
-        overrides = absolute_paths({"out-dir": args.out, **parse_assignments(args.set)})
+        out = args.out or ("" if args.connection else str(PROJECT_ROOT / "runs"))
+        overrides = absolute_paths(
+            {**({"out-dir": out} if out else {}), **parse_assignments(args.set)}
+        )
         clients = args.clients
         if args.resume is not None:
             overrides, clients = resume_overrides(args.resume, overrides, clients, args.app)
+            if args.connection and args.server_path:
+                overrides["resume"] = args.server_path
         clients = DEFAULT_CLIENTS if clients is None else clients
         if clients < 1:
             raise ValueError(f"--clients must be >= 1, got {clients}")
-        check_run_config(overrides, clients, args.app.resolve())
+        check_run_config(overrides, clients, args.app.resolve(), local=not args.connection)
     except ValueError as error:
         print(f"fedkd run: {error}", file=sys.stderr)
         return EXIT_USAGE
+    if args.connection:
+        result = deployed_run(
+            overrides,
+            args.connection,
+            app_dir=args.app.resolve(),
+            echo=not args.quiet,
+            timeout=args.timeout,
+        )
+        if result.results is not None and result.results.is_dir():
+            print_summary(result.results)
+        report(result)
+        return result.returncode
     result = flwr_run(
         overrides,
         num_supernodes=clients,

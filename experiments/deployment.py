@@ -191,7 +191,7 @@ class LoopbackDeployment:
         self._node_keys = [""] * num_supernodes
         if keys:
             self._make_keys()
-        self.relays = {index: Relay(self.address) for index in relayed}
+        self.relays = {index: Relay(self.address, up=False) for index in relayed}
         self.cli_env = self.env_for("cli")
         write_flower_config(Path(self.cli_env["FLWR_HOME"]), self.address, ca_cert=self.ca_cert)
 
@@ -289,6 +289,8 @@ class LoopbackDeployment:
     def start(self, patience: float = 60.0) -> None:
         """The SuperLink (``patience`` seconds to answer), then every SuperNode."""
         self.start_superlink(patience)
+        for relay in self.relays.values():
+            relay.restore()
         for index in range(self.num_supernodes):
             self.start_supernode(index)
 
@@ -356,6 +358,16 @@ class LoopbackDeployment:
         command = [str(BIN_DIR / "flwr"), "run", str(app_dir), CONNECTION_NAME, "--stream"]
         for assignment in [*self.run_config, *overrides]:
             command += ["--run-config", assignment]
+        run = FlwrRun(command, self.cli_env, self.log_dir / "flwr-run.log")
+        self.runs.append(run)
+        return run
+
+    def resume(self, folder: Path, folder_in_app: str = "") -> FlwrRun:
+        """``fedkd run --connection fedkd-local --resume FOLDER``: the stopped run goes on."""
+        command = [sys.executable, "-m", "experiments.cli", "run", "--connection"]
+        command += [CONNECTION_NAME, "--resume", str(folder)]
+        if folder_in_app:
+            command += ["--server-path", folder_in_app]
         run = FlwrRun(command, self.cli_env, self.log_dir / "flwr-run.log")
         self.runs.append(run)
         return run

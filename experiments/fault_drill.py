@@ -98,6 +98,7 @@ class FaultTarget(Protocol):
     def restart_node(self, index: int) -> None: ...
     def kill_server(self) -> None: ...
     def restart_server(self) -> None: ...
+    def resume(self, folder: Path, folder_in_app: str) -> FlwrRun: ...
     def cut_link(self, index: int) -> None: ...
     def restore_link(self, index: int) -> None: ...
     def throttle(self, index: int, cpus: float) -> None: ...
@@ -189,15 +190,15 @@ class Drill:
 
     def _restart_server(self, run: FlwrRun) -> FlwrRun:
         """The server machine dies and comes back: SuperLink on its database, the dead run
-        stopped, the run resumed from its folder (the ServerApp applies the resume rule)."""
+        stopped, the run resumed from its folder with ``fedkd run --connection --resume`` (the
+        ServerApp applies the resume rule)."""
         self.target.kill_server()
         run.wait(30)
         run.stop()
         self.target.restart_server()
         if run.run_id is not None:
             stop_run(run.run_id, self.target.cli_env, self.connection)
-        resume = f"resume={toml_string(self.folder_in_app)}"
-        return self.target.submit([*self.overrides, resume])
+        return self.target.resume(self.folder, self.folder_in_app)
 
     def _due(self) -> None:
         now = time.monotonic()
