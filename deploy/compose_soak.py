@@ -23,6 +23,7 @@ import argparse
 import json
 import random
 import shlex
+import subprocess
 import sys
 import threading
 import time
@@ -42,8 +43,8 @@ from experiments.processes import descendants  # noqa: E402
 from fedkd.fl.journal import read_journal  # noqa: E402
 
 SOAK_RUN = (
-    'local-epochs=1 warmup-epochs=0 distill-epochs=1 eval-clients=false model="mlp" '
-    "stage-timeout=300 secagg-timeout=120"
+    "local-epochs=1 warmup-epochs=0 distill-epochs=1 eval-clients=false "
+    "stage-timeout=600 secagg-timeout=300"
 )
 # Faults drawn, with weights: most are lost clients, as in the field.
 KINDS = (("kill-node", 4), ("cut-link", 2), ("slow-cpu", 1), ("kill-server", 1))
@@ -99,13 +100,11 @@ class Sampler:
         with open(self.path, "a") as out:
             while not self._stop.is_set():
                 now = time.time()
-                for service in self.stack.services:
-                    try:
-                        root = self.stack.main_pid(service)
-                    except (RuntimeError, ValueError, OSError):
-                        continue
-                    if root <= 0:  # the container is not running (killed)
-                        continue
+                try:
+                    roots = self.stack.main_pids()  # running containers only
+                except (subprocess.SubprocessError, OSError):
+                    roots = {}
+                for service, root in sorted(roots.items()):
                     for pid in [root, *descendants([root])]:
                         info = _proc(pid)
                         if info is not None:
@@ -114,40 +113,51 @@ class Sampler:
                 self._stop.wait(self.every)
 
 
-def memory_growth(samples: Path, start: float, end: float) -> list[dict[str, Any]]:
-    """Per process alive across ``[start, end]``: RSS and fds at the first sample after
-    ``start`` and the last before ``end``, and the RSS growth in percent."""
+def memory_growth(
+    samples: Path, round_ends: dict[int, float], *, first: int = 5, min_rounds: int = 10
+) -> list[dict[str, Any]]:
+    """Resident memory and open fds of each long-lived process, from the end of round
+    ``first`` (or, for a process started later by a fault, the end of the first round it lived
+    through whole) to the last round end it saw; processes that saw fewer than ``min_rounds``
+    round ends in that span (one ClientApp per message, say) are left out."""
     series: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
     for line in samples.read_text().splitlines():
         row = json.loads(line)
         series.setdefault((row["service"], row["pid"], row["started"]), []).append(row)
+    ends = sorted((n, t) for n, t in round_ends.items() if n >= first)
     table = []
     for (service, pid, _), rows in sorted(series.items()):
-        first = next((r for r in rows if r["t"] >= start), None)
-        last = next((r for r in reversed(rows) if r["t"] <= end), None)
-        if first is None or last is None or rows[0]["t"] > start or rows[-1]["t"] < end - 60:
-            continue  # not alive over the whole window (restarted by a fault, or per message)
+        born, last_seen = rows[0]["t"], rows[-1]["t"]
+        span = [(n, t) for n, t in ends if t >= born + 1 and t <= last_seen]
+        if len(span) < min_rounds:
+            continue
+        (r0, t0), (r1, t1) = span[0], span[-1]
+        start = min(rows, key=lambda r: abs(r["t"] - t0))
+        end = min(rows, key=lambda r: abs(r["t"] - t1))
         table.append(
             {
                 "service": service,
                 "pid": pid,
-                "cmd": first["cmd"],
-                "rss_mb_start": round(first["rss_kb"] / 1024, 1),
-                "rss_mb_end": round(last["rss_kb"] / 1024, 1),
-                "rss_growth_pct": round(100 * (last["rss_kb"] / first["rss_kb"] - 1), 2),
-                "fds_start": first["fds"],
-                "fds_end": last["fds"],
+                "cmd": start["cmd"],
+                "rounds": [r0, r1],
+                "rss_mb_start": round(start["rss_kb"] / 1024, 1),
+                "rss_mb_end": round(end["rss_kb"] / 1024, 1),
+                "rss_growth_pct": round(100 * (end["rss_kb"] / start["rss_kb"] - 1), 2),
+                "fds_start": start["fds"],
+                "fds_end": end["fds"],
             }
         )
     return table
 
 
 # ------------------------------------------------------------------------------ the soak
-def _round_end(folder: Path, number: int) -> float | None:
-    for event in read_journal(folder).events:
-        if event["event"] in ("round", "abandon") and event.get("round") == number:
-            return float(event["time"])
-    return None
+def round_ends(folder: Path) -> dict[int, float]:
+    """Round -> when it was committed or abandoned (the journal's clock)."""
+    return {
+        int(e["round"]): float(e["time"])
+        for e in read_journal(folder).events
+        if e["event"] in ("round", "abandon")
+    }
 
 
 def soak(args: argparse.Namespace) -> dict[str, Any]:
@@ -157,6 +167,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         if args.fault
         else fault_plan(args.rounds, args.supernodes, every=args.fault_every, seed=args.seed)
     )
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / "plan.json").write_text(json.dumps([str(f) for f in plan]))
     relayed = sorted({f.partition for f in plan if f.action == "cut-link"})
     stack = ComposeStack(work_dir, supernodes=args.supernodes, tls=args.tls, relayed=relayed)
     overrides = [
@@ -212,10 +224,14 @@ def _report(
     ok_rounds = [row["round"] for row in history if row["status"] == "ok"]
     teachers = sorted(int(p.stem.split("-")[1]) for p in (folder / "teachers").glob("round-*.npy"))
     checkpoints = sorted(p.name for p in (folder / "checkpoints").glob("round-*.pt"))
-    window = (_round_end(folder, 5), _round_end(folder, args.rounds))
-    growth = []
-    if None not in window:
-        growth = memory_growth(work_dir / "samples.jsonl", window[0], window[1])  # type: ignore[arg-type]
+    ends = round_ends(folder)
+    first = 5 if args.rounds >= 15 else 1  # a short soak measures from its first round
+    growth = memory_growth(
+        work_dir / "samples.jsonl",
+        ends,
+        first=first,
+        min_rounds=max(1, min(10, args.rounds - first)),
+    )
     report: dict[str, Any] = {
         "command": "python deploy/compose_soak.py " + shlex.join(sys.argv[1:]),
         "supernodes": args.supernodes,
@@ -236,7 +252,7 @@ def _report(
         and checkpoints == [f"round-{ok_rounds[-1]:03d}.pt"]
         and (folder / "student.pt").is_file(),
         "summary_written": (folder / "summary.json").is_file(),
-        "memory_window_s": None if None in window else round(window[1] - window[0], 1),  # type: ignore[operator]
+        "memory_from_round": first,
         "processes": growth,
         "max_rss_growth_pct": max((p["rss_growth_pct"] for p in growth), default=None),
         "max_fds_growth": max((p["fds_end"] - p["fds_start"] for p in growth), default=None),
@@ -258,18 +274,36 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fault-every", type=int, default=4, help="rounds between faults")
     parser.add_argument("--fault", action="append", default=[], help="explicit plan (drill syntax)")
     parser.add_argument("--run-config", action="append", default=[], metavar="'K=V ...'")
-    parser.add_argument("--sample-every", type=float, default=10.0, help="seconds")
+    parser.add_argument("--sample-every", type=float, default=30.0, help="seconds")
     parser.add_argument("--timeout", type=float, default=6 * 3600.0)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/fedkd-soak"))
     parser.add_argument("--check", action="store_true", help="replay check (exact sums)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="recompute results.json from a finished soak's work dir (runs/, samples.jsonl)",
+    )
     args = parser.parse_args(argv)
     args.work_dir = args.work_dir.resolve()
     return args
 
 
+def report_again(args: argparse.Namespace) -> dict[str, Any]:
+    """The report of a soak that ran, from what it left in its work dir."""
+    from types import SimpleNamespace
+
+    work_dir: Path = args.work_dir
+    plan = [Fault.parse(text) for text in json.loads((work_dir / "plan.json").read_text())]
+    old = json.loads((work_dir / "results.json").read_text())
+    result = SimpleNamespace(
+        status=old["status"], flower_runs=old["flower_runs"], fired=old["faults_fired"]
+    )
+    return _report(args, plan, result, work_dir / "runs", work_dir, old["seconds"])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    report = soak(args)
+    report = report_again(args) if args.report_only else soak(args)
     (args.work_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "processes"}, indent=2))
     ok = (

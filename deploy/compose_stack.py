@@ -188,10 +188,13 @@ class ComposeStack:
     def compose(self, *args: str) -> str:
         return str(self.e2e._compose([self.file], self.env, *args))
 
-    def up(self) -> None:
+    def up(self, patience: float = 600.0) -> None:
+        """The SuperLink first (a busy machine takes a while to start many Python processes
+        at once), then everything else."""
         self.compose("down", "-v", "--remove-orphans")  # leftovers of an aborted run
+        self.compose("up", "-d", "--no-build", "superlink")
+        self.e2e._wait_for_port(self.e2e.LINK_PORT, patience=patience)
         self.compose("up", "-d", "--no-build")
-        self.e2e._wait_for_port(self.e2e.LINK_PORT, patience=180)
         for relay in self.relays.values():
             relay.restore()
 
@@ -219,9 +222,22 @@ class ComposeStack:
             raise RuntimeError(f"no container for service {service}")
         return found
 
-    def main_pid(self, service: str) -> int:
-        inspect = ["docker", "inspect", "-f", "{{.State.Pid}}", self.container(service)]
-        return int(subprocess.run(inspect, capture_output=True, text=True, check=True).stdout)
+    def main_pids(self) -> dict[str, int]:
+        """Service -> the host pid of its container's main process (running containers)."""
+        label = f"label=com.docker.compose.project={self.e2e.PROJECT_NAME}"
+        listing = ["docker", "ps", "-q", "--filter", label]
+        ids = subprocess.run(listing, capture_output=True, text=True, check=True).stdout.split()
+        if not ids:
+            return {}
+        template = '{{index .Config.Labels "com.docker.compose.service"}} {{.State.Pid}}'
+        inspect = ["docker", "inspect", "-f", template, *ids]
+        done = subprocess.run(inspect, capture_output=True, text=True, check=False).stdout
+        pids = {}
+        for line in done.splitlines():
+            service, _, pid = line.rpartition(" ")
+            if pid.isdigit() and int(pid) > 0:
+                pids[service] = int(pid)
+        return pids
 
     def _docker(self, *args: str) -> None:
         subprocess.run(["docker", *args], capture_output=True, text=True, check=True)

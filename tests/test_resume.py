@@ -36,7 +36,6 @@ def small(tmp_path: Path, name: str, **overrides: object) -> dict[str, object]:
         "local-epochs": 1,
         "warmup-epochs": 0,
         "distill-epochs": 1,
-        "model": "mlp",
         "eval-clients": False,
         "out-dir": str(tmp_path),
         "run-name": name,
