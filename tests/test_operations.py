@@ -119,3 +119,32 @@ def test_the_plaintext_reference_sum_tells_a_missing_survivor(tmp_path: Path) ->
     assert np.array_equal(expected_teacher(config, split, vectors), secure)
     assert not np.array_equal(expected_teacher(config, split, vectors[:-1]), secure)
     assert read_journal(recorder.path).release_asks == {1: [FIRST_NODE_ID + i for i in range(3)]}
+
+
+def test_a_restarted_node_answers_no_stage_of_the_round_it_was_killed_in(tmp_path: Path) -> None:
+    """A SuperNode killed mid-round comes back as a new process with a fresh state: every
+    secure-aggregation message of that round, replayed to it, is refused (it holds no keys,
+    shares or contribution of the round). Whether it may train for that round again is its
+    release ledger's call (node config ``state-dir``, kept across restarts)."""
+    from fedkd.fl.client import MemoryStore, NodeInfo, handle
+    from fedkd.transport import Refusal
+
+    config = small(tmp_path, "replay", **{"num-rounds": 1})
+    heard: list[Envelope] = []
+    victim = FIRST_NODE_ID + 1
+
+    class Tap(Silent):
+        def exchange(self, requests, *, timeout, group=""):  # type: ignore[no-untyped-def]
+            if victim in requests:
+                heard.append(requests[victim].copy())
+            return self.inner.exchange(requests, timeout=timeout, group=group)
+
+    simulate(config, CLIENTS, wrap=lambda t: Tap(t, -1, 0, "none"))
+    stages = [r.kind for r in heard]
+    assert stages == ["train", "share_keys", "masked_input", "consistency", "unmask"]
+    restarted = NodeInfo(victim, 0, 1, CLIENTS)
+    fresh = MemoryStore()
+    for request in heard[1:]:
+        reply = handle(request, restarted, fresh, config)
+        assert isinstance(reply, Refusal), request.kind
+        assert "no secure-aggregation round in progress" in reply.reason
