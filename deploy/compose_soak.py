@@ -44,7 +44,7 @@ from fedkd.fl.journal import read_journal  # noqa: E402
 
 SOAK_RUN = (
     "local-epochs=1 warmup-epochs=0 distill-epochs=1 eval-clients=false "
-    "stage-timeout=600 secagg-timeout=300"
+    "stage-timeout=600 secagg-timeout=300 node-wait=600"
 )
 # Faults drawn, with weights: most are lost clients, as in the field.
 KINDS = (("kill-node", 4), ("cut-link", 2), ("slow-cpu", 1), ("kill-server", 1))
@@ -189,6 +189,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             results_on_host=stack.results_on_host,
             results_in_app=RESULTS_IN_APP,
             run_name="soak",
+            auto_resume=args.auto_resume,
         )
         result = drill.run(args.timeout)
         sampler.stop()
@@ -278,6 +279,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=6 * 3600.0)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/fedkd-soak"))
     parser.add_argument("--check", action="store_true", help="replay check (exact sums)")
+    parser.add_argument(
+        "--auto-resume",
+        type=int,
+        default=3,
+        help="resume the run this many times when it dies of a fault no plan fired",
+    )
     parser.add_argument(
         "--report-only",
         action="store_true",

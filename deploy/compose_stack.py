@@ -21,6 +21,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -188,13 +189,23 @@ class ComposeStack:
     def compose(self, *args: str) -> str:
         return str(self.e2e._compose([self.file], self.env, *args))
 
-    def up(self, patience: float = 600.0) -> None:
-        """The SuperLink first (a busy machine takes a while to start many Python processes
-        at once), then everything else."""
+    def up(self, patience: float = 600.0, batch: int = 5, pause: float = 10.0) -> None:
+        """The SuperLink first, then the clients ``batch`` at a time ``pause`` seconds apart:
+        a busy machine starting dozens of Python processes at once stalls TLS handshakes
+        past Flower's timeouts."""
         self.compose("down", "-v", "--remove-orphans")  # leftovers of an aborted run
         self.compose("up", "-d", "--no-build", "superlink")
         self.e2e._wait_for_port(self.e2e.LINK_PORT, patience=patience)
-        self.compose("up", "-d", "--no-build")
+        self.compose("up", "-d", "--no-build", "superexec-serverapp")
+        clients = sorted(
+            int(name.rsplit("-", 1)[1]) for name in self.services if name.startswith("supernode-")
+        )
+        for first in range(0, len(clients), batch):
+            group = clients[first : first + batch]
+            names = [f"{kind}-{i}" for i in group for kind in ("supernode", "superexec-clientapp")]
+            self.compose("up", "-d", "--no-build", *names)
+            if first + batch < len(clients):
+                time.sleep(pause)
         for relay in self.relays.values():
             relay.restore()
 

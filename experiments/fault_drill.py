@@ -124,6 +124,7 @@ class Drill:
         results_on_host: Path,
         results_in_app: str,
         run_name: str = "drill",
+        auto_resume: int = 0,
     ) -> None:
         self.target, self.faults, self.connection = target, list(faults), connection
         self.folder = results_on_host / run_name
@@ -136,6 +137,7 @@ class Drill:
         self.fired: list[dict[str, object]] = []
         self.later: list[tuple[float, str, int]] = []  # (when, what, partition)
         self.start = time.monotonic()
+        self.auto_resume = auto_resume  # unplanned ends of the run to resume from
 
     def run(self, timeout: float) -> DrillResult:
         self.start = time.monotonic()
@@ -149,7 +151,9 @@ class Drill:
                 run = self._fire(fault, run)
             self._due()
             if run.wait(0.1):
-                break
+                if not self._unfinished(run):
+                    break
+                run = self._resume_unplanned(run)
             if time.monotonic() > deadline:
                 run.stop()
                 break
@@ -163,6 +167,28 @@ class Drill:
             status,
             time.monotonic() - self.start,
         )
+
+    def _unfinished(self, run: FlwrRun) -> bool:
+        """The run ended (not by a planned kill) before it finished, and may be resumed."""
+        return self.auto_resume > 0 and not (self.folder / "summary.json").is_file()
+
+    def _resume_unplanned(self, run: FlwrRun) -> FlwrRun:
+        """The run died of something no fault plan did (Flower gave up a connection on a
+        starved machine, say): note it, and resume as an operator would."""
+        self.auto_resume -= 1
+        state = read_journal(self.folder)
+        where = f"round {state.open_round} stage {state.open_stage}" if state.open_round else "-"
+        status = "unknown" if run.run_id is None else self._status(run.run_id)
+        self.fired.append(
+            {
+                "fault": f"unplanned: the run ended ({status}) at {where}; resumed",
+                "at": round(time.monotonic() - self.start, 2),
+            }
+        )
+        print(f"drill: {self.fired[-1]['fault']}", flush=True)
+        if run.run_id is not None:
+            stop_run(run.run_id, self.target.cli_env, self.connection)
+        return self.target.resume(self.folder, self.folder_in_app)
 
     def _asked(self) -> set[tuple[int, str]]:
         state = read_journal(self.folder)
