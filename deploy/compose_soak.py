@@ -205,7 +205,10 @@ def _copy(source: Path, target: Path) -> None:
     import shutil
 
     shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(source, target)
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        target.mkdir(parents=True)  # the run never opened its folder: an empty report
 
 
 def _report(
@@ -258,7 +261,7 @@ def _report(
         "max_rss_growth_pct": max((p["rss_growth_pct"] for p in growth), default=None),
         "max_fds_growth": max((p["fds_end"] - p["fds_start"] for p in growth), default=None),
     }
-    if args.check:
+    if args.check and history:
         from experiments.fault_check import check_run
 
         report["check"] = check_run(folder, args.supernodes).as_dict()

@@ -28,7 +28,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -142,7 +142,7 @@ class Drill:
     def run(self, timeout: float) -> DrillResult:
         self.start = time.monotonic()
         deadline = self.start + timeout
-        run = self.target.submit(self.overrides)
+        run = self._launch(lambda: self.target.submit(self.overrides))
         pending = list(self.faults)
         while True:
             asked = self._asked()
@@ -188,7 +188,22 @@ class Drill:
         print(f"drill: {self.fired[-1]['fault']}", flush=True)
         if run.run_id is not None:
             stop_run(run.run_id, self.target.cli_env, self.connection)
-        return self.target.resume(self.folder, self.folder_in_app)
+        if not (self.folder / "config.json").is_file():  # it died before opening its folder
+            return self._launch(lambda: self.target.submit(self.overrides))
+        return self._launch(lambda: self.target.resume(self.folder, self.folder_in_app))
+
+    def _launch(self, submit: Callable[[], FlwrRun], tries: int = 5) -> FlwrRun:
+        """Submit, and submit again (after a pause) while the run does not even start: on a
+        starved machine the CLI's own connection to the SuperLink can time out."""
+        for attempt in range(1, tries + 1):
+            run = submit()
+            while run.run_id is None and not run.wait(0.5):
+                pass
+            if run.run_id is not None or attempt == tries:
+                return run
+            print(f"drill: the run did not start (attempt {attempt}); submitting again", flush=True)
+            time.sleep(20)
+        raise AssertionError("unreachable")
 
     def _asked(self) -> set[tuple[int, str]]:
         state = read_journal(self.folder)
@@ -224,7 +239,7 @@ class Drill:
         self.target.restart_server()
         if run.run_id is not None:
             stop_run(run.run_id, self.target.cli_env, self.connection)
-        return self.target.resume(self.folder, self.folder_in_app)
+        return self._launch(lambda: self.target.resume(self.folder, self.folder_in_app))
 
     def _due(self) -> None:
         now = time.monotonic()
