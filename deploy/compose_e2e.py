@@ -39,9 +39,11 @@ from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("FEDKD_DOCKER_CACHE", "/var/cache/fedkd-docker"))
-PROJECT_NAME = "fedkd-e2e"
+# A second stack beside a running one (a soak) needs its own name and ports.
+PROJECT_NAME = os.environ.get("FEDKD_COMPOSE_PROJECT", "fedkd-e2e")
 CONNECTION = "fedkd-docker"
-LINK_PORT = 18000  # the SuperLink; SuperNode i gets LINK_PORT + 94 + i (as 8000 -> 9094)
+# The SuperLink; SuperNode i gets LINK_PORT + 94 + i (as 8000 -> 9094).
+LINK_PORT = int(os.environ.get("FEDKD_COMPOSE_PORT", "18000"))
 APP_UID = 49999  # user `app` in Flower's images
 # Small local work; a generous stage deadline, since in a deployment every message starts a
 # fresh ClientApp process (Python, torch, fedkd, data) and CI machines are shared.

@@ -251,10 +251,12 @@ def sit_out_silent(fed: Federation, nodes: list[int], server_round: int) -> list
     A node silent past the deadline last round sits this one out: a killed SuperNode stays
     listed by the SuperLink until its heartbeats expire (up to a minute), and sampled it would
     raise the round's threshold while never answering; a slow one gets time to drain its queue
-    instead of starting every round's work late. When too few would remain, all are sampled.
+    instead of starting every round's work late. When too few would remain, all are sampled;
+    with client-level DP nobody sits out (its accounting takes the sample as the configured
+    random one).
     """
     ready = [node for node in nodes if node not in fed.silent]
-    if len(ready) < fed.config.min_clients:
+    if len(ready) < fed.config.min_clients or fed.config.dp.enabled:
         return nodes
     for node in sorted(set(nodes) & fed.silent):
         partition = fed.partition_of(node)
