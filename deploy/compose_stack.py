@@ -38,6 +38,12 @@ from experiments.deployment import FlwrRun  # noqa: E402
 from experiments.netfault import Relay  # noqa: E402
 
 RESULTS_IN_APP = "/app/runs"
+# The server side runs on a machine of its own in a real deployment; here every container gets
+# an equal CPU share by default, so on two cores with 40 client containers the SuperLink got
+# ~1/42 of them and let TLS handshakes time out (and Flower gave the connections up). A larger
+# share for the SuperLink and the ServerApp only rebalances among this stack's containers.
+SERVER_SIDE = ("superlink", "superexec-serverapp")
+SERVER_SHARES = 16 * 1024
 KEYS_IN_APP = "/app/keys"
 STATE_IN_APP = "/app/state"
 
@@ -125,6 +131,8 @@ class ComposeStack:
             self.ca_cert = certs.ca_cert
         merged = yaml.safe_load(e2e._compose(e2e.compose_files(tls), self.env, "config"))
         loopback = e2e.loopback_config(scale_config(merged, supernodes), e2e.read_images_env())
+        for service in SERVER_SIDE:  # as if on a machine of their own (see SERVER_SHARES)
+            loopback["services"][service]["cpu_shares"] = SERVER_SHARES
         self.run_config: list[str] = []  # what every run needs (the roster path with keys)
         self._add_state_dirs(loopback, supernodes)
         if keys:
