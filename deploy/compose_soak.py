@@ -38,7 +38,7 @@ for _path in (HERE, HERE.parent):  # deploy/ is not a package; experiments/ and 
 
 from compose_stack import RESULTS_IN_APP, ComposeStack  # noqa: E402
 
-from experiments.fault_drill import STAGES, Drill, Fault  # noqa: E402
+from experiments.fault_drill import ANY, STAGES, Drill, Fault  # noqa: E402
 from experiments.processes import descendants  # noqa: E402
 from fedkd.fl.journal import read_journal  # noqa: E402
 
@@ -50,16 +50,15 @@ SOAK_RUN = (
 KINDS = (("kill-node", 4), ("cut-link", 2), ("slow-cpu", 1), ("kill-server", 1))
 
 
-def fault_plan(
-    rounds: int, supernodes: int, *, every: int, seed: int, first: int = 2
-) -> list[Fault]:
-    """One fault every ``every`` rounds from round ``first``, at a random stage and client."""
+def fault_plan(rounds: int, *, every: int, seed: int, first: int = 2) -> list[Fault]:
+    """One fault every ``every`` rounds from round ``first``, at a random stage; node faults hit
+    one of the round's participants."""
     rng = random.Random(seed)
     plan = []
     for number in range(first, rounds + 1, every):
         kind = rng.choices([k for k, _ in KINDS], weights=[w for _, w in KINDS])[0]
         stage = rng.choice(STAGES)
-        partition = rng.randrange(supernodes)
+        partition = ANY  # one of the round's participants, drawn when the fault fires
         seconds = {"kill-node": 5.0, "cut-link": 30.0, "slow-cpu": 300.0, "kill-server": 0.0}
         plan.append(Fault(number, stage, kind, partition, seconds[kind]))
     return plan
@@ -165,11 +164,12 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     plan = (
         [Fault.parse(text) for text in args.fault]
         if args.fault
-        else fault_plan(args.rounds, args.supernodes, every=args.fault_every, seed=args.seed)
+        else fault_plan(args.rounds, every=args.fault_every, seed=args.seed)
     )
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "plan.json").write_text(json.dumps([str(f) for f in plan]))
-    relayed = sorted({f.partition for f in plan if f.action == "cut-link"})
+    cuts = {f.partition for f in plan if f.action == "cut-link"}
+    relayed = sorted(range(args.supernodes) if ANY in cuts else cuts)
     stack = ComposeStack(work_dir, supernodes=args.supernodes, tls=args.tls, relayed=relayed)
     overrides = [
         SOAK_RUN,

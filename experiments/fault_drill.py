@@ -3,7 +3,8 @@
     python -m experiments.fault_drill --supernodes 3 --keys --rounds 3 \\
         --fault 1:share_keys:kill-node:2 --fault 2:masked_input:kill-server [--check]
 
-A fault is ``ROUND:STAGE:ACTION[:PARTITION[:SECONDS]]``. It fires when the server's round journal
+A fault is ``ROUND:STAGE:ACTION[:PARTITION[:SECONDS]]`` (PARTITION ``any``: one of the round's
+participants, drawn when it fires). It fires when the server's round journal
 (``journal.jsonl``, written before each request goes out) shows round ROUND asking for STAGE
 (``train``, ``share_keys``, ``masked_input``, ``consistency``, ``unmask``):
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import tempfile
 import time
@@ -40,6 +42,7 @@ from fedkd.fl.journal import read_journal
 STAGES = ("train", "share_keys", "masked_input", "consistency", "unmask")
 ACTIONS = {"kill-node": 2.0, "kill-server": 0.0, "cut-link": 20.0, "slow-cpu": 300.0}
 SLOW_CPUS = 0.05  # the share of a core a slowed client keeps
+ANY = -1  # partition "any": one of the round's participants, drawn when the fault fires
 SMALL_RUN = (
     "local-epochs=1 warmup-epochs=0 distill-epochs=1 eval-clients=false "
     "stage-timeout=120 secagg-timeout=40"
@@ -66,11 +69,13 @@ class Fault:
         if parts[2] not in ACTIONS:
             raise ValueError(f"fault {text!r}: action must be one of {', '.join(ACTIONS)}")
         seconds = float(parts[4]) if len(parts) == 5 else ACTIONS[parts[2]]
-        partition = int(parts[3]) if len(parts) >= 4 else 0
+        named = parts[3] if len(parts) >= 4 else "0"
+        partition = ANY if named == "any" else int(named)
         return cls(int(parts[0]), parts[1], parts[2], partition, seconds)
 
     def __str__(self) -> str:
-        return f"{self.round}:{self.stage}:{self.action}:{self.partition}:{self.seconds:g}"
+        partition = "any" if self.partition == ANY else str(self.partition)
+        return f"{self.round}:{self.stage}:{self.action}:{partition}:{self.seconds:g}"
 
 
 @dataclass
@@ -212,7 +217,26 @@ class Drill:
     def _status(self, run_id: int) -> str:
         return wait_for_status(run_id, self.target.cli_env, self.connection).status
 
+    def _participant(self, fault: Fault) -> Fault:
+        """``fault`` aimed at one of its round's participants (seeded by the round) whose
+        partition is known, when it names partition ``any``."""
+        if fault.partition != ANY:
+            return fault
+        partitions: dict[int, int] = {}
+        asked: list[int] = []
+        for event in read_journal(self.folder).events:
+            if event["event"] == "answer":
+                for node, partition in (event.get("answered") or {}).items():
+                    if partition is not None:
+                        partitions[int(node)] = int(partition)
+            elif event["event"] == "ask" and event.get("round") == fault.round:
+                asked = [int(n) for n in event["nodes"]] if event["stage"] == "train" else asked
+        known = sorted({partitions[n] for n in asked if n in partitions})
+        chosen = random.Random(fault.round).choice(known) if known else 0
+        return Fault(fault.round, fault.stage, fault.action, chosen, fault.seconds)
+
     def _fire(self, fault: Fault, run: FlwrRun) -> FlwrRun:
+        fault = self._participant(fault)
         self.fired.append({"fault": str(fault), "at": round(time.monotonic() - self.start, 2)})
         print(f"drill: firing {fault}", flush=True)
         target, later = self.target, time.monotonic() + fault.seconds

@@ -311,8 +311,8 @@ def test_scaling_the_compose_file_gives_each_client_its_partition_and_port() -> 
         assert target == f"supernode-{index}:{_flag(args, '--port')}"
     assert ports == {str(9094 + i) for i in range(5)}
     e2e.loopback_config(scaled)  # every address still maps to loopback
-    plan = _load("compose_soak").fault_plan(50, 20, every=4, seed=0)
-    assert plan == _load("compose_soak").fault_plan(50, 20, every=4, seed=0)  # seeded
+    plan = _load("compose_soak").fault_plan(50, every=4, seed=0)
+    assert plan == _load("compose_soak").fault_plan(50, every=4, seed=0)  # seeded
     assert [f.round for f in plan] == list(range(2, 51, 4))
 
 
