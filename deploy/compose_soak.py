@@ -27,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,10 +81,11 @@ def _proc(pid: int) -> dict[str, Any] | None:
 
 
 class Sampler:
-    """Samples every process of every service of ``stack`` into ``path`` (JSON lines)."""
+    """Samples every process below each of ``roots()`` (name -> pid: a container's main
+    process, a loopback component) into ``path`` (JSON lines)."""
 
-    def __init__(self, stack: ComposeStack, path: Path, every: float) -> None:
-        self.stack, self.path, self.every = stack, path, every
+    def __init__(self, roots: Callable[[], dict[str, int]], path: Path, every: float) -> None:
+        self.roots, self.path, self.every = roots, path, every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -100,7 +101,7 @@ class Sampler:
             while not self._stop.is_set():
                 now = time.time()
                 try:
-                    roots = self.stack.main_pids()  # running containers only
+                    roots = self.roots()  # running components only
                 except (subprocess.SubprocessError, OSError):
                     roots = {}
                 for service, root in sorted(roots.items()):
@@ -170,35 +171,60 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     (work_dir / "plan.json").write_text(json.dumps([str(f) for f in plan]))
     cuts = {f.partition for f in plan if f.action == "cut-link"}
     relayed = sorted(range(args.supernodes) if ANY in cuts else cuts)
-    stack = ComposeStack(work_dir, supernodes=args.supernodes, tls=args.tls, relayed=relayed)
     overrides = [
         SOAK_RUN,
         f"num-rounds={args.rounds} min-clients={args.supernodes}",
         *args.run_config,
     ]
     started = time.time()
-    stack.up()
-    sampler = Sampler(stack, work_dir / "samples.jsonl", args.sample_every)
+    target, drill_options, stop = _deployment(args, work_dir, relayed)
+    sampler = Sampler(drill_options.pop("roots"), work_dir / "samples.jsonl", args.sample_every)
     sampler.start()
     try:
-        drill = Drill(
-            stack,
-            plan,
-            overrides,
-            connection=stack.e2e.CONNECTION,
-            results_on_host=stack.results_on_host,
-            results_in_app=RESULTS_IN_APP,
-            run_name="soak",
-            auto_resume=args.auto_resume,
-        )
+        drill = Drill(target, plan, overrides, run_name="soak", **drill_options)
         result = drill.run(args.timeout)
         sampler.stop()
         folder = work_dir / "runs"
         _copy(result.folder, folder)
     finally:
         sampler.stop()
-        stack.down()
+        stop()
     return _report(args, plan, result, folder, work_dir, time.time() - started)
+
+
+def _deployment(
+    args: argparse.Namespace, work_dir: Path, relayed: list[int]
+) -> tuple[Any, dict[str, Any], Callable[[], object]]:
+    """The soak's target: the compose stack (default), or with ``--engine loopback`` the same
+    topology as processes on this machine (``experiments/deployment.py``)."""
+    if args.engine == "loopback":
+        from experiments.deployment import CONNECTION_NAME, LoopbackDeployment
+
+        loop = LoopbackDeployment(
+            args.supernodes, work_dir, port=19591, tls=args.tls, keys=True, relayed=relayed
+        )
+        loop.start(patience=600)
+        runs = loop.work_dir / "runs"
+        options = {
+            "connection": CONNECTION_NAME,
+            "results_on_host": runs,
+            "results_in_app": str(runs),
+            "auto_resume": args.auto_resume,
+            "roots": lambda: {
+                name: p.pid for name, p in loop.processes.items() if p.poll() is None
+            },
+        }
+        return loop, options, loop.stop_all
+    stack = ComposeStack(work_dir, supernodes=args.supernodes, tls=args.tls, relayed=relayed)
+    stack.up()
+    options = {
+        "connection": stack.e2e.CONNECTION,
+        "results_on_host": stack.results_on_host,
+        "results_in_app": RESULTS_IN_APP,
+        "auto_resume": args.auto_resume,
+        "roots": stack.main_pids,
+    }
+    return stack, options, stack.down
 
 
 def _copy(source: Path, target: Path) -> None:
@@ -238,6 +264,7 @@ def _report(
     )
     report: dict[str, Any] = {
         "command": "python deploy/compose_soak.py " + shlex.join(sys.argv[1:]),
+        "engine": args.engine,
         "supernodes": args.supernodes,
         "rounds": args.rounds,
         "tls": args.tls,
@@ -272,6 +299,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The soak's command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--supernodes", type=int, default=20)
+    parser.add_argument(
+        "--engine",
+        choices=("compose", "loopback"),
+        default="compose",
+        help="SuperNode containers (compose) or the same processes on loopback",
+    )
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--tls", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
