@@ -26,6 +26,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -36,15 +37,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("FEDKD_DOCKER_CACHE", "/var/cache/fedkd-docker"))
-PROJECT_NAME = "fedkd-e2e"
+# A second stack beside a running one (a soak) needs its own name and ports.
+PROJECT_NAME = os.environ.get("FEDKD_COMPOSE_PROJECT", "fedkd-e2e")
 CONNECTION = "fedkd-docker"
-LINK_PORT = 18000  # the SuperLink; SuperNode i gets LINK_PORT + 94 + i (as 8000 -> 9094)
+# The SuperLink; SuperNode i gets LINK_PORT + 94 + i (as 8000 -> 9094).
+LINK_PORT = int(os.environ.get("FEDKD_COMPOSE_PORT", "18000"))
 APP_UID = 49999  # user `app` in Flower's images
-_RUN_ID = re.compile(r"Successfully started run (\d+)")
 # Small local work; a generous stage deadline, since in a deployment every message starts a
 # fresh ClientApp process (Python, torch, fedkd, data) and CI machines are shared. No roster:
 # deployed SuperNodes refuse the simulated one, and these allow the curious mode in their node
@@ -246,15 +246,9 @@ def _run_status(env: Mapping[str, str], run_id: str) -> str:
         return f"unknown ({listing.stdout[-500:]}{listing.stderr[-500:]})"
 
 
-def _copy_results(files: Sequence[str | Path], env: Mapping[str, str], target: Path) -> Path:
-    container = _compose(files, env, "ps", "-q", "superexec-serverapp").strip()
-    if not container:
-        raise RuntimeError("no superexec-serverapp container to copy the results from")
-    subprocess.run(["docker", "cp", f"{container}:/app/runs", str(target)], check=True)
-    return target
-
-
-def run_stack(*, tls: bool, work_dir: Path, rounds: int = 2, timeout: float = 900.0) -> StackResult:
+def run_stack(
+    *, tls: bool, work_dir: Path, rounds: int = 2, timeout: float = 900.0, supernodes: int = 3
+) -> StackResult:
     """Start the stack, run FedKD for ``rounds`` rounds through it, copy the results, tear down.
 
     Parameters
@@ -262,11 +256,14 @@ def run_stack(*, tls: bool, work_dir: Path, rounds: int = 2, timeout: float = 90
     tls
         Add ``deploy/compose.tls.yml`` (HTTPS SuperLink; certificates from ``deploy/certs.py``).
     work_dir
-        Receives the loopback compose file, certificates, Flower home, logs and the copied results.
+        Receives the loopback compose file, certificates, identities, Flower home, logs and
+        the copied results.
     rounds
-        ``num-rounds`` of the run (secure aggregation on, 3 SuperNodes).
+        ``num-rounds`` of the run (secure aggregation with ``fedkd keys`` identities).
     timeout
         Seconds ``flwr run`` may take.
+    supernodes
+        SuperNode containers (``deploy/compose_stack.py`` scales the file's three).
 
     Returns
     -------
@@ -276,73 +273,50 @@ def run_stack(*, tls: bool, work_dir: Path, rounds: int = 2, timeout: float = 90
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
     start = time.perf_counter()
-    work_dir.mkdir(parents=True, exist_ok=True)
-    log_dir = work_dir / "logs"
-    log_dir.mkdir(exist_ok=True)
-    env = dict(os.environ)
-    ca_cert = None
-    if tls:
-        certs = _load_certs_module().generate_certificates(work_dir / "certs", force=True)
-        for path in (certs.ca_cert, certs.server_cert, certs.server_key):
-            os.chown(path, APP_UID, APP_UID)  # the containers run as user app
-        env["FEDKD_CERTS"] = str(certs.ca_cert.parent)
-        ca_cert = certs.ca_cert
-    user_files = compose_files(tls)
-    config = yaml.safe_load(_compose(user_files, env, "config"))
-    stack = work_dir / "loopback.yml"
-    stack.write_text(yaml.safe_dump(loopback_config(config, read_images_env())))
-    files = [stack]
-    _compose(files, env, "down", "-v", "--remove-orphans")  # leftovers of an aborted run
+    stack = _sibling("compose_stack").ComposeStack(work_dir, supernodes=supernodes, tls=tls)
+    results = work_dir / "runs"
+    status, run_seconds, up_seconds = "not started", 0.0, 0.0
+    history: list[dict[str, Any]] = []
     try:
-        up_start = time.perf_counter()
-        _compose(files, env, "up", "-d", "--no-build")
-        _wait_for_port(LINK_PORT, patience=120)
-        up_seconds = time.perf_counter() - up_start
-        flower_env = _flower_env(work_dir, ca_cert)
+        stack.up()
+        up_seconds = time.perf_counter() - start
         run_start = time.perf_counter()
-        run = _flwr(
-            flower_env,
-            "run",
-            ".",
-            CONNECTION,
-            "--stream",
-            "--run-config",
-            DEFAULT_RUN_CONFIG.format(rounds=rounds),
-            timeout=timeout,
+        config = DEFAULT_RUN_CONFIG.format(rounds=rounds).replace(
+            "min-clients=3", f"min-clients={supernodes}"
         )
+        run = stack.submit([config])
+        if not run.wait(timeout):
+            run.stop()
         run_seconds = time.perf_counter() - run_start
-        (log_dir / "flwr-run.log").write_text(run.stdout + run.stderr)
-        match = _RUN_ID.search(run.stdout + run.stderr)
-        status = _run_status(flower_env, match.group(1)) if match else "not started"
-        results = _copy_results(files, env, work_dir / "runs")
+        if run.run_id is not None:
+            status = _run_status(stack.cli_env, str(run.run_id))
+        folder = stack.results_on_host / "compose"
+        if folder.is_dir():
+            shutil.copytree(folder, results / "compose", dirs_exist_ok=True)
         history_file = results / "compose" / "history.json"
         history = json.loads(history_file.read_text()) if history_file.is_file() else []
     finally:
-        with open(log_dir / "compose.log", "w") as log:
-            subprocess.run(
-                [
-                    "docker-compose",
-                    "--project-name",
-                    PROJECT_NAME,
-                    *[part for name in files for part in ("-f", str(name))],
-                    "logs",
-                    "--no-color",
-                ],
-                cwd=PROJECT_ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        _compose(files, env, "down", "-v", "--remove-orphans")
+        stack.down()
     return StackResult(
         run_status=status,
         history=history,
         results_dir=results,
-        log_dir=log_dir,
+        log_dir=stack.log_dir,
         up_seconds=up_seconds,
         run_seconds=run_seconds,
         total_seconds=time.perf_counter() - start,
     )
+
+
+def _sibling(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(
+        f"fedkd_deploy_{name}", Path(__file__).with_name(f"{name}.py")
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,11 +2,13 @@
 
     fedkd run [--clients N] [--engine ray|flower] [--set key=value ...]
                                                       federated run (docs/engines.md)
+    fedkd run --connection NAME [--resume FOLDER]     the same on a deployed SuperLink
     fedkd compare ...                                 FedKD vs FedMD, FedDF, FedAvg, FedProx, ...
     fedkd split-stats ...                             what each partitioner does to the same pool
     fedkd fedavg-reference ...                        FedAvg against a plain-PyTorch FedAvg
     fedkd model-choice ...                            student architectures under FedAvg and FedKD
     fedkd bench-secagg ...                            secure-aggregation benchmark
+    fedkd status RUN_FOLDER                           a (deployed) run's round, survivors, faults
     fedkd <mode> ...                                  single-node modes (compression, probes, ...)
 
 Each experiment is also ``python -m experiments.<name>``.
@@ -24,7 +26,7 @@ import json
 import sys
 from pathlib import Path
 
-from experiments.launch import flwr_run, report
+from experiments.launch import deployed_run, flwr_run, report
 from experiments.run_config import (
     PROJECT_ROOT,
     absolute_paths,
@@ -50,6 +52,8 @@ MODULES = {
     "keys": "experiments.keys",
     "attack": "experiments.attacks.cli",
     "deploy-local": "experiments.deploy_local",
+    "status": "experiments.status",
+    "fault-drill": "experiments.fault_drill",
     "compression": "experiments.compression",
     "probes": "experiments.probes",
     "continual": "experiments.continual",
@@ -114,7 +118,26 @@ def run_parser() -> argparse.ArgumentParser:
         "client-resources-num-gpus=0.25 (both engines); Ray engine also num-workers, "
         "state-budget-mb",
     )
-    parser.add_argument("--out", default=str(PROJECT_ROOT / "runs"), help="results root")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="results root (default: runs/ here; in a deployment, the ServerApp's default)",
+    )
+    parser.add_argument(
+        "--connection",
+        default="",
+        metavar="NAME",
+        help="run on a deployed SuperLink instead of a local simulation: a connection of "
+        "$FLWR_HOME/config.toml (as for `flwr run . NAME`); with --resume the stopped run "
+        "continues there",
+    )
+    parser.add_argument(
+        "--server-path",
+        default=None,
+        metavar="PATH",
+        help="with --connection --resume: the run folder's path where the ServerApp runs "
+        "(e.g. /app/runs/NAME in the compose stack; default: RUN_FOLDER)",
+    )
     parser.add_argument(
         "--install-deps",
         action="store_true",
@@ -133,19 +156,36 @@ def run_main(argv: list[str]) -> int:
     """``fedkd run``: validate the config, run it, report; returns the exit code."""
     args = run_parser().parse_args(argv)
     try:
-        overrides = absolute_paths({"out-dir": args.out, **parse_assignments(args.set)})
+        out = args.out or ("" if args.connection else str(PROJECT_ROOT / "runs"))
+        overrides = absolute_paths(
+            {**({"out-dir": out} if out else {}), **parse_assignments(args.set)}
+        )
         clients, engine = args.clients, args.engine
         if args.resume is not None:
             overrides, clients = resume_overrides(args.resume, overrides, clients, args.app)
             engine = engine or recorded_engine(args.resume)
+            if args.connection and args.server_path:
+                overrides["resume"] = args.server_path
         clients = DEFAULT_CLIENTS if clients is None else clients
         engine = engine or DEFAULT_ENGINE
         if clients < 1:
             raise ValueError(f"--clients must be >= 1, got {clients}")
-        check_run_config(overrides, clients, args.app.resolve())
+        check_run_config(overrides, clients, args.app.resolve(), local=not args.connection)
     except ValueError as error:
         print(f"fedkd run: {error}", file=sys.stderr)
         return EXIT_USAGE
+    if args.connection:
+        result = deployed_run(
+            overrides,
+            args.connection,
+            app_dir=args.app.resolve(),
+            echo=not args.quiet,
+            timeout=args.timeout,
+        )
+        if result.results is not None and result.results.is_dir():
+            print_summary(result.results)
+        report(result)
+        return result.returncode
     if engine == "ray":
         from experiments.ray_launch import ray_resources, ray_run
 

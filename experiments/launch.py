@@ -31,7 +31,14 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from experiments.flower_status import RunStatus, failure_cause, stop_run, wait_for_status
+from experiments.flower_status import (
+    RunStatus,
+    cli_error,
+    exception_line,
+    failure_cause,
+    stop_run,
+    wait_for_status,
+)
 from experiments.processes import (
     command_line,
     descendants,
@@ -280,6 +287,62 @@ def flwr_run(
     if flwr_home is None and result.returncode not in (EXIT_FAILED, EXIT_TIMEOUT):
         shutil.rmtree(link.flwr_home, ignore_errors=True)  # kept only to explain a failure
     return result
+
+
+def deployed_run(
+    run_config: Mapping[str, object],
+    connection: str,
+    *,
+    app_dir: Path = PROJECT_ROOT,
+    echo: bool = True,
+    timeout: float | None = None,
+) -> LaunchResult:
+    """Submit the app to a deployed SuperLink (``flwr run <app> <connection> --stream``).
+
+    ``connection`` names a SuperLink connection of the user's Flower config
+    (``$FLWR_HOME/config.toml``, as ``flwr`` reads it). Nothing is started or stopped here but
+    the run itself: on Ctrl-C, SIGTERM or the timeout the run is stopped (``flwr stop``) and
+    the deployment keeps running.
+    """
+    env = {**os.environ, "FLWR_DISABLE_UPDATE_CHECK": "1", "PYTHONUNBUFFERED": "1"}
+    command = [str(BIN_DIR / "flwr"), "run", str(app_dir), connection, "--stream"]
+    overrides = " ".join(f"{key}={toml_value(value)}" for key, value in run_config.items())
+    command += ["--run-config", overrides] if overrides else []
+    if echo:
+        print(f"$ flwr run {app_dir} {connection}", flush=True)
+    stream = _Stream(echo)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with signals_as_interrupt():
+        try:
+            timed_out = _stream_flwr_run(command, env, stream, app_dir, deadline)
+        except Interrupted as stop:
+            if stream.run_id is not None:
+                stop_run(stream.run_id, env, connection)
+            name = signal.Signals(stop.signum).name
+            return LaunchResult(
+                128 + stop.signum,
+                stream.results,
+                stream.run_id,
+                "finished:stopped",
+                f"interrupted by {name}",
+            )
+    if stream.run_id is None:
+        cause = cli_error(stream.lines) or exception_line(stream.lines) or "run not started"
+        return LaunchResult(EXIT_FAILED, None, None, "not started", cause)
+    if timed_out:
+        stop_run(stream.run_id, env, connection)
+        return LaunchResult(
+            EXIT_TIMEOUT,
+            stream.results,
+            stream.run_id,
+            "stopped (timeout)",
+            f"still running after {timeout:.0f} s: stopped",
+        )
+    status = wait_for_status(stream.run_id, env, connection)
+    if status.completed and stream.results is not None:
+        return LaunchResult(0, stream.results, stream.run_id, status.status, "")
+    cause = exception_line(stream.lines) or status.details or f"run ended {status.status}"
+    return LaunchResult(EXIT_FAILED, stream.results, stream.run_id, status.status, cause)
 
 
 def _run_and_judge(

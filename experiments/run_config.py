@@ -63,9 +63,17 @@ def absolute_paths(overrides: Mapping[str, object]) -> dict[str, object]:
 
 
 def check_run_config(
-    overrides: Mapping[str, object], num_clients: int, app_dir: Path = PROJECT_ROOT
+    overrides: Mapping[str, object],
+    num_clients: int,
+    app_dir: Path = PROJECT_ROOT,
+    *,
+    local: bool = True,
 ) -> None:
     """Validate the whole run config (app defaults + overrides) before anything starts.
+
+    With ``local=False`` (a run on a deployed SuperLink, whose files -- data, roster, run
+    folders -- are on the ServerApp's machine) only the keys are checked here; the ServerApp
+    checks the rest before any client work.
 
     Raises
     ------
@@ -79,6 +87,8 @@ def check_run_config(
         raise ValueError(
             f"unknown run config key '{unknown[0]}'; known keys: {', '.join(sorted(defaults))}"
         )
+    if not local:
+        return
     from fedkd.fl.config import preflight
 
     with warnings.catch_warnings():  # the ServerApp repeats risky-setting warnings in its log

@@ -98,15 +98,24 @@ class Transport(Protocol):
         ...
 
 
+NO_REPLY = "no reply within"  # how every transport words a node's silence past the timeout
+
+
+def no_reply(timeout: float) -> str:
+    """The failure reason of a node that did not answer within ``timeout`` seconds."""
+    return f"{NO_REPLY} {timeout:g} s"
+
+
 def broadcast(nodes: list[int] | tuple[int, ...], message: Envelope) -> dict[int, Envelope]:
     """The same message for each node."""
     return {node: message for node in nodes}
 
 
 def log_failures(result: ExchangeResult, what: str) -> None:
-    """One line per failed node."""
+    """One line per failed node, at debug level: the federated round logs each fault once,
+    with its round, stage and partition (``fedkd.fl.journal.log_fault``)."""
     for node, reason in sorted(result.failures.items()):
-        log.warning("node %s failed %s: %s", node, what, reason)
+        log.debug("node %s failed %s: %s", node, what, reason)
 
 
 Handler = Callable[[Envelope], "Envelope | Refusal"]
@@ -152,7 +161,7 @@ class InProcessTransport:
             if isinstance(reply, Refusal):
                 result.failures[node] = f"error reply ({reply.code}): {reply.reason}"
             elif elapsed > timeout:
-                result.failures[node] = f"no reply within {timeout:g} s"
+                result.failures[node] = no_reply(timeout)
             else:
                 result.bytes_up += reply.nbytes()
                 result.replies[node] = reply.copy()

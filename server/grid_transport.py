@@ -21,7 +21,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 
 from clients import codec
-from fedkd.transport import Envelope, ExchangeResult
+from fedkd.transport import Envelope, ExchangeResult, no_reply
 
 FIRST_POLL = 0.02  # seconds before the first pull after the push
 LAST_POLL = 0.1  # the longest wait between two pulls (Flower's in-memory grid waits 0.1 s too)
@@ -87,7 +87,7 @@ class GridTransport:
                 continue
             result.bytes_up += content_bytes(reply.content)
         for node in pending:
-            result.failures[node] = f"no reply within {timeout:g} s"
+            result.failures[node] = no_reply(timeout)
         result.seconds = time.perf_counter() - start
         return result
 

@@ -201,7 +201,8 @@ def test_a_secure_round_over_a_trillion_clients_costs_its_cohort(tmp_path) -> No
     roster = server_roster("simulated", run_id=0, num_partitions=population)
     digest = public_digest(run.split)
     fed = Federation(transport, run.config, run.split, run.recorder, 0, digest, roster=roster)
-    record, teacher = fedkd_round(fed, new_student(run.config, run.split), None, 1)
+    outcome = fedkd_round(fed, new_student(run.config, run.split), None, 1)
+    record, teacher = outcome.record, outcome.teacher
     assert record.status == "ok" and record.survivors == 4 and teacher is not None
     assert secagg_round_config(fed, 1, [1, 2, 3, 4]).roster_digest == roster.digest()
     stats = transport.worker.stats()

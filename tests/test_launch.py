@@ -157,11 +157,16 @@ def _marked(mark: str) -> list[int]:
 
 
 @pytest.mark.slow
-def test_sigint_mid_run_stops_every_process_and_keeps_the_results(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("engine", "said"), [("flower", "interrupted by SIGINT"), ("ray", "run stopped: SIGINT")]
+)
+def test_sigint_mid_run_stops_every_process_and_keeps_the_results(
+    tmp_path: Path, engine: str, said: str
+) -> None:
     mark = uuid.uuid4().hex
     settings = [f"{key}={value}" for key, value in {**TINY, "num-rounds": 20}.items()]
     fedkd = subprocess.Popen(
-        [sys.executable, "-m", "experiments.cli", "run", "--clients", "2"]
+        [sys.executable, "-m", "experiments.cli", "run", "--clients", "2", "--engine", engine]
         + ["--out", str(tmp_path), "--set", *settings],
         cwd=PROJECT_ROOT,
         env={**os.environ, "FEDKD_TEST_MARK": mark},
@@ -181,7 +186,7 @@ def test_sigint_mid_run_stops_every_process_and_keeps_the_results(tmp_path: Path
             assert time.monotonic() < deadline, "Ray never started"
             time.sleep(0.5)
         time.sleep(3)  # mid-round
-        assert len(_marked(mark)) > 5  # SuperLink, SuperExec, simulation, Ray daemons ...
+        assert len(_marked(mark)) > 3  # (SuperLink, SuperExec, simulation,) Ray daemons ...
         fedkd.send_signal(signal.SIGINT)
         returncode = fedkd.wait(timeout=120)
     finally:
@@ -191,7 +196,7 @@ def test_sigint_mid_run_stops_every_process_and_keeps_the_results(tmp_path: Path
     reader.join(timeout=10)
     text = "".join(output)
     assert returncode == 130, text
-    assert "stopped" in text and "interrupted by SIGINT" in text
+    assert "stopped" in text and said in text
     time.sleep(1)
     assert _marked(mark) == [], [command_line(pid) for pid in _marked(mark)]
     assert [path for path in tmp_path.iterdir() if path.is_dir()]  # the results folder stays

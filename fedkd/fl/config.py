@@ -140,6 +140,7 @@ class FedConfig:
     min_clients: int = 2
     seed: int = 0
     stage_timeout: float = 0.0  # seconds per exchange; 0 = from the measured work (auto)
+    secagg_timeout: float = 0.0  # seconds per secure-aggregation exchange; 0 = stage_timeout's
     node_wait: float = 60.0
     out_dir: str = "runs"
     run_name: str = ""
@@ -222,6 +223,7 @@ RUN_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "fault-prob": ("faults", "prob"),
     "fault-kind": ("faults", "kind"),
     "stage-timeout": ("stage_timeout",),
+    "secagg-timeout": ("secagg_timeout",),
     "node-wait": ("node_wait",),
     "out-dir": ("out_dir",),
     "run-name": ("run_name",),
@@ -360,6 +362,7 @@ def _ranges(config: FedConfig) -> None:
         ("secagg-bits", 1 <= secagg.bits <= 48, "in [1, 48]"),
         ("fault-prob", 0.0 <= config.faults.prob <= 1.0, "in [0, 1]"),
         ("stage-timeout", config.stage_timeout >= 0, ">= 0 seconds (0: automatic)"),
+        ("secagg-timeout", config.secagg_timeout >= 0, ">= 0 seconds (0: as stage-timeout)"),
         ("node-wait", config.node_wait >= 0, ">= 0 seconds"),
     )
     for key, ok, accepted in checks:

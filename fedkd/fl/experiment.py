@@ -24,6 +24,7 @@ from fedkd.fl.data import load_run_split, public_digest
 from fedkd.fl.fedavg import run_fedavg
 from fedkd.fl.history import RunRecorder
 from fedkd.fl.identities import server_roster
+from fedkd.fl.journal import JournalingTransport, RoundJournal
 from fedkd.fl.rounds import Federation, run_central, run_fedkd, run_local
 from fedkd.transport import Envelope, InProcessTransport, Refusal, Transport
 
@@ -78,7 +79,15 @@ def open_run(run_config: Mapping[str, Any], num_clients: int) -> OpenRun:
 
 # What may differ between a run and its resumption: where it writes, how long it goes on.
 RESUMABLE_CHANGES = frozenset(
-    {"num-rounds", "resume", "out-dir", "run-name", "node-wait", "stage-timeout"}
+    {
+        "num-rounds",
+        "resume",
+        "out-dir",
+        "run-name",
+        "node-wait",
+        "stage-timeout",
+        "secagg-timeout",
+    }
 )
 
 
@@ -104,8 +113,18 @@ def run_method(run: OpenRun, transport: Transport, run_id: int) -> None:
         roster = server_roster(
             config.secagg.roster, run_id=run_id, num_partitions=len(transport.nodes())
         )
+    journal = RoundJournal(run.recorder.path)
+    rows = run.recorder.rows
+    journal.write("start", flower_run=run_id, resumed_after=rows[-1].round if rows else None)
     federation = Federation(
-        transport, config, run.split, run.recorder, run_id, public_digest(run.split), roster=roster
+        JournalingTransport(transport, journal),
+        config,
+        run.split,
+        run.recorder,
+        run_id,
+        public_digest(run.split),
+        roster=roster,
+        journal=journal,
     )
     METHODS[config.method](federation)
 

@@ -26,13 +26,11 @@ from fedkd.distill import evaluate
 from fedkd.fl import keys
 from fedkd.fl.client import weights_arrays
 from fedkd.fl.history import RoundRecord
+from fedkd.fl.resume import RoundOutcome, commit_round, faults_of, log_dropouts, resume_point
 from fedkd.fl.rounds import (
     Federation,
     _client_values,
-    _log_dropouts,
-    _log_round,
     dropouts,
-    resume_point,
     set_client_spread,
     train_phase,
 )
@@ -140,7 +138,7 @@ def weights_request(
     return request
 
 
-def fedavg_round(fed: Federation, student: FeatureModel, server_round: int) -> RoundRecord:
+def fedavg_round(fed: Federation, student: FeatureModel, server_round: int) -> RoundOutcome:
     """One FedAvg (or, with ``method = fedprox``, FedProx) round; ``student`` is updated."""
     start, config = time.perf_counter(), fed.config
     rng = np.random.default_rng([config.seed, server_round])
@@ -161,7 +159,7 @@ def fedavg_round(fed: Federation, student: FeatureModel, server_round: int) -> R
     )
     failed = {n: f"train: {why}" for n, why in train.failures.items()}
     record.dropped, record.dropped_reasons = dropouts(fed, failed)  # a refusal says why
-    _log_dropouts(fed, failed, server_round)
+    log_dropouts(fed, failed, server_round)
     accuracies = _client_values(train, keys.CLIENT_ACCURACY)
     record.client_accuracy_mean = float(np.mean(accuracies)) if accuracies else math.nan
     set_client_spread(record, accuracies)
@@ -171,15 +169,13 @@ def fedavg_round(fed: Federation, student: FeatureModel, server_round: int) -> R
         student.load_state_dict({k: torch.from_numpy(v) for k, v in average.items()})
         record.student_accuracy = evaluate(student, fed.split.test).accuracy
     record.seconds = time.perf_counter() - start
-    return record
+    return RoundOutcome(record, None, faults_of(fed, failed))
 
 
 def run_fedavg(fed: Federation) -> None:
     """FedAvg (``method = fedavg``) or FedProx (``method = fedprox``), round after round."""
     first, student = resume_point(fed)
     for server_round in range(first, fed.config.num_rounds + 1):
-        record = fedavg_round(fed, student, server_round)
-        fed.recorder.add(record)
-        if record.status == "ok":
-            fed.recorder.checkpoint(student)
-        _log_round(record, fed.config.num_rounds)
+        if fed.journal is not None:
+            fed.journal.round = server_round
+        commit_round(fed, fedavg_round(fed, student, server_round), student)

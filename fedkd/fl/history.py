@@ -2,8 +2,14 @@
 
 A run folder holds ``config.json`` (the resolved config), ``history.json`` and ``history.csv``
 (one row per round), ``teachers/round-NNN.npy`` (each round's teacher logits),
-``student.pt`` (the latest student checkpoint), ``plots/*.png`` and,
-once finished, ``summary.json``. Rows are rewritten atomically after every round.
+``student.pt`` (the latest student), ``checkpoints/round-NNN.pt`` (the student of the last
+completed round), ``journal.jsonl`` (the server's write-ahead round journal,
+:mod:`fedkd.fl.journal`), ``plots/*.png`` and, once finished, ``summary.json``.
+
+A round is committed by :meth:`RunRecorder.commit`: its checkpoint first, then its history row
+(the commit point), and every file is written atomically (write, then rename). A process that
+dies at any instant leaves a folder whose history names only rounds whose student is on disk,
+so a resumed run starts from exactly the student the history says.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -61,11 +67,17 @@ class RoundRecord:
     dp_noise_std: float = math.nan
     dp_sampling: float = math.nan
     dp_clipped_fraction: float = math.nan
-    status: str = "ok"  # ok | skipped
+    status: str = "ok"  # ok | skipped | abandoned (interrupted after a release; never re-asked)
     reason: str = ""
 
 
 ROUND_FIELDS = tuple(f.name for f in dataclasses.fields(RoundRecord))
+CHECKPOINTS = "checkpoints"
+_Model = TypeVar("_Model", bound=nn.Module)
+
+
+def _round_checkpoint(server_round: int) -> str:
+    return f"{CHECKPOINTS}/round-{server_round:03d}.pt"
 
 
 def _json_safe(value: Any) -> Any:
@@ -149,10 +161,45 @@ class RunRecorder:
     def checkpoint(self, model: nn.Module, name: str = "student.pt") -> Path:
         """Save a state dict atomically (write then rename)."""
         target = self.path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".tmp")
         torch.save(model.state_dict(), tmp)
         os.replace(tmp, target)
         return target
+
+    def commit(self, record: RoundRecord, model: nn.Module | None = None) -> None:
+        """Record a finished round; with ``model``, its checkpoint first.
+
+        The order makes a crash at any point safe: the round's own checkpoint
+        (``checkpoints/round-NNN.pt``), then the history row (the commit point), then
+        ``student.pt`` and the removal of the older round checkpoints.
+        """
+        if model is None:
+            self.add(record)
+            return
+        self.checkpoint(model, _round_checkpoint(record.round))
+        self.add(record)
+        self.checkpoint(model)
+        for old in (self.path / CHECKPOINTS).glob("round-*.pt"):
+            if old.name != Path(_round_checkpoint(record.round)).name:
+                old.unlink(missing_ok=True)
+
+    def load_student(self, model: _Model) -> _Model:
+        """Load the student of the last round the history names with a checkpoint.
+
+        That is ``checkpoints/round-NNN.pt`` of the last completed round; a folder written
+        before round checkpoints existed falls back to ``student.pt``. Without completed rounds
+        the model is returned as it is.
+        """
+        done = [r.round for r in self.rows if r.status == "ok"]
+        if not done:
+            return model
+        checkpoint = self.path / _round_checkpoint(done[-1])
+        if not checkpoint.is_file():
+            checkpoint = self.path / "student.pt"
+        if checkpoint.is_file():
+            model.load_state_dict(torch.load(checkpoint, weights_only=True))
+        return model
 
     def save_teacher(self, server_round: int, logits: np.ndarray) -> Path:
         """Keep each round's ensemble teacher (public set x classes): small, and what the
@@ -186,6 +233,7 @@ class RunRecorder:
                 "rounds": len(self.rows),
                 "rounds_completed": len(done),
                 "rounds_skipped": len(self.rows) - len(done),
+                "rounds_abandoned": sum(r.status == "abandoned" for r in self.rows),
                 "final_student_accuracy": None if last is None else last.student_accuracy,
                 "final_teacher_accuracy": None if last is None else last.teacher_accuracy,
                 "final_client_accuracy_mean": None if last is None else last.client_accuracy_mean,

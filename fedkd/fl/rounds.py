@@ -16,14 +16,13 @@ FedAvg and FedProx are in ``fedkd.fl.fedavg``.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from fedkd.data import DataSplit
 from fedkd.distill import evaluate, train_supervised
@@ -33,9 +32,21 @@ from fedkd.fl.config import FedConfig
 from fedkd.fl.contribution import split_sum, value_bound, vector_length
 from fedkd.fl.feddf import contribution_length, start_from_average
 from fedkd.fl.history import RoundRecord, RunRecorder
+from fedkd.fl.journal import RoundJournal
 from fedkd.fl.privacy import secagg_with_dp, server_release
+from fedkd.fl.resume import (
+    RoundOutcome,
+    commit_round,
+    distill_config,
+    distill_into,
+    faults_of,
+    log_dropouts,
+    log_membership,
+    log_round,
+    resume_point,
+    save_aggregated,
+)
 from fedkd.fl.server_work import (
-    distill_round,
     new_student,
     sample_clients,
     teacher_from_aggregate,
@@ -46,7 +57,7 @@ from fedkd.secagg.identity import NO_ROSTER, Roster
 from fedkd.secagg.protocol import secure_sum
 from fedkd.secagg.quantize import modulus_bits_for
 from fedkd.secagg.server import server_advertise_request
-from fedkd.transport import Envelope, ExchangeResult, Transport, broadcast
+from fedkd.transport import NO_REPLY, Envelope, ExchangeResult, Transport, broadcast
 
 log = logging.getLogger("fedkd.server")
 FIRST_ROUND_TIMEOUT, MIN_AUTO_TIMEOUT = 1800.0, 60.0  # seconds, for stage-timeout = 0 (auto)
@@ -65,11 +76,18 @@ class Federation:
     partitions: dict[int, int] = field(default_factory=dict)  # node -> partition id, learned
     last_train_seconds: float | None = None  # the previous train exchange, for auto deadlines
     roster: Roster | None = None  # secure aggregation's roster (None: curious-server mode)
+    journal: RoundJournal | None = None  # the write-ahead round journal (None: not kept)
+    known_nodes: set[int] = field(default_factory=set)  # the nodes seen in earlier rounds
+    silent: set[int] = field(default_factory=set)  # nodes that did not answer last round
 
-    def timeout(self) -> float:
+    def timeout(self, *, secagg: bool = False) -> float:
         """Seconds an exchange may take: ``stage-timeout``, or (0 = auto) a deadline from the
         measured work: generous for the first train exchange (warm-up epochs, start-up), then
-        three times the last train exchange, never under a minute."""
+        three times the last train exchange, never under a minute. The secure-aggregation
+        stages after train (no training in them) take ``secagg-timeout`` when it is set: a
+        node lost there then costs the round that long, not a training deadline."""
+        if secagg and self.config.secagg_timeout > 0:
+            return self.config.secagg_timeout
         if self.config.stage_timeout > 0:
             return self.config.stage_timeout
         if self.last_train_seconds is None:
@@ -225,7 +243,7 @@ def secure_aggregate(
     outcome = secure_sum(
         fed.transport,
         state,
-        timeout=fed.timeout(),
+        timeout=fed.timeout(secagg=True),
         advertised=train,
         group=f"round-{server_round}",
     )
@@ -241,16 +259,47 @@ def secure_aggregate(
     )
 
 
+def sit_out_silent(fed: Federation, nodes: Sequence[int], server_round: int) -> Sequence[int]:
+    """The nodes a round samples from: those that answered last round.
+
+    A node silent past the deadline last round sits this one out: a killed SuperNode stays
+    listed by the SuperLink until its heartbeats expire (up to a minute), and sampled it would
+    raise the round's threshold while never answering; a slow one gets time to drain its queue
+    instead of starting every round's work late. When too few would remain, all are sampled;
+    with client-level DP nobody sits out (its accounting takes the sample as the configured
+    random one).
+    """
+    if not fed.silent:  # the usual case; and never a pass over a whole population
+        return nodes
+    ready = [node for node in nodes if node not in fed.silent]
+    if len(ready) < fed.config.min_clients or fed.config.dp.enabled:
+        return nodes
+    for node in sorted(set(nodes) & fed.silent):
+        partition = fed.partition_of(node)
+        log.info(
+            "round %d: node %s (partition %s) was silent last round: sitting this one out",
+            server_round,
+            node,
+            "?" if partition < 0 else partition,
+        )
+    return ready
+
+
 # ------------------------------------------------------------------------------ the round
 def fedkd_round(
     fed: Federation, student: FeatureModel, teacher: np.ndarray | None, server_round: int
-) -> tuple[RoundRecord, np.ndarray | None]:
-    """One FedKD round; returns its record and the new teacher (``None`` if skipped)."""
+) -> RoundOutcome:
+    """One FedKD round: its record, the new teacher and the faults (who dropped where)."""
     start, config = time.perf_counter(), fed.config
     # --- sample -----------------------------------------------------------------------
     rng = np.random.default_rng([config.seed, server_round])
+    nodes = fed.transport.nodes()
+    log_membership(fed, nodes, server_round)
     sampled = sample_clients(
-        fed.transport.nodes(), fraction=config.fraction, minimum=config.min_clients, rng=rng
+        sit_out_silent(fed, nodes, server_round),
+        fraction=config.fraction,
+        minimum=config.min_clients,
+        rng=rng,
     )
     # --- train (+ advertise keys) -------------------------------------------------------
     length = contribution_length(config, fed.split, student)
@@ -279,14 +328,17 @@ def fedkd_round(
         survivors=agg.survivors,
     )
     record.dropped, record.dropped_reasons = dropouts(fed, agg.failed)
-    _log_dropouts(fed, agg.failed, server_round)
+    log_dropouts(fed, agg.failed, server_round)
+    fed.silent = {node for node, why in agg.failed.items() if NO_REPLY in why}
+    outcome = RoundOutcome(record, None, faults_of(fed, agg.failed))
     if agg.total is None:
         record.status, record.reason = "skipped", agg.reason
         record.seconds = time.perf_counter() - start
-        return record, None
-    new_teacher = teach(fed, student, agg.total, record, None if state is None else state.config)
+        return outcome
+    secagg = None if state is None else state.config
+    outcome.teacher = teach(fed, student, agg.total, record, secagg, start)
     record.seconds = time.perf_counter() - start
-    return record, new_teacher
+    return outcome
 
 
 def teach(
@@ -295,9 +347,12 @@ def teach(
     total: np.ndarray,
     record: RoundRecord,
     secagg: SecAggConfig | None,
+    start: float,
 ) -> np.ndarray:
     """The summed contributions -> the clients' statistics, the teacher, the distilled student
-    (FedDF as published: distilled from the clients' averaged weights). Returns the teacher."""
+    (FedDF as published: distilled from the clients' averaged weights). Returns the teacher,
+    saved (with the record so far) before distillation: a server that dies while distilling
+    finishes the round on resume without asking a client again."""
     config = fed.config
     if config.dp.enabled:  # central noise, realised noise and epsilon spent (fedkd.fl.privacy)
         total = server_release(
@@ -318,14 +373,10 @@ def teach(
     _warn_if_clipped(record, config)
     if config.method == "feddf":
         summed = start_from_average(student, summed, config, fed.split, record.round)
-        config = dataclasses.replace(config, distill=dataclasses.replace(config.distill, ema=0.0))
-    new_teacher = teacher_from_aggregate(summed, config, fed.split)
-    fed.recorder.save_teacher(record.round, new_teacher)
-    distilled = distill_round(student, new_teacher, config, fed.split, server_round=record.round)
-    record.teacher_accuracy = distilled.teacher_accuracy
-    record.student_accuracy = distilled.student_accuracy
-    record.distill_loss = distilled.distill_loss
-    record.seconds_distill = distilled.seconds
+    new_teacher = teacher_from_aggregate(summed, distill_config(config), fed.split)
+    record.seconds = time.perf_counter() - start
+    save_aggregated(fed, record, new_teacher, student)
+    distill_into(fed, student, new_teacher, record)
     return new_teacher
 
 
@@ -345,65 +396,16 @@ def dropouts(fed: Federation, failed: dict[int, str]) -> tuple[list[int], list[s
     return [p for p, _ in pairs], [reason for _, reason in pairs]
 
 
-def _log_dropouts(fed: Federation, failed: dict[int, str], server_round: int) -> None:
-    for node, reason in sorted(failed.items()):
-        log.warning(
-            "round %d: partition %s (node %s) dropped at %s",
-            server_round,
-            fed.partition_of(node),
-            node,
-            reason,
-        )
-
-
-def _log_round(record: RoundRecord, num_rounds: int) -> None:
-    head = f"[{record.method}] round {record.round}/{num_rounds}"
-    if record.status != "ok":
-        log.warning("%s skipped: %s", head, record.reason)
-        return
-    parts = [
-        f"{name} {value:.4f}"
-        for name, value in (
-            ("student", record.student_accuracy),
-            ("teacher", record.teacher_accuracy),
-            ("clients", record.client_accuracy_mean),
-        )
-        if math.isfinite(value)
-    ]
-    if record.sampled:
-        parts.append(f"{record.survivors}/{record.sampled} answered")
-    log.info("%s: %s | %.1f s", head, " | ".join(parts), record.seconds)
-
-
-def resume_point(fed: Federation) -> tuple[int, FeatureModel]:
-    """The first round to run and the student to start it from (the checkpoint, if resumed).
-
-    Per-round randomness is seeded by (seed, round), so a resumed run samples and distills
-    as the uninterrupted one would. Clients keep nothing across Flower runs: a resumed FedMD
-    client starts from a fresh model (with its warm-up epochs), as in round 1.
-    """
-    student = _load_checkpoint(new_student(fed.config, fed.split), fed.recorder)
-    return len(fed.recorder.rows) + 1, student
-
-
-def _load_checkpoint(student: FeatureModel, recorder: RunRecorder) -> FeatureModel:
-    checkpoint = recorder.path / "student.pt"
-    if recorder.rows and checkpoint.is_file():
-        student.load_state_dict(torch.load(checkpoint, weights_only=True))
-    return student
-
-
 def run_fedkd(fed: Federation) -> None:
     """FedKD: clients' public-set logits -> (secure) sum -> teacher -> distilled student."""
     first, student = resume_point(fed)
     teacher = fed.recorder.last_teacher()
     for server_round in range(first, fed.config.num_rounds + 1):
-        record, new_teacher = fedkd_round(fed, student, teacher, server_round)
-        teacher = teacher if new_teacher is None else new_teacher
-        fed.recorder.add(record)
-        if record.status == "ok":
-            fed.recorder.checkpoint(student)
-        _log_round(record, fed.config.num_rounds)
+        if fed.journal is not None:
+            fed.journal.round = server_round
+        outcome = fedkd_round(fed, student, teacher, server_round)
+        teacher = teacher if outcome.teacher is None else outcome.teacher
+        commit_round(fed, outcome, student)
 
 
 def set_client_spread(record: RoundRecord, values: list[float]) -> None:
@@ -418,6 +420,8 @@ def run_local(fed: Federation) -> None:
     """Local-only baseline: every client trains alone; we record their mean test accuracy."""
     nodes = list(fed.transport.nodes())  # every client, every round: local-only's definition
     for server_round in range(len(fed.recorder.rows) + 1, fed.config.num_rounds + 1):
+        if fed.journal is not None:
+            fed.journal.round = server_round
         start = time.perf_counter()
         request = Envelope(keys.TRAIN, {keys.ROUND: server_round, keys.PHASE: "local"})
         train = train_phase(fed, request, nodes, server_round)
@@ -435,8 +439,15 @@ def run_local(fed: Federation) -> None:
         failed = {node: f"train: {why}" for node, why in train.result.failures.items()}
         record.dropped, record.dropped_reasons = dropouts(fed, failed)
         set_client_spread(record, _client_values(train.result, keys.CLIENT_ACCURACY))
-        fed.recorder.add(record)
-        _log_round(record, fed.config.num_rounds)
+        commit_round(
+            fed,
+            RoundOutcome(
+                record,
+                None,
+                faults_of(fed, {n: f"train: {why}" for n, why in train.result.failures.items()}),
+            ),
+            None,
+        )
 
 
 def run_central(config: FedConfig, split: DataSplit, recorder: RunRecorder) -> None:
@@ -444,7 +455,7 @@ def run_central(config: FedConfig, split: DataSplit, recorder: RunRecorder) -> N
 
     One "round" is ``local-epochs`` epochs, so the curve lines up with the federated ones.
     """
-    student, local = _load_checkpoint(new_student(config, split), recorder), config.local
+    student, local = recorder.load_student(new_student(config, split)), config.local
     for server_round in range(len(recorder.rows) + 1, config.num_rounds + 1):
         start = time.perf_counter()
         train_supervised(
@@ -462,6 +473,5 @@ def run_central(config: FedConfig, split: DataSplit, recorder: RunRecorder) -> N
             student_accuracy=evaluate(student, split.test).accuracy,
             seconds=time.perf_counter() - start,
         )
-        recorder.add(record)
-        recorder.checkpoint(student)
-        _log_round(record, config.num_rounds)
+        recorder.commit(record, student)
+        log_round(record, config.num_rounds)
