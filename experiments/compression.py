@@ -78,6 +78,55 @@ def _md_spread(value: Mapping[str, Any] | None, digits: int = 4, ci: bool = Fals
     return text
 
 
+def _finished(payload: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """``(config, results)`` of a finished run; a run still going has no table yet."""
+    config, result = payload["config"], payload["results"]
+    if "methods" not in result:
+        raise ValueError(f"unfinished run (stage {result.get('stage')!r}): no table to render")
+    return config, result
+
+
+def _validation_rows(payload: Mapping[str, Any]) -> int:
+    """Rows early stopping scored (files written before the 10% slice held ``validation_size``)."""
+    return int(payload["results"].get("validation_rows", payload["config"]["validation_size"]))
+
+
+def _setting_label(result: Mapping[str, Any], setting: str) -> str:
+    labelled, transfer = result["labelled"][setting], result["transfer_size"][setting]
+    return f"{setting} ({labelled:,} labels, {transfer:,} transfer inputs)"
+
+
+def comparison_table(payloads: Mapping[str, Mapping[str, Any]]) -> str:
+    """One Markdown row per named run, setting and KD method: what differs between runs
+    (student, validation rows, labels, transfer inputs) beside teacher, alone, KD, gap closed.
+
+    Parameters
+    ----------
+    payloads : mapping
+        Run name -> parsed ``results.json``.
+    """
+    rows = ["| run | student | validation rows | setting | teacher | alone | method | KD "
+            "| gap closed [95% CI] | best epoch alone / KD |",
+            "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, payload in payloads.items():
+        config, result = _finished(payload)
+        student = f"`{config['student_model']}` {json.dumps(config['student_kwargs'])}"
+        alone = {m["setting"]: m for m in result["methods"] if m["method"] == "alone"}
+        for m in result["methods"]:
+            base = alone[m["setting"]]
+            if m is base:
+                continue
+            rows.append(
+                f"| {name} | {student} | {_validation_rows(payload):,} "
+                f"| {_setting_label(result, m['setting'])} "
+                f"| {_md_spread(result['teacher_accuracy'])} | {_md_spread(base['accuracy'])} "
+                f"| {m['method']} | {_md_spread(m['accuracy'])} "
+                f"| {_md_spread(m['gap_closed'], 2, ci=True)} "
+                f"| {base['best_epoch']['mean']:.0f} / {m['best_epoch']['mean']:.0f} |"
+            )
+    return "\n".join(rows) + "\n"
+
+
 def markdown_report(payload: Mapping[str, Any]) -> str:
     """The Markdown tables of one ``results.json`` (``{"config": ..., "results": ...}``).
 
@@ -92,26 +141,22 @@ def markdown_report(payload: Mapping[str, Any]) -> str:
         A line naming the data, models and seeds, the accuracy table (mean ± sample std over
         seeds; gain and gap closed with their 95% t-intervals) and the footprint table.
     """
-    config, result = payload["config"], payload["results"]
-    if "methods" not in result:
-        raise ValueError(f"unfinished run (stage {result.get('stage')!r}): no table to render")
+    config, result = _finished(payload)
     seeds = ", ".join(str(s) for s in config["seeds"])
     head = (
         f"`{config['dataset']}`, teacher `{result['teacher_model']}` "
         f"{json.dumps(config['teacher_kwargs'])}, student `{config['student_model']}` "
         f"{json.dumps(config['student_kwargs'])}, seeds {seeds}, early stopping on "
-        f"{result['validation_rows']:,} held-out labels; teacher accuracy "
+        f"{_validation_rows(payload):,} held-out labels; teacher accuracy "
         f"{_md_spread(result['teacher_accuracy'])}"
     )
     rows = ["| setting | method | accuracy | gain over alone [95% CI] | gap closed [95% CI] "
             "| best epoch |", "|---|---|---|---|---|---|"]  # fmt: skip
     for m in result["methods"]:
-        setting = m["setting"]
-        labels = f"{setting} ({result['labelled'][setting]:,} labels, "
-        labels += f"{result['transfer_size'][setting]:,} transfer inputs)"
+        labels = _setting_label(result, m["setting"])
         alone = m["method"] == "alone"
         rows.append(
-            f"| {labels if alone else setting} | {m['method']} | {_md_spread(m['accuracy'])} "
+            f"| {labels if alone else m['setting']} | {m['method']} | {_md_spread(m['accuracy'])} "
             f"| {'' if alone else _md_spread(m['gain_over_alone'], ci=True)} "
             f"| {_md_spread(m['gap_closed'], 2, ci=True)} | {_md_spread(m['best_epoch'], 1)} |"
         )
@@ -142,20 +187,26 @@ def markdown_report(payload: Mapping[str, Any]) -> str:
     return "\n\n".join(tables) + "\n"
 
 
-def print_tables(paths: list[str]) -> int:
-    """Print :func:`markdown_report` of each ``results.json`` in ``paths``."""
+def print_tables(args: list[str]) -> int:
+    """Print :func:`markdown_report` of each ``results.json`` in ``args``, or with
+    ``--compare`` first one :func:`comparison_table` of them (runs named by their folder)."""
+    compare = args[:1] == ["--compare"]
+    paths = [Path(p) for p in args[compare:]]
     if not paths:
-        print("usage: fedkd compression table RESULTS.json [RESULTS.json ...]", file=sys.stderr)
+        print("usage: fedkd compression table [--compare] RESULTS.json ...", file=sys.stderr)
         return 2
-    for path in paths:
-        print(markdown_report(json.loads(Path(path).read_text())))
+    payloads = {path.parent.name: json.loads(path.read_text()) for path in paths}
+    if compare:
+        print(comparison_table(payloads))
+    for payload in [] if compare else payloads.values():
+        print(markdown_report(payload))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse flags onto :class:`CompressionConfig`, run, print the table; return the exit code.
 
-    ``table PATH ...`` instead prints the Markdown tables of finished runs.
+    ``table [--compare] PATH ...`` instead prints the Markdown tables of finished runs.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["table"]:

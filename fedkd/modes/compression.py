@@ -3,7 +3,9 @@
 Hinton et al. (2015) distil on a *transfer set* -- the whole training set, or a larger unlabelled
 set -- not on the few examples a student has labels for. Two settings are run per seed:
 
-- ``hinton``: every private example is labelled and the transfer set is the training set;
+- ``hinton``: every private example is labelled and the transfer set is the training set, plus
+  the public split as unlabelled inputs under the default ``transfer_set="private+public"``
+  (``private``: the labelled inputs only, exactly what the student alone sees);
 - ``low_label``: the students have ``low_label_size`` labels; the transfer set is the whole
   private pool (``transfer_set``: ``labelled`` keeps only the labelled inputs, ``private+public``
   adds the public split), its other rows unlabelled.
@@ -12,10 +14,13 @@ In each, a student is trained ``alone`` (hard labels of the labelled rows), with
 temperature of ``temperatures`` (``(1 - alpha) KD_T + alpha CE``), and with KD plus a FitNets /
 TinyBERT-style hint (a student hidden state regressed onto a teacher hidden state through a
 learned projection). The teacher is retrained for every seed on all private labels. Every model
-stops early on one labelled validation slice held out from the private pool, so each method gets
-the budget its own convergence asks for. Reported with seeds: accuracy, the gain over ``alone``
-and the share of the teacher-student gap closed (mean ± sample std, 95% t-interval), and
-parameters, size, FLOPs and single-thread CPU latency (see :mod:`fedkd.modes.latency`).
+starts from the same seed's weights, has the same optimiser, batch, epoch cap and patience, and
+stops early on one labelled validation slice (``validation_fraction`` of the private pool) held
+out from the pool, so each method gets the budget its own convergence asks for. Reported with
+seeds: accuracy, the gain over ``alone`` and the share of the teacher-student gap closed (mean ±
+sample std, 95% t-interval), how soft the teacher's targets are at each temperature on its own
+training rows and on test, and parameters, size, FLOPs and single-thread CPU latency (see
+:mod:`fedkd.modes.latency`). Why the defaults are what they are: ``docs/compression.md``.
 """
 
 from __future__ import annotations
