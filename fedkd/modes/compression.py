@@ -3,7 +3,9 @@
 Hinton et al. (2015) distil on a *transfer set* -- the whole training set, or a larger unlabelled
 set -- not on the few examples a student has labels for. Two settings are run per seed:
 
-- ``hinton``: every private example is labelled and the transfer set is the training set;
+- ``hinton``: every private example is labelled and the transfer set is the training set, plus
+  the public split as unlabelled inputs under the default ``transfer_set="private+public"``
+  (``private``: the labelled inputs only, exactly what the student alone sees);
 - ``low_label``: the students have ``low_label_size`` labels; the transfer set is the whole
   private pool (``transfer_set``: ``labelled`` keeps only the labelled inputs, ``private+public``
   adds the public split), its other rows unlabelled.
@@ -12,10 +14,13 @@ In each, a student is trained ``alone`` (hard labels of the labelled rows), with
 temperature of ``temperatures`` (``(1 - alpha) KD_T + alpha CE``), and with KD plus a FitNets /
 TinyBERT-style hint (a student hidden state regressed onto a teacher hidden state through a
 learned projection). The teacher is retrained for every seed on all private labels. Every model
-stops early on one labelled validation slice held out from the private pool, so each method gets
-the budget its own convergence asks for. Reported with seeds: accuracy, the gain over ``alone``
-and the share of the teacher-student gap closed (mean ± sample std, 95% t-interval), and
-parameters, size, FLOPs and single-thread CPU latency (see :mod:`fedkd.modes.latency`).
+starts from the same seed's weights, has the same optimiser, batch, epoch cap and patience, and
+stops early on one labelled validation slice (``validation_fraction`` of the private pool) held
+out from the pool, so each method gets the budget its own convergence asks for. Reported with
+seeds: accuracy, the gain over ``alone`` and the share of the teacher-student gap closed (mean ±
+sample std, 95% t-interval), how soft the teacher's targets are at each temperature on its own
+training rows and on test, and parameters, size, FLOPs and single-thread CPU latency (see
+:mod:`fedkd.modes.latency`). Why the defaults are what they are: ``docs/compression.md``.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import numpy as np
 import torch
 
 from fedkd.data import ArrayDataset, DataSplit, load_split
-from fedkd.distill.recipe import FitConfig, TrainReport
+from fedkd.distill.recipe import FitConfig, TrainReport, predict_outputs
 from fedkd.distill.train import evaluate, resolve_device
 from fedkd.models import FeatureModel, count_parameters, model_size_bytes
 from fedkd.modes.common import prepare_out_dir, save_figure, write_results
@@ -59,10 +64,23 @@ class CompressionConfig(TeacherStudentSettings):
     teacher_model: str = field(
         default="auto", metadata={"help": "teacher registry name (auto: resnet18 on a GPU, cnn)"}
     )
+    # A small CNN shares the teacher's inductive bias, so soft targets have something to teach
+    # it: a 32-unit MLP on MNIST's files closed ~0-5% of the gap at any T (docs/compression.md).
+    student_model: str = field(default="cnn", metadata={"help": "student registry name"})
+    student_kwargs: dict[str, Any] = field(
+        default_factory=lambda: {"channels": [8, 16, 16], "hidden": 32},
+        metadata={"help": "student build kwargs, JSON"},
+    )
+    # 150 rows score a 98%-accurate model in steps of 0.7 points: ties keep the first best epoch,
+    # so early stopping ended students trained alone after ~10 epochs (docs/compression.md).
+    validation_fraction: float = field(
+        default=0.1,
+        metadata={"help": "held-out share of the private pool (at least validation_size rows)"},
+    )
     settings: tuple[str, ...] = field(default=SETTINGS, metadata={"help": f"among {SETTINGS}"})
     low_label_size: int = field(default=200, metadata={"help": "labels in the low_label setting"})
     transfer_set: str = field(
-        default="private", metadata={"help": "labelled | private | private+public"}
+        default="private+public", metadata={"help": "labelled | private | private+public"}
     )
     temperatures: tuple[float, ...] = field(
         default=(1.0, 4.0, 20.0), metadata={"help": "KD temperatures swept"}
@@ -78,6 +96,10 @@ class CompressionConfig(TeacherStudentSettings):
     seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "seeds (teacher too)"})
     latency_batch_size: int = field(default=256, metadata={"help": "batch size for latency"})
     latency_repeats: int = field(default=30, metadata={"help": "timed rounds (median)"})
+
+    def validation_rows(self, private_size: int) -> int:
+        """Rows held out: ``validation_fraction`` of the pool, at least ``validation_size``."""
+        return max(self.validation_size, int(self.validation_fraction * private_size))
 
     def methods(self) -> list[StudentMethod]:
         """``alone``, ``kd_T<t>`` per temperature and ``kd_hint_T<t>``."""
@@ -136,6 +158,17 @@ class MethodResult:
 
 
 @dataclass
+class SoftTargetQuality:
+    """The teacher's soft targets at one temperature on its own training rows or on test."""
+
+    data: str  # "train" (the teacher's training rows) or "test"
+    temperature: float
+    accuracy: Spread
+    top_probability: Spread  # mean largest probability of softmax(logits / T)
+    entropy: Spread  # mean entropy (nats) of softmax(logits / T); log(10) = 2.30 is uniform
+
+
+@dataclass
 class Footprint:
     """Size and cost of one model."""
 
@@ -150,7 +183,9 @@ class Footprint:
 class CompressionResult:
     """Teacher accuracy, every student method per setting, and the footprints."""
 
+    teacher_model: str  # the registry name trained ("auto" resolved)
     teacher_accuracy: Spread
+    soft_targets: list[SoftTargetQuality]
     methods: list[MethodResult]
     footprints: list[Footprint]
     latency: LatencyReport
@@ -159,6 +194,7 @@ class CompressionResult:
     flop_ratio: float
     labelled: dict[str, int]
     transfer_size: dict[str, int]
+    validation_rows: int
     hint_features: tuple[str, str]
 
 
@@ -181,6 +217,10 @@ def _check(config: CompressionConfig) -> None:
     unknown = [s for s in config.settings if s not in SETTINGS]
     if unknown or not config.settings:
         raise ValueError(f"unknown or no settings {unknown}; known: {', '.join(SETTINGS)}")
+    if not 0.0 <= config.validation_fraction < 1.0:
+        raise ValueError(
+            f"validation_fraction must lie in [0, 1), got {config.validation_fraction}"
+        )
     if not config.temperatures and config.hint_temperature is None:
         raise ValueError("give at least one KD temperature or a hint_temperature")
 
@@ -206,6 +246,7 @@ class _Runs:
     """Per-seed records: test accuracy and best epoch of every (setting, method)."""
 
     teacher: list[float] = field(default_factory=list)
+    soft: dict[tuple[str, float], list[tuple[float, float, float]]] = field(default_factory=dict)
     accuracy: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     epochs: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     labelled: dict[str, int] = field(default_factory=dict)
@@ -297,6 +338,28 @@ def transfer_for(
     )
 
 
+def soft_target_stats(
+    logits: np.ndarray, labels: np.ndarray, temperature: float
+) -> tuple[float, float, float]:
+    """``(accuracy, mean top probability, mean entropy)`` of ``softmax(logits / T)``."""
+    probs = torch.softmax(torch.from_numpy(logits).double() / temperature, dim=1)  # (N, K)
+    entropy = -(probs * probs.clamp_min(1e-300).log()).sum(dim=1)
+    accuracy = float(np.mean(logits.argmax(axis=1) == labels))
+    return accuracy, float(probs.max(dim=1).values.mean()), float(entropy.mean())
+
+
+def _record_soft_targets(
+    teacher: FeatureModel, data: dict[str, ArrayDataset], config: CompressionConfig, runs: _Runs
+) -> None:
+    """How soft the teacher's targets are at each KD temperature, on what it was trained on
+    (a memorising teacher gives near one-hot targets there) and on unseen test inputs."""
+    temperatures = sorted({m.temperature for m in config.methods() if m.temperature is not None})
+    for name, rows in data.items():
+        logits = predict_outputs(teacher, rows.x, ["logits"], device=config.device)["logits"]
+        for t in temperatures:
+            runs.soft.setdefault((name, t), []).append(soft_target_stats(logits, rows.y, t))
+
+
 def _run_seed(
     seed: int,
     split: DataSplit,
@@ -307,6 +370,7 @@ def _run_seed(
 ) -> tuple[FeatureModel, FeatureModel]:
     teacher = fit_teacher(split, pool, validation, config, seed)
     runs.teacher.append(evaluate(teacher, split.test, device=config.device).accuracy)
+    _record_soft_targets(teacher, {"train": pool, "test": split.test}, config, runs)
     for setting in config.settings:
         transfer = transfer_for(setting, pool, split, config, seed)
         runs.labelled[setting], runs.transfer[setting] = transfer.num_labelled, len(transfer.x)
@@ -344,6 +408,13 @@ def _method_results(runs: _Runs, config: CompressionConfig) -> list[MethodResult
                 )
             )
     return results
+
+
+def _soft_target_results(runs: _Runs) -> list[SoftTargetQuality]:
+    return [
+        SoftTargetQuality(data, t, *(spread([v[i] for v in values]) for i in range(3)))
+        for (data, t), values in runs.soft.items()
+    ]
 
 
 def _footprints(
@@ -409,7 +480,7 @@ def run_compression(config: CompressionConfig, out_dir: str | Path) -> Compressi
         config.dataset, seed=config.split_seed, data_root=config.data_root, download=config.download
     )
     pool, validation = split_validation(
-        split.private, config.validation_size, seed=config.split_seed
+        split.private, config.validation_rows(len(split.private)), seed=config.split_seed
     )
     new_model(
         config.student_model, config.student_kwargs, split.input_shape, split.num_classes, 0
@@ -428,7 +499,9 @@ def run_compression(config: CompressionConfig, out_dir: str | Path) -> Compressi
         )
     prints, latency = _footprints(teacher, student, split, config)
     result = CompressionResult(
+        teacher_model=resolve_teacher(config.teacher_model, config.device),
         teacher_accuracy=spread(runs.teacher),
+        soft_targets=_soft_target_results(runs),
         methods=_method_results(runs, config),
         footprints=prints,
         latency=latency,
@@ -437,6 +510,7 @@ def run_compression(config: CompressionConfig, out_dir: str | Path) -> Compressi
         flop_ratio=latency.flop_ratio("teacher", "student"),
         labelled=runs.labelled,
         transfer_size=runs.transfer,
+        validation_rows=len(validation),
         hint_features=check_hint_features(student, teacher, config),
     )
     write_results(out, config, result)
