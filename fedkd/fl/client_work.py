@@ -94,6 +94,8 @@ def local_round(
     proximal_mu
         FedProx: the proximal weight mu of ``mu / 2 * ||w - w_pushed||^2`` (0: none).
 
+    Notes
+    -----
     The contribution vector is the client's raw one: the node clips and noises what it
     releases (:func:`fedkd.fl.release.prepare_release`). No timing leaves the client: under
     DP-SGD the time taken tracks the shard size.
