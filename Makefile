@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test lint clean
+.PHONY: install run test lint docs clean
 
 # Installs the package and its tools; leaves the user's Flower home (~/.flwr) alone.
 $(STAMP): pyproject.toml
@@ -29,5 +29,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check fedkd clients server experiments tests
 	$(BIN)/mypy fedkd clients server experiments
 
+# The docs site (docs/index.md; the API reference is generated from the docstrings into
+# docs/generated/). Warnings are errors, as in CI.
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache .hypothesis
+	rm -rf $(VENV) runs .pytest_cache .hypothesis docs/_build docs/generated

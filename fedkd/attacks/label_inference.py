@@ -177,7 +177,7 @@ def baselines(truth: np.ndarray) -> dict[str, float]:
 
 
 def secure_check(options: StudyOptions, seed: int, run: Collected, members: int) -> float:
-    """Largest |secure sum - plaintext sum| over ``members`` clients in a real secure round.
+    """Largest ``|secure sum - plaintext sum|`` over ``members`` clients in a real secure round.
 
     Round 1 of a client depends only on (seed, round, partition), so the secure federation's
     clients compute the very vectors the plaintext run saw.

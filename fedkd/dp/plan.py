@@ -3,15 +3,15 @@
 The target is one noise multiplier ``z`` for the released sum (calibrated by
 :func:`fedkd.dp.accounting.calibrate_noise_multiplier`): Gaussian noise of std ``z * clip``.
 
-==========  ===============================================  ==============================
-placement   who adds what                                    realised on the sum
-==========  ===============================================  ==============================
-central     the server: N(0, (z clip)^2) on the decoded sum   z (the server is trusted)
-local       every client: N(0, (z clip)^2) on its own vector  z per client's own vector;
-                                                             the sum carries sqrt(m) z
-distributed every client: Skellam of variance                 sqrt(m / t) z >= z, since
-            (z Delta)^2 / t on its quantised levels           the unmask needs m >= t
-==========  ===============================================  ==============================
+===========  ================================================  ==============================
+placement    who adds what                                     realised on the sum
+===========  ================================================  ==============================
+central      the server: N(0, (z clip)^2) on the decoded sum   z (the server is trusted)
+local        every client: N(0, (z clip)^2) on its own vector  z per client's own vector;
+                                                               the sum carries sqrt(m) z
+distributed  every client: Skellam of variance                 sqrt(m / t) z >= z, since
+             (z Delta)^2 / t on its quantised levels           the unmask needs m >= t
+===========  ================================================  ==============================
 
 ``Delta`` is the L2 sensitivity in quantisation levels (:func:`level_sensitivity`), ``t`` the
 secure-aggregation threshold: a sum can only be unmasked with at least ``t`` survivors, so

@@ -109,6 +109,8 @@ def local_round(
         FedDF as published: the contribution carries the change local training made to
         the pushed weights too (:mod:`fedkd.fl.feddf`), weighted by the shard size.
 
+    Notes
+    -----
     The contribution vector is the client's raw one: the node clips and noises what it
     releases (:func:`fedkd.fl.release.prepare_release`). No timing leaves the client: under
     DP-SGD the time taken tracks the shard size.

@@ -2,13 +2,13 @@
 
 Stage flow (server -> clients, clients -> server):
 
-1. ADVERTISE: :class:`AdvertiseRequest` -> :class:`AdvertisedKeys`
-2. SHARE: :class:`ShareKeysRequest` (+ :class:`ReceiveKeys` per client) ->
-   :class:`EncryptedShares`
-3. MASKED_INPUT: :class:`MaskedInputRequest` -> :class:`MaskedInput` (+ :class:`Accusations`)
-3b. CONSISTENCY (rounds with a roster only): :class:`ConsistencyRequest` ->
-    :class:`ConsistencyReply`
-4. UNMASK: :class:`UnmaskRequest` -> :class:`UnmaskReply`
+- 1, ADVERTISE: :class:`AdvertiseRequest` -> :class:`AdvertisedKeys`
+- 2, SHARE: :class:`ShareKeysRequest` (+ :class:`ReceiveKeys` per client) ->
+  :class:`EncryptedShares`
+- 3, MASKED_INPUT: :class:`MaskedInputRequest` -> :class:`MaskedInput` (+ :class:`Accusations`)
+- 3b, CONSISTENCY (rounds with a roster only): :class:`ConsistencyRequest` ->
+  :class:`ConsistencyReply`
+- 4, UNMASK: :class:`UnmaskRequest` -> :class:`UnmaskReply`
 
 Stages 3 to 4 live in :mod:`fedkd.secagg.wire_unmask` and are re-exported here.
 """
