@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test lint docs clean
+.PHONY: install run test lint docs report clean
 
 # Installs the package and its tools; leaves the user's Flower home (~/.flwr) alone.
 $(STAMP): pyproject.toml
@@ -33,6 +33,10 @@ lint: $(STAMP)
 # docs/generated/). Warnings are errors, as in CI.
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
+
+# The README's and docs/results/summary.md's results table, from the results.json files.
+report: $(STAMP)
+	$(BIN)/python -m experiments.report
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis docs/_build docs/generated

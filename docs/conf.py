@@ -22,7 +22,7 @@ extensions = [
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 templates_path = ["_templates"]  # module pages document their members in full
 # a study's table.md is included by results.md, not a page of its own
-exclude_patterns = ["_build", "results/*/table.md", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "results/*/table.md", "results/summary.md", "Thumbs.db", ".DS_Store"]
 myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3
 

@@ -99,7 +99,7 @@ def pin_table(options: StudyOptions, seed: int) -> list[dict[str, object]]:
 
 
 @dataclass
-class Federation:
+class QueriedFederation:
     """An honest run's clients, their models and training labels."""
 
     af: AttackedFederation
@@ -107,17 +107,17 @@ class Federation:
     labels: list[np.ndarray]
 
 
-def honest_run(options: StudyOptions, seed: int, size: Sizes) -> Federation:
+def honest_run(options: StudyOptions, seed: int, size: Sizes) -> QueriedFederation:
     """One real round (the clients' warm-up and local training) in plaintext."""
     config = run_config(options, seed, "crafted", secagg=False, **UNIFORM)
     af = build_federation(config, size.clients)
     observe_round(af, 1, list(range(size.clients)))
     models = [client_model(af, k) for k in range(size.clients)]
     labels = [af.data.client_train(k).y for k in range(size.clients)]
-    return Federation(af, models, labels)
+    return QueriedFederation(af, models, labels)
 
 
-def answers(fed: Federation, inputs: np.ndarray, clients: list[int]) -> np.ndarray:
+def answers(fed: QueriedFederation, inputs: np.ndarray, clients: list[int]) -> np.ndarray:
     """The server's view of ``clients``' answers on a public set: mean probabilities (P, C).
 
     The sum of their teacher parts, divided per class by the summed weights (a class no
@@ -131,7 +131,9 @@ def answers(fed: Federation, inputs: np.ndarray, clients: list[int]) -> np.ndarr
     return np.where(weights > 0, values / np.where(weights > 0, weights, 1.0), 0.0)
 
 
-def records(fed: Federation, size: Sizes, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def records(
+    fed: QueriedFederation, size: Sizes, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Guessed records: members of the target's shard and label-matched test non-members.
 
     Matching the labels keeps the client's label prior out of the score: what is left is
@@ -145,7 +147,7 @@ def records(fed: Federation, size: Sizes, seed: int) -> tuple[np.ndarray, np.nda
     return x, y, np.r_[np.ones(len(m), bool), np.zeros(len(o), bool)]
 
 
-def queries(fed: Federation, x: np.ndarray, how: str, copies: int, seed: int) -> np.ndarray:
+def queries(fed: QueriedFederation, x: np.ndarray, how: str, copies: int, seed: int) -> np.ndarray:
     """The public set the server sends for each record: ``(records, copies, ...)``."""
     if how == QUERIES[0]:  # the best an honest public set offers: the nearest public sample
         public = fed.af.data.split.public.x
@@ -165,7 +167,7 @@ def _logit_of_label(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.asarray(np.log(mean) - np.log1p(-mean))
 
 
-def membership_auc(fed: Federation, size: Sizes, seed: int) -> dict[str, dict[int, float]]:
+def membership_auc(fed: QueriedFederation, size: Sizes, seed: int) -> dict[str, dict[int, float]]:
     """AUC of the crafted-query membership score, per query kind and clients in the sum.
 
     ``raw``: the logit of the answer's mean probability of ``y*``. ``calibrated``: minus the
@@ -193,7 +195,7 @@ def membership_auc(fed: Federation, size: Sizes, seed: int) -> dict[str, dict[in
     return out
 
 
-def probe_label_inference(fed: Federation, size: Sizes, seed: int) -> dict[str, float]:
+def probe_label_inference(fed: QueriedFederation, size: Sizes, seed: int) -> dict[str, float]:
     """Mean TV to each client's histogram: OOD probes, the honest public set, a uniform guess."""
     rng = np.random.default_rng([seed, 23])
     split = fed.af.data.split

@@ -84,7 +84,7 @@ _VERIFIED: dict[tuple[int, int, bytes, bytes], bool] = {}
 
 
 class DerivedKeys(Mapping[str, bytes]):
-    """The public keys of simulated identities ``"0" .. str(size - 1)``, each derived when it
+    """The public keys of simulated identities ``"0"`` to ``str(size - 1)``, each derived when it
     is looked up: a roster of a million costs nothing until its members take part."""
 
     def __init__(self, run_id: int, size: int) -> None:
