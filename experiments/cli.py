@@ -1,6 +1,6 @@
 """The ``fedkd`` command: the federated run and every single-node experiment.
 
-    fedkd run [--clients N] [--engine ray|flower] [--set key=value ...]
+    fedkd run [--clients N] [--engine ray|flower] [--log T] [--set key=value ...]
                                                       federated run (docs/engines.md)
     fedkd run --connection NAME [--resume FOLDER]     the same on a deployed SuperLink
     fedkd compare ...                                 FedKD vs FedMD, FedDF, FedAvg, FedProx, ...
@@ -110,6 +110,13 @@ def run_parser() -> argparse.ArgumentParser:
         help="run-config overrides, e.g. --set method=fedavg num-rounds=5",
     )
     parser.add_argument(
+        "--log",
+        default=None,
+        metavar="TRACKERS",
+        help="where each round's numbers go besides history.json (run-config key 'log'): "
+        "tensorboard (default), mlflow, wandb, comma-separated, or none",
+    )
+    parser.add_argument(
         "--federation",
         nargs="*",
         default=[],
@@ -158,7 +165,11 @@ def run_main(argv: list[str]) -> int:
     try:
         out = args.out or ("" if args.connection else str(PROJECT_ROOT / "runs"))
         overrides = absolute_paths(
-            {**({"out-dir": out} if out else {}), **parse_assignments(args.set)}
+            {
+                **({"out-dir": out} if out else {}),
+                **({"log": args.log} if args.log is not None else {}),
+                **parse_assignments(args.set),
+            }
         )
         clients, engine = args.clients, args.engine
         if args.resume is not None:

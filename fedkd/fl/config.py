@@ -24,6 +24,7 @@ from fedkd.distill.teacher import TeacherConfig, available_teacher_rules
 from fedkd.dp.settings import RUN_CONFIG_KEYS as DP_RUN_CONFIG_KEYS
 from fedkd.dp.settings import DPConfig
 from fedkd.dp.settings import check as check_dp
+from fedkd.tracking import check_installed, parse_log
 
 METHODS = ("fedkd", "feddf", "fedavg", "fedprox", "local", "central")
 MODES = ("feddf", "fedmd")
@@ -145,6 +146,9 @@ class FedConfig:
     out_dir: str = "runs"
     run_name: str = ""
     resume: str = ""  # a run folder to continue from its last completed round
+    # where each round's numbers go besides history.json (fedkd.tracking): comma-separated
+    # tensorboard, mlflow, wandb, or none
+    log: str = "tensorboard"
     data: DataConfig = field(default_factory=DataConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
     # The library's TeacherConfig() is the neutral rule (no label counts needed); a federated
@@ -228,6 +232,7 @@ RUN_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "out-dir": ("out_dir",),
     "run-name": ("run_name",),
     "resume": ("resume",),
+    "log": ("log",),
     "eval-clients": ("local", "eval_clients"),
     **DP_RUN_CONFIG_KEYS,  # dp, dp-epsilon, ..., client-dp-sgd (fedkd.dp.settings)
 }
@@ -327,6 +332,7 @@ def _registries(config: FedConfig) -> None:
         _choice(key, value, accepted)
     for name in config.local.client_model_list:
         _choice("client-models", name, available_models())
+    parse_log(config.log)
 
 
 def _ranges(config: FedConfig) -> None:
@@ -424,9 +430,11 @@ def preflight(run_config: Mapping[str, Any], num_clients: int) -> FedConfig:
     Raises
     ------
     ValueError
-        With a one-line message naming the key (or the data) and what is accepted.
+        With a one-line message naming the key (or the data) and what is accepted, or the
+        ``pip install`` a selected tracker (``log``) needs.
     """
     config = parse_run_config(run_config)
+    check_installed(parse_log(config.log))
     if num_clients < config.min_clients:
         raise ValueError(
             f"run config 'min-clients' = {config.min_clients} but the federation has "

@@ -57,11 +57,11 @@ def open_run(run_config: Mapping[str, Any], num_clients: int) -> OpenRun:
     config = preflight(run_config, num_clients=num_clients)
     split = load_run_split(config)
     if config.resume:
-        recorder = RunRecorder.reopen(config.resume)
+        recorder = RunRecorder.reopen(config.resume, log=config.log)
         _check_resumable(recorder.config, config.to_dict())
         log.info("resuming %s after round %d", recorder.path, len(recorder.rows))
     else:
-        recorder = RunRecorder(config.out_dir, config.run_name, config.to_dict())
+        recorder = RunRecorder(config.out_dir, config.run_name, config.to_dict(), log=config.log)
     log.info(
         "%s (%s) on %s: %d private / %d public / %d test, %d clients, model %s, results in %s",
         config.method,
@@ -87,6 +87,7 @@ RESUMABLE_CHANGES = frozenset(
         "node-wait",
         "stage-timeout",
         "secagg-timeout",
+        "log",
     }
 )
 

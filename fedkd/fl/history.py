@@ -4,7 +4,9 @@ A run folder holds ``config.json`` (the resolved config), ``history.json`` and `
 (one row per round), ``teachers/round-NNN.npy`` (each round's teacher logits),
 ``student.pt`` (the latest student), ``checkpoints/round-NNN.pt`` (the student of the last
 completed round), ``journal.jsonl`` (the server's write-ahead round journal,
-:mod:`fedkd.fl.journal`), ``plots/*.png`` and, once finished, ``summary.json``.
+:mod:`fedkd.fl.journal`), ``tensorboard/`` (each row as TensorBoard scalars, and MLflow or
+W&B as the run config's ``log`` says: :mod:`fedkd.tracking`), ``plots/*.png`` and, once
+finished, ``summary.json``.
 
 A round is committed by :meth:`RunRecorder.commit`: its checkpoint first, then its history row
 (the commit point), and every file is written atomically (write, then rename). A process that
@@ -27,6 +29,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 from torch import nn
+
+from fedkd.tracking import Tracker, open_trackers, parse_log, round_scalars
 
 
 @dataclass
@@ -99,7 +103,9 @@ def _atomic_write(path: Path, text: str) -> None:
 class RunRecorder:
     """Owns a run folder: config, per-round history, checkpoints, plots and summary."""
 
-    def __init__(self, out_dir: str | Path, run_name: str, config: dict[str, Any]) -> None:
+    def __init__(
+        self, out_dir: str | Path, run_name: str, config: dict[str, Any], *, log: str = "none"
+    ) -> None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         label = "-".join(str(config[k]) for k in ("method", "mode") if k in config) or "run"
         name = run_name or f"{label}-{stamp}"
@@ -111,11 +117,19 @@ class RunRecorder:
             self.path = Path(out_dir) / f"{name}-{suffix}"
         (self.path / "plots").mkdir(parents=True)
         self.rows: list[RoundRecord] = []
+        self.track(log)
         self.write_json("config.json", config)
 
+    def track(self, log: str) -> None:
+        """Send the rows added from now on to the trackers ``log`` names (the run config's
+        ``log`` key, :func:`fedkd.tracking.parse_log`); they open with the first row."""
+        self._log = parse_log(log)
+        self._trackers: list[Tracker] | None = None
+
     @classmethod
-    def reopen(cls, path: str | Path) -> RunRecorder:
-        """Continue a stopped run in its own folder: its config and completed rounds.
+    def reopen(cls, path: str | Path, *, log: str = "none") -> RunRecorder:
+        """Continue a stopped run in its own folder: its config and completed rounds; new
+        rows go to the trackers ``log`` names (TensorBoard appends to the run's events).
 
         Raises
         ------
@@ -137,6 +151,7 @@ class RunRecorder:
             }
             recorder.rows.append(RoundRecord(**values))
         (folder / "plots").mkdir(exist_ok=True)
+        recorder.track(log)
         return recorder
 
     def last_teacher(self) -> np.ndarray | None:
@@ -157,6 +172,17 @@ class RunRecorder:
             for row in rows:
                 writer.writerow({**row, "dropped": " ".join(map(str, row["dropped"]))})
         os.replace(tmp, self.path / "history.csv")
+        if self._log:
+            if self._trackers is None:
+                self._trackers = open_trackers(self._log, self.path, self.config)
+            for tracker in self._trackers:
+                tracker.log_round(record.round, round_scalars(asdict(record)))
+
+    def close(self) -> None:
+        """Flush and close the trackers (a later row opens them again)."""
+        for tracker in self._trackers or []:
+            tracker.close()
+        self._trackers = None
 
     def checkpoint(self, model: nn.Module, name: str = "student.pt") -> Path:
         """Save a state dict atomically (write then rename)."""
@@ -217,7 +243,9 @@ class RunRecorder:
         return target
 
     def finish(self, method: str, *, seconds: float) -> Path:
-        """Plots and ``summary.json``: final and best figures over the completed rounds."""
+        """Plots and ``summary.json``: final and best figures over the completed rounds;
+        closes the trackers."""
+        self.close()
         self.plot()
         done = [r for r in self.rows if r.status == "ok"]
         last = done[-1] if done else None
