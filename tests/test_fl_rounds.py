@@ -60,6 +60,8 @@ def test_secure_round_in_process_equals_the_flower_app(tmp_path: Path) -> None:
         )
     assert [r["student_accuracy"] for r in ours] == [r["student_accuracy"] for r in theirs]
     assert ours[-1]["student_accuracy"] > 0.3  # chance is 0.1
+    for run in (recorder.path, tmp_path / "flower"):  # every engine's rounds in TensorBoard
+        assert any((run / "tensorboard").glob("events.out.tfevents.*"))
 
 
 class Eavesdropper:
