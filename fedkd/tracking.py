@@ -7,8 +7,8 @@ Each tracker logs the same scalars, :func:`round_scalars`, at step = round numbe
 - TensorBoard (a dependency): event files in ``<run folder>/tensorboard/``; a resumed run
   appends a new event file in the same folder, and TensorBoard reads them as one run.
 - MLflow (optional, ``pip install mlflow``): one MLflow run per fedkd run, in
-  ``$MLFLOW_TRACKING_URI`` or else ``<out-dir>/mlruns`` (beside the run folders, whatever the
-  process's working directory, which under Flower is not the user's).
+  ``$MLFLOW_TRACKING_URI`` or else the SQLite store ``<out-dir>/mlflow.db`` (beside the run
+  folders, whatever the process's working directory, which under Flower is not the user's).
 - Weights & Biases (optional, ``pip install wandb``): one W&B run per fedkd run, files in the
   run folder, ``mode`` from ``$WANDB_MODE`` (default ``offline``: nothing leaves the machine).
 
@@ -140,12 +140,20 @@ class MLflowTracker:
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or (run_path.parent / "mlruns").as_uri()
+        # MLflow 3 refuses its old ./mlruns file store unless told; its default is SQLite
+        root = run_path.resolve().parent
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
         self.client = MlflowClient(tracking_uri=uri)
         run_id = _ids(run_path).get("mlflow_run_id")
         if run_id is None:
             found = self.client.get_experiment_by_name("fedkd")
-            experiment = found.experiment_id if found else self.client.create_experiment("fedkd")
+            experiment = (
+                found.experiment_id
+                if found
+                else self.client.create_experiment(
+                    "fedkd", artifact_location=(root / "mlartifacts").as_uri()
+                )
+            )
             run_id = self.client.create_run(experiment, run_name=run_path.name).info.run_id
             params = [Param(k, str(v)) for k, v in config.items()]
             for start in range(0, len(params), 100):  # MLflow takes 100 params per batch

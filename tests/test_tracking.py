@@ -133,3 +133,18 @@ def test_fedkd_run_log_flag_checks_before_starting(
     assert code == 2
     assert capsys.readouterr().err.strip().endswith("pip install wandb")
     assert not any(tmp_path.iterdir())
+
+
+def test_mlflow_when_installed_logs_the_rows_and_resumes_its_run(tmp_path: Path) -> None:
+    tracking = pytest.importorskip("mlflow.tracking")
+    first = RunRecorder(tmp_path, "ml", {"method": "fedkd"}, log="mlflow")
+    first.add(RoundRecord(round=1, method="fedkd", student_accuracy=0.5, dp_epsilon=1.25))
+    first.close()
+    again = RunRecorder.reopen(first.path, log="mlflow")
+    again.add(RoundRecord(round=2, method="fedkd", student_accuracy=0.75, dp_epsilon=2.5))
+    again.close()
+    run_id = json.loads((first.path / "tracking.json").read_text())["mlflow_run_id"]
+    client = tracking.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    history = client.get_metric_history(run_id, "dp/epsilon")
+    assert [(m.step, m.value) for m in history] == [(1, 1.25), (2, 2.5)]
+    assert client.get_run(run_id).data.params == {"method": "fedkd"}
