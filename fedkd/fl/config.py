@@ -5,8 +5,7 @@ overridden by ``flwr run . --run-config "k=v"``). :func:`parse_run_config` turns
 :class:`FedConfig` made of sub-configs that own their defaults (data, local training, teacher,
 distillation, secure aggregation, faults), and rejects unknown keys, bad types, names missing
 from their registries and out-of-range values with a one-line message naming the key and
-what is accepted. :func:`preflight` adds the checks that need the machine: the data is there
-and large enough for the clients, the device exists.
+what is accepted. :func:`fedkd.fl.preflight.preflight` adds the checks that need the machine.
 
 :data:`RUN_CONFIG_KEYS` is the one table from run-config keys to fields; ``pyproject.toml``'s
 ``[tool.flwr.app.config]`` must list exactly these keys with these defaults (a test checks).
@@ -404,54 +403,3 @@ def validate(config: FedConfig) -> None:
             "individual inputs (Bonawitz et al. need t > n/2)",
             stacklevel=3,
         )
-
-
-def preflight(run_config: Mapping[str, Any], num_clients: int) -> FedConfig:
-    """Every check that can be made before any work: the config, the data, the device.
-
-    Parameters
-    ----------
-    run_config
-        The flat run config (defaults for keys left out).
-    num_clients
-        How many clients (SuperNodes, partitions) the federation has.
-
-    Returns
-    -------
-    FedConfig
-        The parsed config.
-
-    Raises
-    ------
-    ValueError
-        With a one-line message naming the key (or the data) and what is accepted.
-    """
-    config = parse_run_config(run_config)
-    if num_clients < config.min_clients:
-        raise ValueError(
-            f"run config 'min-clients' = {config.min_clients} but the federation has "
-            f"{num_clients} client(s); lower 'min-clients' or start more SuperNodes"
-        )
-    if config.distill.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError("run config 'device' = 'cuda' but PyTorch sees no CUDA device")
-    if config.local.device == "cuda" and config.dp.client_dp_sgd:
-        raise ValueError(
-            "run config 'client-device' = 'cuda' with 'client-dp-sgd': DP-SGD "
-            "clients train on the CPU; use client-device=cpu"
-        )
-    from fedkd.fl.data import load_run_split
-
-    try:
-        split = load_run_split(config)
-    except (OSError, ValueError) as problem:
-        raise ValueError(f"dataset '{config.data.dataset}' cannot be loaded: {problem}") from None
-    on_demand = config.data.partitioner == "population"  # shards drawn with replacement
-    if config.method != "central" and not on_demand and num_clients > len(split.private):
-        raise ValueError(
-            f"{num_clients} clients but the private pool of '{config.data.dataset}' holds only "
-            f"{len(split.private)} samples; use more data ('split-private') or fewer clients"
-        )
-    return config
