@@ -29,6 +29,7 @@ from pathlib import Path
 import fedkd.secagg
 
 ROOT = Path(fedkd.__file__).parent
+MAX_FUNCTION_LINES = 80
 
 
 def _name(path: Path) -> str:
@@ -175,3 +176,19 @@ def test_the_secagg_public_api_holds_no_attack_harness() -> None:
     assert not exported & {"MaliciousServer", "run_secagg", "DriverResult", "simulate"}
     secagg = ROOT / "secagg"
     assert not any((secagg / f"{name}.py").exists() for name in ("attacks", "leakage"))
+
+
+def _long_functions() -> list[str]:
+    found = []
+    for module, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    found.append(f"{module}:{node.lineno} {node.name} ({lines} lines)")
+    return found
+
+
+def test_no_function_in_fedkd_is_over_80_lines() -> None:
+    """Counted from ``def`` to the last line, docstring included (decorators excluded)."""
+    assert _long_functions() == []
