@@ -23,6 +23,7 @@ from fedkd.distill.teacher import TeacherConfig, available_teacher_rules
 from fedkd.dp.settings import RUN_CONFIG_KEYS as DP_RUN_CONFIG_KEYS
 from fedkd.dp.settings import DPConfig
 from fedkd.dp.settings import check as check_dp
+from fedkd.secagg.message import Stage
 
 METHODS = ("fedkd", "feddf", "fedavg", "fedprox", "local", "central")
 MODES = ("feddf", "fedmd")
@@ -30,7 +31,10 @@ PARTITIONERS = ("iid", "dirichlet", "dirichlet-balanced", "shard", "pathological
 OPTIMIZERS = ("adam", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 CLIENT_DEVICES = ("cpu", "auto", "cuda")  # auto: CUDA when the client's process was given a GPU
-FAULT_STAGES = ("none", "train", "share", "mask", "consistency", "unmask")
+# Where a fault may be injected: the train message or a secure-aggregation stage after it,
+# by the stage's one name (Stage); the names before that are accepted with a warning.
+FAULT_STAGES = ("none", "train", *(s.value for s in Stage if s is not Stage.ADVERTISE))
+FAULT_STAGE_ALIASES = {"share": Stage.SHARE_KEYS.value, "mask": Stage.MASKED_INPUT.value}
 FAULT_KINDS = ("crash", "timeout")
 
 
@@ -126,6 +130,13 @@ class FaultConfig:
     stage: str = "none"
     prob: float = 0.0
     kind: str = "crash"
+
+    def __post_init__(self) -> None:
+        if self.stage in FAULT_STAGE_ALIASES:
+            new = FAULT_STAGE_ALIASES[self.stage]
+            message = f"run config 'fault-stage' = '{self.stage}' is deprecated: use '{new}'"
+            warnings.warn(message, FutureWarning, stacklevel=3)
+            object.__setattr__(self, "stage", new)
 
 
 @dataclass(frozen=True)
