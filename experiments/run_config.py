@@ -89,7 +89,7 @@ def check_run_config(
         )
     if not local:
         return
-    from fedkd.fl.config import preflight
+    from fedkd.fl.preflight import preflight
 
     with warnings.catch_warnings():  # the ServerApp repeats risky-setting warnings in its log
         warnings.simplefilter("ignore")

@@ -17,8 +17,9 @@ from fedkd.fl.cohort import SECAGG_PLUS_FROM, plus_neighbours, round_neighbours,
 from fedkd.fl.config import parse_run_config
 from fedkd.fl.data import federated_data, public_digest
 from fedkd.fl.experiment import FIRST_NODE_ID, open_run
+from fedkd.fl.federation import Federation
 from fedkd.fl.identities import DerivedRoster, client_identity, server_roster
-from fedkd.fl.rounds import Federation, fedkd_round, secagg_round_config
+from fedkd.fl.rounds import fedkd_round, secagg_round_config
 from fedkd.fl.server_work import new_student
 from fedkd.secagg import ClientState, SecAggConfig
 from fedkd.secagg.errors import ConfigMismatch

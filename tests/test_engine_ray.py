@@ -42,7 +42,7 @@ def _teachers(folder: Path) -> list[np.ndarray]:
     return [np.load(path) for path in sorted((folder / "teachers").glob("*.npy"))]
 
 
-CRASHES = {"fault-stage": "mask", "fault-prob": 0.2, "secagg-threshold": 0.55}  # 3, then 1
+CRASHES = {"fault-stage": "masked_input", "fault-prob": 0.2, "secagg-threshold": 0.55}  # 3, then 1
 
 
 @pytest.mark.parametrize("extra", [{}, CRASHES])

@@ -109,7 +109,8 @@ def test_clients_train_where_they_are_told() -> None:
     import pytest
 
     from fedkd.fl.client_work import client_device
-    from fedkd.fl.config import parse_run_config, preflight
+    from fedkd.fl.config import parse_run_config
+    from fedkd.fl.preflight import preflight
 
     assert client_device(parse_run_config({})) == "cpu"  # the default: bit-equal everywhere
     auto = client_device(parse_run_config({"client-device": "auto"}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -13,7 +14,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from clients import codec
 from clients.app import app as client_app
 from fedkd.fl import keys
-from fedkd.fl.config import FedConfig, parse_run_config
+from fedkd.fl.config import FAULT_STAGES, FedConfig, parse_run_config
 from fedkd.fl.faults import fault_hits
 from fedkd.secagg import protocol
 from server.app import app as server_app
@@ -87,14 +88,16 @@ def test_crashes_at_mask_stage_are_survived_and_logged(tmp_path: Path) -> None:
         tmp_path,
         nodes=6,
         num_rounds=2,
-        fault_stage="mask",
+        fault_stage="masked_input",
         fault_prob=0.3,
         seed=3,
         secagg_threshold=0.6,
     )
-    config = parse_run_config(run_config(tmp_path, fault_stage="mask", fault_prob=0.3, seed=3))
+    config = parse_run_config(
+        run_config(tmp_path, fault_stage="masked_input", fault_prob=0.3, seed=3)
+    )
     for row in history:
-        expected = [p for p in range(6) if fault_hits(config, "mask", row["round"], p)]
+        expected = [p for p in range(6) if fault_hits(config, "masked_input", row["round"], p)]
         assert row["dropped"] == expected
         if row["status"] == "ok":
             assert row["survivors"] == 6 - len(expected)
@@ -102,8 +105,21 @@ def test_crashes_at_mask_stage_are_survived_and_logged(tmp_path: Path) -> None:
     assert any(row["dropped"] for row in history), "seed 3 should drop someone"
 
 
+def test_fault_stages_are_the_protocol_stages_and_old_names_still_work() -> None:
+    assert set(FAULT_STAGES) == {"none", keys.TRAIN, *protocol.STAGES} - {protocol.ADVERTISE}
+    with pytest.warns(FutureWarning, match="'fault-stage' = 'mask' is deprecated"):
+        old = parse_run_config({"fault-stage": "mask", "fault-prob": 0.3})
+    assert old.faults.stage == protocol.MASKED_INPUT
+    # A seed fails the same clients as it did under the old name (the draw hashes it).
+    drawn = [p for p in range(40) if fault_hits(old, protocol.MASKED_INPUT, 2, p)]
+    token = f"{old.seed}/2/{{}}/mask"
+    hashes = [hashlib.sha256(token.format(p).encode()).digest()[:8] for p in range(40)]
+    assert drawn == [p for p, h in enumerate(hashes) if int.from_bytes(h, "big") / 2**64 < 0.3]
+    assert drawn and not fault_hits(old, protocol.SHARE_KEYS, 2, drawn[0])
+
+
 def test_too_few_survivors_skips_the_round_cleanly(tmp_path: Path) -> None:
-    _, history, _ = run_app(tmp_path, num_rounds=1, fault_stage="share", fault_prob=1.0)
+    _, history, _ = run_app(tmp_path, num_rounds=1, fault_stage="share_keys", fault_prob=1.0)
     (row,) = history
     assert row["status"] == "skipped"
     assert "threshold" in row["reason"]

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 
 from clients.app import app as client_app
-from fedkd.fl.config import FedConfig, parse_run_config, preflight
+from fedkd.fl.config import FedConfig, parse_run_config
 from fedkd.fl.contribution import vector_length
 from fedkd.fl.data import load_run_split
 from fedkd.fl.experiment import in_process_clients, open_run, simulate
-from fedkd.fl.rounds import Federation, secagg_round_config
+from fedkd.fl.federation import Federation
+from fedkd.fl.preflight import preflight
+from fedkd.fl.rounds import secagg_round_config
 from fedkd.secagg.packing import packed_size
 from fedkd.transport import Envelope, ExchangeResult, Transport
 from server.app import app as server_app

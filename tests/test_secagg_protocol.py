@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedkd.secagg import ProtocolAbort, RefusedRequest, Stage
+from fedkd.secagg import ProtocolAbort, RefusedRequest, Stage, protocol
 from fedkd.secagg.client_state import ClientState, decode_client_state, encode_client_state
 from fedkd.secagg.config import SecAggConfig, majority_threshold
 from fedkd.secagg.driver import run_secagg
@@ -47,7 +47,7 @@ def _outcome(
     for stage in Stage:  # without a roster, a client leaving at consistency is gone at unmask
         gone |= drops[stage]
         present[stage] = {v for v in config.participants if v not in gone}
-    u1, u2, u3 = present[Stage.ADVERTISE], present[Stage.SHARE], present[Stage.MASKED_INPUT]
+    u1, u2, u3 = present[Stage.ADVERTISE], present[Stage.SHARE_KEYS], present[Stage.MASKED_INPUT]
 
     def neighbourhoods_ok(alive: set[int]) -> bool:
         return len(alive) >= t and all(len(alive & config.holders_of(v)) >= t for v in alive)
@@ -152,7 +152,12 @@ def test_secagg_plus_sum_is_exact_under_any_dropouts(case: dict) -> None:
 def test_dropouts_at_every_stage_full_and_sparse() -> None:
     rng = np.random.default_rng(1)
     inputs = [rng.normal(size=17) for _ in range(12)]
-    drops = {Stage.ADVERTISE: {0}, Stage.SHARE: {1}, Stage.MASKED_INPUT: {2, 3}, Stage.UNMASK: {4}}
+    drops = {
+        Stage.ADVERTISE: {0},
+        Stage.SHARE_KEYS: {1},
+        Stage.MASKED_INPUT: {2, 3},
+        Stage.UNMASK: {4},
+    }
     for k in (11, 10):
         result = run_secagg(inputs, neighbours=k, threshold=majority_threshold(k), dropouts=drops)
         assert result.survivors == [4, 5, 6, 7, 8, 9, 10, 11]
@@ -179,7 +184,7 @@ def test_driver_reports_costs_and_weighted_mean() -> None:
     mean = result.total[:-1] / result.total[-1]
     expected = sum(w * x for w, x in zip(weights, values, strict=True)) / sum(weights)
     np.testing.assert_allclose(mean, expected, atol=1e-6)
-    stages = {"advertise", "share", "masked_input", "consistency", "unmask", "total"}
+    stages = {"advertise", "share_keys", "masked_input", "consistency", "unmask", "total"}
     assert set(result.client_seconds) == stages
     assert result.client_seconds["consistency"] == 0.0  # no consistency stage without a roster
     assert result.server_seconds["total"] > 0
@@ -266,3 +271,8 @@ def test_an_honest_reply_fits_its_stage_limit_at_every_size() -> None:
     for n, k in ((60, None), (200, 8)):
         sim = simulate([np.zeros(3) for _ in range(n)], neighbours=k, roster=True)
         assert sim.outcome.result is not None and not sim.outcome.failed, sim.outcome.reason
+
+
+def test_a_client_state_stored_under_the_old_stage_name_still_loads() -> None:
+    assert Stage("share") is Stage.SHARE_KEYS  # its name before it took its kind's
+    assert [s.value for s in Stage] == list(protocol.STAGES)

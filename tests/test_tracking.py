@@ -12,9 +12,10 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from experiments.cli import run_main
-from fedkd.fl.config import FedConfig, parse_run_config, preflight
+from fedkd.fl.config import FedConfig, parse_run_config
 from fedkd.fl.experiment import simulate
 from fedkd.fl.history import RoundRecord, RunRecorder
+from fedkd.fl.preflight import preflight
 from fedkd.tracking import SCALARS, parse_log
 
 

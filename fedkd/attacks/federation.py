@@ -27,8 +27,8 @@ from fedkd.fl.client import MemoryStore, NodeInfo, handle
 from fedkd.fl.config import FedConfig
 from fedkd.fl.data import FederatedData, federated_data
 from fedkd.fl.experiment import FIRST_NODE_ID, OpenRun, open_run
+from fedkd.fl.federation import Federation
 from fedkd.fl.rounds import (
-    Federation,
     fedkd_request,
     plaintext_sum,
     secagg_round_config,

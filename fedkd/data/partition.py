@@ -240,28 +240,36 @@ def partition(
         shards_per_partition=shards_per_partition,
         classes_per_partition=classes_per_partition,
     )
+    options: dict[str, Any] = dict(
+        alpha=alpha, seed=seed, pool_size=len(labels), shards_per_partition=shards_per_partition
+    )
+    options["classes_per_partition"] = classes_per_partition
+    parts = _partition_pool(labels, int(num_partitions), method, options, seed=seed)
+    _warn_if_uncovered(labels, parts, method)
+    return parts
+
+
+def _partition_pool(
+    labels: np.ndarray, num_partitions: int, method: str, options: dict[str, Any], *, seed: int
+) -> list[np.ndarray]:
+    """Run ``method``'s flwr-datasets partitioner over the pool's rows in a seeded order."""
     # flwr-datasets pulls in Hugging Face datasets (~2 s): import on first use only.
     from datasets import Dataset
 
     order = np.random.default_rng(seed).permutation(len(labels))
     pool = Dataset.from_dict({_LABEL: labels[order].tolist(), _INDEX: order.tolist()})
-    options: dict[str, Any] = dict(
-        alpha=alpha, seed=seed, pool_size=len(labels), shards_per_partition=shards_per_partition
-    )
-    options["classes_per_partition"] = classes_per_partition
     if method in DIRICHLET_METHODS:
         options["self_balancing"] = method == "dirichlet-balanced"
-        parts = _dirichlet_parts(pool, int(num_partitions), options)
+        parts = _dirichlet_parts(pool, num_partitions, options)
     else:
         try:
-            partitioner = _FACTORIES[method](int(num_partitions), **options)
-            parts = _load_parts(partitioner, pool, int(num_partitions))
+            partitioner = _FACTORIES[method](num_partitions, **options)
+            parts = _load_parts(partitioner, pool, num_partitions)
         except ValueError as err:
             raise ValueError(
                 f"{method} partitioning of {len(labels)} samples into {num_partitions} "
                 f"partitions failed: {err}"
             ) from err
-    _warn_if_uncovered(labels, parts, method)
     return parts
 
 

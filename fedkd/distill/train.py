@@ -203,33 +203,23 @@ def distill(
         The model trained (moved to ``device``, left in train mode).
     inputs
         ``(N, C, H, W)`` float32 transfer set, e.g. the public set.
-    teacher_logits
-        ``(N, classes)`` precomputed teacher logits (e.g. from :func:`ensemble_teacher`).
-    teacher_model
-        A teacher network, run once in eval mode over ``inputs``. Give exactly one of
-        ``teacher_logits`` and ``teacher_model``.
+    teacher_logits, teacher_model
+        Exactly one: ``(N, classes)`` precomputed teacher logits (e.g. from
+        :func:`ensemble_teacher`), or a teacher network run once in eval mode over ``inputs``.
     temperature
         Distillation temperature ``T > 0``.
     epochs, batch_size, lr
         Optimisation settings (Adam).
-    labels
-        ``(N,)`` int64 hard labels; required when ``hard_label_weight > 0``.
-    hard_label_weight
-        ``a`` in ``[0, 1]``.
-    device
-        See :func:`resolve_device`.
-    seed
-        Seeds the shuffling order.
-    progress
-        Print one line per epoch to stderr.
+    labels, hard_label_weight
+        ``(N,)`` int64 hard labels and their weight ``a`` in ``[0, 1]`` (labels needed if a > 0).
+    device, seed, progress
+        See :func:`resolve_device`; the seed of the shuffling order; print a line per epoch.
     amp
         Mixed precision on CUDA: ``None`` or ``True`` use ``torch.autocast`` (bf16 if supported,
         else fp16 with a ``GradScaler``); ``False`` keeps float32. Ignored on the CPU.
-    validation, patience
-        Early stopping on a labelled slice, as in :func:`train_supervised`.
-    min_epoch_samples
-        An epoch of a smaller transfer set repeats it (fresh shuffles) until it has served
-        this many samples (:class:`fedkd.distill.recipe.FitConfig`).
+    validation, patience, min_epoch_samples
+        Early stopping on a labelled slice, as in :func:`train_supervised`; an epoch of a smaller
+        transfer set repeats it (fresh shuffles) until it has served ``min_epoch_samples``.
 
     Returns
     -------

@@ -189,6 +189,19 @@ def _epoch(module: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoad
     return total / seen if seen else float("nan")
 
 
+def _run_epochs(
+    module: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, report: DPSGDReport
+) -> None:
+    """``report.epochs`` DP-SGD passes over the loader, recording each one's loss and steps."""
+    with warnings.catch_warnings():
+        # The first layer's input needs no gradient, so torch notes that its full
+        # backward hook fires on the output only -- which is all Opacus reads.
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        for _ in range(report.epochs):
+            report.losses.append(_epoch(module, optimizer, loader))
+            report.steps += len(loader)
+
+
 def dp_train(
     model: nn.Module,
     x: np.ndarray,
@@ -259,13 +272,7 @@ def dp_train(
             )
         report.sample_rate = 1.0 / len(dp_loader)
         try:
-            with warnings.catch_warnings():
-                # The first layer's input needs no gradient, so torch notes that its full
-                # backward hook fires on the output only -- which is all Opacus reads.
-                warnings.filterwarnings("ignore", message="Full backward hook is firing")
-                for _ in range(epochs):
-                    report.losses.append(_epoch(module, dp_optimizer, dp_loader))
-                    report.steps += len(dp_loader)
+            _run_epochs(module, dp_optimizer, dp_loader, report)
         finally:
             module._close()  # type: ignore[operator]  # hooks and per-sample buffers off the model
     report.history = list(engine.accountant.history)

@@ -133,6 +133,17 @@ def check(
     client_models
         Architectures the clients train (DP-SGD refuses BatchNorm ones).
     """
+    _check_choices(dp, method=method, mode=mode)
+    _check_ranges(dp)
+    if dp.enabled:
+        _check_client_level(dp, method=method, secagg_enabled=secagg_enabled)
+    if dp.client_dp_sgd:
+        _check_record_level(dp, method=method, client_models=client_models)
+    _warn(dp)
+
+
+def _check_choices(dp: DPConfig, *, method: str, mode: str) -> None:
+    """The named settings: placement, layers and shares, and what ``head`` needs."""
     if dp.placement not in PLACEMENTS:
         raise ValueError(f"run config 'dp' = {dp.placement!r}; accepted: {', '.join(PLACEMENTS)}")
     if dp.client_layers not in LAYERS:
@@ -150,6 +161,10 @@ def check(
         )
     if dp.shares not in SHARES:
         raise ValueError(f"run config 'dp-shares' = {dp.shares!r}; accepted: {', '.join(SHARES)}")
+
+
+def _check_ranges(dp: DPConfig) -> None:
+    """The numbers: each finite and in its range."""
     for key, value, ok, accepted in (
         ("dp-epsilon", dp.epsilon, dp.epsilon >= 0, ">= 0 (0: not set)"),
         ("dp-delta", dp.delta, 0 < dp.delta < 1, "in (0, 1)"),
@@ -162,39 +177,44 @@ def check(
         ("client-dp-max-grad-norm", dp.client_max_grad_norm, dp.client_max_grad_norm > 0, "> 0"),
     ):
         _range(key, ok and math.isfinite(value), accepted, value)
-    if dp.enabled:
-        if dp.epsilon == 0 and dp.noise_multiplier == 0:
-            raise ValueError(
-                f"run config 'dp' = {dp.placement!r} needs 'dp-epsilon' (a target to calibrate "
-                "the noise to) or 'dp-noise-multiplier'"
-            )
-        if method != "fedkd":
-            raise ValueError(
-                f"run config 'dp' = {dp.placement!r} applies to method 'fedkd' (the teacher "
-                f"release); method is {method!r}"
-            )
-        if dp.placement == "distributed" and not secagg_enabled:
-            raise ValueError(
-                "run config 'dp' = 'distributed' adds noise shares under secure aggregation; "
-                "set 'secagg' = true (or use dp = central / local)"
-            )
-    if dp.client_dp_sgd:
-        if dp.client_noise_multiplier == 0 and dp.client_epsilon == 0:
-            raise ValueError(
-                "run config 'client-dp-sgd' = true needs 'client-dp-epsilon' or 'client-dp-noise'"
-            )
-        if method == "fedprox":  # Opacus trains the plain loss: the proximal term would vanish
-            raise ValueError(
-                "run config 'client-dp-sgd' = true trains without FedProx's proximal term; "
-                "use method fedavg or fedkd"
-            )
-        bad = sorted(set(client_models) & BATCHNORM_MODELS)
-        if bad:
-            raise ValueError(
-                f"run config 'client-dp-sgd' = true: {', '.join(bad)} use BatchNorm, which has "
-                "no per-example gradients; use cnn, cnn_small or mlp"
-            )
-    _warn(dp)
+
+
+def _check_client_level(dp: DPConfig, *, method: str, secagg_enabled: bool) -> None:
+    """Client-level DP (``dp`` on): a noise scale or target, FedKD's release, secagg if needed."""
+    if dp.epsilon == 0 and dp.noise_multiplier == 0:
+        raise ValueError(
+            f"run config 'dp' = {dp.placement!r} needs 'dp-epsilon' (a target to calibrate "
+            "the noise to) or 'dp-noise-multiplier'"
+        )
+    if method != "fedkd":
+        raise ValueError(
+            f"run config 'dp' = {dp.placement!r} applies to method 'fedkd' (the teacher "
+            f"release); method is {method!r}"
+        )
+    if dp.placement == "distributed" and not secagg_enabled:
+        raise ValueError(
+            "run config 'dp' = 'distributed' adds noise shares under secure aggregation; "
+            "set 'secagg' = true (or use dp = central / local)"
+        )
+
+
+def _check_record_level(dp: DPConfig, *, method: str, client_models: Iterable[str]) -> None:
+    """Record-level DP (DP-SGD): a noise scale or target, a plain loss, no BatchNorm."""
+    if dp.client_noise_multiplier == 0 and dp.client_epsilon == 0:
+        raise ValueError(
+            "run config 'client-dp-sgd' = true needs 'client-dp-epsilon' or 'client-dp-noise'"
+        )
+    if method == "fedprox":  # Opacus trains the plain loss: the proximal term would vanish
+        raise ValueError(
+            "run config 'client-dp-sgd' = true trains without FedProx's proximal term; "
+            "use method fedavg or fedkd"
+        )
+    bad = sorted(set(client_models) & BATCHNORM_MODELS)
+    if bad:
+        raise ValueError(
+            f"run config 'client-dp-sgd' = true: {', '.join(bad)} use BatchNorm, which has "
+            "no per-example gradients; use cnn, cnn_small or mlp"
+        )
 
 
 def _warn(dp: DPConfig) -> None:

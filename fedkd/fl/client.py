@@ -50,15 +50,6 @@ __all__ = ["BadRequest", "MemoryStore", "NodeInfo", "NodeStore", "handle", "trai
 
 log = logging.getLogger("fedkd.client")
 
-FAULT_STAGE = {
-    keys.TRAIN: "train",
-    secagg.SHARE_KEYS: "share",
-    secagg.MASKED_INPUT: "mask",
-    secagg.CONSISTENCY: "consistency",
-    secagg.UNMASK: "unmask",
-}
-
-
 CRASHED = 500  # error code of an injected crash
 SUMMED_PHASES = ("fedkd", "feddf")  # phases whose reply is a contribution to the (secure) sum
 CLOCK_SLACK = 5.0  # seconds of clock difference tolerated between server and client
@@ -86,7 +77,7 @@ def handle(
         deadline = request.fields.get(keys.DEADLINE)
         inject_fault(
             config,
-            FAULT_STAGE.get(request.kind, request.kind),
+            request.kind,  # a fault stage is named as its message kind
             server_round,
             node.partition_id,
             deadline=deadline if isinstance(deadline, float) else None,

@@ -12,10 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from fedkd.data import ArrayDataset
 from fedkd.distill import (
     distill,
     evaluate,
@@ -29,6 +31,9 @@ from fedkd.fl.data import FederatedData
 from fedkd.fl.feddf import client_weights_block
 from fedkd.fl.privacy import private_local_training
 from fedkd.models import FeatureModel, build_model
+
+if TYPE_CHECKING:
+    from fedkd.dp.dpsgd import DPSGDReport  # Opacus: imported where DP-SGD runs
 
 
 @dataclass(frozen=True)
@@ -115,35 +120,95 @@ def local_round(
     releases (:func:`fedkd.fl.release.prepare_release`). No timing leaves the client: under
     DP-SGD the time taken tracks the shard size.
     """
-    local, device = config.local, client_device(config)
+    device = client_device(config)
     pushed = {k: v.detach().clone() for k, v in model.state_dict().items()} if send_weights else {}
     seed = config.seed * 1_000_003 + server_round * 1_009 + partition_id
+    if teacher_logits is not None:
+        _digest_teacher(config, data, model, teacher_logits, device=device, seed=seed)
+    train = data.client_train(partition_id)
+    report, dpsgd = _train_local(
+        config,
+        data,
+        model,
+        train,
+        teacher_logits,
+        first_round=first_round,
+        dpsgd_history=dpsgd_history,
+        dpsgd_seed=dpsgd_seed,
+        proximal_mu=proximal_mu,
+        device=device,
+        seed=seed,
+    )
+    return _local_result(
+        config,
+        data,
+        partition_id,
+        model,
+        report,
+        dpsgd,
+        pushed=pushed,
+        num_examples=len(train),
+        contribute=contribute,
+        send_weights=send_weights,
+        device=device,
+    )
+
+
+def _digest_teacher(
+    config: FedConfig,
+    data: FederatedData,
+    model: FeatureModel,
+    teacher_logits: np.ndarray,
+    *,
+    device: str,
+    seed: int,
+) -> None:
+    """FedMD's digest: ``digest-epochs`` of distillation from the pushed teacher on the public
+    set, after checking the teacher is ``(public set, classes)``."""
     public_x = data.split.public.x
-    if teacher_logits is not None and teacher_logits.shape != (
-        len(public_x),
-        data.split.num_classes,
-    ):
+    expected = (len(public_x), data.split.num_classes)
+    if teacher_logits.shape != expected:
         raise ValueError(
             f"teacher logits have shape {teacher_logits.shape}, expected "
-            f"{(len(public_x), data.split.num_classes)} (public set x classes)"
+            f"{expected} (public set x classes)"
         )
-    if teacher_logits is not None and local.digest_epochs > 0:
+    if config.local.digest_epochs > 0:
         distill(
             model,
             public_x,
             teacher_logits=teacher_logits,
             temperature=config.distill.temperature,
-            epochs=local.digest_epochs,
+            epochs=config.local.digest_epochs,
             batch_size=config.distill.batch_size,
-            lr=local.lr,
+            lr=config.local.lr,
             device=device,
             seed=seed,
         )
-    train = data.client_train(partition_id)
+
+
+def _train_local(
+    config: FedConfig,
+    data: FederatedData,
+    model: FeatureModel,
+    train: ArrayDataset,
+    teacher_logits: np.ndarray | None,
+    *,
+    first_round: bool,
+    dpsgd_history: Sequence[tuple[float, float, int]],
+    dpsgd_seed: int | None,
+    proximal_mu: float,
+    device: str,
+    seed: int,
+) -> tuple[TrainReport, DPSGDReport | None]:
+    """Local training on the private shard: DP-SGD, the private labels beside the pushed
+    teacher's targets, or the private labels alone (FedProx: with ``proximal_mu``).
+
+    Returns the training's report, and it again as DP-SGD's report when DP-SGD trained.
+    """
+    local = config.local
     epochs = local.epochs + (local.warmup_epochs if first_round else 0)
-    dpsgd, report = None, TrainReport(epochs=0)
     if config.dp.client_dp_sgd:  # record-level DP: DP-SGD (Opacus) on the private labels only
-        report = dpsgd = private_local_training(
+        dpsgd = private_local_training(
             config,
             model,
             train,
@@ -152,13 +217,14 @@ def local_round(
             fresh=first_round,
             seed=dpsgd_seed,
         )
-    elif teacher_logits is not None and local.kd_weight > 0:
+        return dpsgd, dpsgd
+    if teacher_logits is not None and local.kd_weight > 0:
         # The knowledge loop: private labels and the pushed teacher's public targets in the
         # same steps, so local training does not forget what the federation taught.
         report = train_with_soft_targets(
             model,
             train,
-            public_x,
+            data.split.public.x,
             teacher_logits,
             kd_weight=local.kd_weight,
             temperature=config.distill.temperature,
@@ -170,24 +236,41 @@ def local_round(
             device=device,
             seed=seed,
         )
-    else:
-        report = train_supervised(
-            model,
-            train,
-            epochs=epochs,
-            batch_size=local.batch_size,
-            lr=local.lr,
-            device=device,
-            seed=seed,
-            optimizer=local.optimizer,
-            proximal_mu=proximal_mu,
-        )
+        return report, None
+    report = train_supervised(
+        model,
+        train,
+        epochs=epochs,
+        batch_size=local.batch_size,
+        lr=local.lr,
+        device=device,
+        seed=seed,
+        optimizer=local.optimizer,
+        proximal_mu=proximal_mu,
+    )
+    return report, None
+
+
+def _local_result(
+    config: FedConfig,
+    data: FederatedData,
+    partition_id: int,
+    model: FeatureModel,
+    report: TrainReport,
+    dpsgd: DPSGDReport | None,
+    *,
+    pushed: dict[str, torch.Tensor],
+    num_examples: int,
+    contribute: bool,
+    send_weights: bool,
+    device: str,
+) -> LocalResult:
+    """What the trained model gives the round: its accuracy, loss and contribution vector."""
     accuracy = float("nan")
-    if local.eval_clients:
+    if config.local.eval_clients:
         accuracy = evaluate(model, data.split.test, device=device).accuracy
     vector, clipped = np.zeros(0), 0.0
     train_loss = report.losses[-1] if report.losses else float("nan")
-    num_examples = len(train)
     if dpsgd is not None:
         # Record-level DP covers the DP-SGD model and what is computed from it. The loss on
         # private batches and the shard size are neither: they stay on the node (FedAvg then

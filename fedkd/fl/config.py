@@ -5,8 +5,7 @@ overridden by ``flwr run . --run-config "k=v"``). :func:`parse_run_config` turns
 :class:`FedConfig` made of sub-configs that own their defaults (data, local training, teacher,
 distillation, secure aggregation, faults), and rejects unknown keys, bad types, names missing
 from their registries and out-of-range values with a one-line message naming the key and
-what is accepted. :func:`preflight` adds the checks that need the machine: the data is there
-and large enough for the clients, the device exists.
+what is accepted. :func:`fedkd.fl.preflight.preflight` adds the checks that need the machine.
 
 :data:`RUN_CONFIG_KEYS` is the one table from run-config keys to fields; ``pyproject.toml``'s
 ``[tool.flwr.app.config]`` must list exactly these keys with these defaults (a test checks).
@@ -24,7 +23,8 @@ from fedkd.distill.teacher import TeacherConfig, available_teacher_rules
 from fedkd.dp.settings import RUN_CONFIG_KEYS as DP_RUN_CONFIG_KEYS
 from fedkd.dp.settings import DPConfig
 from fedkd.dp.settings import check as check_dp
-from fedkd.tracking import check_installed, parse_log
+from fedkd.secagg.message import Stage
+from fedkd.tracking import parse_log
 
 METHODS = ("fedkd", "feddf", "fedavg", "fedprox", "local", "central")
 MODES = ("feddf", "fedmd")
@@ -32,7 +32,10 @@ PARTITIONERS = ("iid", "dirichlet", "dirichlet-balanced", "shard", "pathological
 OPTIMIZERS = ("adam", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 CLIENT_DEVICES = ("cpu", "auto", "cuda")  # auto: CUDA when the client's process was given a GPU
-FAULT_STAGES = ("none", "train", "share", "mask", "consistency", "unmask")
+# Where a fault may be injected: the train message or a secure-aggregation stage after it,
+# by the stage's one name (Stage); the names before that are accepted with a warning.
+FAULT_STAGES = ("none", "train", *(s.value for s in Stage if s is not Stage.ADVERTISE))
+FAULT_STAGE_ALIASES = {"share": Stage.SHARE_KEYS.value, "mask": Stage.MASKED_INPUT.value}
 FAULT_KINDS = ("crash", "timeout")
 
 
@@ -128,6 +131,13 @@ class FaultConfig:
     stage: str = "none"
     prob: float = 0.0
     kind: str = "crash"
+
+    def __post_init__(self) -> None:
+        if self.stage in FAULT_STAGE_ALIASES:
+            new = FAULT_STAGE_ALIASES[self.stage]
+            message = f"run config 'fault-stage' = '{self.stage}' is deprecated: use '{new}'"
+            warnings.warn(message, FutureWarning, stacklevel=3)
+            object.__setattr__(self, "stage", new)
 
 
 @dataclass(frozen=True)
@@ -410,56 +420,3 @@ def validate(config: FedConfig) -> None:
             "individual inputs (Bonawitz et al. need t > n/2)",
             stacklevel=3,
         )
-
-
-def preflight(run_config: Mapping[str, Any], num_clients: int) -> FedConfig:
-    """Every check that can be made before any work: the config, the data, the device.
-
-    Parameters
-    ----------
-    run_config
-        The flat run config (defaults for keys left out).
-    num_clients
-        How many clients (SuperNodes, partitions) the federation has.
-
-    Returns
-    -------
-    FedConfig
-        The parsed config.
-
-    Raises
-    ------
-    ValueError
-        With a one-line message naming the key (or the data) and what is accepted, or the
-        ``pip install`` a selected tracker (``log``) needs.
-    """
-    config = parse_run_config(run_config)
-    check_installed(parse_log(config.log))
-    if num_clients < config.min_clients:
-        raise ValueError(
-            f"run config 'min-clients' = {config.min_clients} but the federation has "
-            f"{num_clients} client(s); lower 'min-clients' or start more SuperNodes"
-        )
-    if config.distill.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError("run config 'device' = 'cuda' but PyTorch sees no CUDA device")
-    if config.local.device == "cuda" and config.dp.client_dp_sgd:
-        raise ValueError(
-            "run config 'client-device' = 'cuda' with 'client-dp-sgd': DP-SGD "
-            "clients train on the CPU; use client-device=cpu"
-        )
-    from fedkd.fl.data import load_run_split
-
-    try:
-        split = load_run_split(config)
-    except (OSError, ValueError) as problem:
-        raise ValueError(f"dataset '{config.data.dataset}' cannot be loaded: {problem}") from None
-    on_demand = config.data.partitioner == "population"  # shards drawn with replacement
-    if config.method != "central" and not on_demand and num_clients > len(split.private):
-        raise ValueError(
-            f"{num_clients} clients but the private pool of '{config.data.dataset}' holds only "
-            f"{len(split.private)} samples; use more data ('split-private') or fewer clients"
-        )
-    return config

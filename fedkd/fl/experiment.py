@@ -19,13 +19,15 @@ from typing import Any
 from fedkd.data import DataSplit
 from fedkd.fl import keys
 from fedkd.fl.client import MemoryStore, NodeInfo, handle
-from fedkd.fl.config import FedConfig, preflight
+from fedkd.fl.config import FedConfig
 from fedkd.fl.data import load_run_split, public_digest
 from fedkd.fl.fedavg import run_fedavg
+from fedkd.fl.federation import Federation
 from fedkd.fl.history import RunRecorder
 from fedkd.fl.identities import server_roster
 from fedkd.fl.journal import JournalingTransport, RoundJournal
-from fedkd.fl.rounds import Federation, run_central, run_fedkd, run_local
+from fedkd.fl.preflight import preflight
+from fedkd.fl.rounds import run_central, run_fedkd, run_local
 from fedkd.transport import Envelope, InProcessTransport, Refusal, Transport
 
 log = logging.getLogger("fedkd.server")
@@ -53,7 +55,7 @@ class OpenRun:
 
 
 def open_run(run_config: Mapping[str, Any], num_clients: int) -> OpenRun:
-    """Check everything (:func:`~fedkd.fl.config.preflight`), load the split, open the folder."""
+    """Check everything (:func:`~fedkd.fl.preflight.preflight`), load the split, open the folder."""
     config = preflight(run_config, num_clients=num_clients)
     split = load_run_split(config)
     if config.resume:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-from fedkd.fl.config import FedConfig
+from fedkd.fl.config import FAULT_STAGE_ALIASES, FedConfig
 
 
 class InjectedFault(RuntimeError):
@@ -20,7 +20,9 @@ def fault_hits(config: FedConfig, stage: str, server_round: int, partition_id: i
     """Whether the client of ``partition_id`` fails at ``stage`` of ``server_round``."""
     if config.faults.stage != stage or config.faults.prob <= 0.0:
         return False
-    token = f"{config.seed}/{server_round}/{partition_id}/{stage}".encode()
+    # Drawn under the stage's name from before the rename, so a seed fails the same clients.
+    name = {v: k for k, v in FAULT_STAGE_ALIASES.items()}.get(stage, stage)
+    token = f"{config.seed}/{server_round}/{partition_id}/{name}".encode()
     draw = int.from_bytes(hashlib.sha256(token).digest()[:8], "big") / 2**64
     return draw < config.faults.prob
 

@@ -25,10 +25,10 @@ import torch
 from fedkd.distill import evaluate
 from fedkd.fl import keys
 from fedkd.fl.client import weights_arrays
+from fedkd.fl.federation import Federation
 from fedkd.fl.history import RoundRecord
 from fedkd.fl.resume import RoundOutcome, commit_round, faults_of, log_dropouts, resume_point
 from fedkd.fl.rounds import (
-    Federation,
     _client_values,
     dropouts,
     set_client_spread,

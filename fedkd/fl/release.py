@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -23,13 +23,11 @@ from fedkd.fl import keys, node_budget
 from fedkd.fl.config import FedConfig
 from fedkd.fl.identities import SIMULATED
 from fedkd.fl.ledger import LedgerRefusal, Release, ReleaseLedger, Training, default_root, digest
+from fedkd.fl.node import NodeInfo
 from fedkd.secagg import auth
 from fedkd.secagg.config import SecAggConfig
 from fedkd.secagg.identity import Roster
 from fedkd.secagg.wire import ShareKeysRequest
-
-if TYPE_CHECKING:
-    from fedkd.fl.client import NodeInfo
 
 
 @dataclass

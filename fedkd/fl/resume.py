@@ -25,19 +25,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from fedkd.fl.config import FedConfig
+from fedkd.fl.federation import Federation
 from fedkd.fl.history import RoundRecord
 from fedkd.fl.journal import log_fault, read_journal
 from fedkd.fl.server_work import distill_round, new_student
 from fedkd.models import FeatureModel
-
-if TYPE_CHECKING:
-    from fedkd.fl.rounds import Federation
 
 log = logging.getLogger("fedkd.server")
 

@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,8 +31,8 @@ from fedkd.fl.cohort import round_neighbours, threshold_for
 from fedkd.fl.config import FedConfig
 from fedkd.fl.contribution import split_sum, value_bound, vector_length
 from fedkd.fl.feddf import contribution_length, start_from_average
+from fedkd.fl.federation import Federation
 from fedkd.fl.history import RoundRecord, RunRecorder
-from fedkd.fl.journal import RoundJournal
 from fedkd.fl.privacy import secagg_with_dp, server_release
 from fedkd.fl.resume import (
     RoundOutcome,
@@ -53,55 +53,13 @@ from fedkd.fl.server_work import (
 )
 from fedkd.models import FeatureModel
 from fedkd.secagg import SecAggConfig, ServerState
-from fedkd.secagg.identity import NO_ROSTER, Roster
+from fedkd.secagg.identity import NO_ROSTER
 from fedkd.secagg.protocol import secure_sum
 from fedkd.secagg.quantize import modulus_bits_for
 from fedkd.secagg.server import server_advertise_request
-from fedkd.transport import NO_REPLY, Envelope, ExchangeResult, Transport, broadcast
+from fedkd.transport import NO_REPLY, Envelope, ExchangeResult, broadcast
 
 log = logging.getLogger("fedkd.server")
-FIRST_ROUND_TIMEOUT, MIN_AUTO_TIMEOUT = 1800.0, 60.0  # seconds, for stage-timeout = 0 (auto)
-
-
-@dataclass
-class Federation:
-    """What every round needs: the transport, the config, the data and the results folder."""
-
-    transport: Transport
-    config: FedConfig
-    split: DataSplit
-    recorder: RunRecorder
-    run_id: int
-    public_digest: bytes
-    partitions: dict[int, int] = field(default_factory=dict)  # node -> partition id, learned
-    last_train_seconds: float | None = None  # the previous train exchange, for auto deadlines
-    roster: Roster | None = None  # secure aggregation's roster (None: curious-server mode)
-    journal: RoundJournal | None = None  # the write-ahead round journal (None: not kept)
-    known_nodes: set[int] = field(default_factory=set)  # the nodes seen in earlier rounds
-    silent: set[int] = field(default_factory=set)  # nodes that did not answer last round
-
-    def timeout(self, *, secagg: bool = False) -> float:
-        """Seconds an exchange may take: ``stage-timeout``, or (0 = auto) a deadline from the
-        measured work: generous for the first train exchange (warm-up epochs, start-up), then
-        three times the last train exchange, never under a minute. The secure-aggregation
-        stages after train (no training in them) take ``secagg-timeout`` when it is set: a
-        node lost there then costs the round that long, not a training deadline."""
-        if secagg and self.config.secagg_timeout > 0:
-            return self.config.secagg_timeout
-        if self.config.stage_timeout > 0:
-            return self.config.stage_timeout
-        if self.last_train_seconds is None:
-            return FIRST_ROUND_TIMEOUT
-        return max(MIN_AUTO_TIMEOUT, 3.0 * self.last_train_seconds)
-
-    def exchange(self, requests: dict[int, Envelope], server_round: int) -> ExchangeResult:
-        return self.transport.exchange(
-            requests, timeout=self.timeout(), group=f"round-{server_round}"
-        )
-
-    def partition_of(self, node: int) -> int:
-        """A node's partition id (learned from its replies; -1 when it never answered)."""
-        return self.partitions.get(node, -1)
 
 
 def secagg_round_config(

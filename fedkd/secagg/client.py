@@ -237,7 +237,7 @@ def client_share_keys(
         )
         state.peer_keys = {v: by_id[v] for v in holders if v != state.node_id}
         state.advertised = tuple(sorted(by_id))
-        state.stage = Stage.SHARE
+        state.stage = Stage.SHARE_KEYS
         return sealed
 
 

@@ -141,7 +141,7 @@ def client_masked_input(
                 f"client {state.node_id} already sent its masked input for "
                 "this round; a second one would reveal its input"
             )
-        expect_stage(state, Stage.SHARE, "masked-input")
+        expect_stage(state, Stage.SHARE_KEYS, "masked-input")
     config = state.config
     assert config is not None
     if np.shape(values) != (config.vector_length,):

@@ -39,7 +39,7 @@ __all__ = [
 
 STAGE_OF_KIND = {
     protocol.ADVERTISE: Stage.ADVERTISE,
-    protocol.SHARE_KEYS: Stage.SHARE,
+    protocol.SHARE_KEYS: Stage.SHARE_KEYS,
     protocol.MASKED_INPUT: Stage.MASKED_INPUT,
     protocol.CONSISTENCY: Stage.CONSISTENCY,
     protocol.UNMASK: Stage.UNMASK,

@@ -25,13 +25,22 @@ from fedkd.secagg.errors import WireFormatError
 
 
 class Stage(enum.Enum):
-    """The stages of a round, in protocol order (CONSISTENCY only in rounds with a roster)."""
+    """The stages of a round, in protocol order (CONSISTENCY only in rounds with a roster).
+
+    Their values are the stages' one name everywhere: envelope kinds
+    (:mod:`fedkd.secagg.protocol`), timings, and the ``fault-stage`` run-config key.
+    """
 
     ADVERTISE = "advertise"
-    SHARE = "share"
+    SHARE_KEYS = "share_keys"
     MASKED_INPUT = "masked_input"
     CONSISTENCY = "consistency"
     UNMASK = "unmask"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Stage | None:
+        # A client state stored before the stage took the protocol's name.
+        return cls.SHARE_KEYS if value == "share" else None
 
 
 _M = TypeVar("_M", bound="Message")

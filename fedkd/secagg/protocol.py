@@ -56,17 +56,18 @@ from fedkd.secagg.wire import (
     MaskedInputRequest,
     ReceiveKeys,
     ShareKeysRequest,
+    Stage,
     UnmaskReply,
     UnmaskRequest,
 )
 from fedkd.transport import Envelope, ExchangeResult, Scalar, Transport, broadcast, log_failures
 
-# Envelope kinds of the stages, and the fields that carry them.
-ADVERTISE = "advertise"
-SHARE_KEYS = "share_keys"
-MASKED_INPUT = "masked_input"
-CONSISTENCY = "consistency"  # rounds with a roster only
-UNMASK = "unmask"
+# Envelope kinds of the stages (their Stage names), and the fields that carry them.
+ADVERTISE = Stage.ADVERTISE.value
+SHARE_KEYS = Stage.SHARE_KEYS.value
+MASKED_INPUT = Stage.MASKED_INPUT.value
+CONSISTENCY = Stage.CONSISTENCY.value  # rounds with a roster only
+UNMASK = Stage.UNMASK.value
 STAGES = (ADVERTISE, SHARE_KEYS, MASKED_INPUT, CONSISTENCY, UNMASK)
 PAYLOAD = "payload"  # field: an encoded stage message
 MASKED = "masked"  # array: a client's masked words, packed to the modulus' width (uint8)

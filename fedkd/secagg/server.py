@@ -36,6 +36,7 @@ from fedkd.secagg.wire import (
     MaskedInputRequest,
     ReceiveKeys,
     ShareKeysRequest,
+    Stage,
 )
 
 __all__ = [
@@ -152,7 +153,7 @@ def server_collect_keys(state: ServerState, replies: Sequence[AdvertisedKeys]) -
         accepted = [k for k in accepted if k.node_id in state.advertised]
     kept = {k.node_id for k in _drop_copies(state, accepted)}
     state.advertised = {v: k for v, k in state.advertised.items() if v in kept}
-    _require_neighbourhoods(state.config, set(state.advertised), "advertise")
+    _require_neighbourhoods(state.config, set(state.advertised), Stage.ADVERTISE.value)
     return ShareKeysRequest(tuple(state.advertised[v] for v in sorted(state.advertised)))
 
 
@@ -261,7 +262,7 @@ def server_route_shares(
         state.reject(liar, reason)
         state.shares.pop(liar, None)
     present = set(state.shares)
-    _require_neighbourhoods(state.config, present, "share")
+    _require_neighbourhoods(state.config, present, Stage.SHARE_KEYS.value)
     signed = state.config.authenticated
     inbox: dict[int, list[tuple[int, bytes, bytes, bytes, bytes]]] = {
         v: [] for v in sorted(present)
