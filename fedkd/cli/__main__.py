@@ -1,0 +1,5 @@
+"""``python -m fedkd.cli``: the ``fedkd`` command."""
+
+from fedkd.cli.commands import main
+
+raise SystemExit(main())
