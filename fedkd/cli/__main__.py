@@ -2,4 +2,5 @@
 
 from fedkd.cli.commands import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a tool (autodoc) imports the module
+    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""The ``fedkd`` command: the federated run and every single-node experiment.
+"""The ``fedkd`` command: the federated run and every single-node experiment::
 
     fedkd run [--clients N] [--engine ray|flower] [--set key=value ...]
                                                       federated run (docs/engines.md)
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = ["run", *MODULES]
     if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
+        print((__doc__ or "").replace("::\n", ":\n", 1))  # "::" is for the docs site
         print("commands:", ", ".join(commands))
         return 0
     command, rest = argv[0], argv[1:]
