@@ -12,6 +12,7 @@ import subprocess
 import sys
 import sysconfig
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,7 @@ def test_fedkd_never_imports_flwr() -> None:
 
 
 def _run(
-    command: list[str | Path], cwd: Path | None = None, env: dict[str, str] | None = None
+    command: Sequence[str | Path], cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, f"{command}:\n{done.stdout}\n{done.stderr}"
@@ -56,8 +57,8 @@ def _build_wheel(tmp_path: Path) -> Path:
     for path in [ROOT / "pyproject.toml", ROOT / "README.md", *ROOT.glob("LICEN[CS]E*")]:
         shutil.copy(path, src / path.name)
     wheels = tmp_path / "wheels"
-    pip_wheel = [sys.executable, "-m", "pip", "wheel", src, "--no-deps", "--no-build-isolation"]
-    _run([*pip_wheel, "--no-index", "-q", "-w", wheels])
+    pip_wheel: list[str | Path] = [sys.executable, "-m", "pip", "wheel", src, "--no-deps"]
+    _run([*pip_wheel, "--no-build-isolation", "--no-index", "-q", "-w", wheels])
     (wheel,) = wheels.glob("fedkd-*.whl")
     return wheel
 
@@ -71,8 +72,8 @@ def _fresh_venv(tmp_path: Path, wheel: Path) -> Path:
     _run([sys.executable, "-m", "venv", "--without-pip", venv])
     python = venv / "bin" / "python"
     # installed before the dependencies are visible: pip sees no other fedkd to replace
-    _run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps"]
-         + ["--no-index", wheel])  # fmt: skip
+    pip: list[str | Path] = [sys.executable, "-m", "pip", "--python", python]
+    _run([*pip, "install", "-q", "--no-deps", "--no-index", wheel])
     purelib = _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
     paths = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
     Path(purelib.stdout.strip(), "dependencies.pth").write_text("\n".join(paths) + "\n")

@@ -127,6 +127,14 @@ def run_parser() -> argparse.ArgumentParser:
         help="results root (default: runs/ in the current folder; in a deployment, the "
         "ServerApp's default)",
     )
+    _add_flower_arguments(parser)
+    parser.add_argument("--timeout", type=float, default=None, help="stop after S seconds")
+    parser.add_argument("--quiet", action="store_true", help="do not echo the run's log")
+    return parser
+
+
+def _add_flower_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of runs through Flower (``--engine flower``, ``--connection``)."""
     parser.add_argument(
         "--connection",
         default="",
@@ -156,9 +164,6 @@ def run_parser() -> argparse.ArgumentParser:
         help="Flower app folder, for --engine flower and --connection (default: the fedkd "
         "checkout this command runs from; an installed wheel has none)",
     )
-    parser.add_argument("--timeout", type=float, default=None, help="stop after S seconds")
-    parser.add_argument("--quiet", action="store_true", help="do not echo the run's log")
-    return parser
 
 
 def run_main(argv: list[str]) -> int:
