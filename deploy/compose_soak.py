@@ -39,7 +39,7 @@ for _path in (HERE, HERE.parent):  # deploy/ is not a package; experiments/ and 
 from compose_stack import RESULTS_IN_APP, ComposeStack  # noqa: E402
 
 from experiments.fault_drill import ANY, STAGES, Drill, Fault  # noqa: E402
-from experiments.processes import descendants  # noqa: E402
+from fedkd.cli.processes import descendants  # noqa: E402
 from fedkd.fl.journal import read_journal  # noqa: E402
 
 SOAK_RUN = (

@@ -169,7 +169,7 @@ class ComposeStack:
         """Real identities from ``fedkd keys``: each client container gets its own identity
         and the roster (read-only mounts), named in its SuperNode's node config; the ServerApp
         the roster. Nothing of it travels through the SuperLink."""
-        from experiments.keys import ROSTER_FILE, create_keys, identity_file
+        from fedkd.cli.keygen import ROSTER_FILE, create_keys, identity_file
 
         folder = self.work_dir / "keys"
         create_keys([str(i) for i in range(supernodes)], folder, force=True)
@@ -287,7 +287,7 @@ class ComposeStack:
 
     def resume(self, folder: Path, folder_in_app: str) -> FlwrRun:
         """``fedkd run --connection fedkd-docker --resume FOLDER --server-path PATH``."""
-        command = [sys.executable, "-m", "experiments.cli", "run", "--connection"]
+        command = [sys.executable, "-m", "fedkd.cli", "run", "--connection"]
         command += [self.e2e.CONNECTION, "--resume", str(folder), "--server-path", folder_in_app]
         run = FlwrRun(command, self.cli_env, self.log_dir / "flwr-run.log")
         self.runs.append(run)

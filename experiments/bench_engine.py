@@ -46,8 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from experiments.processes import tagged_processes
-from experiments.run_config import PROJECT_ROOT
+from experiments import PROJECT_ROOT
+from fedkd.cli.processes import tagged_processes
 from fedkd.fl import keys
 from fedkd.fl.contribution import STATS
 from fedkd.transport import Envelope, ExchangeResult, Transport
@@ -250,7 +250,7 @@ def run_library(case: Case, engine: str, run_config: dict[str, Any]) -> Run:
 
 def run_flower(case: Case, run_config: dict[str, Any], borrowed: Run | None) -> Run:
     """One case through ``flwr run`` (Flower's simulation), client compute borrowed."""
-    from experiments.launch import flwr_run
+    from fedkd.cli.launch import flwr_run
 
     run, start = Run(case.name, "flower"), time.perf_counter()
     launched = flwr_run(

@@ -3,7 +3,7 @@
 Both sides run the same library code with the same run config (clients, data, epochs, secure
 aggregation): (a) ``fedkd.fl.experiment.simulate`` -- every client called in this process,
 one after another, no messaging at all -- and (b) ``flwr run`` through Flower's Ray
-simulation (``experiments.launch.flwr_run``), one run each, in this order, in one command.
+simulation (``fedkd.cli.launch.flwr_run``), one run each, in this order, in one command.
 Seconds per round come from each run's own ``history.json``; the first round (warm-up
 epochs, Ray's start-up) is reported apart from the steady rounds.
 
@@ -22,14 +22,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from experiments.launch import flwr_run
+from fedkd.cli.launch import flwr_run
 from fedkd.fl.config import FedConfig
 from fedkd.fl.experiment import simulate
 from fedkd.fl.history import RoundRecord
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
-    from experiments.cli import parse_assignments
+    from fedkd.cli.run_config import parse_assignments
 
     return parse_assignments(items)
 

@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 
-from experiments.run_config import parse_assignments
+from fedkd.cli.run_config import parse_assignments
 from fedkd.fl.config import FedConfig, parse_run_config
 from fedkd.fl.data import load_run_split
 from fedkd.fl.experiment import simulate

@@ -47,9 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.launch import LaunchResult, flwr_run, report
-from experiments.run_config import (
-    PROJECT_ROOT,
+from fedkd.cli.launch import LaunchResult, flwr_run, report
+from fedkd.cli.run_config import (
     absolute_paths,
     check_run_config,
     parse_assignments,
@@ -66,8 +65,9 @@ History = list[dict[str, Any]]
 
 
 def default_out() -> Path:
-    """A new results folder per comparison: ``runs/compare-<YYYYmmdd-HHMMSS>``."""
-    return PROJECT_ROOT / "runs" / time.strftime("compare-%Y%m%d-%H%M%S")
+    """A new results folder per comparison: ``runs/compare-<YYYYmmdd-HHMMSS>`` in the current
+    folder (as ``fedkd run``'s)."""
+    return Path("runs").resolve() / time.strftime("compare-%Y%m%d-%H%M%S")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from experiments import PROJECT_ROOT
 from experiments.deployment import (
     CONNECTION_NAME,
     FlwrRun,
@@ -38,8 +39,7 @@ from experiments.deployment import (
     toml_string,
     write_flower_config,
 )
-from experiments.flower_status import RunStatus, failure_cause, wait_for_status
-from experiments.run_config import PROJECT_ROOT
+from fedkd.cli.flower_status import RunStatus, failure_cause, wait_for_status
 
 __all__ = [
     "CONNECTION_NAME",

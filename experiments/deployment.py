@@ -28,10 +28,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import IO
 
-from experiments.launch import RESULT_MARKER
+from experiments import PROJECT_ROOT
 from experiments.netfault import Relay
-from experiments.processes import alive, descendants, process_table, signal_pids
-from experiments.run_config import PROJECT_ROOT
+from fedkd.cli.launch import RESULT_MARKER
+from fedkd.cli.processes import alive, descendants, process_table, signal_pids
 
 CONNECTION_NAME = "fedkd-local"
 BIN_DIR = Path(sys.executable).parent
@@ -196,7 +196,7 @@ class LoopbackDeployment:
         write_flower_config(Path(self.cli_env["FLWR_HOME"]), self.address, ca_cert=self.ca_cert)
 
     def _make_keys(self) -> None:
-        from experiments.keys import ROSTER_FILE, create_keys, identity_file
+        from fedkd.cli.keygen import ROSTER_FILE, create_keys, identity_file
 
         folder, names = self.work_dir / "keys", [str(i) for i in range(self.num_supernodes)]
         if _roster_names(folder / ROSTER_FILE) != set(names):  # the same nodes keep their keys
@@ -365,7 +365,7 @@ class LoopbackDeployment:
 
     def resume(self, folder: Path, folder_in_app: str = "") -> FlwrRun:
         """``fedkd run --connection fedkd-local --resume FOLDER``: the stopped run goes on."""
-        command = [sys.executable, "-m", "experiments.cli", "run", "--connection"]
+        command = [sys.executable, "-m", "fedkd.cli", "run", "--connection"]
         command += [CONNECTION_NAME, "--resume", str(folder)]
         if folder_in_app:
             command += ["--server-path", folder_in_app]

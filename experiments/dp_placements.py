@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.run_config import parse_assignments
+from fedkd.cli.run_config import parse_assignments
 
 PLACEMENTS = ("central", "distributed")
 QUICK = {"dataset": "digits", "warmup-epochs": 2, "distill-epochs": 2, "num-rounds": 3}

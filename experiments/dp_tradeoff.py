@@ -48,7 +48,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from experiments.run_config import parse_assignments
+from fedkd.cli.run_config import parse_assignments
 
 PLACEMENTS = ("central", "distributed", "distributed-sampled", "local", "dpsgd")
 # distributed-sampled: distributed DP with dp-shares=sampled (each share calibrated for every

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Protocol
 
 from experiments.deployment import CONNECTION_NAME, FlwrRun, LoopbackDeployment, toml_string
-from experiments.flower_status import stop_run, wait_for_status
+from fedkd.cli.flower_status import stop_run, wait_for_status
 from fedkd.fl.journal import read_journal
 
 STAGES = ("train", "share_keys", "masked_input", "consistency", "unmask")

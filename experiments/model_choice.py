@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from experiments.run_config import absolute_paths, parse_assignments
+from fedkd.cli.run_config import absolute_paths, parse_assignments
 from fedkd.fl.experiment import simulate
 
 

@@ -26,7 +26,7 @@ import warnings
 import numpy as np
 import torch
 
-from experiments.run_config import parse_assignments
+from fedkd.cli.run_config import parse_assignments
 from fedkd.data import ArrayDataset, DataSplit
 from fedkd.distill import evaluate, train_supervised
 from fedkd.fl.config import FedConfig, parse_run_config

@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 import torch
 
-from experiments.run_config import parse_assignments
+from fedkd.cli.run_config import parse_assignments
 from fedkd.distill import evaluate, predict_logits, train_supervised
 from fedkd.distill.train import train_with_soft_targets
 from fedkd.fl.config import FedConfig, parse_run_config

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from experiments.run_config import PROJECT_ROOT
+from experiments import PROJECT_ROOT
 
 RESULTS = PROJECT_ROOT / "docs" / "results"
 README = PROJECT_ROOT / "README.md"

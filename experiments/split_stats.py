@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.run_config import absolute_paths, parse_assignments
+from fedkd.cli.run_config import absolute_paths, parse_assignments
 from fedkd.data import partition_stats
 from fedkd.data.partition import DIRICHLET_METHODS, PARTITION_METHODS
 from fedkd.fl.config import parse_run_config

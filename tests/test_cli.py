@@ -11,16 +11,17 @@ from pathlib import Path
 import pytest
 
 from experiments import compare
-from experiments.cli import main, parse_assignments, print_summary, resume_overrides
-from experiments.run_config import PROJECT_ROOT
+from fedkd.cli import commands, run_config
+from fedkd.cli.commands import main, parse_assignments, print_summary, resume_overrides
+from fedkd.fl.config import FedConfig
 
-APP = PROJECT_ROOT
+PROJECT_ROOT = APP = Path(__file__).resolve().parent.parent
 
 
 def test_unknown_key_fails_fast_as_a_real_command() -> None:
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "experiments.cli", "run", "--set", "num-round=3"],
+        [sys.executable, "-m", "fedkd.cli", "run", "--set", "num-round=3"],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
@@ -78,15 +79,16 @@ def test_parse_assignments_types() -> None:
 
 
 def test_compare_checks_every_method_first_and_never_reuses_a_folder(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "cmp"
     assert compare.main(["--methods", "fedavg", "local", "--set", "lr=-1", "--out", str(out)]) == 2
     assert "fedavg:" in capsys.readouterr().err and not out.exists()
+    monkeypatch.chdir(tmp_path)
     first = compare.default_out()
     time.sleep(1.1)
     assert compare.default_out() != first and first.name.startswith("compare-")
-    assert first.parent == PROJECT_ROOT / "runs"
+    assert first.parent == tmp_path.resolve() / "runs"  # under the current folder
 
 
 def test_print_summary_tolerates_missing_values(
@@ -136,3 +138,22 @@ def test_ray_engine_settings_are_checked_before_anything_starts(
     with pytest.raises(SystemExit) as usage:  # argparse: not an engine
         main(["run", "--engine", "spark"])
     assert usage.value.code == 2
+
+
+def test_without_a_checkout_the_defaults_are_the_librarys_and_flower_needs_app(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What an installed wheel sees (no pyproject.toml, no server/ or clients/ beside it)."""
+    assert run_config.app_run_config() == FedConfig().to_dict()  # the checkout's table
+    monkeypatch.setattr(run_config, "CHECKOUT", None)
+    monkeypatch.setattr(commands, "CHECKOUT", None)
+    assert run_config.app_run_config() == FedConfig().to_dict()
+    for args, named in ((["--engine", "flower"], "--engine flower"),
+                        (["--connection", "x"], "--connection")):  # fmt: skip
+        assert main(["run", *args]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""  # nothing started
+        message = captured.err.strip()
+        assert "\n" not in message and named in message and "--app DIR" in message
+    assert main(["run", "--engine", "flower", "--app", str(APP), "--set", "lr=-1"]) == 2
+    assert "'lr'" in capsys.readouterr().err  # with --app the app's table is read

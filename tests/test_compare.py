@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from experiments import compare
-from experiments.launch import LaunchResult
+from fedkd.cli.launch import LaunchResult
 from fedkd.fl.config import FedConfig
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from clients import app as client_module
-from experiments.keys import ROSTER_FILE, create_keys, identity_file
+from fedkd.cli.keygen import ROSTER_FILE, create_keys, identity_file
 from fedkd.fl.config import FedConfig
 from server.app import app as server_app
 from tests.flower_harness import InProcessGrid, server_context

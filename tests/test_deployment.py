@@ -23,7 +23,7 @@ from experiments.deploy_local import CONNECTION_NAME, load_certs_module, write_f
 from experiments.fault_check import check_run, deployed_rounds
 from experiments.fault_drill import Fault, run_drill
 from experiments.netfault import Relay
-from experiments.status import render, run_status
+from fedkd.cli.status import render, run_status
 
 KILLS = [  # (round, stage, partition): one SuperNode lost in each secure stage
     (1, "train", 0),

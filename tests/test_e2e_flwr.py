@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.launch import LAUNCH_TAG, flwr_run
-from experiments.processes import tagged_processes
+from fedkd.cli.launch import LAUNCH_TAG, flwr_run
+from fedkd.cli.processes import tagged_processes
 
 pytestmark = pytest.mark.slow
 

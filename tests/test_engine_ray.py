@@ -157,18 +157,18 @@ def test_distributed_dp_and_an_attacking_server_on_the_ray_engine(tmp_path: Path
 
 
 def test_fedkd_run_on_the_ray_engine_and_its_resume(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``fedkd run`` (the Ray engine by default) writes the run folder and launch.json;
-    ``--resume`` repeats the engine and goes on from the last round."""
-    from experiments.cli import main
+    """``fedkd run`` (the Ray engine by default) writes the run folder and launch.json under
+    ``runs/`` of the current folder; ``--resume`` repeats the engine and goes on from the last
+    round."""
+    from fedkd.cli import main
 
+    monkeypatch.chdir(tmp_path)
     settings = ["model=mlp", "local-epochs=1", "warmup-epochs=0", "distill-epochs=1",
                 "num-rounds=1"]  # fmt: skip
-    assert (
-        main(["run", "--clients", "4", "--quiet", "--out", str(tmp_path), "--set", *settings]) == 0
-    )
-    (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert main(["run", "--clients", "4", "--quiet", "--set", *settings]) == 0
+    (folder,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     launch = json.loads((folder / "launch.json").read_text())
     assert launch == {"clients": 4, "federation": [], "engine": "ray"}
     assert main(["run", "--resume", str(folder), "--quiet", "--set", "num-rounds=2"]) == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import keys
+from fedkd.cli import keygen as keys
 from fedkd.secagg.errors import ConfigError
 from fedkd.secagg.identity import read_identity, read_roster
 

@@ -1,4 +1,4 @@
-"""experiments.launch: ports, Flower home, run status, cleanup of every process a launch starts.
+"""fedkd.cli.launch: ports, Flower home, run status, cleanup of every process a launch starts.
 
 The fast tests run real processes and real sockets but no Flower run; the two slow ones run
 ``flwr run`` for real: one that fails (its cause must come back on one line), one stopped with
@@ -19,10 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from experiments.flower_status import RunStatus, cli_error, exception_line, failure_cause
-from experiments.launch import LAUNCH_TAG, LocalSuperLink, flwr_command, flwr_run, free_ports
-from experiments.processes import alive, command_line, process_table, tagged_processes, terminate
-from experiments.run_config import PROJECT_ROOT, absolute_paths, check_run_config
+from fedkd.cli.flower_status import RunStatus, cli_error, exception_line, failure_cause
+from fedkd.cli.launch import LAUNCH_TAG, LocalSuperLink, flwr_command, flwr_run, free_ports
+from fedkd.cli.processes import alive, command_line, process_table, tagged_processes, terminate
+from fedkd.cli.run_config import CHECKOUT, absolute_paths, check_run_config
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 TINY = {"num-rounds": 2, "local-epochs": 1, "warmup-epochs": 0, "distill-epochs": 1}
 
@@ -60,6 +62,7 @@ def test_flwr_command_passes_size_and_toml_overrides() -> None:
         4,
         ["client-resources-num-cpus=1"],
     )
+    assert CHECKOUT == PROJECT_ROOT  # the default app: the checkout this package runs from
     assert command[1:4] == ["run", str(PROJECT_ROOT), "--stream"]
     fed = command[command.index("--federation-config") + 1]
     assert fed == "num-supernodes=4 client-resources-num-cpus=1"
@@ -166,7 +169,7 @@ def test_sigint_mid_run_stops_every_process_and_keeps_the_results(
     mark = uuid.uuid4().hex
     settings = [f"{key}={value}" for key, value in {**TINY, "num-rounds": 20}.items()]
     fedkd = subprocess.Popen(
-        [sys.executable, "-m", "experiments.cli", "run", "--clients", "2", "--engine", engine]
+        [sys.executable, "-m", "fedkd.cli", "run", "--clients", "2", "--engine", engine]
         + ["--out", str(tmp_path), "--set", *settings],
         cwd=PROJECT_ROOT,
         env={**os.environ, "FEDKD_TEST_MARK": mark},

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments.cli import main as fedkd
 from experiments.fault_check import expected_teacher
-from experiments.status import render, run_status
+from fedkd.cli import main as fedkd
+from fedkd.cli.status import render, run_status
 from fedkd.fl.config import parse_run_config
 from fedkd.fl.data import load_run_split
 from fedkd.fl.experiment import FIRST_NODE_ID, simulate

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.launch import flwr_run, free_ports
+from fedkd.cli.launch import flwr_run, free_ports
 
 BIN_DIR = Path(sys.executable).parent
 TAG = "FEDKD_RAY_CLUSTER_TEST"

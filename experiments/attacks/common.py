@@ -10,8 +10,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from experiments.run_config import parse_assignments
 from fedkd.attacks import StudyOptions, StudyResult, write_study
+from fedkd.cli.run_config import parse_assignments
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_ROOT = Path("runs/attacks")

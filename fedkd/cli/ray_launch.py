@@ -1,8 +1,9 @@
 """``fedkd run --engine ray``: the run in this process, its clients on fedkd's Ray engine.
 
-The same run config as ``flwr run`` gets (the app's ``[tool.flwr.app.config]`` with the
-``--set`` overrides on top), the same round, the same results folder and the same exit codes
-(:class:`~experiments.launch.LaunchResult`). Flower's ``client-resources-*`` federation
+The same run config as ``flwr run`` gets (the app's ``[tool.flwr.app.config]``, or the
+library's defaults where no app folder is installed, with the ``--set`` overrides on top), the
+same round, the same results folder and the same exit codes
+(:class:`~fedkd.cli.launch.LaunchResult`). Flower's ``client-resources-*`` federation
 settings size the actor pool; ``RAY_ADDRESS`` (or ``--ray-address``) points it at a cluster.
 """
 
@@ -18,14 +19,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from experiments.launch import (
+from fedkd.cli.launch import (
     EXIT_FAILED,
     EXIT_TIMEOUT,
     Interrupted,
     LaunchResult,
     signals_as_interrupt,
 )
-from experiments.run_config import PROJECT_ROOT, app_run_config
+from fedkd.cli.run_config import app_run_config
 
 RESOURCE_KEYS = {"client-resources-num-cpus": "cpus", "client-resources-num-gpus": "gpus"}
 ENGINE_KEYS = {"num-workers": "workers", "state-budget-mb": "state_budget"}
@@ -104,7 +105,7 @@ def ray_run(
     address: str = "",
     echo: bool = True,
     timeout: float | None = None,
-    app_dir: Path = PROJECT_ROOT,
+    app_dir: Path | None = None,
 ) -> LaunchResult:
     """Run the app's round on the Ray engine in this process; stop what it started."""
     from fedkd.engines.run import run_opened

@@ -1,7 +1,7 @@
 """``fedkd keys``: create one Ed25519 identity per node and the roster, into a folder.
 
-    python -m experiments.keys --nodes 10 --out deploy/keys
-    python -m experiments.keys --names hospital-a hospital-b hospital-c --out keys/
+    fedkd keys --nodes 10 --out deploy/keys
+    fedkd keys --names hospital-a hospital-b hospital-c --out keys/
 
 Writes ``<out>/roster.json`` (public: copy it to every node and to the server) and
 ``<out>/<name>.identity.json`` per node (private, mode 0600: copy each to its node only).

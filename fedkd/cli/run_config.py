@@ -1,4 +1,11 @@
-"""The app's run config on the launcher side: defaults, ``--set`` parsing, the early check."""
+"""The app's run config on the launcher side: defaults, ``--set`` parsing, the early check.
+
+The defaults have one declaration, the library's (:class:`fedkd.fl.config.FedConfig`).
+``flwr run .`` reads them from the Flower app's ``pyproject.toml`` (``[tool.flwr.app.config]``),
+a copy a test holds equal to the library's. So the launcher reads the app's table when there is
+an app folder (``--app DIR``, or the checkout this package runs from) and the library's
+otherwise (an installed wheel has no ``pyproject.toml``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,36 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+def checkout_root() -> Path | None:
+    """The fedkd checkout this package runs from (its ``pyproject.toml`` beside ``server/``
+    and ``clients/``: the Flower app), or ``None`` when it is installed from a wheel."""
+    root = Path(__file__).resolve().parents[2]
+    app_files = ("pyproject.toml", "server/app.py", "clients/app.py")
+    return root if all((root / name).is_file() for name in app_files) else None
+
+
+CHECKOUT = checkout_root()
+
+
+def flower_app(app_dir: Path | None, needed_by: str = "--engine flower") -> Path:
+    """The Flower app folder: ``app_dir``, else the checkout this package runs from.
+
+    Raises
+    ------
+    ValueError
+        When there is neither (an installed wheel ships the library, not the Flower app), or
+        ``app_dir`` has no ``pyproject.toml``.
+    """
+    app = app_dir or CHECKOUT
+    if app is None:
+        raise ValueError(
+            f"{needed_by} needs the Flower app (a fedkd checkout's folder: pyproject.toml, "
+            "server/, clients/): pass --app DIR"
+        )
+    if not (app / "pyproject.toml").is_file():
+        raise ValueError(f"--app {app}: no pyproject.toml there (not a Flower app folder)")
+    return app.resolve()
 
 
 def parse_assignments(items: list[str]) -> dict[str, object]:
@@ -36,11 +72,22 @@ def parse_assignments(items: list[str]) -> dict[str, object]:
     return parsed
 
 
-def app_run_config(app_dir: Path = PROJECT_ROOT) -> dict[str, object]:
-    """The app's default run config (``[tool.flwr.app.config]`` of its ``pyproject.toml``)."""
+def app_run_config(app_dir: Path | None = None) -> dict[str, object]:
+    """The default run config: ``[tool.flwr.app.config]`` of the app folder (``app_dir``, else
+    the checkout), or the library's defaults when there is no app folder (an installed wheel).
+
+    Raises
+    ------
+    ValueError
+        When ``app_dir`` is given but has no ``pyproject.toml``.
+    """
     import tomllib
 
-    with (app_dir / "pyproject.toml").open("rb") as handle:
+    if app_dir is None and CHECKOUT is None:
+        from fedkd.fl.config import FedConfig
+
+        return FedConfig().to_dict()
+    with flower_app(app_dir).joinpath("pyproject.toml").open("rb") as handle:
         project = tomllib.load(handle)
     return dict(project["tool"]["flwr"]["app"]["config"])
 
@@ -65,7 +112,7 @@ def absolute_paths(overrides: Mapping[str, object]) -> dict[str, object]:
 def check_run_config(
     overrides: Mapping[str, object],
     num_clients: int,
-    app_dir: Path = PROJECT_ROOT,
+    app_dir: Path | None = None,
     *,
     local: bool = True,
 ) -> None:

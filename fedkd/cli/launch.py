@@ -31,7 +31,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from experiments.flower_status import (
+from fedkd.cli.flower_status import (
     RunStatus,
     cli_error,
     exception_line,
@@ -39,14 +39,14 @@ from experiments.flower_status import (
     stop_run,
     wait_for_status,
 )
-from experiments.processes import (
+from fedkd.cli.processes import (
     command_line,
     descendants,
     process_table,
     tagged_processes,
     terminate,
 )
-from experiments.run_config import PROJECT_ROOT, toml_value
+from fedkd.cli.run_config import flower_app, toml_value
 
 RESULT_MARKER = "fedkd results: "
 LAUNCH_TAG = "FEDKD_LAUNCH_ID"
@@ -213,13 +213,15 @@ def flwr_command(
     run_config: Mapping[str, object],
     num_supernodes: int,
     federation_config: Sequence[str] = (),
-    app_dir: Path = PROJECT_ROOT,
+    app_dir: Path | None = None,
 ) -> list[str]:
     """``flwr run <app> --stream`` with run-config and federation-config overrides.
 
     Unless told otherwise, each simulated client gets one CPU (Flower's default is two, which
-    on a 2-core machine runs one client at a time and leaves a core idle).
+    on a 2-core machine runs one client at a time and leaves a core idle). ``app_dir``
+    defaults to the checkout this package runs from (:func:`~fedkd.cli.run_config.flower_app`).
     """
+    app_dir = flower_app(app_dir)
     command = [str(BIN_DIR / "flwr"), "run", str(app_dir), "--stream"]
     settings = list(federation_config)
     if not any(item.startswith("client-resources-num-cpus=") for item in settings):
@@ -235,7 +237,7 @@ def flwr_run(
     *,
     num_supernodes: int = 10,
     federation_config: Sequence[str] = (),
-    app_dir: Path = PROJECT_ROOT,
+    app_dir: Path | None = None,
     echo: bool = True,
     timeout: float | None = None,
     install_dependencies: bool = False,
@@ -252,7 +254,8 @@ def flwr_run(
     federation_config
         Further ``key=value`` federation settings (e.g. ``client-resources-num-cpus=1``).
     app_dir
-        The Flower app (a folder with ``pyproject.toml``).
+        The Flower app (a folder with ``pyproject.toml``); default: the checkout this package
+        runs from (a ``ValueError`` naming ``--app DIR`` when installed from a wheel).
     echo
         Print the run's log as it streams (Flower's lines that ask nothing of the user are
         left out).
@@ -269,6 +272,7 @@ def flwr_run(
     LaunchResult
         Exit code, results folder, run id, final status and one-line cause.
     """
+    app_dir = flower_app(app_dir)
     link = LocalSuperLink.create(flwr_home)
     env = link.env(install_dependencies=install_dependencies)
     command = flwr_command(run_config, num_supernodes, federation_config, app_dir)
@@ -293,7 +297,7 @@ def deployed_run(
     run_config: Mapping[str, object],
     connection: str,
     *,
-    app_dir: Path = PROJECT_ROOT,
+    app_dir: Path | None = None,
     echo: bool = True,
     timeout: float | None = None,
 ) -> LaunchResult:
@@ -304,6 +308,7 @@ def deployed_run(
     the run itself: on Ctrl-C, SIGTERM or the timeout the run is stopped (``flwr stop``) and
     the deployment keeps running.
     """
+    app_dir = flower_app(app_dir, "--connection")
     env = {**os.environ, "FLWR_DISABLE_UPDATE_CHECK": "1", "PYTHONUNBUFFERED": "1"}
     command = [str(BIN_DIR / "flwr"), "run", str(app_dir), connection, "--stream"]
     overrides = " ".join(f"{key}={toml_value(value)}" for key, value in run_config.items())

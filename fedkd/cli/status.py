@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from experiments.flower_status import read_run_status
+from fedkd.cli.flower_status import read_run_status
 from fedkd.fl.journal import read_journal
 
 

@@ -1,4 +1,4 @@
-"""The ``fedkd`` command: the federated run and every single-node experiment.
+"""The ``fedkd`` command: the federated run and every single-node experiment::
 
     fedkd run [--clients N] [--engine ray|flower] [--log T] [--set key=value ...]
                                                       federated run (docs/engines.md)
@@ -11,7 +11,8 @@
     fedkd status RUN_FOLDER                           a (deployed) run's round, survivors, faults
     fedkd <mode> ...                                  single-node modes (compression, probes, ...)
 
-Each experiment is also ``python -m experiments.<name>``.
+``run``, ``keys`` and ``status`` are the installed package's; the studies and benchmarks are
+the checkout's ``experiments/`` (each also ``python -m experiments.<name>``) and need one.
 
 Exit codes: 0 the run completed; 1 it failed (the cause is printed on one line);
 2 bad command line or run config (nothing was started); 124 timed out;
@@ -25,13 +26,15 @@ import importlib
 import json
 import sys
 from pathlib import Path
+from types import ModuleType
 
-from experiments.launch import deployed_run, flwr_run, report
-from experiments.run_config import (
-    PROJECT_ROOT,
+from fedkd.cli.launch import deployed_run, flwr_run, report
+from fedkd.cli.run_config import (
+    CHECKOUT,
     absolute_paths,
     app_run_config,
     check_run_config,
+    flower_app,
     parse_assignments,
 )
 
@@ -49,10 +52,10 @@ MODULES = {
     "model-choice": "experiments.model_choice",
     "bench-secagg": "experiments.bench_secagg",
     "bench-round": "experiments.bench_round",
-    "keys": "experiments.keys",
+    "keys": "fedkd.cli.keygen",
     "attack": "experiments.attacks.cli",
     "deploy-local": "experiments.deploy_local",
-    "status": "experiments.status",
+    "status": "fedkd.cli.status",
     "fault-drill": "experiments.fault_drill",
     "compression": "experiments.compression",
     "probes": "experiments.probes",
@@ -128,8 +131,17 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out",
         default=None,
-        help="results root (default: runs/ here; in a deployment, the ServerApp's default)",
+        help="results root (default: runs/ in the current folder; in a deployment, the "
+        "ServerApp's default)",
     )
+    _add_flower_arguments(parser)
+    parser.add_argument("--timeout", type=float, default=None, help="stop after S seconds")
+    parser.add_argument("--quiet", action="store_true", help="do not echo the run's log")
+    return parser
+
+
+def _add_flower_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of runs through Flower (``--engine flower``, ``--connection``)."""
     parser.add_argument(
         "--connection",
         default="",
@@ -152,18 +164,21 @@ def run_parser() -> argparse.ArgumentParser:
         "environment; downloads several GB the first time) instead of using this one",
     )
     parser.add_argument(
-        "--app", type=Path, default=PROJECT_ROOT, help="Flower app folder (default: this one)"
+        "--app",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="Flower app folder, for --engine flower and --connection (default: the fedkd "
+        "checkout this command runs from; an installed wheel has none)",
     )
-    parser.add_argument("--timeout", type=float, default=None, help="stop after S seconds")
-    parser.add_argument("--quiet", action="store_true", help="do not echo the run's log")
-    return parser
 
 
 def run_main(argv: list[str]) -> int:
     """``fedkd run``: validate the config, run it, report; returns the exit code."""
     args = run_parser().parse_args(argv)
+    app = args.app.resolve() if args.app is not None else None
     try:
-        out = args.out or ("" if args.connection else str(PROJECT_ROOT / "runs"))
+        out = args.out or ("" if args.connection else "runs")  # made absolute: here
         overrides = absolute_paths(
             {
                 **({"out-dir": out} if out else {}),
@@ -173,7 +188,7 @@ def run_main(argv: list[str]) -> int:
         )
         clients, engine = args.clients, args.engine
         if args.resume is not None:
-            overrides, clients = resume_overrides(args.resume, overrides, clients, args.app)
+            overrides, clients = resume_overrides(args.resume, overrides, clients, app)
             engine = engine or recorded_engine(args.resume)
             if args.connection and args.server_path:
                 overrides["resume"] = args.server_path
@@ -181,7 +196,9 @@ def run_main(argv: list[str]) -> int:
         engine = engine or DEFAULT_ENGINE
         if clients < 1:
             raise ValueError(f"--clients must be >= 1, got {clients}")
-        check_run_config(overrides, clients, args.app.resolve(), local=not args.connection)
+        if args.connection or engine == "flower":
+            app = flower_app(app, "--connection" if args.connection else "--engine flower")
+        check_run_config(overrides, clients, app, local=not args.connection)
     except ValueError as error:
         print(f"fedkd run: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -189,7 +206,7 @@ def run_main(argv: list[str]) -> int:
         result = deployed_run(
             overrides,
             args.connection,
-            app_dir=args.app.resolve(),
+            app_dir=app,
             echo=not args.quiet,
             timeout=args.timeout,
         )
@@ -198,7 +215,7 @@ def run_main(argv: list[str]) -> int:
         report(result)
         return result.returncode
     if engine == "ray":
-        from experiments.ray_launch import ray_resources, ray_run
+        from fedkd.cli.ray_launch import ray_resources, ray_run
 
         try:
             ray_resources(args.federation)
@@ -212,7 +229,7 @@ def run_main(argv: list[str]) -> int:
             address=args.ray_address,
             echo=not args.quiet,
             timeout=args.timeout,
-            app_dir=args.app.resolve(),
+            app_dir=app,
         )
     else:
         result = flwr_run(
@@ -222,7 +239,7 @@ def run_main(argv: list[str]) -> int:
             echo=not args.quiet,
             timeout=args.timeout,
             install_dependencies=args.install_deps,
-            app_dir=args.app.resolve(),
+            app_dir=app,
         )
     if result.results is not None:
         record_launch(result.results, clients, args.federation, engine)
@@ -242,7 +259,7 @@ def record_launch(
 
 
 def resume_overrides(
-    folder: Path, overrides: dict[str, object], clients: int | None, app_dir: Path
+    folder: Path, overrides: dict[str, object], clients: int | None, app_dir: Path | None = None
 ) -> tuple[dict[str, object], int | None]:
     """The stopped run's own config (``config.json``) with ``resume`` set and the user's
     ``--set`` values on top, and its number of clients (from ``launch.json`` when recorded).
@@ -256,7 +273,7 @@ def resume_overrides(
     saved_config = folder / "config.json"
     if not saved_config.is_file():
         raise ValueError(f"--resume {folder}: not a run folder (no config.json)")
-    known = app_run_config(app_dir.resolve())
+    known = app_run_config(app_dir)
     saved = {k: v for k, v in json.loads(saved_config.read_text()).items() if k in known}
     given = {k: v for k, v in overrides.items() if k != "out-dir"}
     merged = {**saved, **given, "resume": str(folder)}
@@ -302,12 +319,29 @@ def print_summary(folder: Path) -> None:
         )
 
 
+def load_command(command: str) -> ModuleType | None:
+    """The module of a ``fedkd`` command; ``None`` for a study when there is no checkout.
+
+    The studies live in the checkout's ``experiments/``, which is not installed (no generic
+    top-level names in site-packages): the checkout this package runs from is put on the path.
+    """
+    name = MODULES[command]
+    if CHECKOUT is not None and str(CHECKOUT) not in sys.path:
+        sys.path.append(str(CHECKOUT))
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name == "experiments":
+            return None
+        raise
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fedkd`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = ["run", *MODULES]
     if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
+        print((__doc__ or "").replace("::\n", ":\n", 1))  # "::" is for the docs site
         print("commands:", ", ".join(commands))
         return 0
     command, rest = argv[0], argv[1:]
@@ -317,7 +351,14 @@ def main(argv: list[str] | None = None) -> int:
         if command not in MODULES:
             print(f"unknown command {command!r}; known: {', '.join(commands)}", file=sys.stderr)
             return EXIT_USAGE
-        module = importlib.import_module(MODULES[command])
+        module = load_command(command)
+        if module is None:
+            print(
+                f"fedkd {command}: a study of the checkout's experiments/ folder; run it from "
+                "a fedkd checkout (pip install -e . there)",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
         return int(module.main(rest))
     except KeyboardInterrupt:  # before or after a launch; a launch handles its own
         print("\ninterrupted", file=sys.stderr)
