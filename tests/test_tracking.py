@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from experiments.cli import run_main
+from fedkd.cli.commands import run_main
 from fedkd.fl.config import FedConfig, parse_run_config
 from fedkd.fl.experiment import simulate
 from fedkd.fl.history import RoundRecord, RunRecorder

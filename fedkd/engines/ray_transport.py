@@ -76,7 +76,7 @@ def start_ray(address: str) -> bool:
     either (the caller then shuts the connection down when done)."""
     os.environ.setdefault(LOOPBACK_ENV, "0")  # read when ray is imported
     # Ray's tip that GPU masking for num_gpus=0 actors will change: actors without a GPU
-    # share see no GPU today, which is what the engine wants (experiments/launch.py too).
+    # share see no GPU today, which is what the engine wants (fedkd/cli/launch.py too).
     warnings.filterwarnings("ignore", category=FutureWarning, module="ray._private.worker")
     import ray
 
