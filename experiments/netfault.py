@@ -71,6 +71,11 @@ class Relay:
             server, self._server = self._server, None
             victims, self._open = self._open, []
         if server is not None:
+            # shutdown() first: close() alone leaves the port listening while the accept
+            # thread is blocked in accept() on it (the kernel keeps the file open until that
+            # call returns), so a new connection was accepted and reset instead of refused.
+            with contextlib.suppress(OSError):
+                server.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 server.close()
         for sock in victims:
