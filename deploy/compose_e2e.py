@@ -46,12 +46,13 @@ CONNECTION = "fedkd-docker"
 LINK_PORT = int(os.environ.get("FEDKD_COMPOSE_PORT", "18000"))
 APP_UID = 49999  # user `app` in Flower's images
 # Small local work; a generous stage deadline, since in a deployment every message starts a
-# fresh ClientApp process (Python, torch, fedkd, data) and CI machines are shared. No roster:
-# deployed SuperNodes refuse the simulated one, and these allow the curious mode in their node
-# config (a real deployment gives each its identity from `fedkd keys`: docs/threat-model.md).
+# fresh ClientApp process (Python, torch, fedkd, data) and CI machines are shared. The roster
+# is the stack's (`fedkd keys` identities, one per SuperNode: deploy/compose_stack.py), so the
+# run is secure against a malicious server; deployed SuperNodes refuse the simulated roster
+# and, without `allow-curious=true`, the curious mode.
 DEFAULT_RUN_CONFIG = (
     "num-rounds={rounds} local-epochs=1 warmup-epochs=0 distill-epochs=1 secagg=true "
-    'secagg-roster="" min-clients=3 stage-timeout=600 out-dir="/app/runs" run-name="compose"'
+    'min-clients=3 stage-timeout=600 out-dir="/app/runs" run-name="compose"'
 )
 
 
