@@ -199,3 +199,15 @@ def test_the_journal_keeps_each_fault_with_its_stage_and_a_torn_line_is_ignored(
     assert state.last_round == 1 and state.open_round == 0
     assert state.last_fault is not None and state.last_fault["stage"] == "consistency"
     assert state.last_fault["partition"] in range(CLIENTS)
+
+
+def test_a_resumed_journal_still_knows_each_nodes_partition(tmp_path: Path) -> None:
+    """A node that answered before the server died and stays silent after the resume is still
+    named by its partition in the resumed run's fault lines and dropped lists."""
+    from fedkd.fl.journal import RoundJournal, read_journal
+
+    first = RoundJournal(tmp_path)
+    first.write("answer", round=1, stage="train", answered={"1001": 1, "1002": 2}, failed={})
+    first.write("answer", round=2, stage="train", answered={"1003": None}, failed={"1002": "x"})
+    assert read_journal(tmp_path).partitions == {1001: 1, 1002: 2}
+    assert RoundJournal(tmp_path).partition_of(1002) == 2

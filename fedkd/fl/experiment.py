@@ -129,6 +129,7 @@ def run_method(run: OpenRun, transport: Transport, run_id: int) -> None:
         roster=roster,
         journal=journal,
     )
+    federation.partitions.update(journal.partitions)  # what earlier runs of the folder learned
     METHODS[config.method](federation)
 
 

@@ -60,7 +60,9 @@ class RoundJournal:
     def __init__(self, folder: str | Path) -> None:
         self.path = Path(folder) / JOURNAL_FILE
         self.round = 0
-        self.partitions: dict[int, int] = {}  # node -> partition id, from train replies
+        # node -> partition id, from train replies; a resumed run starts from what the journal
+        # learned before (a node that stays silent after the resume is still named)
+        self.partitions: dict[int, int] = dict(read_journal(folder).partitions)
         self.logged: set[tuple[int, int]] = set()  # (round, node) whose fault has its log line
 
     def write(self, event: str, **fields: Any) -> None:
@@ -144,6 +146,7 @@ class JournalState:
     aggregated: bool = False  # the open round's teacher is on disk (its sum was obtained)
     last_fault: dict[str, Any] | None = None  # {round, stage, node, partition, reason, time}
     release_asks: dict[int, list[int]] = field(default_factory=dict)  # round -> nodes, all runs
+    partitions: dict[int, int] = field(default_factory=dict)  # node -> partition, learned so far
 
 
 def read_journal(folder: str | Path) -> JournalState:
@@ -176,6 +179,9 @@ def _apply(state: JournalState, event: dict[str, Any]) -> None:
             state.open_stage = str(event.get("stage", ""))
             state.released = state.released or bool(event.get("release"))
     elif kind == "answer":
+        for node, pid in (event.get("answered") or {}).items():
+            if isinstance(pid, int):
+                state.partitions[int(node)] = pid
         for node, reason in (event.get("failed") or {}).items():
             state.last_fault = {
                 "round": number,
