@@ -92,14 +92,6 @@ class Attack:
                 continue
 
 
-def _unmask_lists(message: Envelope) -> UnmaskRequest:
-    return UnmaskRequest.from_bytes(protocol.payload_of(message))
-
-
-def _envelope(message: Envelope, payload: bytes) -> Envelope:
-    return Envelope(message.kind, {**message.fields, protocol.PAYLOAD: payload})
-
-
 def unmask_lists(message: Envelope) -> UnmaskRequest:
     """The unmask request an envelope carries."""
     return UnmaskRequest.from_bytes(protocol.payload_of(message))
