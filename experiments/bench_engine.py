@@ -48,6 +48,7 @@ import numpy as np
 
 from experiments import PROJECT_ROOT
 from fedkd.cli.processes import tagged_processes
+from fedkd.data.fashion_mnist import DEBIAN_FOLDER
 from fedkd.fl import keys
 from fedkd.fl.contribution import STATS
 from fedkd.transport import Envelope, ExchangeResult, Transport
@@ -55,7 +56,7 @@ from fedkd.transport import Envelope, ExchangeResult, Transport
 MARKER = "FEDKD_BENCH_ENGINE"  # in the environment of every process a measured run starts
 # Debian's dataset-fashion-mnist, else a shared/data folder beside the checkout (or above it)
 FASHION_ROOTS = (
-    Path("/usr/share/datasets/fashion-mnist"),
+    DEBIAN_FOLDER,
     *(parent / "shared/data/fashion-mnist" for parent in PROJECT_ROOT.parents),
 )
 
@@ -283,22 +284,23 @@ def secagg_costs(
     the consistency stage), with the SecAgg+ degree ``secagg-neighbours = 0`` picks and, up
     to ``full_up_to`` clients, full SecAgg (O(n^2) for the round: minutes at n = 1,000)."""
     from fedkd.fl.cohort import plus_neighbours, threshold_for
+    from fedkd.fl.config import SecAggSettings
     from fedkd.secagg.driver import run_secagg
 
-    rows, rng = [], np.random.default_rng(seed)
+    rows, rng, defaults = [], np.random.default_rng(seed), SecAggSettings()
     for n in cohorts:
         inputs = [rng.uniform(-1, 1, length) for _ in range(n)]
-        graphs = [("secagg+", plus_neighbours(n, 0.66))]
+        graphs = [("secagg+", plus_neighbours(n, defaults.threshold))]
         graphs += [("full", n - 1)] if n <= full_up_to and graphs[0][1] != n - 1 else []
         for label, k in graphs:
             start = time.perf_counter()
             done = run_secagg(
                 inputs,
                 neighbours=k,
-                threshold=threshold_for(k, 0.66),
+                threshold=threshold_for(k, defaults.threshold),
                 roster=True,
                 seed=seed,
-                bits=16,  # the run default (secagg-bits)
+                bits=defaults.bits,
             )
             rows.append(
                 {
