@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from fedkd.engines.ray_transport import RayResources, RayTransport
 from fedkd.fl.experiment import OpenRun, in_process_clients, open_run, run_method
 from fedkd.fl.history import RunRecorder
 from fedkd.transport import Transport
@@ -29,7 +30,7 @@ def run_federation(
     *,
     engine: str = "ray",
     run_id: int = 0,
-    resources: Any = None,
+    resources: RayResources | None = None,
     wrap: Callable[[Transport], Transport] | None = None,
     on_transport: Callable[[Transport], None] | None = None,
 ) -> RunRecorder:
@@ -65,7 +66,7 @@ def run_opened(
     num_clients: int,
     engine: str,
     run_id: int,
-    resources: Any = None,
+    resources: RayResources | None = None,
     wrap: Callable[[Transport], Transport] | None = None,
     on_transport: Callable[[Transport], None] | None = None,
 ) -> None:
@@ -88,12 +89,14 @@ def run_opened(
 
 
 def _transport(
-    engine: str, run_config: Mapping[str, Any], num_clients: int, run_id: int, resources: Any
+    engine: str,
+    run_config: Mapping[str, Any],
+    num_clients: int,
+    run_id: int,
+    resources: RayResources | None,
 ) -> Transport:
     if engine == "inprocess":
         return in_process_clients(run_config, num_clients, run_id=run_id)
-    from fedkd.engines.ray_transport import RayResources, RayTransport
-
     return RayTransport(
         run_config, num_clients, run_id=run_id, resources=resources or RayResources()
     )
