@@ -70,10 +70,12 @@ class SpillingStores:
         with path.open("rb") as handle:  # our own file, written by _spill below
             items = pickle.load(handle)
         path.unlink()
-        self._account(node, items)
+        self.changed(node, items)
         return items
 
-    def _account(self, node: int, items: dict[str, Envelope] | None) -> None:
+    def changed(self, node: int, items: dict[str, Envelope] | None) -> None:
+        """Record the node's envelopes in memory (after a load, put or delete; forgotten once
+        empty or ``None``)."""
         self.memory_bytes -= self._bytes.pop(node, 0)
         if items:
             self._memory[node] = items
@@ -83,10 +85,6 @@ class SpillingStores:
         else:
             self._memory.pop(node, None)
 
-    def changed(self, node: int, items: dict[str, Envelope]) -> None:
-        """Record the node's envelopes after a put or delete (forgotten once empty)."""
-        self._account(node, items)
-
     def settle(self) -> None:
         """Spill least recently used nodes while memory holds more than the budget."""
         if self.memory_bytes <= self.budget:
@@ -94,7 +92,7 @@ class SpillingStores:
         target = SPILL_TO * self.budget
         while self._memory and self.memory_bytes > target:
             node, items = next(iter(self._memory.items()))
-            self._account(node, None)
+            self.changed(node, None)
             self._spill(node, items)
 
     def _spill(self, node: int, items: dict[str, Envelope]) -> None:
