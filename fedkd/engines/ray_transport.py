@@ -34,7 +34,7 @@ from fedkd.engines.worker import FIRST_NODE_ID, Answer, ClientWorker, WorkerStat
 from fedkd.fl.config import parse_run_config
 from fedkd.fl.data import FederatedData, federated_data
 from fedkd.fl.ledger import default_root
-from fedkd.transport import Envelope, ExchangeResult, Refusal
+from fedkd.transport import Envelope, ExchangeResult, Refusal, no_reply
 
 log = logging.getLogger("fedkd.engine")
 GRACE = 30.0  # seconds a busy actor may overrun its batch's deadline before it is replaced
@@ -294,13 +294,13 @@ class RayTransport:
     ) -> None:
         """File one node's answer as a reply or a failure (in request order, as in-process)."""
         if answer is None:
-            result.failures[node] = broken or f"no reply within {timeout:g} s"
+            result.failures[node] = broken or no_reply(timeout)
         elif isinstance(answer.reply, str):
             result.failures[node] = answer.reply
         elif isinstance(answer.reply, Refusal):
             result.failures[node] = f"error reply ({answer.reply.code}): {answer.reply.reason}"
         elif answer.seconds > timeout:
-            result.failures[node] = f"no reply within {timeout:g} s"
+            result.failures[node] = no_reply(timeout)
         else:
             result.bytes_up += answer.reply.nbytes()
             result.replies[node] = answer.reply
