@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 import numpy as np
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 _SELF_NONCE = b"\x01" + bytes(15)
 _PAIR_NONCE = bytes(16)
@@ -29,6 +29,14 @@ _BLOCK_WORDS = 16_384  # 128 KiB of accumulator per block: fits a core's L2 cach
 def _zeros(size: int) -> bytes:
     """Shared read-only zero block: the AES-CTR plaintext whose ciphertext is the keystream."""
     return bytes(size)
+
+
+def _encryptor(seed: bytes, self_mask: bool) -> CipherContext:
+    """AES-256-CTR over ``seed``: the self mask and the pairwise masks use distinct nonces."""
+    if len(seed) != 32:
+        raise ValueError(f"mask seeds must be 32 bytes, got {len(seed)}")
+    nonce = _SELF_NONCE if self_mask else _PAIR_NONCE
+    return Cipher(algorithms.AES(seed), modes.CTR(nonce)).encryptor()
 
 
 class MaskExpander:
@@ -50,11 +58,7 @@ class MaskExpander:
 
     def keystream(self, seed: bytes, *, self_mask: bool = False) -> np.ndarray:
         """Keystream of ``seed`` as a read-only ``uint64`` view (overwritten by the next call)."""
-        if len(seed) != 32:
-            raise ValueError(f"mask seeds must be 32 bytes, got {len(seed)}")
-        nonce = _SELF_NONCE if self_mask else _PAIR_NONCE
-        encryptor = Cipher(algorithms.AES(seed), modes.CTR(nonce)).encryptor()
-        encryptor.update_into(self._zeros, self._buffer)
+        _encryptor(seed, self_mask).update_into(self._zeros, self._buffer)
         return self._view
 
     def add(
@@ -78,13 +82,10 @@ class MaskExpander:
         it (one pass over memory instead of one per mask). Same result as :meth:`add` each."""
         if len(accumulator) != self.length:
             raise ValueError(f"accumulator has length {len(accumulator)}, expected {self.length}")
-        streams = []
-        for seed, subtract, self_mask in masks:
-            if len(seed) != 32:
-                raise ValueError(f"mask seeds must be 32 bytes, got {len(seed)}")
-            nonce = _SELF_NONCE if self_mask else _PAIR_NONCE
-            cipher = Cipher(algorithms.AES(seed), modes.CTR(nonce)).encryptor()
-            streams.append((cipher, np.subtract if subtract else np.add))
+        streams = [
+            (_encryptor(seed, self_mask), np.subtract if subtract else np.add)
+            for seed, subtract, self_mask in masks
+        ]
         block = min(_BLOCK_WORDS, self.length)
         buffer = memoryview(self._buffer)
         for start in range(0, self.length, block):
