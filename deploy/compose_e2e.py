@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import json
 import os
 import re
@@ -37,7 +36,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+PROJECT_ROOT = HERE.parent
+for _path in (HERE, PROJECT_ROOT):  # deploy/ is not a package; fedkd/ and experiments/ are
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from fedkd.cli.flower_status import read_run_status  # noqa: E402
+
 CACHE = Path(os.environ.get("FEDKD_DOCKER_CACHE", "/var/cache/fedkd-docker"))
 # A second stack beside a running one (a soak) needs its own name and ports.
 PROJECT_NAME = os.environ.get("FEDKD_COMPOSE_PROJECT", "fedkd-e2e")
@@ -185,17 +191,6 @@ def read_images_env(path: Path = CACHE / "images.env") -> dict[str, str]:
     return {"superlink": values["SUPERLINK_IMAGE"], "supernode": values["SUPERNODE_IMAGE"]}
 
 
-def _load_certs_module() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "fedkd_deploy_certs", Path(__file__).with_name("certs.py")
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def _wait_for_port(port: int, patience: float) -> None:
     deadline = time.monotonic() + patience
     while True:
@@ -206,45 +201,6 @@ def _wait_for_port(port: int, patience: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {patience:.0f} s")
         time.sleep(0.25)
-
-
-def _flower_env(work_dir: Path, ca_cert: Path | None) -> dict[str, str]:
-    """A private Flower home with one ``fedkd-docker`` connection to the loopback SuperLink."""
-    home = work_dir / "flwr-home"
-    home.mkdir(parents=True, exist_ok=True)
-    security = (
-        "insecure = true" if ca_cert is None else f"root-certificates = {json.dumps(str(ca_cert))}"
-    )
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "{CONNECTION}"\n\n'
-        f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{LINK_PORT}"\n{security}\n'
-    )
-    return {
-        **os.environ,
-        "FLWR_HOME": str(home),
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-    }
-
-
-def _flwr(env: Mapping[str, str], *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    flwr = Path(sys.executable).with_name("flwr")
-    return subprocess.run(
-        [str(flwr if flwr.exists() else "flwr"), *args],
-        cwd=PROJECT_ROOT,
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def _run_status(env: Mapping[str, str], run_id: str) -> str:
-    listing = _flwr(env, "ls", "--run-id", run_id, "--format", "json", CONNECTION, timeout=60)
-    try:
-        runs = json.loads(listing.stdout)["runs"]
-        return str(runs[0]["status"])
-    except (ValueError, KeyError, IndexError):
-        return f"unknown ({listing.stdout[-500:]}{listing.stderr[-500:]})"
 
 
 def run_stack(
@@ -273,8 +229,10 @@ def run_stack(
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
+    from compose_stack import ComposeStack  # it builds on this module: imported here
+
     start = time.perf_counter()
-    stack = _sibling("compose_stack").ComposeStack(work_dir, supernodes=supernodes, tls=tls)
+    stack = ComposeStack(work_dir, supernodes=supernodes, tls=tls)
     results = work_dir / "runs"
     status, run_seconds, up_seconds = "not started", 0.0, 0.0
     history: list[dict[str, Any]] = []
@@ -290,7 +248,7 @@ def run_stack(
             run.stop()
         run_seconds = time.perf_counter() - run_start
         if run.run_id is not None:
-            status = _run_status(stack.cli_env, str(run.run_id))
+            status = read_run_status(run.run_id, stack.cli_env, CONNECTION).status
         folder = stack.results_on_host / "compose"
         if folder.is_dir():
             shutil.copytree(folder, results / "compose", dirs_exist_ok=True)
@@ -307,17 +265,6 @@ def run_stack(
         run_seconds=run_seconds,
         total_seconds=time.perf_counter() - start,
     )
-
-
-def _sibling(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(
-        f"fedkd_deploy_{name}", Path(__file__).with_name(f"{name}.py")
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def main(argv: Sequence[str] | None = None) -> int:

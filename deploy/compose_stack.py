@@ -16,7 +16,6 @@ keeps it, so a drill can watch the run's journal as it is written.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import os
 import re
 import subprocess
@@ -24,17 +23,19 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import yaml
 
 HERE = Path(__file__).resolve().parent
 PROJECT_ROOT = HERE.parent
-if str(PROJECT_ROOT) not in sys.path:
-    sys.path.insert(0, str(PROJECT_ROOT))
+for _path in (HERE, PROJECT_ROOT):  # deploy/ is not a package; fedkd/ and experiments/ are
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
-from experiments.deployment import FlwrRun  # noqa: E402
+import compose_e2e as e2e  # noqa: E402
+
+from experiments.deployment import FlwrRun, load_certs_module, write_flower_config  # noqa: E402
 from experiments.netfault import Relay  # noqa: E402
 
 RESULTS_IN_APP = "/app/runs"
@@ -46,19 +47,6 @@ SERVER_SIDE = ("superlink", "superexec-serverapp")
 SERVER_SHARES = 16 * 1024
 KEYS_IN_APP = "/app/keys"
 STATE_IN_APP = "/app/state"
-
-
-def sibling(name: str) -> ModuleType:
-    """A module of ``deploy/`` (not a package) by file name."""
-    key = f"fedkd_deploy_{name}"
-    if key in sys.modules:
-        return sys.modules[key]
-    spec = importlib.util.spec_from_file_location(key, HERE / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[key] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _set_flag(args: list[str], flag: str, value: str) -> list[str]:
@@ -114,7 +102,6 @@ class ComposeStack:
         keys: bool = True,
         relayed: Sequence[int] = (),
     ) -> None:
-        e2e = sibling("compose_e2e")
         self.e2e, self.work_dir = e2e, work_dir.resolve()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir = self.work_dir / "logs"
@@ -122,9 +109,7 @@ class ComposeStack:
         self.env = dict(os.environ)
         self.ca_cert: Path | None = None
         if tls:
-            certs = e2e._load_certs_module().generate_certificates(
-                self.work_dir / "certs", force=True
-            )
+            certs = load_certs_module().generate_certificates(self.work_dir / "certs", force=True)
             for path in (certs.ca_cert, certs.server_cert, certs.server_key):
                 os.chown(path, e2e.APP_UID, e2e.APP_UID)  # the containers run as user app
             self.env["FEDKD_CERTS"] = str(certs.ca_cert.parent)
@@ -146,7 +131,13 @@ class ComposeStack:
         self.file = self.work_dir / "stack.yml"
         self.file.write_text(yaml.safe_dump(loopback))
         self.services = list(loopback["services"])
-        self.cli_env = e2e._flower_env(self.work_dir, self.ca_cert)
+        home = self.work_dir / "flwr-home"  # a private Flower home: one fedkd-docker connection
+        write_flower_config(home, link, ca_cert=self.ca_cert, name=e2e.CONNECTION)
+        self.cli_env = {
+            **os.environ,
+            "FLWR_HOME": str(home),
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        }
         self.runs: list[FlwrRun] = []
 
     def _add_state_dirs(self, config: dict[str, Any], supernodes: int) -> None:
