@@ -222,16 +222,12 @@ class Drill:
         partition is known, when it names partition ``any``."""
         if fault.partition != ANY:
             return fault
-        partitions: dict[int, int] = {}
+        state = read_journal(self.folder)
         asked: list[int] = []
-        for event in read_journal(self.folder).events:
-            if event["event"] == "answer":
-                for node, partition in (event.get("answered") or {}).items():
-                    if partition is not None:
-                        partitions[int(node)] = int(partition)
-            elif event["event"] == "ask" and event.get("round") == fault.round:
+        for event in state.events:
+            if event["event"] == "ask" and event.get("round") == fault.round:
                 asked = [int(n) for n in event["nodes"]] if event["stage"] == "train" else asked
-        known = sorted({partitions[n] for n in asked if n in partitions})
+        known = sorted({state.partitions[n] for n in asked if n in state.partitions})
         chosen = random.Random(fault.round).choice(known) if known else 0
         return Fault(fault.round, fault.stage, fault.action, chosen, fault.seconds)
 
