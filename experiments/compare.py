@@ -165,6 +165,12 @@ def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
     return statistics.fmean(finite), std, len(finite)
 
 
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """``{"mean", "std"}`` of :func:`mean_std`, the form the studies' ``results.json`` keep."""
+    mean, std, _ = mean_std(values)
+    return {"mean": mean, "std": std}
+
+
 def aggregate(runs: Sequence[Mapping[str, Any]], alphas: Sequence[float]) -> list[dict[str, Any]]:
     """One row per (alpha, method) with mean, std and count over seeds of every figure.
 

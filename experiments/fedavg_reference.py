@@ -34,6 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from experiments.compare import spread
 from fedkd.fl.config import parse_run_config
 from fedkd.fl.data import federated_data
 from fedkd.fl.experiment import simulate
@@ -117,12 +118,6 @@ def run_config_of(args: argparse.Namespace, model: str, seed: int) -> dict[str, 
     if args.data_root:
         config["data-root"] = str(Path(args.data_root).resolve())
     return config
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    """Mean and sample std (0 for one value)."""
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": statistics.fmean(values), "std": std}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from experiments.compare import spread
 from fedkd.cli.run_config import absolute_paths, parse_assignments
 from fedkd.fl.experiment import simulate
 
@@ -49,16 +49,7 @@ def table(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for model in dict.fromkeys(r["model"] for r in runs):
             finals = [r["final"] for r in runs if (r["method"], r["model"]) == (method, model)]
             if finals:
-                std = statistics.stdev(finals) if len(finals) > 1 else 0.0
-                rows.append(
-                    {
-                        "method": method,
-                        "model": model,
-                        "mean": statistics.fmean(finals),
-                        "std": std,
-                        "finals": finals,
-                    }
-                )
+                rows.append({"method": method, "model": model, **spread(finals), "finals": finals})
     return rows
 
 

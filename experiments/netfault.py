@@ -18,6 +18,8 @@ import struct
 import threading
 import time
 
+from fedkd.cli.launch import free_ports
+
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close with a reset, not a FIN
 
 
@@ -38,10 +40,7 @@ class Relay:
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
         self._server: socket.socket | None = None
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = int(probe.getsockname()[1])
-        probe.close()
+        self.port = free_ports(1)[0]
         if up:
             self.restore()
 

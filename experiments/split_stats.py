@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from experiments.compare import spread
 from fedkd.cli.run_config import absolute_paths, parse_assignments
 from fedkd.data import partition_stats
 from fedkd.data.partition import DIRICHLET_METHODS, PARTITION_METHODS
@@ -65,9 +65,7 @@ def table_rows(
             ]  # fmt: skip
             row: dict[str, Any] = {"partitioner": method, "alpha": alpha, "seeds": seeds}
             for key in runs[0]:
-                values = [r[key] for r in runs]
-                std = statistics.stdev(values) if len(values) > 1 else 0.0
-                row[key] = {"mean": statistics.fmean(values), "std": std}
+                row[key] = spread([r[key] for r in runs])
             rows.append(row)
     return rows
 

@@ -9,9 +9,11 @@ otherwise (an installed wheel has no ``pyproject.toml``).
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 
 def checkout_root() -> Path | None:
@@ -81,15 +83,22 @@ def app_run_config(app_dir: Path | None = None) -> dict[str, object]:
     ValueError
         When ``app_dir`` is given but has no ``pyproject.toml``.
     """
-    import tomllib
-
     if app_dir is None and CHECKOUT is None:
         from fedkd.fl.config import FedConfig
 
         return FedConfig().to_dict()
-    with flower_app(app_dir).joinpath("pyproject.toml").open("rb") as handle:
+    return dict(_app_table(flower_app(app_dir) / "pyproject.toml"))
+
+
+@functools.cache
+def _app_table(pyproject: Path) -> Mapping[str, object]:
+    """``[tool.flwr.app.config]`` of ``pyproject``, read once per process: a ``fedkd run``
+    asks for it up to three times (resume, check, Ray engine) and ``compare`` once per run."""
+    import tomllib
+
+    with pyproject.open("rb") as handle:
         project = tomllib.load(handle)
-    return dict(project["tool"]["flwr"]["app"]["config"])
+    return MappingProxyType(dict(project["tool"]["flwr"]["app"]["config"]))
 
 
 PATH_KEYS = ("out-dir", "data-root")
