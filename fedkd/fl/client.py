@@ -242,8 +242,7 @@ def _admit(node: NodeInfo, config: FedConfig, data: FederatedData, server_round:
     from fedkd.fl.privacy import budget_targets
 
     identity, roster = trust(node, config)
-    shard = len(data.client_train(node.partition_id))
-    targets = budget_targets(config, node.num_partitions, shard)
+    targets = budget_targets(config, node.num_partitions, data.shard_size(node.partition_id))
     asked = node_budget.run_budget(
         config, client_epsilon=targets.get("client"), dpsgd_epsilon=targets.get("dpsgd")
     )
@@ -299,7 +298,7 @@ def _work(
     history: list[tuple[float, float, int]] = []
     if config.dp.client_dp_sgd:
         epochs = config.local.epochs + (config.local.warmup_epochs if fresh else 0)
-        shard = len(data.client_train(node.partition_id))
+        shard = data.shard_size(node.partition_id)
         seed, history = _dpsgd_seed(nb, request, store, node, config, shard, epochs, server_round)
     teacher = None
     if phase == "fedkd" and keys.TEACHER in request.arrays:
