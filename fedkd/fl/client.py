@@ -30,7 +30,7 @@ from fedkd.fl.faults import InjectedFault, inject_fault
 from fedkd.fl.ledger import LedgerRefusal, Training
 from fedkd.fl.node import BadRequest, MemoryStore, NodeInfo, NodeStore
 from fedkd.fl.release import NodeBudget, admit_run, admit_training, training_input
-from fedkd.secagg import SecAggError
+from fedkd.secagg import SecAggConfig, SecAggError
 from fedkd.secagg import protocol as secagg
 from fedkd.secagg.errors import ConfigMismatch, RefusedRequest, ReplayedRequest
 from fedkd.secagg.wire import AdvertiseRequest
@@ -353,10 +353,10 @@ def train(
         raise ConfigMismatch(
             "this node's pinned public-set digest differs from the public set the run loads"
         )
-    advertise = _check_secagg_request(request, node, data, server_round) if secure else None
-    round_config = None
-    if advertise is not None:
-        round_config = AdvertiseRequest.from_bytes(secagg.payload_of(advertise)).config
+    advertise: Envelope | None = None
+    round_config: SecAggConfig | None = None
+    if secure:
+        advertise, round_config = _check_secagg_request(request, node, data, server_round)
         if config.dp.placement == "distributed":  # before any work on private data
             require_round_noise(config, round_config, node.num_partitions)
     nb = _admit(node, config, data, server_round)
@@ -424,8 +424,9 @@ def _proximal_mu(request: Envelope) -> float:
 
 def _check_secagg_request(
     request: Envelope, node: NodeInfo, data: FederatedData, server_round: int
-) -> Envelope:
-    """The round's aggregation config must belong to this run, this round and this public set."""
+) -> tuple[Envelope, SecAggConfig]:
+    """The round's aggregation config must belong to this run, this round and this public set;
+    returns stage 1's request and that config."""
     payload = request.fields[keys.SECAGG_CONFIG]
     if not isinstance(payload, bytes):
         raise BadRequest(f"field '{keys.SECAGG_CONFIG}' must be bytes")
@@ -437,4 +438,4 @@ def _check_secagg_request(
         )
     if config.public_set_digest != data.public_digest:
         raise ConfigMismatch("the aggregation config names another public set than this node's")
-    return secagg.stage_envelope(secagg.ADVERTISE, payload, server_round)
+    return secagg.stage_envelope(secagg.ADVERTISE, payload, server_round), config
