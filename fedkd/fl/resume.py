@@ -172,7 +172,11 @@ def resume_point(fed: Federation) -> tuple[int, FeatureModel]:
     student = fed.recorder.load_student(new_student(fed.config, fed.split))
     rows = fed.recorder.rows
     next_round = (rows[-1].round if rows else 0) + 1
-    state = read_journal(fed.recorder.path)
+    state = (
+        read_journal(fed.recorder.path, events=False)
+        if fed.journal is None
+        else fed.journal.replayed  # read as the run opened its journal, before any round
+    )
     if state.open_round == next_round and next_round <= fed.config.num_rounds:
         if state.aggregated:
             _finish_from_teacher(fed, student, next_round)
