@@ -194,12 +194,14 @@ def dpsgd_history(store: NodeStore) -> list[tuple[float, float, int]]:
     return [(float(z), float(q), int(s)) for z, q, s in saved.arrays["history"]]
 
 
+def weights_of(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    """A model's state dict as numpy arrays (the form weights are kept and averaged in)."""
+    return {name: t.detach().cpu().numpy() for name, t in model.state_dict().items()}
+
+
 def weights_arrays(model: torch.nn.Module) -> dict[str, np.ndarray]:
     """A model's state dict as envelope arrays (the form weights travel in)."""
-    return {
-        keys.WEIGHTS_PREFIX + name: tensor.detach().cpu().numpy()
-        for name, tensor in model.state_dict().items()
-    }
+    return {keys.WEIGHTS_PREFIX + name: value for name, value in weights_of(model).items()}
 
 
 def _metrics(result: LocalResult, pid: int) -> dict[str, int | float]:
@@ -403,13 +405,7 @@ def _keep(
             result.dpsgd_history[-1][1],
         )
     if _persistent(phase, config):
-        store.put(
-            keys.STATE_MODEL,
-            Envelope(
-                keys.STATE_MODEL,
-                arrays={k: v.detach().cpu().numpy() for k, v in model.state_dict().items()},
-            ),
-        )
+        store.put(keys.STATE_MODEL, Envelope(keys.STATE_MODEL, arrays=weights_of(model)))
 
 
 def _proximal_mu(request: Envelope) -> float:

@@ -24,7 +24,7 @@ import torch
 
 from fedkd.distill import evaluate
 from fedkd.fl import keys
-from fedkd.fl.client import weights_arrays
+from fedkd.fl.client import weights_arrays, weights_of
 from fedkd.fl.federation import Federation
 from fedkd.fl.resume import RoundOutcome, commit_round, resume_point
 from fedkd.fl.rounds import plaintext_record, train_phase
@@ -33,11 +33,6 @@ from fedkd.models import FeatureModel
 from fedkd.transport import Envelope, ExchangeResult
 
 Weights = dict[str, np.ndarray]
-
-
-def weights_of(model: torch.nn.Module) -> Weights:
-    """A model's state dict as numpy arrays (the form weights travel and are averaged in)."""
-    return {name: t.detach().cpu().numpy() for name, t in model.state_dict().items()}
 
 
 def weighted_average(

@@ -27,6 +27,7 @@ import numpy as np
 from fedkd.data import DataSplit
 from fedkd.distill import evaluate, train_supervised
 from fedkd.fl import keys
+from fedkd.fl.client import weights_arrays
 from fedkd.fl.cohort import round_neighbours, threshold_for
 from fedkd.fl.config import FedConfig
 from fedkd.fl.contribution import split_sum, value_bound, vector_length
@@ -126,12 +127,7 @@ def fedkd_request(
     if state is not None:
         request.fields[keys.SECAGG_CONFIG] = server_advertise_request(state).to_bytes()
     if fed.config.mode == "feddf" or published:
-        request.arrays.update(
-            {
-                keys.WEIGHTS_PREFIX + k: v.detach().cpu().numpy()
-                for k, v in student.state_dict().items()
-            }
-        )
+        request.arrays.update(weights_arrays(student))
     if teacher is not None and not published:
         request.arrays[keys.TEACHER] = teacher.astype(np.float32)
     return request
