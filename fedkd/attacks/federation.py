@@ -205,13 +205,13 @@ def observe_round(
     train = train_phase(fed, request, nodes, server_round)
     contributions: dict[int, np.ndarray] = {}
     if state is None:
-        for node, reply in train.result.replies.items():
+        for node, reply in train.replies.items():
             vector = reply.arrays.get(keys.CONTRIBUTION)
             if vector is not None:
                 contributions[fed.partition_of(node)] = np.array(vector[:length])
-        agg = plaintext_sum(fed, train.result)
+        agg = plaintext_sum(fed, train)
     else:
-        agg = secure_aggregate(fed, state, train.result, server_round)
+        agg = secure_aggregate(fed, state, train, server_round)
     total = None if agg.total is None else np.array(agg.total[:length])
     return RoundView(
         server_round,

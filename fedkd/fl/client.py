@@ -30,7 +30,7 @@ from fedkd.fl.faults import InjectedFault, inject_fault
 from fedkd.fl.ledger import LedgerRefusal, Training
 from fedkd.fl.node import BadRequest, MemoryStore, NodeInfo, NodeStore
 from fedkd.fl.release import NodeBudget, admit_run, admit_training, training_input
-from fedkd.secagg import SecAggError
+from fedkd.secagg import SecAggConfig, SecAggError
 from fedkd.secagg import protocol as secagg
 from fedkd.secagg.errors import ConfigMismatch, RefusedRequest, ReplayedRequest
 from fedkd.secagg.wire import AdvertiseRequest
@@ -194,12 +194,14 @@ def dpsgd_history(store: NodeStore) -> list[tuple[float, float, int]]:
     return [(float(z), float(q), int(s)) for z, q, s in saved.arrays["history"]]
 
 
+def weights_of(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    """A model's state dict as numpy arrays (the form weights are kept and averaged in)."""
+    return {name: t.detach().cpu().numpy() for name, t in model.state_dict().items()}
+
+
 def weights_arrays(model: torch.nn.Module) -> dict[str, np.ndarray]:
     """A model's state dict as envelope arrays (the form weights travel in)."""
-    return {
-        keys.WEIGHTS_PREFIX + name: tensor.detach().cpu().numpy()
-        for name, tensor in model.state_dict().items()
-    }
+    return {keys.WEIGHTS_PREFIX + name: value for name, value in weights_of(model).items()}
 
 
 def _metrics(result: LocalResult, pid: int) -> dict[str, int | float]:
@@ -242,8 +244,7 @@ def _admit(node: NodeInfo, config: FedConfig, data: FederatedData, server_round:
     from fedkd.fl.privacy import budget_targets
 
     identity, roster = trust(node, config)
-    shard = len(data.client_train(node.partition_id))
-    targets = budget_targets(config, node.num_partitions, shard)
+    targets = budget_targets(config, node.num_partitions, data.shard_size(node.partition_id))
     asked = node_budget.run_budget(
         config, client_epsilon=targets.get("client"), dpsgd_epsilon=targets.get("dpsgd")
     )
@@ -299,7 +300,7 @@ def _work(
     history: list[tuple[float, float, int]] = []
     if config.dp.client_dp_sgd:
         epochs = config.local.epochs + (config.local.warmup_epochs if fresh else 0)
-        shard = len(data.client_train(node.partition_id))
+        shard = data.shard_size(node.partition_id)
         seed, history = _dpsgd_seed(nb, request, store, node, config, shard, epochs, server_round)
     teacher = None
     if phase == "fedkd" and keys.TEACHER in request.arrays:
@@ -354,10 +355,10 @@ def train(
         raise ConfigMismatch(
             "this node's pinned public-set digest differs from the public set the run loads"
         )
-    advertise = _check_secagg_request(request, node, data, server_round) if secure else None
-    round_config = None
-    if advertise is not None:
-        round_config = AdvertiseRequest.from_bytes(secagg.payload_of(advertise)).config
+    advertise: Envelope | None = None
+    round_config: SecAggConfig | None = None
+    if secure:
+        advertise, round_config = _check_secagg_request(request, node, data, server_round)
         if config.dp.placement == "distributed":  # before any work on private data
             require_round_noise(config, round_config, node.num_partitions)
     nb = _admit(node, config, data, server_round)
@@ -404,13 +405,7 @@ def _keep(
             result.dpsgd_history[-1][1],
         )
     if _persistent(phase, config):
-        store.put(
-            keys.STATE_MODEL,
-            Envelope(
-                keys.STATE_MODEL,
-                arrays={k: v.detach().cpu().numpy() for k, v in model.state_dict().items()},
-            ),
-        )
+        store.put(keys.STATE_MODEL, Envelope(keys.STATE_MODEL, arrays=weights_of(model)))
 
 
 def _proximal_mu(request: Envelope) -> float:
@@ -425,8 +420,9 @@ def _proximal_mu(request: Envelope) -> float:
 
 def _check_secagg_request(
     request: Envelope, node: NodeInfo, data: FederatedData, server_round: int
-) -> Envelope:
-    """The round's aggregation config must belong to this run, this round and this public set."""
+) -> tuple[Envelope, SecAggConfig]:
+    """The round's aggregation config must belong to this run, this round and this public set;
+    returns stage 1's request and that config."""
     payload = request.fields[keys.SECAGG_CONFIG]
     if not isinstance(payload, bytes):
         raise BadRequest(f"field '{keys.SECAGG_CONFIG}' must be bytes")
@@ -438,4 +434,4 @@ def _check_secagg_request(
         )
     if config.public_set_digest != data.public_digest:
         raise ConfigMismatch("the aggregation config names another public set than this node's")
-    return secagg.stage_envelope(secagg.ADVERTISE, payload, server_round)
+    return secagg.stage_envelope(secagg.ADVERTISE, payload, server_round), config

@@ -128,8 +128,8 @@ def run_method(run: OpenRun, transport: Transport, run_id: int) -> None:
         public_digest(run.split),
         roster=roster,
         journal=journal,
+        partitions=journal.partitions,  # one map: what earlier runs of the folder learned too
     )
-    federation.partitions.update(journal.partitions)  # what earlier runs of the folder learned
     METHODS[config.method](federation)
 
 

@@ -24,26 +24,15 @@ import torch
 
 from fedkd.distill import evaluate
 from fedkd.fl import keys
-from fedkd.fl.client import weights_arrays
+from fedkd.fl.client import weights_arrays, weights_of
 from fedkd.fl.federation import Federation
-from fedkd.fl.history import RoundRecord
-from fedkd.fl.resume import RoundOutcome, commit_round, faults_of, log_dropouts, resume_point
-from fedkd.fl.rounds import (
-    _client_values,
-    dropouts,
-    set_client_spread,
-    train_phase,
-)
+from fedkd.fl.resume import RoundOutcome, commit_round, resume_point
+from fedkd.fl.rounds import plaintext_record, train_phase
 from fedkd.fl.server_work import sample_clients
 from fedkd.models import FeatureModel
 from fedkd.transport import Envelope, ExchangeResult
 
 Weights = dict[str, np.ndarray]
-
-
-def weights_of(model: torch.nn.Module) -> Weights:
-    """A model's state dict as numpy arrays (the form weights travel and are averaged in)."""
-    return {name: t.detach().cpu().numpy() for name, t in model.state_dict().items()}
 
 
 def weighted_average(
@@ -146,30 +135,16 @@ def fedavg_round(fed: Federation, student: FeatureModel, server_round: int) -> R
         fed.transport.nodes(), fraction=config.fraction, minimum=config.min_clients, rng=rng
     )
     request = weights_request(server_round, config.method, student, config.local.proximal_mu)
-    train = train_phase(fed, request, sampled, server_round).result
-    average = average_replies(train, weights_of(student))
-    record = RoundRecord(
-        round=server_round,
-        method=config.method,
-        sampled=len(sampled),
-        survivors=len(train.replies),
-        bytes_up=train.bytes_up,
-        bytes_down=train.bytes_down,
-        seconds_train=train.seconds,
-    )
-    failed = {n: f"train: {why}" for n, why in train.failures.items()}
-    record.dropped, record.dropped_reasons = dropouts(fed, failed)  # a refusal says why
-    log_dropouts(fed, failed, server_round)
-    accuracies = _client_values(train, keys.CLIENT_ACCURACY)
-    record.client_accuracy_mean = float(np.mean(accuracies)) if accuracies else math.nan
-    set_client_spread(record, accuracies)
+    train = train_phase(fed, request, sampled, server_round)
+    average = average_replies(train, weights_of(student))  # drops unusable replies first
+    record, faults = plaintext_record(fed, server_round, len(sampled), train)
     if average is None:
         record.status, record.reason = "skipped", "no usable weights arrived"
     else:
         student.load_state_dict({k: torch.from_numpy(v) for k, v in average.items()})
         record.student_accuracy = evaluate(student, fed.split.test).accuracy
     record.seconds = time.perf_counter() - start
-    return RoundOutcome(record, None, faults_of(fed, failed))
+    return RoundOutcome(record, None, faults)
 
 
 def run_fedavg(fed: Federation) -> None:

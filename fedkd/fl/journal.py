@@ -60,9 +60,12 @@ class RoundJournal:
     def __init__(self, folder: str | Path) -> None:
         self.path = Path(folder) / JOURNAL_FILE
         self.round = 0
+        # what the journal held when this run opened it: where a resumed run goes on from
+        # (:func:`fedkd.fl.resume.resume_point`), read once
+        self.replayed = read_journal(folder, events=False)
         # node -> partition id, from train replies; a resumed run starts from what the journal
         # learned before (a node that stays silent after the resume is still named)
-        self.partitions: dict[int, int] = dict(read_journal(folder).partitions)
+        self.partitions: dict[int, int] = dict(self.replayed.partitions)
         self.logged: set[tuple[int, int]] = set()  # (round, node) whose fault has its log line
 
     def write(self, event: str, **fields: Any) -> None:
@@ -137,7 +140,7 @@ def log_fault(server_round: int, stage: str, node: int, partition: int | None, w
 class JournalState:
     """What a journal says about a run folder (for resuming and for ``fedkd status``)."""
 
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)  # all of them (events=True)
     flower_runs: list[int] = field(default_factory=list)
     last_round: int = 0  # the last round committed or abandoned
     open_round: int = 0  # a round asked for but neither committed nor abandoned (0: none)
@@ -149,8 +152,9 @@ class JournalState:
     partitions: dict[int, int] = field(default_factory=dict)  # node -> partition, learned so far
 
 
-def read_journal(folder: str | Path) -> JournalState:
-    """Replay ``journal.jsonl`` (absent: an empty state); a torn last line is skipped."""
+def read_journal(folder: str | Path, *, events: bool = True) -> JournalState:
+    """Replay ``journal.jsonl`` (absent: an empty state); a torn last line is skipped.
+    ``events=False`` keeps the state without the list of every event (a long run's is large)."""
     path = Path(folder) / JOURNAL_FILE
     state = JournalState()
     if not path.is_file():
@@ -162,11 +166,12 @@ def read_journal(folder: str | Path) -> JournalState:
             continue  # the process died while writing this line
         if isinstance(event, dict):
             _apply(state, event)
+            if events:
+                state.events.append(event)
     return state
 
 
 def _apply(state: JournalState, event: dict[str, Any]) -> None:
-    state.events.append(event)
     kind, number = event.get("event"), int(event.get("round", 0) or 0)
     if kind == "start" and isinstance(event.get("flower_run"), int):
         state.flower_runs.append(event["flower_run"])

@@ -49,27 +49,25 @@ class RoundOutcome:
     faults: list[dict[str, object]]
 
 
-def faults_of(fed: Federation, failed: dict[int, str]) -> list[dict[str, object]]:
-    """The round's faults (stage, node, partition, reason) from ``node -> "stage: reason"``."""
-    return [
-        {
-            "stage": reason.partition(": ")[0],
-            "node": node,
-            "partition": fed.partition_of(node),
-            "reason": reason.partition(": ")[2],
-        }
-        for node, reason in sorted(failed.items())
-    ]
-
-
-def log_dropouts(fed: Federation, failed: dict[int, str], server_round: int) -> None:
-    """One line per fault the journaled exchanges did not already log (replies the protocol
-    refused after they arrived: malformed, duplicated, bad signatures)."""
+def note_faults(
+    fed: Federation, record: RoundRecord, failed: dict[int, str]
+) -> list[dict[str, object]]:
+    """A round's faults, from ``node -> "stage: reason"``: into its record (the partition ids
+    that dropped out, sorted, and each one's reason), one log line for each fault the journaled
+    exchanges did not already log (replies the protocol refused after they arrived: malformed,
+    duplicated, bad signatures), and returned as the journal lists them (stage, node,
+    partition, reason)."""
+    pairs = sorted((fed.partition_of(node), reason) for node, reason in failed.items())
+    record.dropped, record.dropped_reasons = [p for p, _ in pairs], [r for _, r in pairs]
     logged = set() if fed.journal is None else fed.journal.logged
+    faults: list[dict[str, object]] = []
     for node, reason in sorted(failed.items()):
-        if (server_round, node) not in logged:
-            stage, _, why = reason.partition(": ")
-            log_fault(server_round, stage, node, fed.partition_of(node), why)
+        stage, _, why = reason.partition(": ")
+        partition = fed.partition_of(node)
+        if (record.round, node) not in logged:
+            log_fault(record.round, stage, node, partition, why)
+        faults.append({"stage": stage, "node": node, "partition": partition, "reason": why})
+    return faults
 
 
 def log_membership(fed: Federation, nodes: Sequence[int], server_round: int) -> None:
@@ -174,7 +172,11 @@ def resume_point(fed: Federation) -> tuple[int, FeatureModel]:
     student = fed.recorder.load_student(new_student(fed.config, fed.split))
     rows = fed.recorder.rows
     next_round = (rows[-1].round if rows else 0) + 1
-    state = read_journal(fed.recorder.path)
+    state = (
+        read_journal(fed.recorder.path, events=False)
+        if fed.journal is None
+        else fed.journal.replayed  # read as the run opened its journal, before any round
+    )
     if state.open_round == next_round and next_round <= fed.config.num_rounds:
         if state.aggregated:
             _finish_from_teacher(fed, student, next_round)

@@ -27,6 +27,7 @@ import numpy as np
 from fedkd.data import DataSplit
 from fedkd.distill import evaluate, train_supervised
 from fedkd.fl import keys
+from fedkd.fl.client import weights_arrays
 from fedkd.fl.cohort import round_neighbours, threshold_for
 from fedkd.fl.config import FedConfig
 from fedkd.fl.contribution import split_sum, value_bound, vector_length
@@ -39,10 +40,9 @@ from fedkd.fl.resume import (
     commit_round,
     distill_config,
     distill_into,
-    faults_of,
-    log_dropouts,
     log_membership,
     log_round,
+    note_faults,
     resume_point,
     save_aggregated,
 )
@@ -94,32 +94,10 @@ def secagg_round_config(
 
 
 # ------------------------------------------------------------------------------ train
-@dataclass
-class TrainOutcome:
-    """The train exchange and what the clients reported about themselves."""
-
-    result: ExchangeResult
-    client_accuracy_mean: float  # from the replies' metrics (plaintext phases only)
-
-
-def _client_values(result: ExchangeResult, name: str) -> list[float]:
-    """One client metric from every reply that carries a finite one."""
-    values = [
-        v for r in result.replies.values() if isinstance(v := r.fields.get(name), float | int)
-    ]
-    return [float(v) for v in values if math.isfinite(v)]
-
-
-def _client_mean(result: ExchangeResult, name: str) -> float:
-    """Mean of one client metric over the replies that carry a finite one (NaN when none)."""
-    finite = _client_values(result, name)
-    return float(np.mean(finite)) if finite else math.nan
-
-
 def train_phase(
     fed: Federation, request: Envelope, nodes: list[int], server_round: int
-) -> TrainOutcome:
-    """Send the train request to ``nodes``; learn their partition ids; average their metrics.
+) -> ExchangeResult:
+    """Send the train request to ``nodes``; learn their partition ids from the replies.
 
     The request carries its deadline (wall-clock seconds): a client that receives it late --
     queued behind a slow one -- drops the work instead of making the next round wait.
@@ -131,7 +109,7 @@ def train_phase(
         pid = reply.fields.get(keys.PARTITION_ID)
         if isinstance(pid, int) and not isinstance(pid, bool):
             fed.partitions[node] = pid
-    return TrainOutcome(result, _client_mean(result, keys.CLIENT_ACCURACY))
+    return result
 
 
 def fedkd_request(
@@ -149,12 +127,7 @@ def fedkd_request(
     if state is not None:
         request.fields[keys.SECAGG_CONFIG] = server_advertise_request(state).to_bytes()
     if fed.config.mode == "feddf" or published:
-        request.arrays.update(
-            {
-                keys.WEIGHTS_PREFIX + k: v.detach().cpu().numpy()
-                for k, v in student.state_dict().items()
-            }
-        )
+        request.arrays.update(weights_arrays(student))
     if teacher is not None and not published:
         request.arrays[keys.TEACHER] = teacher.astype(np.float32)
     return request
@@ -271,24 +244,22 @@ def fedkd_round(
     )
     # --- aggregate ------------------------------------------------------------------------
     if state is None:
-        agg = plaintext_sum(fed, train.result, length)
+        agg = plaintext_sum(fed, train, length)
     else:
-        agg = secure_aggregate(fed, state, train.result, server_round)
+        agg = secure_aggregate(fed, state, train, server_round)
     record = RoundRecord(
         round=server_round,
         method=config.method,
         bytes_up=sum(x.bytes_up for x in agg.exchanges),
         bytes_down=sum(x.bytes_down for x in agg.exchanges),
-        seconds_train=train.result.seconds,
+        seconds_train=train.seconds,
         seconds_secagg=agg.seconds_secagg,
         seconds_secagg_server=agg.seconds_secagg_server,
         sampled=len(sampled),
         survivors=agg.survivors,
     )
-    record.dropped, record.dropped_reasons = dropouts(fed, agg.failed)
-    log_dropouts(fed, agg.failed, server_round)
+    outcome = RoundOutcome(record, None, note_faults(fed, record, agg.failed))
     fed.silent = {node for node, why in agg.failed.items() if NO_REPLY in why}
-    outcome = RoundOutcome(record, None, faults_of(fed, agg.failed))
     if agg.total is None:
         record.status, record.reason = "skipped", agg.reason
         record.seconds = time.perf_counter() - start
@@ -348,12 +319,6 @@ def _warn_if_clipped(record: RoundRecord, config: FedConfig) -> None:
         )
 
 
-def dropouts(fed: Federation, failed: dict[int, str]) -> tuple[list[int], list[str]]:
-    """The partition ids that dropped out, sorted, and each one's reason."""
-    pairs = sorted((fed.partition_of(node), reason) for node, reason in failed.items())
-    return [p for p, _ in pairs], [reason for _, reason in pairs]
-
-
 def run_fedkd(fed: Federation) -> None:
     """FedKD: clients' public-set logits -> (secure) sum -> teacher -> distilled student."""
     first, student = resume_point(fed)
@@ -366,12 +331,33 @@ def run_fedkd(fed: Federation) -> None:
         commit_round(fed, outcome, student)
 
 
-def set_client_spread(record: RoundRecord, values: list[float]) -> None:
-    """The clients' accuracy spread where the server sees each one (plaintext baselines)."""
+def plaintext_record(
+    fed: Federation, server_round: int, sampled: int, train: ExchangeResult
+) -> tuple[RoundRecord, list[dict[str, object]]]:
+    """The record of a round whose clients answer in the clear (FedAvg, FedProx, local-only)
+    from its train exchange: its figures, its dropouts and the clients' accuracy mean and
+    spread (the server sees each one here); and its faults, for the journal."""
+    record = RoundRecord(
+        round=server_round,
+        method=fed.config.method,
+        sampled=sampled,
+        survivors=len(train.replies),
+        bytes_up=train.bytes_up,
+        bytes_down=train.bytes_down,
+        seconds_train=train.seconds,
+    )
+    faults = note_faults(fed, record, {n: f"train: {why}" for n, why in train.failures.items()})
+    values = [
+        float(v)
+        for r in train.replies.values()
+        if isinstance(v := r.fields.get(keys.CLIENT_ACCURACY), float | int) and math.isfinite(v)
+    ]
     if values:
+        record.client_accuracy_mean = float(np.mean(values))
         record.client_accuracy_min = min(values)
         record.client_accuracy_median = float(np.median(values))
         record.client_accuracy_max = max(values)
+    return record, faults
 
 
 def run_local(fed: Federation) -> None:
@@ -383,29 +369,9 @@ def run_local(fed: Federation) -> None:
         start = time.perf_counter()
         request = Envelope(keys.TRAIN, {keys.ROUND: server_round, keys.PHASE: "local"})
         train = train_phase(fed, request, nodes, server_round)
-        record = RoundRecord(
-            round=server_round,
-            method="local",
-            client_accuracy_mean=train.client_accuracy_mean,
-            sampled=len(nodes),
-            survivors=len(train.result.replies),
-            bytes_up=train.result.bytes_up,
-            bytes_down=train.result.bytes_down,
-            seconds=time.perf_counter() - start,
-            seconds_train=train.result.seconds,
-        )
-        failed = {node: f"train: {why}" for node, why in train.result.failures.items()}
-        record.dropped, record.dropped_reasons = dropouts(fed, failed)
-        set_client_spread(record, _client_values(train.result, keys.CLIENT_ACCURACY))
-        commit_round(
-            fed,
-            RoundOutcome(
-                record,
-                None,
-                faults_of(fed, {n: f"train: {why}" for n, why in train.result.failures.items()}),
-            ),
-            None,
-        )
+        record, faults = plaintext_record(fed, server_round, len(nodes), train)
+        record.seconds = time.perf_counter() - start
+        commit_round(fed, RoundOutcome(record, None, faults), None)
 
 
 def run_central(config: FedConfig, split: DataSplit, recorder: RunRecorder) -> None:
