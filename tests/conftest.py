@@ -1,12 +1,22 @@
 """Shared test settings: one torch thread per test process (pytest-xdist runs two), and each
 test's nodes keep their release ledgers in the test's own directory, never in ~/.fedkd."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-torch.set_num_threads(1)
+torch.set_num_threads(1)  # before any fixture: module-scoped ones train models too
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """One thread for each test, whatever an in-process run set before (``torch-threads``)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(autouse=True)

@@ -23,7 +23,6 @@ from fedkd.models import build_model
 
 @pytest.fixture(scope="module")
 def digits():
-    torch.set_num_threads(1)
     return load_split("digits", seed=0)
 
 
