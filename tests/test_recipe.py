@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from fedkd.data import DataSplit, load_split
+from fedkd.data import DataSplit
 from fedkd.distill.recipe import (
     FitConfig,
     Validation,
@@ -28,11 +28,6 @@ from fedkd.distill.terms import (
     kd_mix,
 )
 from fedkd.models import build_model
-
-
-@pytest.fixture(scope="module")
-def digits() -> DataSplit:
-    return load_split("digits", seed=0)
 
 
 def _mlp(split: DataSplit, seed: int = 0) -> nn.Module:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from fedkd.data import ArrayDataset, DataSplit, load_split
+from fedkd.data import ArrayDataset, DataSplit
 from fedkd.distill import (
     EvalReport,
     TrainReport,
@@ -21,11 +21,6 @@ from fedkd.distill import (
 )
 from fedkd.models import build_model
 from fedkd.progress import ProgressReporter
-
-
-@pytest.fixture(scope="module")
-def digits() -> DataSplit:
-    return load_split("digits", seed=0)
 
 
 def _cnn(split: DataSplit, seed: int) -> nn.Module:
