@@ -18,9 +18,10 @@ from fedkd.fl.federation import Federation
 from fedkd.fl.preflight import preflight
 from fedkd.fl.rounds import secagg_round_config
 from fedkd.secagg.packing import packed_size
-from fedkd.transport import Envelope, ExchangeResult, Transport
+from fedkd.transport import Envelope, Transport
 from server.app import app as server_app
 from tests.flower_harness import RUN_ID, InProcessGrid, server_context
+from tests.relay import Eavesdropper
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,23 +65,6 @@ def test_secure_round_in_process_equals_the_flower_app(tmp_path: Path) -> None:
     assert ours[-1]["student_accuracy"] > 0.3  # chance is 0.1
     for run in (recorder.path, tmp_path / "flower"):  # every engine's rounds in TensorBoard
         assert any((run / "tensorboard").glob("events.out.tfevents.*"))
-
-
-class Eavesdropper:
-    """A transport wrapper that keeps every reply the server receives."""
-
-    def __init__(self, inner: Transport) -> None:
-        self.inner, self.seen = inner, []
-
-    def nodes(self) -> list[int]:
-        return self.inner.nodes()
-
-    def exchange(
-        self, requests: dict[int, Envelope], *, timeout: float, group: str = ""
-    ) -> ExchangeResult:
-        result = self.inner.exchange(requests, timeout=timeout, group=group)
-        self.seen.extend(result.replies.values())
-        return result
 
 
 def test_secure_run_shows_the_server_no_contribution(tmp_path: Path) -> None:
