@@ -160,6 +160,7 @@ def test_dpsgd_with_fedprox_is_refused_not_run_without_its_proximal_term() -> No
         parse_run_config({"method": "fedprox", "client-dp-sgd": True, "client-dp-epsilon": 8.0})
 
 
+@pytest.mark.slow
 def test_a_dpsgd_client_reports_no_loss_and_no_shard_size() -> None:
     config = parse_run_config(
         {"client-dp-sgd": True, "client-dp-epsilon": 8.0, "local-epochs": 1, "warmup-epochs": 0}

@@ -48,6 +48,7 @@ def test_pyproject_run_config_is_the_library_defaults() -> None:
     assert parse_run_config(table) == FedConfig()
 
 
+@pytest.mark.slow
 def test_secure_round_in_process_equals_the_flower_app(tmp_path: Path) -> None:
     config = small(tmp_path, "library")
     recorder = simulate(config, num_clients=4, run_id=RUN_ID)
@@ -120,6 +121,7 @@ def test_preflight_checks_the_data_and_the_clients(tmp_path: Path) -> None:
         preflight({"min-clients": 5}, num_clients=3)
 
 
+@pytest.mark.slow
 def test_a_stopped_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     full = simulate(small(tmp_path, "full", **{"num-rounds": 3, "mode": "feddf"}), 3)
     cut = simulate(small(tmp_path, "cut", **{"num-rounds": 2, "mode": "feddf"}), 3)

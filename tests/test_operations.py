@@ -45,6 +45,7 @@ class Silent(Relay):
         return self.inner.exchange(requests, timeout=timeout, group=group)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["share_keys", "consistency"])
 def test_a_silent_node_leaves_one_line_sits_out_a_round_and_comes_back(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, stage: str

@@ -107,6 +107,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[int, np.ndar
     return _teachers(simulate(small(path, "full"), CLIENTS, run_id=1).path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("stage", "when"),
     [("train", "before"), ("train", "after"), ("share_keys", "before"), ("share_keys", "after")],
@@ -126,6 +127,7 @@ def test_a_round_interrupted_before_any_release_is_run_again_identically(
     assert len(journal.flower_runs) == 2 and journal.open_round == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("stage", "when"),
     [
