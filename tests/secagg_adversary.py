@@ -33,6 +33,7 @@ import fedkd.secagg.protocol as protocol
 import fedkd.secagg.shamir as shamir
 from fedkd.secagg.codec import decode_fields, encode_fields
 from fedkd.transport import Envelope, ExchangeResult, Transport
+from tests.relay import Relay
 
 Draw = Callable[[Any], Any]
 LIST_KINDS = (protocol.CONSISTENCY, protocol.UNMASK)
@@ -99,7 +100,7 @@ class Pool:
         ]
 
 
-class Adversary:
+class Adversary(Relay):
     """The transport of a server that delivers what ``draw`` picks (see the module docstring).
 
     Besides the per-message choices (``budget`` of them), a *strategy* drawn once shapes the
@@ -124,9 +125,6 @@ class Adversary:
         self.config: Any = None
         self.views: dict[int, list[int]] = {}  # what each client is told survived
         self.routes: dict[int, set[int]] = {}  # whose ciphertexts reach each client
-
-    def nodes(self) -> list[int]:
-        return self.inner.nodes()
 
     def exchange(
         self, requests: Mapping[int, Envelope], *, timeout: float, group: str = ""

@@ -34,6 +34,7 @@ from fedkd.fl.rounds import secagg_round_config
 from fedkd.transport import Envelope, ExchangeResult, Transport
 from server.grid_transport import GridTransport
 from tests.flower_harness import RUN_ID, InProcessGrid
+from tests.relay import Relay
 
 CLIENTS, TARGET = 5, 2
 
@@ -138,14 +139,11 @@ def test_across_rounds_the_constant_weights_difference_unless_participants_are_f
     assert refused.total is None and refusals(refused.failed, "participants") == CLIENTS - 1
 
 
-class DropsOne:
+class DropsOne(Relay):
     """A server that keeps one client's train message to itself (it "timed out")."""
 
     def __init__(self, inner: Transport, target: int) -> None:
         self.inner, self.target = inner, target
-
-    def nodes(self) -> list[int]:
-        return self.inner.nodes()
 
     def exchange(
         self, requests: Mapping[int, Envelope], *, timeout: float, group: str = ""

@@ -31,7 +31,8 @@ from fedkd.fl.experiment import simulate
 from fedkd.fl.history import RoundRecord
 from fedkd.fl.privacy import client_release, dpsgd_noise, noise_plan, server_release
 from fedkd.secagg.wire import AdvertiseRequest
-from fedkd.transport import Envelope, ExchangeResult, Transport
+from fedkd.transport import Envelope, ExchangeResult
+from tests.relay import Relay
 
 
 def small(tmp_path: Path, name: str, **overrides: object) -> dict[str, object]:
@@ -84,14 +85,8 @@ def test_central_noise_and_the_epsilon_recorded(tmp_path: Path) -> None:
     assert record.dp_epsilon_rdp == pytest.approx(expected.epsilon_rdp)
 
 
-class LowNoiseServer(Transport):
+class LowNoiseServer(Relay):
     """A malicious server that tells every client the round needs no distributed noise."""
-
-    def __init__(self, inner: Transport) -> None:
-        self.inner = inner
-
-    def nodes(self) -> list[int]:
-        return self.inner.nodes()
 
     def exchange(
         self, requests: Mapping[int, Envelope], *, timeout: float, group: str = ""
@@ -165,6 +160,7 @@ def test_dpsgd_with_fedprox_is_refused_not_run_without_its_proximal_term() -> No
         parse_run_config({"method": "fedprox", "client-dp-sgd": True, "client-dp-epsilon": 8.0})
 
 
+@pytest.mark.slow
 def test_a_dpsgd_client_reports_no_loss_and_no_shard_size() -> None:
     config = parse_run_config(
         {"client-dp-sgd": True, "client-dp-epsilon": 8.0, "local-epochs": 1, "warmup-epochs": 0}

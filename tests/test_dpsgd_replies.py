@@ -114,24 +114,18 @@ def test_a_dpsgd_clients_contribution_is_computed_from_its_dp_model(tmp_path: Pa
 
 def test_a_secure_dpsgd_train_reply_names_only_the_partition(tmp_path: Path) -> None:
     from fedkd.fl.experiment import simulate
-    from fedkd.transport import ExchangeResult, Transport
+    from fedkd.transport import Transport
+    from tests.relay import Eavesdropper
 
-    seen: list[Envelope] = []
+    spies: list[Eavesdropper] = []
 
-    class Spy:
-        def __init__(self, inner: Transport) -> None:
-            self.inner = inner
-
-        def nodes(self) -> list[int]:
-            return self.inner.nodes()
-
-        def exchange(self, requests: Any, *, timeout: float, group: str = "") -> ExchangeResult:
-            result = self.inner.exchange(requests, timeout=timeout, group=group)
-            seen.extend(r for r in result.replies.values() if r.kind == keys.TRAIN)
-            return result
+    def spy_on(inner: Transport) -> Transport:
+        spies.append(Eavesdropper(inner))
+        return spies[-1]
 
     config = run_config(tmp_path, **{"distill-epochs": 1})
-    simulate(config, CLIENTS, wrap=Spy)
+    simulate(config, CLIENTS, wrap=spy_on)
+    seen = [r for spy in spies for r in spy.seen if r.kind == keys.TRAIN]
     assert len(seen) == CLIENTS
     assert all(set(r.fields) == {keys.PARTITION_ID, "payload"} and not r.arrays for r in seen)
 

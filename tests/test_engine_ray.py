@@ -20,6 +20,7 @@ from fedkd.engines.ray_transport import start_ray
 from fedkd.fl import keys
 from fedkd.fl.experiment import FIRST_NODE_ID
 from fedkd.transport import Envelope, broadcast
+from tests.relay import Relay
 
 pytestmark = pytest.mark.slow
 FAST = {
@@ -118,15 +119,12 @@ def test_gpu_shares_on_a_cluster_without_gpus_are_refused_at_once() -> None:
     assert ray.is_initialized()  # the module's Ray (not this transport's) is left running
 
 
-class Replaying:
+class Replaying(Relay):
     """A server that re-sends one client's masked-input request after it was answered."""
 
     def __init__(self, inner: RayTransport) -> None:
         self.inner = inner
         self.replayed: dict[int, str] = {}
-
-    def nodes(self) -> range:
-        return self.inner.nodes()
 
     def exchange(self, requests, *, timeout, group=""):  # type: ignore[no-untyped-def]
         result = self.inner.exchange(requests, timeout=timeout, group=group)

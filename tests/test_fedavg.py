@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from flwr.app import Message
 from flwr.serverapp.strategy import FedAvg
 
@@ -28,14 +26,6 @@ from fedkd.fl.server_work import new_student
 from fedkd.transport import ExchangeResult, broadcast
 from server.app import app as server_app
 from tests.flower_harness import InProcessGrid, install_identity, server_context
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def small_config(tmp_path: Path, **overrides: object) -> dict[str, object]:

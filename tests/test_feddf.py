@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +14,6 @@ from fedkd.fl.fedavg import weighted_average, weights_of
 from fedkd.fl.feddf import average_from_block, weights_block, weights_length
 from fedkd.models import build_model
 from fedkd.secagg.quantize import Quantizer
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def models(count: int) -> list[torch.nn.Module]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ from torch import nn
 
 from clients import codec
 from clients.app import app as client_app
-from fedkd.data import ArrayDataset, DataSplit, load_split
+from fedkd.data import ArrayDataset, DataSplit
 from fedkd.distill import train_supervised
 from fedkd.distill.terms import Proximal, Step
 from fedkd.fl import keys
@@ -26,20 +25,6 @@ from fedkd.models import build_model
 from fedkd.transport import BAD_REQUEST, Envelope, Refusal
 from server.app import app as server_app
 from tests.flower_harness import InProcessGrid, server_context
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """The test machine's cores are shared: one intra-op thread per test process."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def digits() -> DataSplit:
-    return load_split("digits", seed=0)
 
 
 def _flat(model: nn.Module) -> torch.Tensor:

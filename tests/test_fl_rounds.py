@@ -18,9 +18,10 @@ from fedkd.fl.federation import Federation
 from fedkd.fl.preflight import preflight
 from fedkd.fl.rounds import secagg_round_config
 from fedkd.secagg.packing import packed_size
-from fedkd.transport import Envelope, ExchangeResult, Transport
+from fedkd.transport import Envelope, Transport
 from server.app import app as server_app
 from tests.flower_harness import RUN_ID, InProcessGrid, server_context
+from tests.relay import Eavesdropper
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,6 +48,7 @@ def test_pyproject_run_config_is_the_library_defaults() -> None:
     assert parse_run_config(table) == FedConfig()
 
 
+@pytest.mark.slow
 def test_secure_round_in_process_equals_the_flower_app(tmp_path: Path) -> None:
     config = small(tmp_path, "library")
     recorder = simulate(config, num_clients=4, run_id=RUN_ID)
@@ -64,23 +66,6 @@ def test_secure_round_in_process_equals_the_flower_app(tmp_path: Path) -> None:
     assert ours[-1]["student_accuracy"] > 0.3  # chance is 0.1
     for run in (recorder.path, tmp_path / "flower"):  # every engine's rounds in TensorBoard
         assert any((run / "tensorboard").glob("events.out.tfevents.*"))
-
-
-class Eavesdropper:
-    """A transport wrapper that keeps every reply the server receives."""
-
-    def __init__(self, inner: Transport) -> None:
-        self.inner, self.seen = inner, []
-
-    def nodes(self) -> list[int]:
-        return self.inner.nodes()
-
-    def exchange(
-        self, requests: dict[int, Envelope], *, timeout: float, group: str = ""
-    ) -> ExchangeResult:
-        result = self.inner.exchange(requests, timeout=timeout, group=group)
-        self.seen.extend(result.replies.values())
-        return result
 
 
 def test_secure_run_shows_the_server_no_contribution(tmp_path: Path) -> None:
@@ -136,6 +121,7 @@ def test_preflight_checks_the_data_and_the_clients(tmp_path: Path) -> None:
         preflight({"min-clients": 5}, num_clients=3)
 
 
+@pytest.mark.slow
 def test_a_stopped_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     full = simulate(small(tmp_path, "full", **{"num-rounds": 3, "mode": "feddf"}), 3)
     cut = simulate(small(tmp_path, "cut", **{"num-rounds": 2, "mode": "feddf"}), 3)

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedkd.data import ArrayDataset, load_split
+from fedkd.data import ArrayDataset
 from fedkd.distill import predict_logits
 from fedkd.distill.terms import SoftTargets, Step
 from fedkd.distill.train import train_with_soft_targets
@@ -19,12 +19,6 @@ from fedkd.fl.config import parse_run_config
 from fedkd.fl.contribution import ACCURACY_BINS, STATS, split_sum, stats_block
 from fedkd.fl.server_work import _average_into, _holdout, distill_round, new_student
 from fedkd.models import build_model
-
-
-@pytest.fixture(scope="module")
-def digits():
-    torch.set_num_threads(1)
-    return load_split("digits", seed=0)
 
 
 def _agreement(model: torch.nn.Module, x: np.ndarray, target: np.ndarray) -> float:

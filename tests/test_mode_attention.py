@@ -90,7 +90,6 @@ def test_latency_control_and_flops_see_the_attention() -> None:
 
 
 def test_attention_mode_end_to_end(tmp_path, capsys) -> None:
-    torch.set_num_threads(1)
     out = tmp_path / "attention"
     code = main(
         ["--out", str(out), "--epochs", "2", "--d-model", "16", "--timing-repeats", "2",

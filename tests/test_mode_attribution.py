@@ -61,7 +61,6 @@ def test_cosine_similarity_maps() -> None:
 
 
 def test_attribution_mode_end_to_end(tmp_path, capsys) -> None:
-    torch.set_num_threads(1)
     out = tmp_path / "attribution"
     code = main(
         [

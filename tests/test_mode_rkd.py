@@ -66,7 +66,6 @@ def test_rkd_terms_vanish_for_an_identical_teacher(target: str) -> None:
 
 
 def test_rkd_mode_end_to_end(tmp_path, capsys) -> None:
-    torch.set_num_threads(1)
     out = tmp_path / "rkd"
     code = main(
         [

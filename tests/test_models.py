@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import nn
@@ -22,14 +20,6 @@ from fedkd.models.mobilenet import small_image_setting
 MODEL_NAMES = ("mlp", "cnn", "cnn_plain", "resnet18", "mobilenet_v2")
 INPUT_SHAPES = ((1, 8, 8), (1, 28, 28), (3, 32, 32))
 NUM_CLASSES = 10
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -19,18 +19,16 @@ from fedkd.fl.data import load_run_split
 from fedkd.fl.experiment import FIRST_NODE_ID, simulate
 from fedkd.fl.journal import read_journal
 from fedkd.transport import Envelope, ExchangeResult, Transport, no_reply
+from tests.relay import Relay
 from tests.test_resume import CLIENTS, small
 
 
-class Silent:
+class Silent(Relay):
     """Node ``node`` says nothing to ``stage`` of round ``server_round`` (a killed process)."""
 
     def __init__(self, inner: Transport, node: int, server_round: int, stage: str) -> None:
         self.inner, self.node, self.round, self.stage = inner, node, server_round, stage
         self.asked: dict[int, list[int]] = {}  # round -> nodes sent the train request
-
-    def nodes(self) -> list[int]:
-        return self.inner.nodes()
 
     def exchange(
         self, requests: Mapping[int, Envelope], *, timeout: float, group: str = ""
@@ -47,6 +45,7 @@ class Silent:
         return self.inner.exchange(requests, timeout=timeout, group=group)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["share_keys", "consistency"])
 def test_a_silent_node_leaves_one_line_sits_out_a_round_and_comes_back(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, stage: str

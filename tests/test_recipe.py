@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from fedkd.data import DataSplit, load_split
+from fedkd.data import DataSplit
 from fedkd.distill.recipe import (
     FitConfig,
     Validation,
@@ -30,19 +28,6 @@ from fedkd.distill.terms import (
     kd_mix,
 )
 from fedkd.models import build_model
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def digits() -> DataSplit:
-    return load_split("digits", seed=0)
 
 
 def _mlp(split: DataSplit, seed: int = 0) -> nn.Module:

@@ -21,6 +21,7 @@ from fedkd.fl.config import FedConfig
 from fedkd.fl.experiment import simulate
 from fedkd.fl.journal import read_journal
 from fedkd.transport import Envelope, ExchangeResult, Transport
+from tests.relay import Relay
 
 ROUNDS, CLIENTS, CUT = 3, 3, 2
 
@@ -44,15 +45,12 @@ def small(tmp_path: Path, name: str, **overrides: object) -> dict[str, object]:
     return config
 
 
-class DieAt:
+class DieAt(Relay):
     """Raises :class:`ServerDied` at stage ``stage`` of round ``server_round``: ``before`` the
     requests go out (the journal already says they will) or ``after`` the replies came."""
 
     def __init__(self, inner: Transport, server_round: int, stage: str, when: str) -> None:
         self.inner, self.round, self.stage, self.when = inner, server_round, stage, when
-
-    def nodes(self) -> list[int]:
-        return self.inner.nodes()
 
     def exchange(
         self, requests: Mapping[int, Envelope], *, timeout: float, group: str = ""
@@ -68,15 +66,12 @@ class DieAt:
         return result
 
 
-class FailAll:
+class FailAll(Relay):
     """Every node fails ``stage`` of round ``server_round`` (a round skipped for want of
     survivors: the reference for an abandoned round)."""
 
     def __init__(self, inner: Transport, server_round: int, stage: str) -> None:
         self.inner, self.round, self.stage = inner, server_round, stage
-
-    def nodes(self) -> list[int]:
-        return self.inner.nodes()
 
     def exchange(
         self, requests: Mapping[int, Envelope], *, timeout: float, group: str = ""
@@ -112,6 +107,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[int, np.ndar
     return _teachers(simulate(small(path, "full"), CLIENTS, run_id=1).path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("stage", "when"),
     [("train", "before"), ("train", "after"), ("share_keys", "before"), ("share_keys", "after")],
@@ -131,6 +127,7 @@ def test_a_round_interrupted_before_any_release_is_run_again_identically(
     assert len(journal.flower_runs) == 2 and journal.open_round == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("stage", "when"),
     [

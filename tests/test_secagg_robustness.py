@@ -21,19 +21,17 @@ from fedkd.secagg.identity import Identity, Roster, simulated_identities
 from fedkd.secagg.quantize import Quantizer
 from fedkd.secagg.wire import AdvertisedKeys, AdvertiseRequest, UnmaskReply
 from fedkd.transport import Envelope, ExchangeResult, Transport
+from tests.relay import Relay
 
 N, D, BAD = 6, 5, 2
 Tamper = Callable[[Envelope], Envelope]
 
 
-class BadClient:
+class BadClient(Relay):
     """Rewrites the replies of node ``BAD`` to requests of kind ``kind``."""
 
     def __init__(self, inner: Transport, kind: str, tamper: Tamper) -> None:
         self.inner, self.kind, self.tamper = inner, kind, tamper
-
-    def nodes(self) -> list[int]:
-        return self.inner.nodes()
 
     def exchange(
         self, requests: Mapping[int, Envelope], *, timeout: float, group: str = ""
@@ -258,14 +256,11 @@ def test_a_large_roster_sends_no_tags_and_checks_every_key_by_signature(
     assert attacked.outcome.result is None and not assess(box[0].observed).groups
 
 
-class TagRewriter:
+class TagRewriter(Relay):
     """Rewrites the key tags of share-keys requests (a server playing with tags)."""
 
     def __init__(self, inner: Transport, rewrite: Callable[[bytes], bytes]) -> None:
         self.inner, self.rewrite = inner, rewrite
-
-    def nodes(self) -> list[int]:
-        return self.inner.nodes()
 
     def exchange(
         self, requests: Mapping[int, Envelope], *, timeout: float, group: str = ""

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from fedkd.data import ArrayDataset, DataSplit, load_split
+from fedkd.data import ArrayDataset, DataSplit
 from fedkd.distill import (
     EvalReport,
     TrainReport,
@@ -24,20 +23,6 @@ from fedkd.models import build_model
 from fedkd.progress import ProgressReporter
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """The test machine's cores are shared: one intra-op thread per test process."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def digits() -> DataSplit:
-    return load_split("digits", seed=0)
-
-
 def _cnn(split: DataSplit, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     return build_model("cnn", input_shape=split.input_shape, num_classes=split.num_classes)
@@ -45,7 +30,6 @@ def _cnn(split: DataSplit, seed: int) -> nn.Module:
 
 @pytest.fixture(scope="module")
 def trained_teacher(digits: DataSplit) -> tuple[nn.Module, TrainReport]:
-    torch.set_num_threads(1)
     model = _cnn(digits, seed=0)
     report = train_supervised(model, digits.private, epochs=8, batch_size=64, seed=0)
     return model, report
