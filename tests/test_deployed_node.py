@@ -75,6 +75,17 @@ def test_a_deployed_node_refuses_simulated_identities(
     assert all("deployed" in r and "'simulated'" in r for r in row["dropped_reasons"])
 
 
+def test_a_deployed_node_refuses_simulated_identities_under_feddf_as_published_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``method=feddf`` sums the weights beside the logits through the same secure
+    aggregation: a server that picks it must not get past the trust check."""
+    _deployed(monkeypatch)
+    row = _run(small(tmp_path, method="feddf"))
+    assert row["status"] == "skipped" and row["survivors"] == 0
+    assert all("deployed" in r and "'simulated'" in r for r in row["dropped_reasons"])
+
+
 @pytest.mark.filterwarnings("ignore:secure aggregation")
 def test_a_deployed_node_runs_curious_only_when_its_operator_allows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -208,3 +208,17 @@ def test_a_resumed_journal_still_knows_each_nodes_partition(tmp_path: Path) -> N
     first.write("answer", round=2, stage="train", answered={"1003": None}, failed={"1002": "x"})
     assert read_journal(tmp_path).partitions == {1001: 1, 1002: 2}
     assert RoundJournal(tmp_path).partition_of(1002) == 2
+
+
+def test_a_plaintext_train_of_every_summed_method_is_a_release() -> None:
+    """FedDF as published sends its weight changes in the train reply when secure aggregation
+    is off: interrupted after that ask, the round must be abandoned, never asked again."""
+    from fedkd.fl import keys
+    from fedkd.fl.journal import releases
+    from fedkd.transport import Envelope
+
+    for phase in ("fedkd", "feddf"):
+        assert releases(Envelope(keys.TRAIN, {keys.ROUND: 1, keys.PHASE: phase}))
+        secure = {keys.ROUND: 1, keys.PHASE: phase, keys.SECAGG_CONFIG: b""}
+        assert not releases(Envelope(keys.TRAIN, secure))
+    assert not releases(Envelope(keys.TRAIN, {keys.ROUND: 1, keys.PHASE: "local"}))

@@ -24,7 +24,7 @@ import numpy as np
 
 from fedkd.fl import keys
 from fedkd.fl.client import MemoryStore, NodeInfo, handle
-from fedkd.fl.config import FedConfig
+from fedkd.fl.config import SECURE_METHODS, FedConfig
 from fedkd.fl.data import FederatedData, federated_data
 from fedkd.fl.experiment import FIRST_NODE_ID, OpenRun, open_run
 from fedkd.fl.federation import Federation
@@ -157,7 +157,7 @@ def _federation(run: OpenRun, transport: Transport, run_id: int, digest: bytes) 
     extra: dict[str, Any] = {}
     config = run.config
     fields = {f.name for f in dataclasses.fields(Federation)}
-    if "roster" in fields and config.method == "fedkd" and config.secagg.enabled:
+    if "roster" in fields and config.method in SECURE_METHODS and config.secagg.enabled:
         from fedkd.fl.identities import server_roster
 
         setting = getattr(config.secagg, "roster", "")

@@ -25,7 +25,7 @@ import numpy as np
 
 from fedkd.fl import keys, node_budget, release
 from fedkd.fl.client_stages import secure_stage, start_round, trust
-from fedkd.fl.config import FedConfig, parse_run_config
+from fedkd.fl.config import SECURE_METHODS, FedConfig, parse_run_config
 from fedkd.fl.faults import InjectedFault, inject_fault
 from fedkd.fl.ledger import LedgerRefusal, Training
 from fedkd.fl.node import BadRequest, MemoryStore, NodeInfo, NodeStore
@@ -51,7 +51,6 @@ __all__ = ["BadRequest", "MemoryStore", "NodeInfo", "NodeStore", "handle", "trai
 log = logging.getLogger("fedkd.client")
 
 CRASHED = 500  # error code of an injected crash
-SUMMED_PHASES = ("fedkd", "feddf")  # phases whose reply is a contribution to the (secure) sum
 CLOCK_SLACK = 5.0  # seconds of clock difference tolerated between server and client
 
 
@@ -220,7 +219,7 @@ def _refuse_plaintext(phase: str, secure: bool, node: NodeInfo, config: FedConfi
             f"this node requires secure aggregation; a {phase} round would send its weights "
             "or its statistics in the clear"
         )
-    if phase in SUMMED_PHASES and not secure and (config.secagg.enabled or node.require_secagg):
+    if phase in SECURE_METHODS and not secure and (config.secagg.enabled or node.require_secagg):
         # A server that drops the secure-aggregation config would get our logits in the clear.
         raise PlaintextRefused(
             "the run (or this node's 'require-secagg') demands secure aggregation, but the "
@@ -324,7 +323,7 @@ def _work(
         model,
         server_round=server_round,
         teacher_logits=teacher,
-        contribute=phase in SUMMED_PHASES,
+        contribute=phase in SECURE_METHODS,
         first_round=fresh,
         dpsgd_history=history,
         dpsgd_seed=seed,
@@ -364,7 +363,7 @@ def train(
     nb = _admit(node, config, data, server_round)
     result, model = _work(request, node, store, config, data, nb, server_round)
     _keep(store, config, phase, model, result, nb)
-    if phase not in SUMMED_PHASES:
+    if phase not in SECURE_METHODS:
         reply = Envelope(keys.TRAIN, dict(_metrics(result, node.partition_id)))
         if phase in ("fedavg", "fedprox"):
             reply.arrays.update(weights_arrays(model))

@@ -27,6 +27,10 @@ from fedkd.secagg.message import Stage
 from fedkd.tracking import parse_log
 
 METHODS = ("fedkd", "feddf", "fedavg", "fedprox", "local", "central")
+# The methods whose clients release a contribution to the (secure) sum: logits, and for
+# FedDF as published the weight changes beside them. Every check that guards secure
+# aggregation (trust, plaintext refusal, the roster) keys on this, never on "fedkd" alone.
+SECURE_METHODS = ("fedkd", "feddf")
 MODES = ("feddf", "fedmd")
 PARTITIONERS = ("iid", "dirichlet", "dirichlet-balanced", "shard", "pathological", "population")
 OPTIMIZERS = ("adam", "sgd")

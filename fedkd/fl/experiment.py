@@ -19,7 +19,7 @@ from typing import Any
 from fedkd.data import DataSplit
 from fedkd.fl import keys
 from fedkd.fl.client import MemoryStore, NodeInfo, handle
-from fedkd.fl.config import FedConfig
+from fedkd.fl.config import SECURE_METHODS, FedConfig
 from fedkd.fl.data import load_run_split, public_digest
 from fedkd.fl.fedavg import run_fedavg
 from fedkd.fl.federation import Federation
@@ -42,7 +42,6 @@ METHODS: dict[str, Callable[[Federation], None]] = {
     "fedprox": run_fedavg,  # FedAvg's round with proximal-mu in the train message
     "local": run_local,
 }
-SECURE_METHODS = ("fedkd", "feddf")  # the methods whose sums go through secure aggregation
 
 
 @dataclass

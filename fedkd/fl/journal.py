@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from fedkd.fl import keys
+from fedkd.fl.config import SECURE_METHODS
 from fedkd.transport import Envelope, ExchangeResult, Transport
 
 log = logging.getLogger("fedkd.server")
@@ -44,12 +45,13 @@ RELEASE_STAGE = "masked_input"  # the secure round's release; a plaintext train 
 
 def releases(request: Envelope) -> bool:
     """Whether answering ``request`` releases the client's input (a masked input, or a FedKD
-    train without secure aggregation, whose reply carries the contribution in the clear)."""
+    or FedDF train without secure aggregation, whose reply carries the contribution in the
+    clear)."""
     if request.kind == RELEASE_STAGE:
         return True
     return (
         request.kind == keys.TRAIN
-        and request.fields.get(keys.PHASE) == "fedkd"
+        and request.fields.get(keys.PHASE) in SECURE_METHODS
         and keys.SECAGG_CONFIG not in request.fields
     )
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from fedkd.fl import keys, node_budget
-from fedkd.fl.config import FedConfig
+from fedkd.fl.config import SECURE_METHODS, FedConfig
 from fedkd.fl.identities import SIMULATED
 from fedkd.fl.ledger import LedgerRefusal, Release, ReleaseLedger, Training, default_root, digest
 from fedkd.fl.node import NodeInfo
@@ -76,7 +76,7 @@ def fixed_participants(node: NodeInfo) -> bool:
 def check_trust(node: NodeInfo, config: FedConfig) -> None:
     """A deployed node refuses simulated identities, and curious mode unless its operator
     allowed it (``allow-curious=true``)."""
-    if not node.deployed or not (config.method == "fedkd" and config.secagg.enabled):
+    if not node.deployed or not (config.method in SECURE_METHODS and config.secagg.enabled):
         return  # no secure aggregation, no identities to trust
     if config.secagg.roster == SIMULATED:
         raise LedgerRefusal(
