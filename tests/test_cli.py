@@ -106,6 +106,25 @@ def test_print_summary_tolerates_missing_values(
     assert table[2].split() == ["2", "0.7500", "-", "0.6000", "-", "2.5"]
 
 
+def test_print_summary_says_why_rounds_did_not_complete(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    refused = "train: ledger refuses (round): round 2 was released already"
+    rows = [
+        {"round": 1, "status": "ok", "student_accuracy": 0.5},
+        {"round": 2, "status": "skipped", "reason": "only 0 clients answered",
+         "dropped_reasons": [refused, refused, "train: no reply within 60 s"]},
+        {"round": 3, "status": "skipped", "reason": "only 0 clients answered",
+         "dropped_reasons": [refused]},
+    ]  # fmt: skip
+    (tmp_path / "history.json").write_text(json.dumps(rows))
+    print_summary(tmp_path)
+    out = capsys.readouterr().out
+    assert "2 of 3 round(s) did not complete:" in out
+    assert "2 x skipped: only 0 clients answered" in out
+    assert f"most common client reason (3 x): {refused}" in out
+
+
 def test_resume_repeats_the_stopped_runs_config_and_clients(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -204,3 +204,20 @@ def test_a_simulated_federation_is_its_population() -> None:
     assert node_budget.simulated_federation(same, 5) == key
     assert node_budget.simulated_federation(other, 5) != key
     assert node_budget.simulated_federation(base, 6) != key
+
+
+def test_a_simulated_nodes_refusal_names_where_its_memory_lives(tmp_path: Path) -> None:
+    """A second simulation of the same population meets the first one's ledger by design;
+    the refusal says where it is and how to simulate new nodes, a deployed node's does not."""
+    from fedkd.fl.client import NodeInfo
+    from fedkd.fl.ledger import LedgerRefusal
+    from fedkd.fl.release import refusal_text
+
+    refusal = LedgerRefusal("round", "round 2 of this federation was released already")
+    simulated = NodeInfo.simulated(1000, 0, 0, 4, **{"state-dir": str(tmp_path)})
+    assert str(tmp_path) in refusal_text(simulated, refusal)
+    assert "fresh FEDKD_HOME" in refusal_text(simulated, refusal)
+    deployed = NodeInfo.from_node_config(
+        1000, 0, {"partition-id": 0, "num-partitions": 4}, deployed=True
+    )
+    assert refusal_text(deployed, refusal) == str(refusal)

@@ -25,8 +25,10 @@ import argparse
 import importlib
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from fedkd.cli.launch import deployed_run, flwr_run, report
 from fedkd.cli.run_config import (
@@ -317,6 +319,24 @@ def print_summary(folder: Path) -> None:
             f"{cell(row, 'teacher_accuracy')} {cell(row, 'client_accuracy_mean')} "
             f"{cell(row, 'survivors', 5)} {cell(row, 'seconds', 6, 1)}"
         )
+    print_skipped(rows)
+
+
+def print_skipped(rows: list[dict[str, Any]]) -> None:
+    """Why the rounds that did not complete did not, each reason once, with the clients'
+    most common reason for dropping out of them (a table of dashes says nothing)."""
+    skipped = [row for row in rows if row.get("status", "ok") != "ok"]
+    if not skipped:
+        return
+    print(f"\n{len(skipped)} of {len(rows)} round(s) did not complete:")
+    for (status, reason), count in Counter(
+        (r["status"], r.get("reason", "")) for r in skipped
+    ).items():
+        print(f"  {count} x {status}: {reason}")
+    dropped = Counter(why for row in skipped for why in row.get("dropped_reasons") or [])
+    if dropped:
+        why, count = dropped.most_common(1)[0]
+        print(f"  most common client reason ({count} x): {why}")
 
 
 def load_command(command: str) -> ModuleType | None:

@@ -89,6 +89,7 @@ def handle(
     except InjectedFault as crash:
         return Refusal(CRASHED, str(crash))
     except LedgerRefusal as refusal:  # the node's own rule: the operator sees it in one line
+        text = release.refusal_text(node, refusal)
         log.warning(
             "node %s (partition %s) refuses %s of run %s round %s: %s",
             node.node_id,
@@ -96,9 +97,9 @@ def handle(
             request.kind,
             node.run_id,
             request.fields.get(keys.ROUND, "?"),
-            refusal,
+            text,
         )
-        return Refusal(REFUSED, str(refusal))
+        return Refusal(REFUSED, text)
     except SecAggError as refusal:
         return Refusal(REFUSED, f"secagg {request.kind} refused: {refusal}")
     except (ValueError, KeyError, TypeError) as problem:  # BadRequest included

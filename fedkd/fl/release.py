@@ -52,10 +52,26 @@ def node_name(node: NodeInfo, identity: str = "") -> str:
     return f"partition-{node.partition_id}-of-{node.num_partitions}"
 
 
+def ledger_root(node: NodeInfo) -> str:
+    """Where the node's ledgers live: node config ``state-dir``, else ``$FEDKD_HOME/nodes``."""
+    return str(node.node_config.get(keys.NODE_STATE_DIR, "")) or str(default_root())
+
+
 def open_ledger(node: NodeInfo, identity: str = "") -> ReleaseLedger:
-    """The node's ledger: under node config ``state-dir``, else ``$FEDKD_HOME/nodes``."""
-    root = str(node.node_config.get(keys.NODE_STATE_DIR, "")) or default_root()
-    return ReleaseLedger.open(root, node_name(node, identity))
+    """The node's ledger (under :func:`ledger_root`)."""
+    return ReleaseLedger.open(ledger_root(node), node_name(node, identity))
+
+
+def refusal_text(node: NodeInfo, refusal: LedgerRefusal) -> str:
+    """The refusal as the node reports it. A simulated node adds where its memory lives: it
+    outlives the run on purpose (a server must not difference a round repeated in a new run),
+    so a second simulation of the same population, say with another DP setting, meets it."""
+    if node.deployed or refusal.rule == "trust":
+        return str(refusal)
+    return (
+        f"{refusal} [simulated nodes keep their release ledgers across runs, under "
+        f"{ledger_root(node)}; a fresh FEDKD_HOME (or node config state-dir) simulates new nodes]"
+    )
 
 
 def federation_of(node: NodeInfo, config: FedConfig, roster: Roster | None) -> str:
