@@ -185,15 +185,29 @@ class ReleaseLedger:
         self.path.touch(exist_ok=True)
         self._secret = _secret(self.folder / SECRET_FILE)
         self._index = _Index()
-        with self._locked(fcntl.LOCK_SH) as handle:
-            self._read(handle)
+        self._file: tuple[int, int] | None = None  # (device, inode) the index was read from
+        self._offset = 0  # bytes of that file the index holds (whole lines only)
+        self.refresh()
 
     @classmethod
     def open(cls, root: str | Path, node_name: str) -> ReleaseLedger:
-        """The ledger of node ``node_name`` under ``root`` (created on first use)."""
+        """The ledger of node ``node_name`` under ``root`` (created on first use), brought up
+        to date with its file. One instance per folder and process: a node opens its ledger
+        at every stage of every round, and only what was appended since is read again."""
         if not node_name or "/" in node_name or node_name.startswith("."):
             raise ValueError(f"node name {node_name!r} cannot name a ledger directory")
-        return cls(Path(root).expanduser() / node_name)
+        folder = (Path(root).expanduser() / node_name).absolute()
+        ledger = _OPEN.get(folder)
+        if ledger is not None and ledger._file == _identity(ledger.path):
+            ledger.refresh()
+            return ledger
+        ledger = _OPEN[folder] = cls(folder)  # first use, or the node's state was replaced
+        return ledger
+
+    def refresh(self) -> None:
+        """Read what other processes appended (under a shared lock)."""
+        with self._locked(fcntl.LOCK_SH) as handle:
+            self._read(handle)
 
     # ------------------------------------------------------------------ reading
     def seed(self, label: str, *parts: bytes | str) -> int:
@@ -361,13 +375,22 @@ class ReleaseLedger:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _read(self, handle: TextIO) -> None:
-        handle.seek(0)
-        self._index = _Index()
-        for line in handle.read().splitlines():
+        """Bring the index up to the file: the lines appended since the last read. The file is
+        append-only; one that is another file, or shorter than what was read, is read whole
+        again. A line without its newline yet (torn, or being written) is read next time."""
+        stat = os.fstat(handle.fileno())
+        if (stat.st_dev, stat.st_ino) != self._file or stat.st_size < self._offset:
+            self._index, self._offset = _Index(), 0
+            self._file = (stat.st_dev, stat.st_ino)
+        handle.seek(self._offset)
+        text = handle.read()
+        text = text[: text.rfind("\n") + 1]
+        self._offset += len(text.encode("utf-8"))
+        for line in text.splitlines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
-                continue  # a torn last line: its release never left the node
+                continue  # a torn line, ended by a later append: its release never left
             if isinstance(record, dict) and record.get("v") == VERSION:
                 self._index.add(record)
 
@@ -382,6 +405,18 @@ class ReleaseLedger:
         handle.flush()
         os.fsync(handle.fileno())
         self._index.add(json.loads(line))
+        self._offset = handle.tell()  # the index holds the file up to its end (read before)
+
+
+_OPEN: dict[Path, ReleaseLedger] = {}  # folder -> the open ledger of this process
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def _secret(path: Path) -> bytes:
