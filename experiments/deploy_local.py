@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import argparse
 import re
-import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +38,7 @@ from experiments.deployment import (
     write_flower_config,
 )
 from fedkd.cli.flower_status import RunStatus, failure_cause, wait_for_status
+from fedkd.cli.launch import Interrupted, signals_as_interrupt
 
 __all__ = [
     "CONNECTION_NAME",
@@ -58,20 +57,6 @@ def _config_keys(assignments: Sequence[str]) -> set[str]:
     for text in assignments:
         keys.update(re.findall(r"(?:^|\s)([A-Za-z0-9_.-]+)\s*=", text))
     return keys
-
-
-@contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt, so ``finally`` clauses stop the processes."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass(frozen=True)
@@ -160,7 +145,7 @@ def deploy_local(
     results: Path | None = None
     start = time.perf_counter()
     try:
-        with _terminate_as_interrupt():
+        with signals_as_interrupt():
             deployment.start(startup_timeout)
             run = deployment.submit(overrides, app_dir)
             if echo:
@@ -269,9 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout=args.timeout,
             echo=not args.quiet,
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM (signals_as_interrupt)
         print("\ninterrupted: every process started was stopped", file=sys.stderr)
-        return 130
+        return 128 + Interrupted.caught(error).signum
     except (RuntimeError, TimeoutError) as error:
         print(f"deployment failed: {error}", file=sys.stderr)
         return 1

@@ -20,7 +20,15 @@ from pathlib import Path
 import pytest
 
 from fedkd.cli.flower_status import RunStatus, cli_error, exception_line, failure_cause
-from fedkd.cli.launch import LAUNCH_TAG, LocalSuperLink, flwr_command, flwr_run, free_ports
+from fedkd.cli.launch import (
+    LAUNCH_TAG,
+    Interrupted,
+    LocalSuperLink,
+    flwr_command,
+    flwr_run,
+    free_ports,
+    signals_as_interrupt,
+)
 from fedkd.cli.processes import alive, command_line, process_table, tagged_processes, terminate
 from fedkd.cli.run_config import CHECKOUT, absolute_paths, check_run_config
 
@@ -122,6 +130,42 @@ def test_run_config_is_checked_against_the_app_before_anything_starts(tmp_path: 
         check_run_config({"num-round": 3}, num_clients=4)
     fixed = absolute_paths({"out-dir": "runs", "data-root": "", "seed": 1})
     assert fixed["out-dir"] == str(Path("runs").resolve()) and fixed["data-root"] == ""
+
+
+def test_a_signal_stops_a_launch_past_any_except_exception_and_ray_keeps_its_name() -> None:
+    caught: list[BaseException] = []
+    with pytest.raises(Interrupted) as stop, signals_as_interrupt():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises here
+        except Exception as error:  # a round's "one bad client" handler must not swallow it
+            caught.append(error)
+    assert caught == [] and stop.value.signum == signal.SIGTERM
+    # Ray's ray.get re-raises a handler's KeyboardInterrupt as a bare one: the signal survives
+    assert Interrupted.caught(KeyboardInterrupt()).signum == signal.SIGTERM
+    try:  # a signal landing in an import comes back wrapped (matplotlib's __set_name__)
+        raise RuntimeError("Error calling __set_name__") from stop.value
+    except RuntimeError as wrapped:
+        found = Interrupted.within(wrapped)
+        assert found is not None and found.signum == signal.SIGTERM
+    assert Interrupted.within(RuntimeError("a real failure")) is None
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+
+
+def test_a_ray_run_past_its_timeout_exits_124_and_keeps_its_results(tmp_path: Path) -> None:
+    # the deadline is a SIGALRM, most likely to land while the driver waits in ray.get
+    settings = [f"{key}={value}" for key, value in {**TINY, "num-rounds": 50}.items()]
+    done = subprocess.run(
+        [sys.executable, "-m", "fedkd.cli", "run", "--clients", "2", "--engine", "ray"]
+        + ["--timeout", "25", "--out", str(tmp_path), "--set", *settings],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 124, done.stdout + done.stderr
+    assert "timed out after 25 s" in done.stderr
+    assert [path for path in tmp_path.iterdir() if path.is_dir()]
 
 
 @pytest.mark.slow

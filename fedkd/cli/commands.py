@@ -30,7 +30,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from fedkd.cli.launch import deployed_run, flwr_run, report
+from fedkd.cli.launch import Interrupted, deployed_run, flwr_run, report
 from fedkd.cli.run_config import (
     CHECKOUT,
     absolute_paths,
@@ -58,6 +58,7 @@ MODULES = {
     "attack": "experiments.attacks.cli",
     "deploy-local": "experiments.deploy_local",
     "status": "fedkd.cli.status",
+    "stop-superlink": "fedkd.cli.launch",
     "fault-drill": "experiments.fault_drill",
     "compression": "experiments.compression",
     "probes": "experiments.probes",
@@ -380,9 +381,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             return EXIT_USAGE
         return int(module.main(rest))
-    except KeyboardInterrupt:  # before or after a launch; a launch handles its own
+    except KeyboardInterrupt as error:  # before or after a launch; a launch handles its own
         print("\ninterrupted", file=sys.stderr)
-        return 130
+        return 128 + Interrupted.caught(error).signum
 
 
 if __name__ == "__main__":

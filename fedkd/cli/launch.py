@@ -165,12 +165,40 @@ class LaunchResult:
         return self.returncode == 0
 
 
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived while a launch was running."""
+class Interrupted(KeyboardInterrupt):
+    """A signal (SIGINT, SIGTERM, or the SIGALRM of a launch's deadline) stopped a launch.
+
+    A ``KeyboardInterrupt``, so that no ``except Exception`` on the way swallows it, and so
+    that a blocking ``ray.get`` hands it on: Ray's wait turns a ``KeyboardInterrupt`` raised by
+    a signal handler into its own, bare one (any other exception raised there left an error
+    set inside Ray: a ``SystemError``, and once a SIGSEGV at exit, in CI). :meth:`caught`
+    recovers the signal from a bare one.
+    """
+
+    _last = signal.SIGINT  # the signal the handler last raised for
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+        Interrupted._last = signal.Signals(signum)
+
+    @classmethod
+    def caught(cls, error: KeyboardInterrupt) -> Interrupted:
+        """``error`` as an :class:`Interrupted` (a bare one came from the last signal)."""
+        return error if isinstance(error, Interrupted) else cls(cls._last)
+
+    @classmethod
+    def within(cls, error: BaseException) -> Interrupted | None:
+        """The signal behind ``error`` where code between the handler and the launch wrapped
+        it (an import the signal landed in raises ``RuntimeError`` from it), else None."""
+        seen: set[int] = set()
+        cause: BaseException | None = error
+        while cause is not None and id(cause) not in seen:
+            seen.add(id(cause))
+            if isinstance(cause, KeyboardInterrupt):
+                return cls.caught(cause)
+            cause = cause.__cause__ or cause.__context__
+        return None
 
 
 @contextmanager
@@ -498,15 +526,15 @@ def stop_stale_superlinks() -> list[int]:
     return victims
 
 
-if __name__ == "__main__":
+def main(argv: Sequence[str]) -> int:
+    """``fedkd stop-superlink``: stop what a bare ``flwr run .`` left running."""
     import argparse
 
-    parser = argparse.ArgumentParser(description="Flower housekeeping for fedkd")
-    parser.add_argument(
-        "--stop-superlink",
-        action="store_true",
-        help="stop the detached local SuperLink that a bare `flwr run .` left running",
+    parser = argparse.ArgumentParser(
+        prog="fedkd stop-superlink",
+        description="Stop the detached local SuperLink that a bare `flwr run .` started (the "
+        "one on this shell's FLWR_LOCAL_CONTROL_API_PORT, default 39093) and Ray below it.",
     )
-    args = parser.parse_args()
-    if args.stop_superlink:
-        print(f"stopped {len(stop_stale_superlinks())} SuperLink process(es)")
+    parser.parse_args(argv)
+    print(f"stopped {len(stop_stale_superlinks())} process(es)")
+    return 0

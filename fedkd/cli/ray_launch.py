@@ -64,19 +64,15 @@ def ray_resources(federation_config: Sequence[str], address: str = "") -> Any:
     return RayResources(**settings)
 
 
-class _TimedOut(Exception):
-    pass
-
-
 @contextmanager
 def _deadline(seconds: float | None) -> Iterator[None]:
-    """Raise :class:`_TimedOut` in the main thread after ``seconds``."""
+    """Raise :class:`Interrupted` (SIGALRM) in the main thread after ``seconds``."""
     if not seconds:
         yield
         return
 
     def expire(signum: int, frame: object) -> None:
-        raise _TimedOut
+        raise Interrupted(signum)
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -122,14 +118,19 @@ def ray_run(
             run = open_run(run_config, num_clients)
             results = run.recorder.path
             run_opened(run, run_config, num_clients, "ray", secrets.randbits(63), resources)
-    except Interrupted as stop:
-        return LaunchResult(128 + stop.signum, results, status="finished:stopped", cause=str(stop))
-    except _TimedOut:
+    except KeyboardInterrupt as error:  # Interrupted, or Ray's bare re-raise of it
+        stop = Interrupted.caught(error)
+    except Exception as error:  # noqa: BLE001 -- reported as the run's failure, one line
+        wrapped = Interrupted.within(error)  # a signal that landed in an import, say
+        if wrapped is None:
+            if echo:
+                traceback.print_exc()
+            cause = f"{type(error).__name__}: {error}"
+            return LaunchResult(EXIT_FAILED, results, status="finished:failed", cause=cause)
+        stop = wrapped
+    else:
+        return LaunchResult(0, results, status="finished:completed")
+    if stop.signum == signal.SIGALRM:
         cause = f"timed out after {timeout:g} s"
         return LaunchResult(EXIT_TIMEOUT, results, status="finished:stopped", cause=cause)
-    except Exception as error:  # noqa: BLE001 -- reported as the run's failure, one line
-        if echo:
-            traceback.print_exc()
-        cause = f"{type(error).__name__}: {error}"
-        return LaunchResult(EXIT_FAILED, results, status="finished:failed", cause=cause)
-    return LaunchResult(0, results, status="finished:completed")
+    return LaunchResult(128 + stop.signum, results, status="finished:stopped", cause=str(stop))
