@@ -125,6 +125,22 @@ def test_print_summary_says_why_rounds_did_not_complete(
     assert f"most common client reason (3 x): {refused}" in out
 
 
+def test_print_summary_says_a_dp_runs_client_column_is_noised(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [
+        {"round": 1, "client_accuracy_mean": 2.48, "dp_noise_std": 0.4, "dp_epsilon": 1.5},
+        {"round": 2, "client_accuracy_mean": -0.9, "dp_noise_std": 0.4, "dp_epsilon": 3.26},
+    ]
+    (tmp_path / "history.json").write_text(json.dumps(rows))
+    print_summary(tmp_path)
+    out = capsys.readouterr().out
+    assert "epsilon spent 3.26" in out and "noised release" in out
+    (tmp_path / "history.json").write_text(json.dumps([{"round": 1}]))
+    print_summary(tmp_path)
+    assert "noised" not in capsys.readouterr().out
+
+
 def test_resume_repeats_the_stopped_runs_config_and_clients(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

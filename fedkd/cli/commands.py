@@ -320,6 +320,12 @@ def print_summary(folder: Path) -> None:
             f"{cell(row, 'teacher_accuracy')} {cell(row, 'client_accuracy_mean')} "
             f"{cell(row, 'survivors', 5)} {cell(row, 'seconds', 6, 1)}"
         )
+    if any("dp_noise_std" in row for row in rows):
+        epsilon = max(float(row.get("dp_epsilon") or 0.0) for row in rows)
+        print(
+            f"client-level DP, epsilon spent {epsilon:.2f}: 'clients' is the noised release "
+            "of their accuracies (it can leave [0, 1]); read the student"
+        )
     print_skipped(rows)
 
 
