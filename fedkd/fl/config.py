@@ -121,7 +121,7 @@ class SecAggSettings:
 
     enabled: bool = True
     threshold: float = 0.66  # share of each client's share holders that must survive
-    neighbours: int = 0  # 0 = full SecAgg, k > 0 = SecAgg+ graph with k neighbours
+    neighbours: int = 0  # 0: auto (SecAgg+ from 100 clients), k > 0: k neighbours
     clip: float = 32.0  # |logit / T| clipped here before quantisation
     bits: int = 16  # fixed-point bits per value; a masked word is bits + ceil(log2 n) wide
     roster: str = "simulated"  # "" curious server, "simulated", or a roster.json (fedkd keys)
@@ -376,7 +376,7 @@ def _ranges(config: FedConfig) -> None:
         ("distill-holdout", 0.0 <= distill.holdout < 1.0, "in [0, 1)"),
         ("student-ema", 0.0 <= distill.ema < 1.0, "in [0, 1) (0: no averaging)"),
         ("secagg-threshold", 0.0 < secagg.threshold <= 1.0, "a fraction in (0, 1]"),
-        ("secagg-neighbours", secagg.neighbours >= 0, ">= 0 (0: full SecAgg)"),
+        ("secagg-neighbours", secagg.neighbours >= 0, ">= 0 (0: auto)"),
         ("secagg-clip", secagg.clip > 0, "> 0"),
         ("secagg-weights-clip", secagg.weights_clip > 0, "> 0"),
         ("secagg-bits", 1 <= secagg.bits <= 48, "in [1, 48]"),
