@@ -25,9 +25,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --durations=15
 
 lint: $(STAMP)
-	$(BIN)/ruff check fedkd clients server experiments tests
-	$(BIN)/ruff format --check fedkd clients server experiments tests
-	$(BIN)/mypy fedkd clients server experiments
+	$(BIN)/ruff check fedkd clients server experiments deploy tests
+	$(BIN)/ruff format --check fedkd clients server experiments deploy tests
+	$(BIN)/mypy fedkd clients server experiments deploy
 
 # The docs site (docs/index.md; the API reference is generated from the docstrings into
 # docs/generated/). Warnings are errors, as in CI.

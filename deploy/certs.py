@@ -116,7 +116,7 @@ def generate_certificates(
             f"{', '.join(str(p) for p in existing)} already exist; pass --force to replace them"
         )
 
-    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)  # tolerate clock skew
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)  # tolerate clock skew
     until = now + dt.timedelta(days=days)
 
     ca_key = ec.generate_private_key(ec.SECP256R1())

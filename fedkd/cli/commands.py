@@ -25,6 +25,7 @@ import argparse
 import importlib
 import json
 import sys
+import textwrap
 from collections import Counter
 from pathlib import Path
 from types import ModuleType
@@ -72,13 +73,21 @@ MODULES = {
 
 def run_parser() -> argparse.ArgumentParser:
     """The arguments of ``fedkd run``."""
+    from fedkd.fl.config_doc import reference_text
+
+    description = (
+        "Run the federated app (default: FedKD with secure aggregation on digits, 10 clients) "
+        "on fedkd's Ray engine in this process (--engine ray), or through `flwr run . "
+        "--stream` on a private local SuperLink (--engine flower: own Flower home, own free "
+        "ports); stop everything it started."
+    )
     parser = argparse.ArgumentParser(
         prog="fedkd run",
-        description="Run the federated app (default: FedKD with secure aggregation on digits, "
-        "10 clients) on fedkd's Ray engine in this process (--engine ray), or through "
-        "`flwr run . --stream` on a private local SuperLink (--engine flower: own Flower "
-        "home, own free ports); stop everything it started.",
-        epilog="exit codes: 0 completed, 1 failed, 2 bad config (nothing started), "
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill(description, 100),
+        epilog="run-config keys (--set key=value; docs/configuration.md):\n"
+        + reference_text()
+        + "\n\nexit codes: 0 completed, 1 failed, 2 bad config (nothing started), "
         "124 timed out, 130/143 interrupted",
     )
     parser.add_argument(

@@ -7,7 +7,8 @@ distillation, secure aggregation, faults), and rejects unknown keys, bad types, 
 from their registries and out-of-range values with a one-line message naming the key and
 what is accepted. :func:`fedkd.fl.preflight.preflight` adds the checks that need the machine.
 
-:data:`RUN_CONFIG_KEYS` is the one table from run-config keys to fields; ``pyproject.toml``'s
+Each key is declared once, in :data:`fedkd.fl.run_keys.SETTINGS` (its field, reader, help and
+check); :data:`RUN_CONFIG_KEYS` (key -> field) is derived from it. ``pyproject.toml``'s
 ``[tool.flwr.app.config]`` must list exactly these keys with these defaults (a test checks).
 """
 
@@ -15,32 +16,22 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedkd.distill.teacher import TeacherConfig, available_teacher_rules
-from fedkd.dp.settings import RUN_CONFIG_KEYS as DP_RUN_CONFIG_KEYS
+from fedkd.distill.teacher import TeacherConfig
 from fedkd.dp.settings import DPConfig
 from fedkd.dp.settings import check as check_dp
+from fedkd.fl.run_keys import FAULT_STAGES, SETTINGS  # noqa: F401 -- FAULT_STAGES re-exported
 from fedkd.secagg.message import Stage
 from fedkd.tracking import parse_log
 
-METHODS = ("fedkd", "feddf", "fedavg", "fedprox", "local", "central")
 # The methods whose clients release a contribution to the (secure) sum: logits, and for
 # FedDF as published the weight changes beside them. Every check that guards secure
 # aggregation (trust, plaintext refusal, the roster) keys on this, never on "fedkd" alone.
 SECURE_METHODS = ("fedkd", "feddf")
-MODES = ("feddf", "fedmd")
-PARTITIONERS = ("iid", "dirichlet", "dirichlet-balanced", "shard", "pathological", "population")
-OPTIMIZERS = ("adam", "sgd")
-DEVICES = ("auto", "cpu", "cuda")
-CLIENT_DEVICES = ("cpu", "auto", "cuda")  # auto: CUDA when the client's process was given a GPU
-# Where a fault may be injected: the train message or a secure-aggregation stage after it,
-# by the stage's one name (Stage); the names before that are accepted with a warning.
-FAULT_STAGES = ("none", "train", *(s.value for s in Stage if s is not Stage.ADVERTISE))
 FAULT_STAGE_ALIASES = {"share": Stage.SHARE_KEYS.value, "mask": Stage.MASKED_INPUT.value}
-FAULT_KINDS = ("crash", "timeout")
 
 
 @dataclass(frozen=True)
@@ -146,7 +137,7 @@ class FaultConfig:
 
 @dataclass(frozen=True)
 class FedConfig:
-    """Every knob of a federated run (see the README's run-config table)."""
+    """Every knob of a federated run (keys, defaults and ranges: docs/configuration.md)."""
 
     method: str = "fedkd"
     mode: str = "feddf"  # clients start from the pushed student (fedmd: own models, any arch)
@@ -190,66 +181,8 @@ class FedConfig:
         return {key: _get(self, path) for key, path in RUN_CONFIG_KEYS.items()}
 
 
-def _path(section: str | None, name: str) -> tuple[str, ...]:
-    return (name,) if section is None else (section, name)
-
-
-# run-config key -> path of the field in FedConfig. The one place keys are spelled.
-RUN_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
-    **{k: _path(None, k.replace("-", "_")) for k in ("method", "mode", "num-rounds")},
-    **{k: _path(None, k.replace("-", "_")) for k in ("fraction", "min-clients", "seed")},
-    **{k: _path("data", k.replace("-", "_")) for k in ("dataset", "data-root")},
-    **{k: _path("data", k.replace("-", "_")) for k in ("split-private", "split-public")},
-    **{k: _path("data", k.replace("-", "_")) for k in ("split-test", "partitioner", "alpha")},
-    "synthetic-samples": ("data", "synthetic_samples"),
-    "shard-size": ("data", "shard_size"),
-    "shard-size-sigma": ("data", "shard_size_sigma"),
-    "model": ("local", "model"),
-    "client-models": ("local", "client_models"),
-    "local-epochs": ("local", "epochs"),
-    "warmup-epochs": ("local", "warmup_epochs"),
-    "batch-size": ("local", "batch_size"),
-    "lr": ("local", "lr"),
-    "optimizer": ("local", "optimizer"),
-    "digest-epochs": ("local", "digest_epochs"),
-    "local-kd-weight": ("local", "kd_weight"),
-    "local-public-samples": ("local", "public_samples"),
-    "proximal-mu": ("local", "proximal_mu"),
-    "teacher-rule": ("teacher", "rule"),
-    "temperature": ("teacher", "temperature"),
-    "sharpen-temperature": ("teacher", "sharpen_temperature"),
-    "class-weighting": ("teacher", "class_weighting"),
-    "entropy-weighting": ("teacher", "entropy_weighting"),
-    "distill-epochs": ("distill", "epochs"),
-    "distill-temperature": ("distill", "temperature"),
-    "distill-lr": ("distill", "lr"),
-    "distill-batch-size": ("distill", "batch_size"),
-    "device": ("distill", "device"),
-    "distill-patience": ("distill", "patience"),
-    "distill-holdout": ("distill", "holdout"),
-    "student-ema": ("distill", "ema"),
-    "torch-threads": ("local", "torch_threads"),
-    "client-device": ("local", "device"),
-    "secagg": ("secagg", "enabled"),
-    "secagg-threshold": ("secagg", "threshold"),
-    "secagg-neighbours": ("secagg", "neighbours"),
-    "secagg-clip": ("secagg", "clip"),
-    "secagg-bits": ("secagg", "bits"),
-    "secagg-roster": ("secagg", "roster"),
-    "secagg-weights-clip": ("secagg", "weights_clip"),
-    "fault-stage": ("faults", "stage"),
-    "fault-prob": ("faults", "prob"),
-    "fault-kind": ("faults", "kind"),
-    "stage-timeout": ("stage_timeout",),
-    "secagg-timeout": ("secagg_timeout",),
-    "node-wait": ("node_wait",),
-    "out-dir": ("out_dir",),
-    "run-name": ("run_name",),
-    "resume": ("resume",),
-    "log": ("log",),
-    "eval-clients": ("local", "eval_clients"),
-    **DP_RUN_CONFIG_KEYS,  # dp, dp-epsilon, ..., client-dp-sgd (fedkd.dp.settings)
-}
+# run-config key -> path of the field in FedConfig, from the one declaration (run_keys)
+RUN_CONFIG_KEYS: dict[str, tuple[str, ...]] = {key: s.path for key, s in SETTINGS.items()}
 
 
 def _get(config: Any, path: tuple[str, ...]) -> Any:
@@ -307,7 +240,7 @@ def parse_run_config(raw: Mapping[str, Any]) -> FedConfig:
         else:
             sections.setdefault(path[0], {})[path[1]] = coerced
     rule = sections.get("teacher", {}).get("rule", defaults.teacher.rule)
-    _choice("teacher-rule", rule, available_teacher_rules())  # before TeacherConfig looks it up
+    _choice("teacher-rule", rule, SETTINGS["teacher-rule"].names())  # before TeacherConfig
     try:
         built = {
             name: dataclasses.replace(getattr(defaults, name), **fields)
@@ -320,88 +253,29 @@ def parse_run_config(raw: Mapping[str, Any]) -> FedConfig:
     return config
 
 
-def _choice(key: str, value: str, accepted: list[str] | tuple[str, ...]) -> None:
+def _choice(key: str, value: str, accepted: Sequence[str]) -> None:
     if value not in accepted:
         raise ValueError(f"run config '{key}' = {value!r}; accepted: {', '.join(accepted)}")
 
 
-def _registries(config: FedConfig) -> None:
-    """Names checked against the registries that will resolve them."""
-    from fedkd.data import available_datasets
-    from fedkd.models import available_models
-
-    for key, value, accepted in (
-        ("method", config.method, METHODS),
-        ("mode", config.mode, MODES),
-        ("partitioner", config.data.partitioner, PARTITIONERS),
-        ("optimizer", config.local.optimizer, OPTIMIZERS),
-        ("device", config.distill.device, DEVICES),
-        ("client-device", config.local.device, CLIENT_DEVICES),
-        ("fault-stage", config.faults.stage, FAULT_STAGES),
-        ("fault-kind", config.faults.kind, FAULT_KINDS),
-        ("dataset", config.data.dataset, available_datasets()),
-        ("model", config.local.model, available_models()),
-        ("teacher-rule", config.teacher.rule, available_teacher_rules()),
-    ):
-        _choice(key, value, accepted)
+def _each_key(config: FedConfig) -> None:
+    """Every key's own check from its declaration: a name in its registry, a number in range."""
+    for key, setting in SETTINGS.items():
+        value = _get(config, setting.path)
+        if setting.choices is not None:
+            _choice(key, value, setting.names())
+        elif setting.valid is not None and not setting.valid(value):
+            raise ValueError(f"run config '{key}' = {value!r}; must be {setting.accepted}")
     for name in config.local.client_model_list:
-        _choice("client-models", name, available_models())
+        _choice("client-models", name, SETTINGS["model"].names())
     parse_log(config.log)
-
-
-def _ranges(config: FedConfig) -> None:
-    local, distill, secagg = config.local, config.distill, config.secagg
-    checks = (
-        ("num-rounds", config.num_rounds >= 1, ">= 1"),
-        ("min-clients", config.min_clients >= 1, ">= 1"),
-        ("fraction", 0.0 < config.fraction <= 1.0, "in (0, 1]"),
-        ("alpha", config.data.alpha > 0, "> 0 (Dirichlet concentration)"),
-        ("synthetic-samples", config.data.synthetic_samples >= 10, ">= 10"),
-        ("shard-size", 1.0 <= config.data.shard_size < float("inf"), ">= 1 samples"),
-        ("shard-size-sigma", 0.0 <= config.data.shard_size_sigma < float("inf"), ">= 0"),
-        ("local-epochs", local.epochs >= 1, ">= 1"),
-        ("batch-size", local.batch_size >= 1, ">= 1"),
-        ("torch-threads", local.torch_threads >= 1, ">= 1"),
-        ("lr", local.lr > 0, "> 0"),
-        ("warmup-epochs", local.warmup_epochs >= 0, ">= 0"),
-        ("digest-epochs", local.digest_epochs >= 0, ">= 0"),
-        ("local-kd-weight", local.kd_weight >= 0, ">= 0 (0: local training ignores the teacher)"),
-        ("local-public-samples", local.public_samples >= 0, ">= 0 (0: the whole public set)"),
-        ("proximal-mu", 0.0 <= local.proximal_mu < float("inf"), ">= 0 and finite"),
-        ("distill-epochs", distill.epochs >= 0, ">= 0"),
-        ("distill-batch-size", distill.batch_size >= 1, ">= 1"),
-        ("distill-lr", distill.lr > 0, "> 0"),
-        ("distill-temperature", distill.temperature > 0, "> 0"),
-        ("distill-patience", distill.patience >= 0, ">= 0 epochs (0: no early stopping)"),
-        ("distill-holdout", 0.0 <= distill.holdout < 1.0, "in [0, 1)"),
-        ("student-ema", 0.0 <= distill.ema < 1.0, "in [0, 1) (0: no averaging)"),
-        ("secagg-threshold", 0.0 < secagg.threshold <= 1.0, "a fraction in (0, 1]"),
-        ("secagg-neighbours", secagg.neighbours >= 0, ">= 0 (0: auto)"),
-        ("secagg-clip", secagg.clip > 0, "> 0"),
-        ("secagg-weights-clip", secagg.weights_clip > 0, "> 0"),
-        ("secagg-bits", 1 <= secagg.bits <= 48, "in [1, 48]"),
-        ("fault-prob", 0.0 <= config.faults.prob <= 1.0, "in [0, 1]"),
-        ("stage-timeout", config.stage_timeout >= 0, ">= 0 seconds (0: automatic)"),
-        ("secagg-timeout", config.secagg_timeout >= 0, ">= 0 seconds (0: as stage-timeout)"),
-        ("node-wait", config.node_wait >= 0, ">= 0 seconds"),
-    )
-    for key, ok, accepted in checks:
-        if not ok:
-            raise ValueError(
-                f"run config '{key}' = {_get(config, RUN_CONFIG_KEYS[key])!r}; must be {accepted}"
-            )
-    data = config.data
-    for key in ("split-private", "split-public", "split-test"):
-        if _get(config, RUN_CONFIG_KEYS[key]) <= 0:
-            raise ValueError(f"run config '{key}' must be > 0 (a fraction or a count)")
-    if data.dataset == "idx" and not data.data_root:
+    if config.data.dataset == "idx" and not config.data.data_root:
         raise ValueError("run config 'data-root' must name the folder of IDX files (dataset=idx)")
 
 
 def validate(config: FedConfig) -> None:
     """Raise ``ValueError`` naming the first bad setting; warn on risky ones."""
-    _registries(config)
-    _ranges(config)
+    _each_key(config)
     check_dp(
         config.dp,
         method=config.method,
