@@ -35,6 +35,21 @@ def test_every_key_is_declared_with_a_reader_and_help_and_lands_on_a_field() -> 
             assert defaults[key] in setting.names(), key
 
 
+# keys whose value is a path, a name list checked elsewhere, or free text
+FREE_TEXT = {"data-root", "out-dir", "run-name", "resume", "log", "client-models", "secagg-roster"}
+
+
+def test_every_number_has_a_range_and_every_name_its_choices() -> None:
+    for key, default in FedConfig().to_dict().items():
+        setting = SETTINGS[key]
+        if isinstance(default, bool):
+            assert setting.valid is None and setting.choices is None, key
+        elif isinstance(default, (int, float)):
+            assert setting.valid is not None, f"{key} is a number without a declared range"
+        else:
+            assert setting.choices is not None or key in FREE_TEXT, f"{key}: no choices"
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     key=st.sampled_from(NUMERIC),

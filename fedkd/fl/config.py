@@ -235,12 +235,12 @@ def parse_run_config(raw: Mapping[str, Any]) -> FedConfig:
             )
         path = RUN_CONFIG_KEYS[key]
         coerced = _coerce(key, value, _get(defaults, path))
+        if not (key == "fault-stage" and coerced in FAULT_STAGE_ALIASES):  # renamed with a warning
+            _check_key(key, coerced)  # before a sub-config's own checks, so the key is named
         if len(path) == 1:
             top[path[0]] = coerced
         else:
             sections.setdefault(path[0], {})[path[1]] = coerced
-    rule = sections.get("teacher", {}).get("rule", defaults.teacher.rule)
-    _choice("teacher-rule", rule, SETTINGS["teacher-rule"].names())  # before TeacherConfig
     try:
         built = {
             name: dataclasses.replace(getattr(defaults, name), **fields)
@@ -258,14 +258,19 @@ def _choice(key: str, value: str, accepted: Sequence[str]) -> None:
         raise ValueError(f"run config '{key}' = {value!r}; accepted: {', '.join(accepted)}")
 
 
+def _check_key(key: str, value: Any) -> None:
+    """The key's own check from its declaration: a name in its registry, a number in range."""
+    setting = SETTINGS[key]
+    if setting.choices is not None:
+        _choice(key, value, setting.names())
+    elif setting.valid is not None and not setting.valid(value):
+        raise ValueError(f"run config '{key}' = {value!r}; must be {setting.accepted}")
+
+
 def _each_key(config: FedConfig) -> None:
-    """Every key's own check from its declaration: a name in its registry, a number in range."""
+    """Every key's own check, then what the names and paths need."""
     for key, setting in SETTINGS.items():
-        value = _get(config, setting.path)
-        if setting.choices is not None:
-            _choice(key, value, setting.names())
-        elif setting.valid is not None and not setting.valid(value):
-            raise ValueError(f"run config '{key}' = {value!r}; must be {setting.accepted}")
+        _check_key(key, _get(config, setting.path))
     for name in config.local.client_model_list:
         _choice("client-models", name, SETTINGS["model"].names())
     parse_log(config.log)

@@ -142,7 +142,13 @@ SETTINGS: dict[str, Setting] = {
         ">= 1",
         _at_least(1),
     ),
-    "seed": Setting(("seed",), "both", "seeds the split, partition, sampling, initialisation"),
+    "seed": Setting(
+        ("seed",),
+        "both",
+        "seeds the split, partition, sampling, initialisation",
+        ">= 0",
+        _at_least(0),
+    ),
     "stage-timeout": Setting(
         ("stage_timeout",),
         "server",
@@ -303,10 +309,18 @@ SETTINGS: dict[str, Setting] = {
         choices=_teacher_rules,
     ),
     "temperature": Setting(
-        ("teacher", "temperature"), "client", "the clients' softmax temperature"
+        ("teacher", "temperature"),
+        "both",
+        "the clients' softmax temperature",
+        "> 0",
+        _above(0),
     ),
     "sharpen-temperature": Setting(
-        ("teacher", "sharpen_temperature"), "server", "DS-FL sharpening of the teacher"
+        ("teacher", "sharpen_temperature"),
+        "both",
+        "DS-FL sharpening of the teacher",
+        "> 0",
+        _above(0),
     ),
     "class-weighting": Setting(
         ("teacher", "class_weighting"),
@@ -323,11 +337,19 @@ SETTINGS: dict[str, Setting] = {
         ("distill", "epochs"), "server", "distillation epochs", ">= 0", _at_least(0)
     ),
     "distill-temperature": Setting(
-        ("distill", "temperature"), "server", "distillation temperature", "> 0", _above(0)
+        ("distill", "temperature"),
+        "both",
+        "distillation temperature (and the clients' rehearsal of the pushed teacher)",
+        "> 0",
+        _above(0),
     ),
     "distill-lr": Setting(("distill", "lr"), "server", "learning rate", "> 0", _above(0)),
     "distill-batch-size": Setting(
-        ("distill", "batch_size"), "server", "batch size", ">= 1", _at_least(1)
+        ("distill", "batch_size"),
+        "both",
+        "batch size (and FedMD's digest)",
+        ">= 1",
+        _at_least(1),
     ),
     "device": Setting(
         ("distill", "device"),
