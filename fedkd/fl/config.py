@@ -224,6 +224,14 @@ def parse_run_config(raw: Mapping[str, Any]) -> FedConfig:
     ValueError
         On an unknown key, a wrong type, a name missing from its registry or a value outside
         its accepted range; the message names the key and what is accepted.
+
+    Examples
+    --------
+    >>> parse_run_config({"method": "fedavg", "num-rounds": 3}).num_rounds
+    3
+    >>> parse_run_config({"fraction": 2})
+    Traceback (most recent call last):
+    ValueError: run config 'fraction' = 2.0; must be in (0, 1]
     """
     defaults = FedConfig()
     top: dict[str, Any] = {}

@@ -8,6 +8,16 @@ are honest :class:`~fedkd.secagg.client_state.ClientState` holders. Client ids a
 e.g. :mod:`fedkd.attacks.secagg`) around the honest one; honest clients must refuse each
 deviation, and :func:`run_secagg` re-raises the first refusal. Timings and message sizes are
 measured per stage.
+
+Five clients, one of which drops out before sending its masked input: the server recovers
+the other four's sum (to the fixed-point precision) and nothing else:
+
+>>> import numpy as np
+>>> from fedkd.secagg.message import Stage
+>>> inputs = [np.full(3, float(i)) for i in range(5)]
+>>> result = run_secagg(inputs, dropouts={Stage.MASKED_INPUT: [4]}, roster=True)
+>>> result.survivors, result.dropped, np.round(result.total, 6).tolist()
+([0, 1, 2, 3], [4], [6.0, 6.0, 6.0])
 """
 
 from __future__ import annotations
