@@ -136,7 +136,8 @@ def test_print_summary_says_a_dp_runs_client_column_is_noised(
     print_summary(tmp_path)
     out = capsys.readouterr().out
     assert "epsilon spent 3.26" in out and "noised release" in out
-    (tmp_path / "history.json").write_text(json.dumps([{"round": 1}]))
+    plain = [{"round": 1, "dp_noise_std": None, "dp_epsilon": None}]  # history.json without DP
+    (tmp_path / "history.json").write_text(json.dumps(plain))
     print_summary(tmp_path)
     assert "noised" not in capsys.readouterr().out
 

@@ -329,7 +329,7 @@ def print_summary(folder: Path) -> None:
             f"{cell(row, 'teacher_accuracy')} {cell(row, 'client_accuracy_mean')} "
             f"{cell(row, 'survivors', 5)} {cell(row, 'seconds', 6, 1)}"
         )
-    if any("dp_noise_std" in row for row in rows):
+    if any(row.get("dp_noise_std") is not None for row in rows):  # null (NaN) without DP
         epsilon = max(float(row.get("dp_epsilon") or 0.0) for row in rows)
         print(
             f"client-level DP, epsilon spent {epsilon:.2f}: 'clients' is the noised release "

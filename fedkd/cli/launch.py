@@ -469,7 +469,11 @@ def _result(
 
 
 def _shutdown(link: LocalSuperLink) -> None:
-    """Terminate every process of the launch (SIGTERM, then SIGKILL), signals held off."""
+    stop_tagged(link.tag)
+
+
+def stop_tagged(tag: str) -> None:
+    """Terminate every process that carries ``tag`` (SIGTERM, then SIGKILL), signals held off."""
     held = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in held}
     try:
@@ -479,7 +483,7 @@ def _shutdown(link: LocalSuperLink) -> None:
         # one scan) or 60 s have passed.
         deadline, quiet = time.monotonic() + 60.0, 0
         while time.monotonic() < deadline and quiet < 2:
-            tagged = tagged_processes(LAUNCH_TAG, link.tag)
+            tagged = tagged_processes(LAUNCH_TAG, tag)
             # and their children: a Ray agent need not carry the tag (its environment is the
             # raylet's choice), and one outlived a SIGINT-stopped run in CI once its raylet died
             pids = sorted({*tagged, *descendants(tagged)})

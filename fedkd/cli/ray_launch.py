@@ -10,10 +10,12 @@ settings size the actor pool; ``RAY_ADDRESS`` (or ``--ray-address``) points it a
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import signal
 import sys
 import traceback
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,9 +24,11 @@ from typing import Any
 from fedkd.cli.launch import (
     EXIT_FAILED,
     EXIT_TIMEOUT,
+    LAUNCH_TAG,
     Interrupted,
     LaunchResult,
     signals_as_interrupt,
+    stop_tagged,
 )
 from fedkd.cli.run_config import app_run_config
 
@@ -83,6 +87,24 @@ def _deadline(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+@contextmanager
+def _tagged_children() -> Iterator[None]:
+    """Tag what this run starts (a local Ray's daemons inherit the environment), and stop
+    whatever of it outlives ``ray.shutdown()``: its raylet's agents are not our children
+    once the raylet is gone, and CI saw a DashboardAgent alive after a Ctrl-C'd run."""
+    tag = uuid.uuid4().hex
+    previous = os.environ.get(LAUNCH_TAG)
+    os.environ[LAUNCH_TAG] = tag
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[LAUNCH_TAG]
+        else:
+            os.environ[LAUNCH_TAG] = previous
+        stop_tagged(tag)
+
+
 def _configure_logging(echo: bool) -> None:
     log = logging.getLogger("fedkd")
     if echo and not log.handlers:
@@ -114,7 +136,7 @@ def ray_run(
         run_config["client-device"] = "auto"  # clients train on the GPU share they are given
     results: Path | None = None
     try:
-        with signals_as_interrupt(), _deadline(timeout):
+        with _tagged_children(), signals_as_interrupt(), _deadline(timeout):
             run = open_run(run_config, num_clients)
             results = run.recorder.path
             run_opened(run, run_config, num_clients, "ray", secrets.randbits(63), resources)
