@@ -360,6 +360,9 @@ def measured(case: Case, engine: str, run_config: dict[str, Any], folder: Path) 
     # Ray (the Ray engine's and Flower's simulation's) runs its workers at the driver's
     # priority: on a busy machine the engines then compete on equal terms with in-process.
     env = {**os.environ, MARKER: tag, "RAY_worker_niceness": "0"}
+    # Fresh simulated nodes for every run: with one FEDKD_HOME their release ledgers refuse
+    # the same seed's vectors for another cohort (as they must), and the bench measured that
+    env["FEDKD_HOME"] = str(folder / f"home-{name}-{engine}")
     with PeakMemory(tag) as memory:
         done = subprocess.run(command, env=env)
     if done.returncode != 0 or not out.is_file():
