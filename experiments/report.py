@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -68,10 +69,36 @@ def fedavg_reference(data: dict[str, Any]) -> list[tuple[str, str]]:
     return lines
 
 
+def engine_population(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """The Ray engine's secure round at a population: median of the rounds after the first."""
+    lines = []
+    for run in data["runs"]:
+        steady = run["rounds"][1:] or run["rounds"]
+        if run["error"] or not steady:
+            continue
+
+        def median(key: str, rounds: list[dict[str, Any]] = steady) -> float:
+            return statistics.median(r[key] for r in rounds)
+
+        clients, cohort = run["case"].removeprefix("pop-"), steady[0]["survivors"]
+        lines.append(
+            (
+                f"Ray engine, {clients} clients, {cohort} a round, secure ({len(run['rounds'])}"
+                f" rounds, {data['cpus']} cores)",
+                f"{median('seconds'):.1f} s a round (clients {median('client'):.1f}, secure "
+                f"aggregation {median('secagg'):.1f}, other {median('other'):.1f}); peak "
+                f"{run['peak_memory_bytes'] / 2**30:.2f} GiB",
+            )
+        )
+    return lines
+
+
 STUDIES: dict[str, Callable[[dict[str, Any]], list[tuple[str, str]]]] = {
     "split-stats-mnist": split_stats,
     "fedavg-reference-mnist": fedavg_reference,
     "differencing": differencing,
+    "bench-engine-pop-1e4": engine_population,
+    "bench-engine-pop-1e6": engine_population,
 }
 
 
