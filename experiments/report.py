@@ -93,10 +93,41 @@ def engine_population(data: dict[str, Any]) -> list[tuple[str, str]]:
     return lines
 
 
+def engine_comparison(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """The same rounds on each engine in one run: the median round after the first, and each
+    engine's largest teacher difference from the in-process run's ("n/a": not comparable,
+    e.g. a client dropped out on that engine only)."""
+    seconds: dict[str, list[float]] = {}
+    gaps: dict[str, list[float | None]] = {}
+    for run in data["runs"]:
+        if not run["error"]:
+            rounds = run["rounds"][1:] or run["rounds"]
+            seconds.setdefault(run["engine"], []).extend(r["seconds"] for r in rounds)
+            gaps.setdefault(run["engine"], []).append(run["teacher_gap"])
+    if "ray" not in seconds or "flower" not in seconds:
+        return []
+    ray, flower = statistics.median(seconds["ray"]), statistics.median(seconds["flower"])
+
+    def gap(engine: str) -> str:
+        found = gaps[engine]
+        return "n/a" if None in found else f"{max(g for g in found if g is not None):.0e}"
+
+    return [
+        (
+            f"Ray engine vs Flower's simulation, `{data['runs'][0]['case']}` "
+            f"({data['cpus']} cores)",
+            f"{ray:.2f} s vs {flower:.2f} s a round: Ray {flower / ray:.1f}x faster; teachers "
+            f"vs in-process, max abs diff: Ray {gap('ray')}, Flower {gap('flower')}",
+        )
+    ]
+
+
 STUDIES: dict[str, Callable[[dict[str, Any]], list[tuple[str, str]]]] = {
     "split-stats-mnist": split_stats,
     "fedavg-reference-mnist": fedavg_reference,
     "differencing": differencing,
+    "bench-engine-digits": engine_comparison,
+    "bench-engine-idle": engine_comparison,
     "bench-engine-pop-1e4": engine_population,
     "bench-engine-pop-1e6": engine_population,
 }
