@@ -20,7 +20,9 @@ import pytest
 from experiments.attacks.cli import STUDIES
 from fedkd.cli.commands import MODULES, load_command, run_parser
 from fedkd.cli.run_config import parse_assignments
+from fedkd.distill import teacher
 from fedkd.fl.config import parse_run_config
+from fedkd.models import registry as model_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -91,3 +93,22 @@ def test_a_documented_command_is_accepted(page: str, line: str) -> None:
     text = _help(scope)
     for flag in (token.split("=", 1)[0] for token in rest if token.startswith("--")):
         assert flag in text, f"{page}: {flag} is not a flag of fedkd {' '.join(scope)}"
+
+
+HOWTO = ROOT / "docs" / "models-and-teachers.md"
+
+
+@pytest.mark.parametrize("index", range(2))
+def test_the_howto_examples_run(
+    index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The how-to's examples register a model and a teacher rule, and train with them."""
+    text = HOWTO.read_text()
+    examples = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    assert len(examples) == 2
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FEDKD_HOME", str(tmp_path / "home"))
+    # the registrations end with the test (the generated docs list the registries' names)
+    monkeypatch.setattr(model_registry, "_MODELS", dict(model_registry._MODELS))
+    monkeypatch.setattr(teacher, "_TEACHER_RULES", dict(teacher._TEACHER_RULES))
+    exec(compile(examples[index], f"{HOWTO.name}[{index}]", "exec"), {})  # noqa: S102
