@@ -34,5 +34,5 @@ def main(grid: Grid, context: Context) -> None:
     """Run one experiment described by ``context.run_config`` (:class:`FedKD`)."""
     _configure_logging()
     strategy = FedKD(context.run_config)
-    strategy.start(grid=grid)
+    strategy.start(grid=grid, run_id=context.run_id)
     print(f"fedkd results: {strategy.results}", flush=True)

@@ -68,12 +68,18 @@ class FedKD:
         self.results: Path | None = None  # the run folder, once started
 
     def start(
-        self, grid: Grid, num_rounds: int | None = None, timeout: float | None = None
+        self,
+        grid: Grid,
+        num_rounds: int | None = None,
+        timeout: float | None = None,
+        run_id: int | None = None,
     ) -> Result:
         """Run the rounds over ``grid``; the final student and each round's metrics.
 
         ``num_rounds`` and ``timeout`` (seconds per exchange, ``stage-timeout``) override the
-        run config's, as Flower's ``Strategy.start`` takes them.
+        run config's, as Flower's ``Strategy.start`` takes them. ``run_id`` (what the clients
+        and secure aggregation bind to) defaults to the grid's run; a ServerApp passes its
+        ``context.run_id``.
         """
         run_config = dict(self.run_config)
         if num_rounds is not None:
@@ -89,7 +95,7 @@ class FedKD:
         run = open_run(run_config, num_clients=max(len(nodes), config.min_clients))
         self.results = run.recorder.path.resolve()
         began = time.perf_counter()
-        run_method(run, GridTransport(grid), grid.run.run_id)
+        run_method(run, GridTransport(grid), grid.run.run_id if run_id is None else run_id)
         run.recorder.finish(config.method, seconds=time.perf_counter() - began)
         log.info("results written to %s", self.results)
         return flower_result(run.recorder)
