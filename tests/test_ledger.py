@@ -221,3 +221,32 @@ def test_a_simulated_nodes_refusal_names_where_its_memory_lives(tmp_path: Path) 
         1000, 0, {"partition-id": 0, "num-partitions": 4}, deployed=True
     )
     assert refusal_text(deployed, refusal) == str(refusal)
+
+
+@settings(max_examples=30, deadline=None)
+@given(writers=st.lists(st.sampled_from(["cached", "other"]), min_size=1, max_size=8))
+def test_the_incremental_index_always_equals_a_fresh_read_of_the_file(
+    writers: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Two processes of one node: this one's cached ledger, and another's (its own instance).
+    # Whatever order they append in, the cached index is what reading the whole file gives.
+    root = tmp_path_factory.mktemp("ledger")
+    cached, other = ReleaseLedger.open(root, "n"), ReleaseLedger(root / "n")
+    for number, writer in enumerate(writers):
+        (cached if writer == "cached" else other).record_release(
+            release(f"v{number}", round=number + 1), budgeted=False
+        )
+        assert ReleaseLedger.open(root, "n") is cached
+        assert cached.releases() == ReleaseLedger(root / "n").releases()
+
+
+def test_a_whole_record_left_without_its_newline_counts_once_it_is_ended(tmp_path: Path) -> None:
+    ledger = ReleaseLedger.open(tmp_path, "n")
+    ledger.record_release(release("a"), budgeted=False)
+    whole = (tmp_path / "n" / LEDGER_FILE).read_text().splitlines()[-1].replace('"a"', '"b"')
+    with (tmp_path / "n" / LEDGER_FILE).open("a") as handle:
+        handle.write(whole)  # a crash after the record but before its newline
+    assert [r.vector for r in ReleaseLedger.open(tmp_path, "n").releases()] == ["a"]
+    ledger.record_release(release("c"), budgeted=False)  # ends the line: "b" is now in the file
+    fresh = ReleaseLedger(tmp_path / "n").releases()
+    assert [r.vector for r in ledger.releases()] == [r.vector for r in fresh] == ["a", "b", "c"]

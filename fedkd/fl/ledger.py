@@ -404,8 +404,9 @@ class ReleaseLedger:
         handle.write(("\n" if end and torn else "") + line)
         handle.flush()
         os.fsync(handle.fileno())
-        self._index.add(json.loads(line))
-        self._offset = handle.tell()  # the index holds the file up to its end (read before)
+        # what was just written, and a torn line it ended (if that held a whole record, it is
+        # counted, as a fresh read of the file would count it)
+        self._read(handle)
 
 
 _OPEN: dict[Path, ReleaseLedger] = {}  # folder -> the open ledger of this process
