@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
+import os
 import sys
 import textwrap
 from collections import Counter
@@ -401,5 +403,22 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + Interrupted.caught(error).signum
 
 
+def entry() -> None:
+    """The console script: :func:`main`, then exit with its code.
+
+    Once Ray was loaded the process leaves with ``os._exit`` after flushing, skipping the
+    interpreter's finalisation: Ray's core-worker threads can crash it after a
+    ``ray.shutdown()`` that followed a Ctrl-C (CI saw SIGSEGV, exit -11 instead of 130, after
+    everything was written, printed and every Ray process swept).
+    """
+    code = main()
+    if "ray" not in sys.modules:
+        raise SystemExit(code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()
