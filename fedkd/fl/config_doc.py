@@ -67,10 +67,10 @@ def rows() -> list[Row]:
 
 def reference_text(width: int = 100) -> str:
     """The keys grouped by section: ``key = default  help [accepts] (read by)``, wrapped."""
-    lines = []
+    lines, every = [], rows()
     for section, title in SECTIONS.items():
         lines.append(f"{title}:")
-        for row in (r for r in rows() if r.section == section):
+        for row in (r for r in every if r.section == section):
             accepts = f" [{row.accepts}]" if row.accepts else ""
             text = f"{row.key} = {row.default}  {row.help}{accepts} ({row.reads})"
             lines += textwrap.wrap(text, width, initial_indent="  ", subsequent_indent="      ")
@@ -92,10 +92,11 @@ def reference_markdown() -> str:
         "the key.",
         "",
     ]
+    every = rows()
     for section, title in SECTIONS.items():
         out += [f"## {title}", "", "| key | default | accepts | read by | meaning |"]
         out.append("|---|---|---|---|---|")
-        for row in (r for r in rows() if r.section == section):
+        for row in (r for r in every if r.section == section):
             accepts = (row.accepts or row.kind).replace("|", "\\|")
             out.append(f"| `{row.key}` | `{row.default}` | {accepts} | {row.reads} | {row.help} |")
         out.append("")
